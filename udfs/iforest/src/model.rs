@@ -1,0 +1,439 @@
+//! The model file (versioned, self-describing JSON with a model card) and [`Forest`], a
+//! validated, compiled model that scores rows the way scikit-learn's `IsolationForest` does.
+//!
+//! # NaN / null policy
+//! A row whose features include a missing value, NaN, ±infinity, or a finite f64 outside the
+//! f32 range (scikit-learn casts input to f32 and rejects such rows) has **no score**: the
+//! batch functions write NaN for it and the single-row functions return `None`; the SQL
+//! functions turn that into NULL. A missing feature is never imputed silently.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ForestError, Result};
+use crate::score::{BLOCK_ROWS, Compiled};
+use crate::tree::{Tree, average_path_length};
+
+/// Value of the `format` field of every model file.
+pub const FORMAT: &str = "txguard-iforest";
+/// Newest model file layout this crate reads and the one it writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Quality metrics measured on labelled training data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Rows that carried a label.
+    pub labelled_rows: u64,
+    /// Rows labelled anomalous.
+    pub positives: u64,
+    /// Area under the ROC curve of the anomaly score.
+    pub roc_auc: Option<f64>,
+    /// Average precision (area under the precision–recall curve) of the anomaly score.
+    pub pr_auc: Option<f64>,
+    /// Share of training rows flagged anomalous by the fitted offset.
+    pub flagged_rate: f64,
+}
+
+/// What a reader needs to trust a model: where it came from and how good it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ModelCard {
+    /// Human name of the model, e.g. `default`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// RFC 3339 time the model was trained or exported.
+    pub created_at: String,
+    /// Who made it, e.g. `txguard 0.1.0` or `scikit-learn 1.5.2 (export_sklearn.py)`.
+    pub trainer: String,
+    /// Rows the forest was fitted on.
+    pub training_rows: u64,
+    /// Wall-clock fit time in seconds, when known.
+    #[serde(default)]
+    pub training_seconds: Option<f64>,
+    /// Hash of the training matrix (f32 values, row-major), when known.
+    #[serde(default)]
+    pub data_fingerprint: Option<String>,
+    /// Where the training data came from (file, pipeline, query).
+    #[serde(default)]
+    pub data_source: Option<String>,
+    /// Fit parameters as given by the trainer.
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// Metrics on labelled training rows, when labels were given.
+    #[serde(default)]
+    pub metrics: Option<Metrics>,
+    /// Free text.
+    #[serde(default)]
+    pub notes: Option<String>,
+}
+
+/// The on-disk model: everything scikit-learn's scoring needs, plus the card.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFile {
+    pub format: String,
+    pub format_version: u32,
+    /// Feature names in the order the model's inputs are given.
+    pub features: Vec<String>,
+    /// scikit-learn's `max_samples_`: rows drawn per tree.
+    pub max_samples: u64,
+    /// scikit-learn's `offset_`: `decision_function = score_samples - offset`.
+    pub offset: f64,
+    pub trees: Vec<Tree>,
+    pub card: ModelCard,
+}
+
+/// A validated model ready to score.
+#[derive(Debug, Clone)]
+pub struct Forest {
+    file: ModelFile,
+    version: String,
+    /// `n_estimators * c(max_samples)`, the normaliser of the summed path lengths.
+    denominator: f64,
+    compiled: Compiled,
+}
+
+/// Scores of one row in scikit-learn's three conventions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowScore {
+    /// `score_samples`: in [-1, 0), lower = more anomalous.
+    pub score_samples: f64,
+    /// `decision_function`: `score_samples - offset`; negative = anomaly.
+    pub decision: f64,
+}
+
+impl RowScore {
+    /// txguard's anomaly score, `-score_samples`, in (0, 1]; higher = more anomalous.
+    pub fn anomaly_score(&self) -> f64 {
+        -self.score_samples
+    }
+    /// scikit-learn's `predict(x) == -1`.
+    pub fn is_anomaly(&self) -> bool {
+        self.decision < 0.0
+    }
+}
+
+/// One feature column of a batch to score.
+#[derive(Debug, Clone, Copy)]
+pub enum FeatureColumn<'a> {
+    F64(&'a [f64]),
+    F32(&'a [f32]),
+}
+
+impl FeatureColumn<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            FeatureColumn::F64(v) => v.len(),
+            FeatureColumn::F32(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    #[inline]
+    fn get_f32(&self, i: usize) -> f32 {
+        match self {
+            FeatureColumn::F64(v) => v[i] as f32,
+            FeatureColumn::F32(v) => v[i],
+        }
+    }
+}
+
+impl Forest {
+    /// Validates a parsed model file and compiles it for scoring.
+    pub fn from_model_file(file: ModelFile) -> Result<Self> {
+        if file.format != FORMAT {
+            return Err(ForestError::invalid(format!(
+                "format is {:?}, expected {FORMAT:?}",
+                file.format
+            )));
+        }
+        if file.format_version == 0 || file.format_version > FORMAT_VERSION {
+            return Err(ForestError::invalid(format!(
+                "format_version {} is not supported (this txguard reads 1..={FORMAT_VERSION}); upgrade txguard",
+                file.format_version
+            )));
+        }
+        if file.features.is_empty() {
+            return Err(ForestError::invalid("the model lists no features"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for f in &file.features {
+            if f.is_empty() {
+                return Err(ForestError::invalid("a feature name is empty"));
+            }
+            if !seen.insert(f.as_str()) {
+                return Err(ForestError::invalid(format!(
+                    "feature {f:?} is listed twice"
+                )));
+            }
+        }
+        if file.trees.is_empty() {
+            return Err(ForestError::invalid("the model has no trees"));
+        }
+        if file.max_samples == 0 {
+            return Err(ForestError::invalid("max_samples is 0"));
+        }
+        if !file.offset.is_finite() {
+            return Err(ForestError::invalid(format!(
+                "offset is {}, expected a finite number",
+                file.offset
+            )));
+        }
+        for (i, t) in file.trees.iter().enumerate() {
+            t.validate(i, file.features.len())?;
+        }
+        let denominator = file.trees.len() as f64 * average_path_length(file.max_samples as f64);
+        let compiled = Compiled::new(&file.trees);
+        let version = content_version(&file);
+        Ok(Forest {
+            file,
+            version,
+            denominator,
+            compiled,
+        })
+    }
+
+    /// Reads and validates a model file. Every failure names the file and what is wrong.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ForestError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_json(&text).map_err(|e| match e {
+            ForestError::Parse { message, .. } => ForestError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other.with_path(path),
+        })
+    }
+
+    /// Parses and validates a model from JSON text.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let file: ModelFile = serde_json::from_str(text).map_err(|e| ForestError::Parse {
+            path: "<memory>".into(),
+            message: describe_json_error(&e),
+        })?;
+        Self::from_model_file(file)
+    }
+
+    /// The model as pretty JSON.
+    pub fn to_json(&self) -> String {
+        // Serialising plain data with string keys cannot fail.
+        serde_json::to_string_pretty(&self.file).unwrap_or_default()
+    }
+
+    /// Writes the model file (atomically: a temporary file renamed into place).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let io = |source| ForestError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, self.to_json()).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    pub fn model_file(&self) -> &ModelFile {
+        &self.file
+    }
+    pub fn features(&self) -> &[String] {
+        &self.file.features
+    }
+    pub fn n_features(&self) -> usize {
+        self.file.features.len()
+    }
+    pub fn n_estimators(&self) -> usize {
+        self.file.trees.len()
+    }
+    pub fn max_samples(&self) -> u64 {
+        self.file.max_samples
+    }
+    pub fn offset(&self) -> f64 {
+        self.file.offset
+    }
+    pub fn card(&self) -> &ModelCard {
+        &self.file.card
+    }
+    /// Short content hash of features, trees and offset: identifies the model in outputs.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    fn score_samples_from_path_sum(&self, sum: f64) -> f64 {
+        if self.denominator == 0.0 {
+            -0.5
+        } else {
+            -(2f64.powf(-(sum / self.denominator)))
+        }
+    }
+
+    /// Scores one row of f64 features (in the model's feature order).
+    /// `None` when the row has the wrong length or a value with no score (see module docs).
+    pub fn score_row(&self, row: &[f64]) -> Option<RowScore> {
+        let nf = self.n_features();
+        if row.len() != nf {
+            return None;
+        }
+        let mut buf = [0f32; 32];
+        let mut heap;
+        let x: &mut [f32] = if nf <= buf.len() {
+            &mut buf[..nf]
+        } else {
+            heap = vec![0f32; nf];
+            &mut heap
+        };
+        for (d, &v) in x.iter_mut().zip(row) {
+            *d = v as f32;
+            if !d.is_finite() {
+                return None;
+            }
+        }
+        let s = self.score_samples_from_path_sum(self.compiled.path_sum_row(x));
+        Some(RowScore {
+            score_samples: s,
+            decision: s - self.file.offset,
+        })
+    }
+
+    /// Scores `n` rows given as feature columns (in the model's feature order), writing
+    /// scikit-learn's `score_samples` into `out`; NaN marks a row with no score.
+    /// `valid[r] == false` (e.g. an Arrow null) also gives NaN.
+    pub fn score_samples_columns(
+        &self,
+        columns: &[FeatureColumn<'_>],
+        valid: Option<&[bool]>,
+        out: &mut [f64],
+    ) -> Result<()> {
+        let nf = self.n_features();
+        let n = out.len();
+        if columns.len() != nf {
+            return Err(ForestError::Data(format!(
+                "{} feature columns given, the model expects {nf} ({})",
+                columns.len(),
+                self.file.features.join(", ")
+            )));
+        }
+        if let Some(c) = columns.iter().find(|c| c.len() != n) {
+            return Err(ForestError::Data(format!(
+                "a feature column has {} rows, expected {n}",
+                c.len()
+            )));
+        }
+        if valid.is_some_and(|v| v.len() != n) {
+            return Err(ForestError::Data(
+                "validity mask length differs from the row count".into(),
+            ));
+        }
+        self.score_blocks(out, |start, len, block, ok| {
+            if let Some(v) = valid {
+                ok.copy_from_slice(&v[start..start + len]);
+            }
+            for (j, col) in columns.iter().enumerate() {
+                for r in 0..len {
+                    let x = col.get_f32(start + r);
+                    let finite = x.is_finite();
+                    ok[r] &= finite;
+                    block[r * nf + j] = if finite { x } else { 0.0 };
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Scores a row-major matrix of `out.len()` rows (`x.len() == out.len() * n_features`),
+    /// writing `score_samples`; NaN marks a row with no score.
+    pub fn score_samples_rows(&self, x: &[f64], out: &mut [f64]) -> Result<()> {
+        let nf = self.n_features();
+        if x.len() != out.len() * nf {
+            return Err(ForestError::Data(format!(
+                "{} values do not form {} rows of {nf} features",
+                x.len(),
+                out.len()
+            )));
+        }
+        self.score_blocks(out, |start, len, block, ok| {
+            let xs = &x[start * nf..(start + len) * nf];
+            for r in 0..len {
+                for j in 0..nf {
+                    let v = xs[r * nf + j] as f32;
+                    let finite = v.is_finite();
+                    ok[r] &= finite;
+                    block[r * nf + j] = if finite { v } else { 0.0 };
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Block driver shared by the batch entry points: `fill(start, len, block, ok)` writes rows
+    /// `start..start + len` as f32 into the row-major `block` and clears `ok[r]` for a row
+    /// with no score (`ok` arrives all true); the trees are then walked over the block.
+    fn score_blocks<F>(&self, out: &mut [f64], mut fill: F)
+    where
+        F: FnMut(usize, usize, &mut [f32], &mut [bool]),
+    {
+        let nf = self.n_features();
+        let mut block = vec![0f32; BLOCK_ROWS * nf];
+        let mut ok = [true; BLOCK_ROWS];
+        let mut acc = [0f64; BLOCK_ROWS];
+        for (b, outs) in out.chunks_mut(BLOCK_ROWS).enumerate() {
+            let len = outs.len();
+            ok[..len].fill(true);
+            fill(b * BLOCK_ROWS, len, &mut block[..len * nf], &mut ok[..len]);
+            acc[..len].fill(0.0);
+            self.compiled
+                .path_sum_block(&block[..len * nf], nf, &mut acc[..len]);
+            for ((o, &a), &good) in outs.iter_mut().zip(&acc[..len]).zip(&ok[..len]) {
+                *o = if good {
+                    self.score_samples_from_path_sum(a)
+                } else {
+                    f64::NAN
+                };
+            }
+        }
+    }
+}
+
+/// Hash of what determines scores: features, max_samples, offset and trees.
+fn content_version(file: &ModelFile) -> String {
+    let mut h = blake3::Hasher::new();
+    for f in &file.features {
+        h.update(f.as_bytes());
+        h.update(&[0]);
+    }
+    h.update(&file.max_samples.to_le_bytes());
+    h.update(&file.offset.to_le_bytes());
+    for t in &file.trees {
+        for v in t.children_left.iter().chain(&t.children_right).chain(&t.feature) {
+            h.update(&v.to_le_bytes());
+        }
+        for v in &t.threshold {
+            h.update(&v.to_le_bytes());
+        }
+        for v in &t.n_node_samples {
+            h.update(&v.to_le_bytes());
+        }
+    }
+    h.finalize().to_hex()[..12].to_string()
+}
+
+fn describe_json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Eof => format!(
+            "the file ends early (truncated?) at line {}, column {}",
+            e.line(),
+            e.column()
+        ),
+        Category::Syntax => format!("malformed JSON: {e}"),
+        Category::Data => format!("unexpected content: {e}"),
+        Category::Io => e.to_string(),
+    }
+}
