@@ -326,7 +326,7 @@ pub fn fit(data: TrainingSet<'_>, params: &FitParams) -> Result<Forest> {
             created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
                 .to_string(),
             trainer: format!("txguard-iforest {}", env!("CARGO_PKG_VERSION")),
-            training_rows: n_rows as u64,
+            training_rows: Some(n_rows as u64),
             training_seconds: None,
             data_fingerprint: Some(format!("blake3:{}", hasher.finalize().to_hex())),
             data_source: data.source.map(str::to_string),

@@ -49,7 +49,8 @@ pub struct ModelCard {
     /// Who made it, e.g. `txguard 0.1.0` or `scikit-learn 1.5.2 (export_sklearn.py)`.
     pub trainer: String,
     /// Rows the forest was fitted on.
-    pub training_rows: u64,
+    #[serde(default)]
+    pub training_rows: Option<u64>,
     /// Wall-clock fit time in seconds, when known.
     #[serde(default)]
     pub training_seconds: Option<f64>,
