@@ -1,1 +1,235 @@
-pub fn x(){}
+//! The isolation forest as DataFusion scalar functions over Arrow arrays.
+//!
+//! For a model registered under `name`, three functions exist (`NAME_SUFFIX` is empty for the
+//! model named `default`, else `_name`):
+//!
+//! * `iforest_score{SUFFIX}(f1, …, fn)` → `DOUBLE`, the anomaly score in (0, 1], higher = more
+//!   anomalous (= −scikit-learn `score_samples`);
+//! * `iforest_is_anomaly{SUFFIX}(f1, …, fn)` → `BOOLEAN`, scikit-learn's `predict == -1`;
+//! * `iforest_model_version{SUFFIX}()` → `VARCHAR`, the model's content hash.
+//!
+//! Arguments are the model's features in order; any numeric type is accepted (Float32 is
+//! scored without widening). The wrong number or a non-numeric argument fails at planning
+//! time with the model's feature list. A NULL, NaN or infinite feature gives NULL.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, Float32Array, Float64Array};
+use arrow::buffer::NullBuffer;
+use arrow::datatypes::DataType;
+use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use txguard_iforest::{FeatureColumn, Forest};
+
+/// Name of the model whose functions carry no suffix.
+pub const DEFAULT_MODEL: &str = "default";
+
+/// Errors registering models.
+#[derive(Debug, thiserror::Error)]
+pub enum UdfError {
+    #[error(
+        "model name {0:?} is not usable in SQL: use lowercase letters, digits and underscores, starting with a letter"
+    )]
+    BadName(String),
+    #[error("registering {0}: {1}")]
+    Register(String, datafusion::error::DataFusionError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Score,
+    IsAnomaly,
+    Version,
+}
+
+/// One of the forest functions bound to one model.
+#[derive(Debug)]
+pub struct ForestUdf {
+    name: String,
+    model: String,
+    kind: Kind,
+    forest: Arc<Forest>,
+    signature: Signature,
+}
+
+impl PartialEq for ForestUdf {
+    fn eq(&self, o: &Self) -> bool {
+        self.name == o.name && self.kind == o.kind && self.forest.version() == o.forest.version()
+    }
+}
+impl Eq for ForestUdf {}
+impl Hash for ForestUdf {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+        self.kind.hash(state);
+        self.forest.version().hash(state);
+    }
+}
+
+/// SQL name of a function for a model: `base` for the default model, `base_model` otherwise.
+pub fn function_name(base: &str, model: &str) -> String {
+    if model == DEFAULT_MODEL {
+        base.to_string()
+    } else {
+        format!("{base}_{model}")
+    }
+}
+
+/// The three functions for `forest` registered as model `model`.
+pub fn forest_udfs(model: &str, forest: Arc<Forest>) -> Result<Vec<ScalarUDF>, UdfError> {
+    if !txguard_iforest::arroyo::valid_function_name(model) {
+        return Err(UdfError::BadName(model.to_string()));
+    }
+    let make = |base: &str, kind: Kind| {
+        let signature = match kind {
+            Kind::Version => Signature::exact(vec![], Volatility::Immutable),
+            _ => Signature::user_defined(Volatility::Immutable),
+        };
+        ScalarUDF::new_from_impl(ForestUdf {
+            name: function_name(base, model),
+            model: model.to_string(),
+            kind,
+            forest: forest.clone(),
+            signature,
+        })
+    };
+    Ok(vec![
+        make("iforest_score", Kind::Score),
+        make("iforest_is_anomaly", Kind::IsAnomaly),
+        make("iforest_model_version", Kind::Version),
+    ])
+}
+
+/// Registers the functions of `forest` as model `model` in a session or function registry.
+pub fn register_forest(
+    registry: &mut dyn FunctionRegistry,
+    model: &str,
+    forest: Arc<Forest>,
+) -> Result<(), UdfError> {
+    for udf in forest_udfs(model, forest)? {
+        let name = udf.name().to_string();
+        registry
+            .register_udf(Arc::new(udf))
+            .map_err(|e| UdfError::Register(name, e))?;
+    }
+    Ok(())
+}
+
+fn is_numeric(t: &DataType) -> bool {
+    t.is_numeric() || matches!(t, DataType::Null)
+}
+
+impl ForestUdf {
+    fn feature_list(&self) -> String {
+        self.forest.features().join(", ")
+    }
+}
+
+impl ScalarUDFImpl for ForestUdf {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(match self.kind {
+            Kind::Score => DataType::Float64,
+            Kind::IsAnomaly => DataType::Boolean,
+            Kind::Version => DataType::Utf8,
+        })
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        let nf = self.forest.n_features();
+        if arg_types.len() != nf {
+            return plan_err!(
+                "{}() takes {nf} arguments, the features of model '{}' in order: {}; got {}",
+                self.name,
+                self.model,
+                self.feature_list(),
+                arg_types.len()
+            );
+        }
+        arg_types
+            .iter()
+            .zip(self.forest.features())
+            .enumerate()
+            .map(|(i, (t, f))| match t {
+                DataType::Float32 => Ok(DataType::Float32),
+                t if is_numeric(t) => Ok(DataType::Float64),
+                t => plan_err!(
+                    "{}(): argument {} is feature '{f}' of model '{}' and must be numeric, got {t} (features: {})",
+                    self.name,
+                    i + 1,
+                    self.model,
+                    self.feature_list()
+                ),
+            })
+            .collect()
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if self.kind == Kind::Version {
+            return Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+                self.forest.version().to_string(),
+            ))));
+        }
+        let n = args.number_rows;
+        let arrays = if args.args.is_empty() {
+            vec![]
+        } else {
+            ColumnarValue::values_to_arrays(&args.args)?
+        };
+        let scores = score_arrays(&self.forest, &arrays, n)?;
+        let out: ArrayRef = match self.kind {
+            Kind::Score => Arc::new(Float64Array::from_iter(
+                scores.iter().map(|&s| (!s.is_nan()).then_some(-s)),
+            )),
+            _ => {
+                let offset = self.forest.offset();
+                Arc::new(BooleanArray::from_iter(
+                    scores
+                        .iter()
+                        .map(|&s| (!s.is_nan()).then_some(s - offset < 0.0)),
+                ))
+            }
+        };
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// scikit-learn `score_samples` for `n` rows given as Float64/Float32 feature arrays in the
+/// model's order; NaN marks a row with no score (a NULL, NaN or infinite feature).
+pub fn score_arrays(forest: &Forest, arrays: &[ArrayRef], n: usize) -> Result<Vec<f64>> {
+    let mut columns = Vec::with_capacity(arrays.len());
+    for (a, f) in arrays.iter().zip(forest.features()) {
+        if a.len() != n {
+            return exec_err!("feature {f}: {} values for {n} rows", a.len());
+        }
+        if let Some(v) = a.as_any().downcast_ref::<Float64Array>() {
+            columns.push(FeatureColumn::F64(v.values()));
+        } else if let Some(v) = a.as_any().downcast_ref::<Float32Array>() {
+            columns.push(FeatureColumn::F32(v.values()));
+        } else {
+            return exec_err!(
+                "feature {f}: expected a Float64 or Float32 array, got {}",
+                a.data_type()
+            );
+        }
+    }
+    let logical: Vec<Option<NullBuffer>> = arrays.iter().map(|a| a.logical_nulls()).collect();
+    let nulls = NullBuffer::union_many(logical.iter().map(Option::as_ref));
+    let valid: Option<Vec<bool>> = nulls.map(|nb| nb.iter().collect());
+    let mut out = vec![0.0; n];
+    forest
+        .score_samples_columns(&columns, valid.as_deref(), &mut out)
+        .map_err(|e| datafusion::error::DataFusionError::Execution(e.to_string()))?;
+    Ok(out)
+}

@@ -1,0 +1,150 @@
+//! The forest functions inside real DataFusion SQL: values, NULL/NaN policy, Float32 input,
+//! several models, and planning errors a user sees.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, BooleanArray, Float64Array, RecordBatch};
+use datafusion::prelude::SessionContext;
+use ndarray::Array2;
+use txguard_iforest::{Contamination, FitParams, Forest, TrainingSet, fit};
+use txguard_iforest_datafusion::register_forest;
+
+fn forest(seed: u64) -> Arc<Forest> {
+    let x = Array2::from_shape_fn((2000, 3), |(i, j)| {
+        ((i * 7919 + j * 104_729 + seed as usize) % 1000) as f64 / 10.0
+    });
+    let names = vec!["amount".to_string(), "count_1h".into(), "speed".into()];
+    Arc::new(
+        fit(
+            TrainingSet {
+                x: x.view(),
+                features: &names,
+                labels: None,
+                source: None,
+            },
+            &FitParams {
+                n_estimators: 25,
+                random_state: seed,
+                contamination: Contamination::Fraction(0.1),
+                ..Default::default()
+            },
+        )
+        .expect("fit"),
+    )
+}
+
+async fn ctx() -> (SessionContext, Arc<Forest>, Arc<Forest>) {
+    let mut ctx = SessionContext::new();
+    let a = forest(1);
+    let b = forest(2);
+    register_forest(&mut ctx, "default", a.clone()).expect("register default");
+    register_forest(&mut ctx, "v2", b.clone()).expect("register v2");
+    ctx.sql(
+        "CREATE TABLE t AS SELECT * FROM (VALUES \
+         (1, 10.0, 2, 3.5), (2, 500.0, 40, 900.0), (3, NULL, 1, 1.0), \
+         (4, 'NaN'::double, 1, 1.0), (5, 12.5, 3, 'Infinity'::double), (6, 0.0, 0, 0.0)) \
+         AS v(id, amount, count_1h, speed)",
+    )
+    .await
+    .expect("create")
+    .collect()
+    .await
+    .expect("collect");
+    (ctx, a, b)
+}
+
+async fn query(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
+    ctx.sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+#[tokio::test]
+async fn scores_match_the_forest_and_follow_the_null_policy() {
+    let (ctx, a, b) = ctx().await;
+    let batches = query(
+        &ctx,
+        "SELECT id, amount, count_1h, speed, iforest_score(amount, count_1h, speed) AS s, \
+         iforest_is_anomaly(amount, count_1h, speed) AS flag, \
+         iforest_score_v2(amount, count_1h, speed) AS s2 FROM t ORDER BY id",
+    )
+    .await;
+    let batch = &batches[0];
+    let col = |i: usize| batch.column(i).as_any().downcast_ref::<Float64Array>().expect("f64");
+    let (amount, count, speed, s, s2) = (col(1), batch.column(2).clone(), col(3), col(4), col(6));
+    let count = datafusion::arrow::compute::cast(&count, &datafusion::arrow::datatypes::DataType::Float64)
+        .expect("cast");
+    let count = count.as_any().downcast_ref::<Float64Array>().expect("f64");
+    let flag = batch.column(5).as_any().downcast_ref::<BooleanArray>().expect("bool");
+    for r in 0..batch.num_rows() {
+        let row = [amount.value(r), count.value(r), speed.value(r)];
+        let valid = !amount.is_null(r) && row.iter().all(|v| v.is_finite());
+        match (a.score_row(&row), valid) {
+            (Some(want), true) => {
+                assert_eq!(s.value(r), want.anomaly_score(), "row {r}");
+                assert_eq!(flag.value(r), want.is_anomaly(), "row {r}");
+                assert_eq!(s2.value(r), b.score_row(&row).expect("v2").anomaly_score());
+                assert!(s.value(r) > 0.0 && s.value(r) <= 1.0);
+            }
+            _ => {
+                assert!(s.is_null(r), "row {r} must have no score");
+                assert!(flag.is_null(r), "row {r} must have no flag");
+                assert!(s2.is_null(r));
+            }
+        }
+    }
+    // rows 3 (NULL), 4 (NaN), 5 (inf) have no score; the others do
+    assert_eq!(s.null_count(), 3);
+    // the obvious outlier is more anomalous than an ordinary row
+    assert!(s.value(1) > s.value(0));
+}
+
+#[tokio::test]
+async fn float32_columns_and_constants_work() {
+    let (ctx, a, _) = ctx().await;
+    let batches = query(
+        &ctx,
+        "SELECT iforest_score(CAST(amount AS FLOAT), 2, CAST(speed AS REAL)) AS s, \
+         iforest_model_version() AS v FROM t WHERE id = 1",
+    )
+    .await;
+    let s = batches[0].column(0).as_any().downcast_ref::<Float64Array>().expect("f64");
+    let want = a.score_row(&[10.0, 2.0, 3.5]).expect("score").anomaly_score();
+    assert_eq!(s.value(0), want);
+    let v = datafusion::arrow::util::display::array_value_to_string(batches[0].column(1), 0)
+        .expect("display");
+    assert_eq!(v, a.version());
+}
+
+#[tokio::test]
+async fn wrong_arity_and_types_fail_at_planning_naming_features() {
+    let (ctx, _, _) = ctx().await;
+    let err = ctx
+        .sql("SELECT iforest_score(amount, speed) FROM t")
+        .await
+        .expect_err("arity must fail at planning")
+        .to_string();
+    assert!(
+        err.contains("iforest_score() takes 3 arguments, the features of model 'default' in order: amount, count_1h, speed; got 2"),
+        "{err}"
+    );
+    let err = ctx
+        .sql("SELECT iforest_is_anomaly_v2(amount, 'x', speed) FROM t")
+        .await
+        .expect_err("types must fail at planning")
+        .to_string();
+    assert!(
+        err.contains("argument 2 is feature 'count_1h' of model 'v2' and must be numeric"),
+        "{err}"
+    );
+}
+
+#[test]
+fn model_names_must_be_sql_identifiers() {
+    let mut ctx = SessionContext::new();
+    let e = register_forest(&mut ctx, "Bad-Name", forest(3)).expect_err("bad name");
+    assert!(e.to_string().contains("not usable in SQL"), "{e}");
+}
