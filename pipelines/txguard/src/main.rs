@@ -1,1 +1,77 @@
-fn main(){}
+//! `txguard`: the command line. Parses arguments, sets up logging and dispatches to the
+//! subcommands in [`commands`].
+
+mod commands;
+mod tabular;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Real-time transaction anomaly detection: streaming SQL features and an isolation forest
+/// that scores exactly like scikit-learn, in one Rust binary.
+#[derive(Debug, Parser)]
+#[command(name = "txguard", version, propagate_version = true)]
+struct Cli {
+    /// Log filter, e.g. `info`, `debug`, `txguard=debug` (or set RUST_LOG).
+    #[arg(long, global = true, env = "TXGUARD_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Score a CSV or Parquet file offline: the output is the input plus `score` and `is_anomaly`.
+    Score(commands::score::ScoreArgs),
+    /// Fit an isolation forest on the feature columns of a CSV or Parquet file.
+    Train(commands::train::TrainArgs),
+    /// Inspect and convert model files.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Print a model's card: features, parameters, training data, metrics.
+    Info {
+        /// Model file (JSON), e.g. models/default.json.
+        model: PathBuf,
+        /// Print the card as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the model as a single-file Arroyo Rust UDF with the model embedded.
+    ExportArroyo(commands::model::ExportArroyoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+
+    let result = match cli.command {
+        Command::Score(args) => commands::score::run(args),
+        Command::Train(args) => commands::train::run(args),
+        Command::Model { command } => match command {
+            ModelCommand::Info { model, json } => commands::model::info(&model, json),
+            ModelCommand::ExportArroyo(args) => commands::model::export_arroyo(args),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

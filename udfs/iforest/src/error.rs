@@ -6,14 +6,10 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ForestError {
     /// The model file could not be read or written.
-    #[error("model file {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("model file {}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
     /// The model file is not valid JSON of the expected shape (truncated, wrong types, ...).
-    #[error("model file {path}: not a txguard forest model: {message}")]
+    #[error("model file {}: not a txguard forest model: {message}", path.display())]
     Parse { path: PathBuf, message: String },
     /// The model parsed but its content is inconsistent.
     #[error("invalid model{}: {message}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]

@@ -12,7 +12,6 @@ use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{ForestError, Result};
 use crate::metrics::{average_precision, percentile_linear, roc_auc};
@@ -23,8 +22,7 @@ use crate::tree::{TREE_LEAF, Tree};
 const FEATURE_THRESHOLD: f64 = 1e-7;
 
 /// Rows drawn to grow each tree.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MaxSamples {
     /// `min(256, n_rows)`.
     Auto,
@@ -35,8 +33,7 @@ pub enum MaxSamples {
 }
 
 /// Expected share of anomalies, which sets the decision offset.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Contamination {
     /// offset = -0.5 (the original paper's threshold).
     Auto,
@@ -45,15 +42,14 @@ pub enum Contamination {
 }
 
 /// Features each tree may split on.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MaxFeatures {
     Count(usize),
     Fraction(f64),
 }
 
 /// Training parameters, named as in scikit-learn.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FitParams {
     pub n_estimators: usize,
     pub max_samples: MaxSamples,
@@ -61,8 +57,7 @@ pub struct FitParams {
     pub max_features: MaxFeatures,
     pub bootstrap: bool,
     pub random_state: u64,
-    /// Threads to fit on; 0 = one per core. The result does not depend on it.
-    #[serde(skip)]
+    /// Threads to fit on. The result does not depend on it.
     pub n_jobs: usize,
 }
 
@@ -155,6 +150,42 @@ impl FromStr for MaxFeatures {
                 MaxFeatures::Fraction,
             )
         }
+    }
+}
+
+impl FitParams {
+    /// The parameters as the model card records them, in scikit-learn's spelling.
+    fn to_card(&self, max_samples_: usize) -> BTreeMap<String, serde_json::Value> {
+        use serde_json::Value;
+        let num = |f: f64| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number);
+        let mut m = BTreeMap::new();
+        m.insert("n_estimators".into(), self.n_estimators.into());
+        m.insert(
+            "max_samples".into(),
+            match self.max_samples {
+                MaxSamples::Auto => "auto".into(),
+                MaxSamples::Count(c) => c.into(),
+                MaxSamples::Fraction(f) => num(f),
+            },
+        );
+        m.insert(
+            "contamination".into(),
+            match self.contamination {
+                Contamination::Auto => "auto".into(),
+                Contamination::Fraction(f) => num(f),
+            },
+        );
+        m.insert(
+            "max_features".into(),
+            match self.max_features {
+                MaxFeatures::Count(c) => c.into(),
+                MaxFeatures::Fraction(f) => num(f),
+            },
+        );
+        m.insert("bootstrap".into(), self.bootstrap.into());
+        m.insert("random_state".into(), self.random_state.into());
+        m.insert("max_samples_".into(), max_samples_.into());
+        m
     }
 }
 
@@ -309,11 +340,7 @@ pub fn fit(data: TrainingSet<'_>, params: &FitParams) -> Result<Forest> {
         pool.install(|| (0..params.n_estimators).into_par_iter().map(build).collect())
     };
 
-    let mut params_map = BTreeMap::new();
-    if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(params) {
-        params_map.extend(m);
-    }
-    params_map.insert("max_samples_".into(), r.max_samples.into());
+    let params_map = params.to_card(r.max_samples);
     let file = ModelFile {
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,

@@ -201,9 +201,9 @@ impl Forest {
     /// Reads and validates a model file. Every failure names the file and what is wrong.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ForestError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| ForestError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Self::from_json(&text).map_err(|e| match e {
             ForestError::Parse { message, .. } => ForestError::Parse {
@@ -232,9 +232,9 @@ impl Forest {
     /// Writes the model file (atomically: a temporary file renamed into place).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let io = |source| ForestError::Io {
+        let io = |error| ForestError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         };
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, self.to_json()).map_err(io)?;

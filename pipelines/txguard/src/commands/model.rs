@@ -1,0 +1,143 @@
+//! `txguard model info` and `txguard model export-arroyo`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use txguard_iforest::Forest;
+use txguard_iforest::arroyo::{UdfKind, udf_source, valid_function_name};
+
+/// Which function the Arroyo UDF computes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Function {
+    /// iforest_score: anomaly score in (0, 1], higher = more anomalous.
+    Score,
+    /// iforest_is_anomaly: true when scikit-learn would predict -1.
+    IsAnomaly,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArroyoArgs {
+    /// Model file (JSON).
+    pub model: PathBuf,
+    /// Which function to generate.
+    #[arg(long, value_enum, default_value = "score")]
+    pub function: Function,
+    /// SQL name of the UDF [default: iforest_score or iforest_is_anomaly].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where to write the .rs file; standard output when absent.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+pub fn load(path: &Path) -> Result<Forest> {
+    Forest::load(path).map_err(anyhow::Error::from)
+}
+
+pub fn info(path: &Path, json: bool) -> Result<()> {
+    let f = load(path)?;
+    let card = f.card();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(card).context("serialising the card")?
+        );
+        return Ok(());
+    }
+    let depth = f
+        .model_file()
+        .trees
+        .iter()
+        .map(|t| t.max_depth())
+        .max()
+        .unwrap_or(0);
+    let nodes: usize = f.model_file().trees.iter().map(|t| t.n_nodes()).sum();
+    println!("model        {}", path.display());
+    if let Some(n) = &card.name {
+        println!("name         {n}");
+    }
+    println!("version      {}", f.version());
+    println!("features     {} ({})", f.n_features(), f.features().join(", "));
+    println!(
+        "trees        {} (max_samples {}, max depth {depth}, {nodes} nodes)",
+        f.n_estimators(),
+        f.max_samples()
+    );
+    println!("offset       {}", f.offset());
+    println!("created      {} by {}", card.created_at, card.trainer);
+    let rows = card
+        .training_rows
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    match card.training_seconds {
+        Some(s) => println!("training     {rows} rows in {s:.2} s"),
+        None => println!("training     {rows} rows"),
+    }
+    if let Some(src) = &card.data_source {
+        println!("data source  {src}");
+    }
+    if let Some(fp) = &card.data_fingerprint {
+        println!("fingerprint  {fp}");
+    }
+    if !card.params.is_empty() {
+        let p: Vec<String> = card.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("params       {}", p.join(" "));
+    }
+    match &card.metrics {
+        Some(m) => {
+            let fmt = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "n/a".into());
+            println!(
+                "metrics      ROC AUC {}, PR AUC {} on {} labelled rows ({} anomalous); flags {:.2}% of training rows",
+                fmt(m.roc_auc),
+                fmt(m.pr_auc),
+                m.labelled_rows,
+                m.positives,
+                m.flagged_rate * 100.0
+            );
+        }
+        None => println!("metrics      none (trained without labels)"),
+    }
+    if let Some(n) = &card.notes {
+        println!("notes        {n}");
+    }
+    Ok(())
+}
+
+pub fn export_arroyo(args: ExportArroyoArgs) -> Result<()> {
+    let f = load(&args.model)?;
+    let kind = match args.function {
+        Function::Score => UdfKind::Score,
+        Function::IsAnomaly => UdfKind::IsAnomaly,
+    };
+    let name = args.name.unwrap_or_else(|| kind.default_name().to_string());
+    if !valid_function_name(&name) {
+        bail!(
+            "--name {name:?}: use lowercase letters, digits and underscores, starting with a letter"
+        );
+    }
+    let src = udf_source(&f, kind, &name);
+    match &args.output {
+        Some(p) => {
+            std::fs::write(p, &src).with_context(|| format!("writing {}", p.display()))?;
+            tracing::info!(
+                "wrote Arroyo UDF {name}({}) for model {} to {} ({} KiB)",
+                f.features().join(", "),
+                f.version(),
+                p.display(),
+                src.len() / 1024
+            );
+        }
+        None => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            match out.write_all(src.as_bytes()).and_then(|()| out.flush()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    return Err(e).context("writing to standard output");
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
