@@ -69,7 +69,7 @@ pub async fn register_input(ctx: &SessionContext, name: &str, path: &Path) -> Re
 
 /// Writes record batches to a CSV or Parquet file, chosen by extension.
 pub enum BatchWriter {
-    Csv(datafusion::arrow::csv::Writer<File>),
+    Csv(Box<datafusion::arrow::csv::Writer<File>>),
     Parquet(Box<ArrowWriter<File>>),
 }
 
@@ -81,7 +81,7 @@ impl BatchWriter {
         }
         let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
         Ok(match format {
-            Format::Csv => BatchWriter::Csv(datafusion::arrow::csv::Writer::new(file)),
+            Format::Csv => BatchWriter::Csv(Box::new(datafusion::arrow::csv::Writer::new(file))),
             Format::Parquet => BatchWriter::Parquet(Box::new(
                 ArrowWriter::try_new(file, schema, None).context("starting the Parquet writer")?,
             )),

@@ -1,11 +1,13 @@
 //! The isolation forest as DataFusion scalar functions over Arrow arrays.
 //!
-//! For a model registered under `name`, three functions exist (`NAME_SUFFIX` is empty for the
+//! For a model registered under `name`, four functions exist (`NAME_SUFFIX` is empty for the
 //! model named `default`, else `_name`):
 //!
 //! * `iforest_score{SUFFIX}(f1, …, fn)` → `DOUBLE`, the anomaly score in (0, 1], higher = more
 //!   anomalous (= −scikit-learn `score_samples`);
 //! * `iforest_is_anomaly{SUFFIX}(f1, …, fn)` → `BOOLEAN`, scikit-learn's `predict == -1`;
+//! * `iforest_decision{SUFFIX}(f1, …, fn)` → `DOUBLE`, scikit-learn's `decision_function`
+//!   (negative = anomaly; `iforest_decision(…) < 0` is the spelling that also runs on Arroyo);
 //! * `iforest_model_version{SUFFIX}()` → `VARCHAR`, the model's content hash.
 //!
 //! Arguments are the model's features in order; any numeric type is accepted (Float32 is
@@ -42,6 +44,7 @@ pub enum UdfError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
     Score,
+    Decision,
     IsAnomaly,
     Version,
 }
@@ -79,7 +82,7 @@ pub fn function_name(base: &str, model: &str) -> String {
     }
 }
 
-/// The three functions for `forest` registered as model `model`.
+/// The four functions for `forest` registered as model `model`.
 pub fn forest_udfs(model: &str, forest: Arc<Forest>) -> Result<Vec<ScalarUDF>, UdfError> {
     if !txguard_iforest::arroyo::valid_function_name(model) {
         return Err(UdfError::BadName(model.to_string()));
@@ -100,6 +103,7 @@ pub fn forest_udfs(model: &str, forest: Arc<Forest>) -> Result<Vec<ScalarUDF>, U
     Ok(vec![
         make("iforest_score", Kind::Score),
         make("iforest_is_anomaly", Kind::IsAnomaly),
+        make("iforest_decision", Kind::Decision),
         make("iforest_model_version", Kind::Version),
     ])
 }
@@ -140,7 +144,7 @@ impl ScalarUDFImpl for ForestUdf {
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
         Ok(match self.kind {
-            Kind::Score => DataType::Float64,
+            Kind::Score | Kind::Decision => DataType::Float64,
             Kind::IsAnomaly => DataType::Boolean,
             Kind::Version => DataType::Utf8,
         })
@@ -192,6 +196,12 @@ impl ScalarUDFImpl for ForestUdf {
             Kind::Score => Arc::new(Float64Array::from_iter(
                 scores.iter().map(|&s| (!s.is_nan()).then_some(-s)),
             )),
+            Kind::Decision => {
+                let offset = self.forest.offset();
+                Arc::new(Float64Array::from_iter(
+                    scores.iter().map(|&s| (!s.is_nan()).then_some(s - offset)),
+                ))
+            }
             _ => {
                 let offset = self.forest.offset();
                 Arc::new(BooleanArray::from_iter(

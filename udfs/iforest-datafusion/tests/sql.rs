@@ -69,16 +69,35 @@ async fn scores_match_the_forest_and_follow_the_null_policy() {
         &ctx,
         "SELECT id, amount, count_1h, speed, iforest_score(amount, count_1h, speed) AS s, \
          iforest_is_anomaly(amount, count_1h, speed) AS flag, \
-         iforest_score_v2(amount, count_1h, speed) AS s2 FROM t ORDER BY id",
+         iforest_score_v2(amount, count_1h, speed) AS s2, \
+         iforest_decision(amount, count_1h, speed) AS d FROM t ORDER BY id",
     )
     .await;
     let batch = &batches[0];
-    let col = |i: usize| batch.column(i).as_any().downcast_ref::<Float64Array>().expect("f64");
-    let (amount, count, speed, s, s2) = (col(1), batch.column(2).clone(), col(3), col(4), col(6));
-    let count = datafusion::arrow::compute::cast(&count, &datafusion::arrow::datatypes::DataType::Float64)
-        .expect("cast");
+    let col = |i: usize| {
+        batch
+            .column(i)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .expect("f64")
+    };
+    let (amount, count, speed, s, s2, d) = (
+        col(1),
+        batch.column(2).clone(),
+        col(3),
+        col(4),
+        col(6),
+        col(7),
+    );
+    let count =
+        datafusion::arrow::compute::cast(&count, &datafusion::arrow::datatypes::DataType::Float64)
+            .expect("cast");
     let count = count.as_any().downcast_ref::<Float64Array>().expect("f64");
-    let flag = batch.column(5).as_any().downcast_ref::<BooleanArray>().expect("bool");
+    let flag = batch
+        .column(5)
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .expect("bool");
     for r in 0..batch.num_rows() {
         let row = [amount.value(r), count.value(r), speed.value(r)];
         let valid = !amount.is_null(r) && row.iter().all(|v| v.is_finite());
@@ -86,6 +105,8 @@ async fn scores_match_the_forest_and_follow_the_null_policy() {
             (Some(want), true) => {
                 assert_eq!(s.value(r), want.anomaly_score(), "row {r}");
                 assert_eq!(flag.value(r), want.is_anomaly(), "row {r}");
+                assert_eq!(d.value(r), want.decision, "row {r}");
+                assert_eq!(d.value(r) < 0.0, flag.value(r), "row {r}");
                 assert_eq!(s2.value(r), b.score_row(&row).expect("v2").anomaly_score());
                 assert!(s.value(r) > 0.0 && s.value(r) <= 1.0);
             }
@@ -93,6 +114,7 @@ async fn scores_match_the_forest_and_follow_the_null_policy() {
                 assert!(s.is_null(r), "row {r} must have no score");
                 assert!(flag.is_null(r), "row {r} must have no flag");
                 assert!(s2.is_null(r));
+                assert!(d.is_null(r));
             }
         }
     }
@@ -111,8 +133,15 @@ async fn float32_columns_and_constants_work() {
          iforest_model_version() AS v FROM t WHERE id = 1",
     )
     .await;
-    let s = batches[0].column(0).as_any().downcast_ref::<Float64Array>().expect("f64");
-    let want = a.score_row(&[10.0, 2.0, 3.5]).expect("score").anomaly_score();
+    let s = batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .expect("f64");
+    let want = a
+        .score_row(&[10.0, 2.0, 3.5])
+        .expect("score")
+        .anomaly_score();
     assert_eq!(s.value(0), want);
     let v = datafusion::arrow::util::display::array_value_to_string(batches[0].column(1), 0)
         .expect("display");

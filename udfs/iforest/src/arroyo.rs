@@ -4,6 +4,10 @@
 //! The generated scorer walks scikit-learn's arrays directly (left iff
 //! `f64::from(x as f32) <= threshold`) and sums precomputed per-leaf path lengths in tree
 //! order, so it returns exactly what [`crate::Forest`] returns.
+//!
+//! There is no BOOLEAN variant: arroyo-udf-plugin 0.2.0's `#[udf]` macro cannot return
+//! `bool` (it builds a `PrimitiveBuilder<BooleanType>`, which does not compile). Use
+//! `iforest_decision(…) < 0`, which is exactly `iforest_is_anomaly(…)`.
 
 use std::fmt::Write;
 
@@ -14,15 +18,15 @@ use crate::model::Forest;
 pub enum UdfKind {
     /// `-score_samples` in (0, 1]; higher = more anomalous (`iforest_score`).
     Score,
-    /// `decision_function < 0` (`iforest_is_anomaly`).
-    IsAnomaly,
+    /// scikit-learn's `decision_function` (`iforest_decision`); negative = anomaly.
+    Decision,
 }
 
 impl UdfKind {
     pub fn default_name(self) -> &'static str {
         match self {
             UdfKind::Score => "iforest_score",
-            UdfKind::IsAnomaly => "iforest_is_anomaly",
+            UdfKind::Decision => "iforest_decision",
         }
     }
 }
@@ -61,7 +65,7 @@ pub fn udf_source(forest: &Forest, kind: UdfKind, name: &str) -> String {
     for t in &file.trees {
         let base = left.len() as i64;
         roots.push(base);
-        let leaf_values = t.leaf_values();
+        value.extend(t.leaf_values());
         for i in 0..t.n_nodes() {
             if t.is_leaf(i) {
                 left.push(-1i64);
@@ -74,7 +78,6 @@ pub fn udf_source(forest: &Forest, kind: UdfKind, name: &str) -> String {
                 feature.push(t.feature[i] as u32);
                 threshold.push(t.threshold[i]);
             }
-            value.push(leaf_values[i]);
         }
     }
     let n = left.len();
@@ -94,7 +97,11 @@ pub fn udf_source(forest: &Forest, kind: UdfKind, name: &str) -> String {
         file.trees.len(),
         file.features.len()
     );
-    let _ = writeln!(s, "// Features, in argument order: {}.", file.features.join(", "));
+    let _ = writeln!(
+        s,
+        "// Features, in argument order: {}.",
+        file.features.join(", ")
+    );
     let _ = writeln!(
         s,
         "// A NULL argument gives NULL; a NaN, infinite or out-of-f32-range argument gives NULL."
@@ -102,8 +109,8 @@ pub fn udf_source(forest: &Forest, kind: UdfKind, name: &str) -> String {
     let _ = writeln!(s, "use arroyo_udf_plugin::udf;\n");
     let _ = writeln!(s, "const N_FEATURES: usize = {};", file.features.len());
     let _ = writeln!(s, "const OFFSET: f64 = {:?};", file.offset);
-    let denominator = file.trees.len() as f64
-        * crate::tree::average_path_length(file.max_samples as f64);
+    let denominator =
+        file.trees.len() as f64 * crate::tree::average_path_length(file.max_samples as f64);
     let _ = writeln!(s, "const DENOMINATOR: f64 = {denominator:?};");
     write_array(&mut s, "ROOTS", "i64", &roots, |v| v.to_string());
     write_array(&mut s, "LEFT", "i64", &left, |v| v.to_string());
@@ -156,10 +163,10 @@ pub fn udf_source(forest: &Forest, kind: UdfKind, name: &str) -> String {
                 "/// Anomaly score in (0, 1]; higher = more anomalous (= -score_samples).\n#[udf]\npub fn {name}({params}) -> Option<f64> {{\n    {call}.map(|s| -s)\n}}"
             );
         }
-        UdfKind::IsAnomaly => {
+        UdfKind::Decision => {
             let _ = writeln!(
                 s,
-                "/// True when scikit-learn's decision_function is negative (predict == -1).\n#[udf]\npub fn {name}({params}) -> Option<bool> {{\n    {call}.map(|s| s - OFFSET < 0.0)\n}}"
+                "/// scikit-learn's decision_function: negative = anomaly (predict == -1).\n#[udf]\npub fn {name}({params}) -> Option<f64> {{\n    {call}.map(|s| s - OFFSET)\n}}"
             );
         }
     }

@@ -7,7 +7,10 @@ use std::path::PathBuf;
 pub enum ForestError {
     /// The model file could not be read or written.
     #[error("model file {}: {error}", path.display())]
-    Io { path: PathBuf, error: std::io::Error },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     /// The model file is not valid JSON of the expected shape (truncated, wrong types, ...).
     #[error("model file {}: not a txguard forest model: {message}", path.display())]
     Parse { path: PathBuf, message: String },

@@ -337,7 +337,12 @@ pub fn fit(data: TrainingSet<'_>, params: &FitParams) -> Result<Forest> {
                 param: "n_jobs",
                 message: e.to_string(),
             })?;
-        pool.install(|| (0..params.n_estimators).into_par_iter().map(build).collect())
+        pool.install(|| {
+            (0..params.n_estimators)
+                .into_par_iter()
+                .map(build)
+                .collect()
+        })
     };
 
     let params_map = params.to_card(r.max_samples);
@@ -350,8 +355,7 @@ pub fn fit(data: TrainingSet<'_>, params: &FitParams) -> Result<Forest> {
         trees,
         card: ModelCard {
             name: None,
-            created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-                .to_string(),
+            created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             trainer: format!("txguard-iforest {}", env!("CARGO_PKG_VERSION")),
             training_rows: Some(n_rows as u64),
             training_seconds: None,

@@ -412,7 +412,12 @@ fn content_version(file: &ModelFile) -> String {
     h.update(&file.max_samples.to_le_bytes());
     h.update(&file.offset.to_le_bytes());
     for t in &file.trees {
-        for v in t.children_left.iter().chain(&t.children_right).chain(&t.feature) {
+        for v in t
+            .children_left
+            .iter()
+            .chain(&t.children_right)
+            .chain(&t.feature)
+        {
             h.update(&v.to_le_bytes());
         }
         for v in &t.threshold {

@@ -62,7 +62,10 @@ impl Compiled {
     /// Compiles validated trees.
     pub(crate) fn new(trees: &[Tree]) -> Self {
         Compiled {
-            trees: trees.iter().map(|t| compile(t, MAX_COMPLETE_DEPTH)).collect(),
+            trees: trees
+                .iter()
+                .map(|t| compile(t, MAX_COMPLETE_DEPTH))
+                .collect(),
         }
     }
 
@@ -244,7 +247,16 @@ mod tests {
 
     #[test]
     fn f32_threshold_is_exact_for_all_f32_inputs() {
-        for t in [0.1f64, -0.1, 1e-40, 3.000_000_1, 1e39, -1e39, 0.0, 16_777_217.0] {
+        for t in [
+            0.1f64,
+            -0.1,
+            1e-40,
+            3.000_000_1,
+            1e39,
+            -1e39,
+            0.0,
+            16_777_217.0,
+        ] {
             let t32 = threshold_to_f32(t);
             let x0 = t as f32;
             for x in [
@@ -254,11 +266,7 @@ mod tests {
                 x0.next_up(),
                 x0.next_up().next_up(),
             ] {
-                assert_eq!(
-                    (x as f64) <= t,
-                    x <= t32,
-                    "x={x:e} t={t:e} t32={t32:e}"
-                );
+                assert_eq!((x as f64) <= t, x <= t32, "x={x:e} t={t:e} t32={t32:e}");
             }
         }
     }

@@ -198,7 +198,10 @@ mod tests {
         let mut t = stump();
         t.feature[0] = 4;
         let e = t.validate(0, 2).unwrap_err().to_string();
-        assert!(e.contains("splits on feature 4, but the model has 2 features"), "{e}");
+        assert!(
+            e.contains("splits on feature 4, but the model has 2 features"),
+            "{e}"
+        );
         let mut t = stump();
         t.n_node_samples.pop();
         let e = t.validate(0, 1).unwrap_err().to_string();
@@ -206,7 +209,10 @@ mod tests {
         let mut t = stump();
         t.n_node_samples[2] = 5;
         let e = t.validate(0, 1).unwrap_err().to_string();
-        assert!(e.contains("has 3 samples but its children have 1 + 5"), "{e}");
+        assert!(
+            e.contains("has 3 samples but its children have 1 + 5"),
+            "{e}"
+        );
     }
 
     #[test]

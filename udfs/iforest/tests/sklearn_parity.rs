@@ -95,7 +95,11 @@ fn scores_equal_scikit_learn_on_every_configuration() {
 
         let mut max_diff = 0f64;
         for r in 0..n {
-            for (what, v) in [("rows", got[r]), ("columns", got_cols[r]), ("f32", got32[r])] {
+            for (what, v) in [
+                ("rows", got[r]),
+                ("columns", got_cols[r]),
+                ("f32", got32[r]),
+            ] {
                 let diff = (v - want_s[r]).abs();
                 assert!(
                     diff <= TOL,
@@ -109,7 +113,10 @@ fn scores_equal_scikit_learn_on_every_configuration() {
                 let s = forest
                     .score_row(&x[r * nf..(r + 1) * nf])
                     .expect("finite row scores");
-                assert!((s.score_samples - want_s[r]).abs() <= TOL, "case {name} row {r}");
+                assert!(
+                    (s.score_samples - want_s[r]).abs() <= TOL,
+                    "case {name} row {r}"
+                );
                 assert!((s.decision - want_d[r]).abs() <= TOL, "case {name} row {r}");
                 assert_eq!(s.is_anomaly(), want_p[r] == -1, "case {name} row {r}");
             }
@@ -126,7 +133,11 @@ fn scores_equal_scikit_learn_on_every_configuration() {
                 "sklearn predict/decision disagree"
             );
             if want_d[r].abs() > TOL {
-                assert_eq!(decision < 0.0, want_p[r] == -1, "case {name}, row {r}: predict");
+                assert_eq!(
+                    decision < 0.0,
+                    want_p[r] == -1,
+                    "case {name}, row {r}: predict"
+                );
             }
         }
         report.push(format!("{name}: {n} rows, max |diff| {max_diff:e}"));

@@ -12,8 +12,8 @@ use txguard_iforest::arroyo::{UdfKind, udf_source, valid_function_name};
 pub enum Function {
     /// iforest_score: anomaly score in (0, 1], higher = more anomalous.
     Score,
-    /// iforest_is_anomaly: true when scikit-learn would predict -1.
-    IsAnomaly,
+    /// iforest_decision: scikit-learn's decision_function; `< 0` is exactly iforest_is_anomaly.
+    Decision,
 }
 
 #[derive(Debug, Args)]
@@ -23,7 +23,7 @@ pub struct ExportArroyoArgs {
     /// Which function to generate.
     #[arg(long, value_enum, default_value = "score")]
     pub function: Function,
-    /// SQL name of the UDF [default: iforest_score or iforest_is_anomaly].
+    /// SQL name of the UDF [default: iforest_score or iforest_decision].
     #[arg(long)]
     pub name: Option<String>,
     /// Where to write the .rs file; standard output when absent.
@@ -58,7 +58,11 @@ pub fn info(path: &Path, json: bool) -> Result<()> {
         println!("name         {n}");
     }
     println!("version      {}", f.version());
-    println!("features     {} ({})", f.n_features(), f.features().join(", "));
+    println!(
+        "features     {} ({})",
+        f.n_features(),
+        f.features().join(", ")
+    );
     println!(
         "trees        {} (max_samples {}, max depth {depth}, {nodes} nodes)",
         f.n_estimators(),
@@ -81,7 +85,11 @@ pub fn info(path: &Path, json: bool) -> Result<()> {
         println!("fingerprint  {fp}");
     }
     if !card.params.is_empty() {
-        let p: Vec<String> = card.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let p: Vec<String> = card
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         println!("params       {}", p.join(" "));
     }
     match &card.metrics {
@@ -108,7 +116,7 @@ pub fn export_arroyo(args: ExportArroyoArgs) -> Result<()> {
     let f = load(&args.model)?;
     let kind = match args.function {
         Function::Score => UdfKind::Score,
-        Function::IsAnomaly => UdfKind::IsAnomaly,
+        Function::Decision => UdfKind::Decision,
     };
     let name = args.name.unwrap_or_else(|| kind.default_name().to_string());
     if !valid_function_name(&name) {

@@ -91,9 +91,8 @@ async fn train(args: TrainArgs) -> Result<()> {
         let batch = batch.with_context(|| format!("reading {}", args.input.display()))?;
         let feats: Vec<Float64Array> = (0..nf)
             .map(|j| {
-                let c = cast(batch.column(j), &DataType::Float64).with_context(|| {
-                    format!("feature {:?} is not numeric", args.features[j])
-                })?;
+                let c = cast(batch.column(j), &DataType::Float64)
+                    .with_context(|| format!("feature {:?} is not numeric", args.features[j]))?;
                 Ok(c.as_any()
                     .downcast_ref::<Float64Array>()
                     .context("cast to Float64")?
