@@ -13,7 +13,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ForestError, Result};
-use crate::score::{BLOCK_ROWS, Compiled};
+use crate::score::{BLOCK_ROWS, Compiled, GROUP, block_pos};
 use crate::tree::{Tree, average_path_length};
 
 /// Value of the `format` field of every model file.
@@ -341,7 +341,7 @@ impl Forest {
                     let x = col.get_f32(start + r);
                     let finite = x.is_finite();
                     ok[r] &= finite;
-                    block[r * nf + j] = if finite { x } else { 0.0 };
+                    block[block_pos(r, j, nf)] = if finite { x } else { 0.0 };
                 }
             }
         });
@@ -366,7 +366,7 @@ impl Forest {
                     let v = xs[r * nf + j] as f32;
                     let finite = v.is_finite();
                     ok[r] &= finite;
-                    block[r * nf + j] = if finite { v } else { 0.0 };
+                    block[block_pos(r, j, nf)] = if finite { v } else { 0.0 };
                 }
             }
         });
@@ -374,8 +374,9 @@ impl Forest {
     }
 
     /// Block driver shared by the batch entry points: `fill(start, len, block, ok)` writes rows
-    /// `start..start + len` as f32 into the row-major `block` and clears `ok[r]` for a row
-    /// with no score (`ok` arrives all true); the trees are then walked over the block.
+    /// `start..start + len` as f32 into `block` at [`block_pos`] and clears `ok[r]` for a row
+    /// with no score (`ok` arrives all true); the trees are then walked over the block, padded
+    /// to whole groups (padding rows hold earlier finite values or zeros and are discarded).
     fn score_blocks<F>(&self, out: &mut [f64], mut fill: F)
     where
         F: FnMut(usize, usize, &mut [f32], &mut [bool]),
@@ -387,10 +388,16 @@ impl Forest {
         for (b, outs) in out.chunks_mut(BLOCK_ROWS).enumerate() {
             let len = outs.len();
             ok[..len].fill(true);
-            fill(b * BLOCK_ROWS, len, &mut block[..len * nf], &mut ok[..len]);
-            acc[..len].fill(0.0);
+            let padded = len.next_multiple_of(GROUP);
+            fill(
+                b * BLOCK_ROWS,
+                len,
+                &mut block[..padded * nf],
+                &mut ok[..len],
+            );
+            acc[..padded].fill(0.0);
             self.compiled
-                .path_sum_block(&block[..len * nf], nf, &mut acc[..len]);
+                .path_sum_block(&block[..padded * nf], nf, &mut acc[..padded]);
             for ((o, &a), &good) in outs.iter_mut().zip(&acc[..len]).zip(&ok[..len]) {
                 *o = if good {
                     self.score_samples_from_path_sum(a)

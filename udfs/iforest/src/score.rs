@@ -5,8 +5,13 @@
 //! order: leaves above the bottom level are padded with splits that always go left
 //! (threshold `+inf`), so every row takes exactly `depth` steps of
 //! `idx = 2 * idx + 1 + (x[feature] > threshold)` — no child pointers, no data-dependent
-//! branches. Rows are walked [`LANES`] at a time so the independent dependency chains overlap
-//! in the CPU. Deeper trees use a pointer layout.
+//! branches. Deeper trees use a pointer layout.
+//!
+//! Batches are laid out in groups of [`GROUP`] rows, column-major inside a group
+//! (see [`block_pos`]). A group walks a tree together: with AVX-512 (detected at run time) the
+//! 16 rows are the 16 lanes of one register — the split of the shallow levels (up to 16
+//! nodes) is fetched with a permute, deeper ones with a gather — and elsewhere a scalar loop
+//! walks the 16 independent rows level by level so their dependency chains overlap.
 //!
 //! Thresholds are stored as f32: scikit-learn compares the f32-cast input, widened to f64,
 //! against an f64 threshold `t`; for every f32 `x`, `x <= t` iff `x <= t'` where `t'` is the
@@ -16,10 +21,17 @@ use crate::tree::{TREE_LEAF, Tree};
 
 /// Deepest tree compiled into the complete (pointer-free) layout.
 pub const MAX_COMPLETE_DEPTH: u32 = 12;
-/// Rows walked together through one tree.
-pub const LANES: usize = 8;
-/// Rows gathered into one row-major block before the trees are walked.
+/// Rows walked together through one tree (one AVX-512 register of f32 lanes).
+pub const GROUP: usize = 16;
+/// Rows gathered into one block before the trees are walked (a multiple of [`GROUP`]).
 pub const BLOCK_ROWS: usize = 512;
+
+/// Position of feature `f` of row `r` in a block with `nf` features: groups of [`GROUP`] rows,
+/// column-major inside a group.
+#[inline]
+pub(crate) fn block_pos(r: usize, f: usize, nf: usize) -> usize {
+    (r / GROUP) * GROUP * nf + f * GROUP + r % GROUP
+}
 
 /// One split in a compiled tree: 8 bytes so one load fetches both halves.
 #[derive(Debug, Clone, Copy)]
@@ -32,9 +44,14 @@ struct Split {
 #[derive(Debug, Clone)]
 enum Layout {
     /// Heap-ordered complete tree: `nodes.len() == 2^depth - 1`, `leaves.len() == 2^depth`.
+    /// `thr` and `feat16` hold the same splits for the batch kernels (`feat16` is
+    /// `feature * GROUP`), padded with [`GROUP`] extra entries so a level's 16 splits can be
+    /// loaded as one vector.
     Complete {
         depth: u32,
         nodes: Vec<Split>,
+        thr: Vec<f32>,
+        feat16: Vec<i32>,
         leaves: Vec<f64>,
     },
     /// Pointer layout for trees deeper than [`MAX_COMPLETE_DEPTH`].
@@ -79,6 +96,7 @@ impl Compiled {
                     depth,
                     nodes,
                     leaves,
+                    ..
                 } => {
                     let mut idx = 0usize;
                     for _ in 0..*depth {
@@ -97,28 +115,59 @@ impl Compiled {
         acc
     }
 
-    /// Adds each tree's path length, in tree order, to `acc[r]` for the `acc.len()` rows of a
-    /// row-major f32 block with `nf` columns.
+    /// Adds each tree's path length, in tree order, to `acc[r]` for the rows of a block laid
+    /// out by [`block_pos`] with `nf` features. `acc.len()` must be a multiple of [`GROUP`].
     pub(crate) fn path_sum_block(&self, block: &[f32], nf: usize, acc: &mut [f64]) {
+        assert!(acc.len().is_multiple_of(GROUP) && block.len() >= acc.len() * nf);
+        #[cfg(target_arch = "x86_64")]
+        let simd = avx512_enabled();
+        let mut row = vec![0f32; nf];
         for t in &self.trees {
             match t {
                 Layout::Complete {
                     depth,
-                    nodes,
+                    thr,
+                    feat16,
                     leaves,
-                } => walk_complete(*depth, nodes, leaves, block, nf, acc),
+                    ..
+                } => {
+                    #[cfg(target_arch = "x86_64")]
+                    if simd {
+                        // SAFETY: avx512f is present; the layout invariants documented on
+                        // `avx512::walk_complete` hold for every compiled complete tree.
+                        unsafe {
+                            avx512::walk_complete(*depth, thr, feat16, leaves, block, nf, acc)
+                        };
+                        continue;
+                    }
+                    walk_complete(*depth, thr, feat16, leaves, block, nf, acc);
+                }
                 Layout::Sparse {
                     nodes,
                     children,
                     values,
                 } => {
                     for (r, a) in acc.iter_mut().enumerate() {
-                        *a += values[walk_sparse(nodes, children, &block[r * nf..(r + 1) * nf])];
+                        for (f, v) in row.iter_mut().enumerate() {
+                            *v = block[block_pos(r, f, nf)];
+                        }
+                        *a += values[walk_sparse(nodes, children, &row)];
                     }
                 }
             }
         }
     }
+}
+
+/// Whether the AVX-512 kernel runs: the CPU has avx512f and `TXGUARD_FOREST_KERNEL` is not
+/// `portable` (read once per process; the two kernels give identical results).
+#[cfg(target_arch = "x86_64")]
+fn avx512_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::env::var("TXGUARD_FOREST_KERNEL").as_deref() != Ok("portable")
+    })
 }
 
 #[inline]
@@ -138,41 +187,270 @@ fn walk_sparse(nodes: &[Split], children: &[(u32, u32)], row: &[f32]) -> usize {
     }
 }
 
-#[inline]
+/// Portable batch kernel: the 16 rows of a group walk the tree level by level.
 fn walk_complete(
     depth: u32,
-    nodes: &[Split],
+    thr: &[f32],
+    feat16: &[i32],
     leaves: &[f64],
     block: &[f32],
     nf: usize,
     acc: &mut [f64],
 ) {
-    let first_leaf = nodes.len();
-    let mut chunks = acc.chunks_exact_mut(LANES);
-    let mut base = 0usize;
-    for chunk in &mut chunks {
-        let rows = &block[base * nf..(base + LANES) * nf];
-        let mut idx = [0usize; LANES];
+    let first_leaf = (1usize << depth) - 1;
+    for (g, accs) in acc.chunks_exact_mut(GROUP).enumerate() {
+        let x = &block[g * GROUP * nf..(g + 1) * GROUP * nf];
+        let mut idx = [0usize; GROUP];
         for _ in 0..depth {
-            for (j, ix) in idx.iter_mut().enumerate() {
-                let s = nodes[*ix];
-                let x = rows[j * nf + s.feature as usize];
-                *ix = 2 * *ix + 1 + (x > s.threshold) as usize;
+            for (lane, ix) in idx.iter_mut().enumerate() {
+                let v = x[feat16[*ix] as usize + lane];
+                *ix = 2 * *ix + 1 + (v > thr[*ix]) as usize;
             }
         }
-        for (a, ix) in chunk.iter_mut().zip(idx) {
+        for (a, ix) in accs.iter_mut().zip(idx) {
             *a += leaves[ix - first_leaf];
         }
-        base += LANES;
     }
-    for (j, a) in chunks.into_remainder().iter_mut().enumerate() {
-        let row = &block[(base + j) * nf..(base + j + 1) * nf];
-        let mut ix = 0usize;
-        for _ in 0..depth {
-            let s = nodes[ix];
-            ix = 2 * ix + 1 + (row[s.feature as usize] > s.threshold) as usize;
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::GROUP;
+
+    /// Levels whose splits (at most 16) are fetched with a permute instead of a gather.
+    const PERMUTE_LEVELS: u32 = 5;
+
+    /// AVX-512 batch kernel: one group of 16 rows per register.
+    ///
+    /// # Safety
+    /// The CPU supports avx512f. `thr`/`feat16` have `2^depth - 1 + GROUP` entries, every
+    /// `feat16` entry is `feature * GROUP` with `feature < nf`, `leaves` has `2^depth`
+    /// entries, `acc.len()` is a multiple of 16 and `block` holds `acc.len() * nf` values.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn walk_complete(
+        depth: u32,
+        thr: &[f32],
+        feat16: &[i32],
+        leaves: &[f64],
+        block: &[f32],
+        nf: usize,
+        acc: &mut [f64],
+    ) {
+        debug_assert!(thr.len() >= (1usize << depth) - 1 + GROUP);
+        debug_assert!(feat16.len() == thr.len() && leaves.len() == 1usize << depth);
+        let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let one = _mm512_set1_epi32(1);
+        let first_leaf = _mm512_set1_epi32((1i32 << depth) - 1);
+        let shallow = depth.min(PERMUTE_LEVELS);
+        // The splits of each shallow level, one register each.
+        let mut lvl_thr = [_mm512_setzero_ps(); PERMUTE_LEVELS as usize];
+        let mut lvl_feat = [_mm512_setzero_si512(); PERMUTE_LEVELS as usize];
+        for d in 0..shallow as usize {
+            let base = (1usize << d) - 1;
+            // SAFETY: base + 16 <= thr.len() by the padding.
+            unsafe {
+                lvl_thr[d] = _mm512_loadu_ps(thr.as_ptr().add(base));
+                lvl_feat[d] = _mm512_loadu_si512(feat16.as_ptr().add(base).cast());
+            }
         }
-        *a += leaves[ix - first_leaf];
+        let groups = acc.len() / GROUP;
+        let k = &Kernel {
+            depth,
+            shallow,
+            lane,
+            one,
+            first_leaf,
+            lvl_thr,
+            lvl_feat,
+            thr: thr.as_ptr(),
+            feat16: feat16.as_ptr(),
+            leaves: leaves.as_ptr(),
+        };
+        let mut g = 0;
+        // Several groups at once: their dependency chains (gather -> compare -> index)
+        // are independent and overlap in the CPU.
+        while g + INTERLEAVE <= groups {
+            // SAFETY: groups g..g+INTERLEAVE are inside block and acc.
+            unsafe {
+                walk_groups_np::<INTERLEAVE>(
+                    k,
+                    block.as_ptr().add(g * GROUP * nf),
+                    nf,
+                    acc.as_mut_ptr().add(g * GROUP),
+                )
+            };
+            g += INTERLEAVE;
+        }
+        while g < groups {
+            // SAFETY: group g is inside block and acc.
+            unsafe {
+                walk_groups_np::<1>(
+                    k,
+                    block.as_ptr().add(g * GROUP * nf),
+                    nf,
+                    acc.as_mut_ptr().add(g * GROUP),
+                )
+            };
+            g += 1;
+        }
+    }
+
+    /// Groups walked together by [`walk_complete`].
+    const INTERLEAVE: usize = 4;
+
+    /// Per-tree constants of the kernel.
+    struct Kernel {
+        depth: u32,
+        shallow: u32,
+        lane: __m512i,
+        one: __m512i,
+        first_leaf: __m512i,
+        lvl_thr: [__m512; PERMUTE_LEVELS as usize],
+        lvl_feat: [__m512i; PERMUTE_LEVELS as usize],
+        thr: *const f32,
+        feat16: *const i32,
+        leaves: *const f64,
+    }
+
+    /// Dispatches [`walk_groups`] on the number of feature pairs.
+    ///
+    /// # Safety
+    /// As [`walk_groups`].
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn walk_groups_np<const N: usize>(k: &Kernel, x: *const f32, nf: usize, acc: *mut f64) {
+        // SAFETY: forwarded.
+        unsafe {
+            match nf.div_ceil(2) {
+                1 => walk_groups::<N, 1>(k, x, nf, acc),
+                2 => walk_groups::<N, 2>(k, x, nf, acc),
+                3 => walk_groups::<N, 3>(k, x, nf, acc),
+                4 => walk_groups::<N, 4>(k, x, nf, acc),
+                5 => walk_groups::<N, 5>(k, x, nf, acc),
+                6 => walk_groups::<N, 6>(k, x, nf, acc),
+                7 => walk_groups::<N, 7>(k, x, nf, acc),
+                8 => walk_groups::<N, 8>(k, x, nf, acc),
+                _ => walk_groups::<N, 0>(k, x, nf, acc),
+            }
+        }
+    }
+
+    /// `table[pos]` per lane for a table of `16 * nf` 32-bit values (`nf <= 2 * NP`),
+    /// selected with two-register permutes and blends instead of a gather (gathers are slow on
+    /// AMD cores); `NP == 0` gathers. Used for a group's feature values (`pos` =
+    /// `feature * 16 + lane`) and for a tree level's splits (`pos` = node within the level).
+    ///
+    /// # Safety
+    /// `xg` points at 16 * nf values; every `pos` lane is below 16 * nf.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn select_x<const NP: usize>(xg: *const f32, nf: usize, pos: __m512i) -> __m512 {
+        if NP == 0 {
+            // SAFETY: pos < 16 * nf.
+            return unsafe { _mm512_i32gather_ps::<4>(pos, xg) };
+        }
+        let mut p = [_mm512_setzero_ps(); 8];
+        for (q, slot) in p.iter_mut().enumerate().take(NP) {
+            // SAFETY: column 2q < nf; column 2q + 1 read only when < nf.
+            let (a, b) = unsafe {
+                let a = _mm512_loadu_ps(xg.add(2 * q * GROUP));
+                let b = if 2 * q + 1 < nf {
+                    _mm512_loadu_ps(xg.add((2 * q + 1) * GROUP))
+                } else {
+                    a
+                };
+                (a, b)
+            };
+            *slot = _mm512_permutex2var_ps(a, pos, b);
+        }
+        // Reduce the pairs by the bits of pos / 32.
+        let mut n = NP;
+        let mut bit = 32;
+        while n > 1 {
+            let m = _mm512_test_epi32_mask(pos, _mm512_set1_epi32(bit));
+            for q in 0..n / 2 {
+                p[q] = _mm512_mask_blend_ps(m, p[2 * q], p[2 * q + 1]);
+            }
+            if n % 2 == 1 {
+                p[n / 2] = p[n - 1];
+            }
+            n = n.div_ceil(2);
+            bit <<= 1;
+        }
+        p[0]
+    }
+
+    /// Walks `N` consecutive groups starting at `x` (block) and adds to `acc`; feature values
+    /// come from [`select_x::<NP>`].
+    ///
+    /// # Safety
+    /// As [`walk_complete`]; `x` points at `N * 16 * nf` values and `acc` at `N * 16` slots.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn walk_groups<const N: usize, const NP: usize>(
+        k: &Kernel,
+        x: *const f32,
+        nf: usize,
+        acc: *mut f64,
+    ) {
+        let mut idx = [_mm512_setzero_si512(); N];
+        for d in 0..k.shallow as usize {
+            let base = _mm512_set1_epi32((1i32 << d) - 1);
+            for (i, ix) in idx.iter_mut().enumerate() {
+                let rel = _mm512_sub_epi32(*ix, base);
+                let t = _mm512_permutexvar_ps(rel, k.lvl_thr[d]);
+                let f = _mm512_permutexvar_epi32(rel, k.lvl_feat[d]);
+                // SAFETY: f + lane < 16 * nf, inside group i.
+                let v = unsafe {
+                    select_x::<NP>(x.add(i * GROUP * nf), nf, _mm512_add_epi32(f, k.lane))
+                };
+                let gt = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, t);
+                let next = _mm512_add_epi32(_mm512_add_epi32(*ix, *ix), k.one);
+                *ix = _mm512_mask_add_epi32(next, gt, next, k.one);
+            }
+        }
+        for d in k.shallow as usize..k.depth as usize {
+            let base = (1usize << d) - 1;
+            let basev = _mm512_set1_epi32(base as i32);
+            for (i, ix) in idx.iter_mut().enumerate() {
+                let rel = _mm512_sub_epi32(*ix, basev);
+                // SAFETY: level d's 2^d splits start at `base`; rel < 2^d; idx < 2^depth - 1.
+                let (t, f) = unsafe {
+                    let (tp, fp) = (k.thr.add(base), k.feat16.add(base).cast::<f32>());
+                    match d {
+                        5 => (select_x::<1>(tp, 2, rel), select_x::<1>(fp, 2, rel)),
+                        6 => (select_x::<2>(tp, 4, rel), select_x::<2>(fp, 4, rel)),
+                        7 => (select_x::<4>(tp, 8, rel), select_x::<4>(fp, 8, rel)),
+                        8 => (select_x::<8>(tp, 16, rel), select_x::<8>(fp, 16, rel)),
+                        _ => (
+                            _mm512_i32gather_ps::<4>(*ix, k.thr),
+                            _mm512_castsi512_ps(_mm512_i32gather_epi32::<4>(*ix, k.feat16)),
+                        ),
+                    }
+                };
+                let f = _mm512_castps_si512(f);
+                // SAFETY: f + lane < 16 * nf, inside group i.
+                let v = unsafe {
+                    select_x::<NP>(x.add(i * GROUP * nf), nf, _mm512_add_epi32(f, k.lane))
+                };
+                let gt = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, t);
+                let next = _mm512_add_epi32(_mm512_add_epi32(*ix, *ix), k.one);
+                *ix = _mm512_mask_add_epi32(next, gt, next, k.one);
+            }
+        }
+        for (i, ix) in idx.iter().enumerate() {
+            let leaf = _mm512_sub_epi32(*ix, k.first_leaf);
+            // SAFETY: leaf < 2^depth = leaves.len(); acc has 16 slots for group i.
+            unsafe {
+                let lo = _mm512_i32gather_pd::<8>(_mm512_castsi512_si256(leaf), k.leaves);
+                let hi = _mm512_i32gather_pd::<8>(_mm512_extracti64x4_epi64::<1>(leaf), k.leaves);
+                let a = acc.add(i * GROUP);
+                _mm512_storeu_pd(a, _mm512_add_pd(_mm512_loadu_pd(a), lo));
+                _mm512_storeu_pd(a.add(8), _mm512_add_pd(_mm512_loadu_pd(a.add(8)), hi));
+            }
+        }
     }
 }
 
@@ -234,9 +512,18 @@ fn compile(tree: &Tree, max_complete_depth: u32) -> Layout {
             stack.push((tree.children_right[node] as usize, 2 * pos + 2, level + 1));
         }
     }
+    let mut thr: Vec<f32> = nodes.iter().map(|s| s.threshold).collect();
+    let mut feat16: Vec<i32> = nodes
+        .iter()
+        .map(|s| (s.feature as usize * GROUP) as i32)
+        .collect();
+    thr.resize(n_internal + GROUP, f32::INFINITY);
+    feat16.resize(n_internal + GROUP, 0);
     Layout::Complete {
         depth,
         nodes,
+        thr,
+        feat16,
         leaves,
     }
 }
@@ -304,15 +591,32 @@ mod tests {
             [0.8, 1.0],
             [0.9, 2.5],
         ];
-        let block: Vec<f32> = rows.iter().flatten().copied().collect();
-        let mut acc = vec![0.0; rows.len()];
+        let mut block = vec![0f32; GROUP * 2];
+        for (r, row) in rows.iter().enumerate() {
+            for (f, v) in row.iter().enumerate() {
+                block[block_pos(r, f, 2)] = *v;
+            }
+        }
+        let mut acc = vec![0.0; GROUP];
         c.path_sum_block(&block, 2, &mut acc);
-        let mut acc_sparse = vec![0.0; rows.len()];
+        let mut acc_scalar = vec![0.0; GROUP];
+        if let Layout::Complete {
+            depth,
+            thr,
+            feat16,
+            leaves,
+            ..
+        } = &c.trees[0]
+        {
+            walk_complete(*depth, thr, feat16, leaves, &block, 2, &mut acc_scalar);
+        }
+        let mut acc_sparse = vec![0.0; GROUP];
         sparse.path_sum_block(&block, 2, &mut acc_sparse);
         for (r, row) in rows.iter().enumerate() {
             let expect = vals[t.apply(row)];
             assert_eq!(acc[r], expect, "row {r}");
             assert_eq!(acc_sparse[r], expect, "row {r}");
+            assert_eq!(acc_scalar[r], expect, "row {r}");
             assert_eq!(c.path_sum_row(row), expect, "row {r}");
         }
     }

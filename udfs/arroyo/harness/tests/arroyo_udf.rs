@@ -68,7 +68,10 @@ fn rows(n: usize) -> (Vec<Vec<Option<f64>>>, Vec<ArrayRef>) {
 #[test]
 fn generated_udfs_match_the_native_scorer() {
     let forest = model();
-    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
+    // Build where this harness was built, so the arrow 51 artifacts are reused.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
     let (rows, arrays) = rows(20_000);
     for (kind, name) in [
         (UdfKind::Score, "iforest_score"),
