@@ -337,6 +337,51 @@ mod avx512 {
         }
     }
 
+    /// One step of `N` groups through level `d >= PERMUTE_LEVELS`, whose `2^d` splits are
+    /// looked up with [`select_x::<LP>`] (`LP == 2^d / 32`, or 0 to gather).
+    ///
+    /// # Safety
+    /// As [`walk_groups`]; `d < depth`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn deep_step<const N: usize, const NP: usize, const LP: usize>(
+        k: &Kernel,
+        idx: &mut [__m512i; N],
+        d: usize,
+        x: *const f32,
+        nf: usize,
+    ) {
+        let base = (1usize << d) - 1;
+        let basev = _mm512_set1_epi32(base as i32);
+        for (i, ix) in idx.iter_mut().enumerate() {
+            // SAFETY: rel < 2^d entries from `base`; idx inside the split arrays.
+            let (t, f) = unsafe {
+                if LP == 0 {
+                    (
+                        _mm512_i32gather_ps::<4>(*ix, k.thr),
+                        _mm512_i32gather_epi32::<4>(*ix, k.feat16),
+                    )
+                } else {
+                    let rel = _mm512_sub_epi32(*ix, basev);
+                    (
+                        select_x::<LP>(k.thr.add(base), 2 * LP, rel),
+                        _mm512_castps_si512(select_x::<LP>(
+                            k.feat16.add(base).cast::<f32>(),
+                            2 * LP,
+                            rel,
+                        )),
+                    )
+                }
+            };
+            // SAFETY: f + lane < 16 * nf, inside group i.
+            let v =
+                unsafe { select_x::<NP>(x.add(i * GROUP * nf), nf, _mm512_add_epi32(f, k.lane)) };
+            let gt = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, t);
+            let next = _mm512_add_epi32(_mm512_add_epi32(*ix, *ix), k.one);
+            *ix = _mm512_mask_add_epi32(next, gt, next, k.one);
+        }
+    }
+
     /// `table[pos]` per lane for a table of `16 * nf` 32-bit values (`nf <= 2 * NP`),
     /// selected with two-register permutes and blends instead of a gather (gathers are slow on
     /// AMD cores); `NP == 0` gathers. Used for a group's feature values (`pos` =
@@ -411,33 +456,25 @@ mod avx512 {
                 *ix = _mm512_mask_add_epi32(next, gt, next, k.one);
             }
         }
-        for d in k.shallow as usize..k.depth as usize {
-            let base = (1usize << d) - 1;
-            let basev = _mm512_set1_epi32(base as i32);
-            for (i, ix) in idx.iter_mut().enumerate() {
-                let rel = _mm512_sub_epi32(*ix, basev);
-                // SAFETY: level d's 2^d splits start at `base`; rel < 2^d; idx < 2^depth - 1.
-                let (t, f) = unsafe {
-                    let (tp, fp) = (k.thr.add(base), k.feat16.add(base).cast::<f32>());
-                    match d {
-                        5 => (select_x::<1>(tp, 2, rel), select_x::<1>(fp, 2, rel)),
-                        6 => (select_x::<2>(tp, 4, rel), select_x::<2>(fp, 4, rel)),
-                        7 => (select_x::<4>(tp, 8, rel), select_x::<4>(fp, 8, rel)),
-                        8 => (select_x::<8>(tp, 16, rel), select_x::<8>(fp, 16, rel)),
-                        _ => (
-                            _mm512_i32gather_ps::<4>(*ix, k.thr),
-                            _mm512_castsi512_ps(_mm512_i32gather_epi32::<4>(*ix, k.feat16)),
-                        ),
-                    }
-                };
-                let f = _mm512_castps_si512(f);
-                // SAFETY: f + lane < 16 * nf, inside group i.
-                let v = unsafe {
-                    select_x::<NP>(x.add(i * GROUP * nf), nf, _mm512_add_epi32(f, k.lane))
-                };
-                let gt = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, t);
-                let next = _mm512_add_epi32(_mm512_add_epi32(*ix, *ix), k.one);
-                *ix = _mm512_mask_add_epi32(next, gt, next, k.one);
+        // Deeper levels: the level's splits come from memory with permutes up to 256 nodes
+        // (level 8), then with gathers. The level's lookup width is a constant per call.
+        let depth = k.depth as usize;
+        // SAFETY (all steps): level d's 2^d splits start at 2^d - 1; idx < 2^depth - 1.
+        unsafe {
+            if depth > 5 {
+                deep_step::<N, NP, 1>(k, &mut idx, 5, x, nf);
+            }
+            if depth > 6 {
+                deep_step::<N, NP, 2>(k, &mut idx, 6, x, nf);
+            }
+            if depth > 7 {
+                deep_step::<N, NP, 4>(k, &mut idx, 7, x, nf);
+            }
+            if depth > 8 {
+                deep_step::<N, NP, 8>(k, &mut idx, 8, x, nf);
+            }
+            for d in 9..depth {
+                deep_step::<N, NP, 0>(k, &mut idx, d, x, nf);
             }
         }
         for (i, ix) in idx.iter().enumerate() {
