@@ -166,10 +166,11 @@ async fn train(args: TrainArgs) -> Result<()> {
         args.output.display()
     );
     if let Some(m) = &card.metrics {
+        let fmt = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |x| format!("{x:.4}"));
         tracing::info!(
-            "on the labelled training rows: ROC AUC {:?}, PR AUC {:?}, {:.2}% flagged",
-            m.roc_auc,
-            m.pr_auc,
+            "on the labelled training rows: ROC AUC {}, PR AUC {}, {:.2}% flagged",
+            fmt(m.roc_auc),
+            fmt(m.pr_auc),
             m.flagged_rate * 100.0
         );
     }
