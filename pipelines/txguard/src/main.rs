@@ -23,6 +23,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Write the built-in generator's synthetic transactions (with labelled fraud) as JSON lines.
+    Generate(commands::generate::GenerateArgs),
     /// Score a CSV or Parquet file offline: the output is the input plus `score` and `is_anomaly`.
     Score(commands::score::ScoreArgs),
     /// Fit an isolation forest on the feature columns of a CSV or Parquet file.
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         .init();
 
     let result = match cli.command {
+        Command::Generate(args) => commands::generate::run(args),
         Command::Score(args) => commands::score::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Model { command } => match command {

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod generate;
 pub mod model;
 pub mod score;
 pub mod train;
