@@ -1,6 +1,9 @@
-//! txguard's dataflow engine. Today: the transaction event contract ([`event`]) and decoding
-//! of JSON messages into Arrow with dead letters ([`decode`]). The streaming SQL planner and
-//! stateful operators (event time, OVER and TUMBLE/HOP/SESSION windows) build on these.
+//! txguard's dataflow engine. Today: the transaction event contract ([`event`]), decoding of
+//! JSON messages into Arrow with dead letters ([`decode`]), event time with watermarks and
+//! late rows ([`time`]), and incremental per-event OVER windows ([`over`]). The streaming SQL
+//! planner and TUMBLE/HOP/SESSION operators build on these.
 
 pub mod decode;
 pub mod event;
+pub mod over;
+pub mod time;

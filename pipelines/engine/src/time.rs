@@ -1,0 +1,163 @@
+//! Event time: a bounded-out-of-orderness watermark and the buffer that holds rows until the
+//! watermark passes them, releasing them in event-time order. Rows that arrive behind the
+//! watermark are returned as late with a reason — never dropped silently.
+//!
+//! Watermark `W = max event time seen - bound`. A row with `ts < W` on arrival is late; rows
+//! with `ts < W` held in the buffer are complete (no row with an equal or smaller `ts` can
+//! still be accepted) and are released, ties in arrival order.
+
+use std::collections::{BTreeMap, HashMap};
+
+use arrow::array::{AsArray, RecordBatch, UInt32Array};
+use arrow::compute::{interleave_record_batch, take_record_batch};
+use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
+use arrow::error::ArrowError;
+
+/// Rows that arrived behind the watermark, with why.
+#[derive(Debug)]
+pub struct Late {
+    pub rows: RecordBatch,
+    pub reasons: Vec<String>,
+}
+
+/// Holds rows until the watermark passes them.
+pub struct EventTimeBuffer {
+    schema: SchemaRef,
+    ts_col: usize,
+    bound_micros: i64,
+    max_seen: Option<i64>,
+    /// (ts, arrival seq) -> (batch id, row)
+    index: BTreeMap<(i64, u64), (u64, u32)>,
+    /// batch id -> (batch, rows of it still held)
+    batches: HashMap<u64, (RecordBatch, usize)>,
+    next_batch: u64,
+    seq: u64,
+}
+
+impl EventTimeBuffer {
+    /// `ts_col` must be a non-null `Timestamp(Microsecond, _)` column.
+    pub fn new(schema: SchemaRef, ts_col: usize, bound_micros: i64) -> Self {
+        EventTimeBuffer {
+            schema,
+            ts_col,
+            bound_micros,
+            max_seen: None,
+            index: BTreeMap::new(),
+            batches: HashMap::new(),
+            next_batch: 0,
+            seq: 0,
+        }
+    }
+
+    /// Schema of the rows held and released.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// Current watermark, once any row was seen.
+    pub fn watermark(&self) -> Option<i64> {
+        self.max_seen.map(|m| m.saturating_sub(self.bound_micros))
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Accepts a batch; returns its late rows (if any) with reasons.
+    pub fn push(&mut self, batch: RecordBatch) -> Result<Option<Late>, ArrowError> {
+        let ts = batch
+            .column(self.ts_col)
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .ok_or_else(|| {
+                ArrowError::SchemaError("event-time column is not Timestamp(Microsecond)".into())
+            })?
+            .clone();
+        let mut late_idx = Vec::new();
+        let mut reasons = Vec::new();
+        let b = self.next_batch;
+        self.next_batch += 1;
+        let mut kept = 0;
+        for (r, t) in ts.iter().enumerate() {
+            let Some(t) = t else {
+                late_idx.push(r as u32);
+                reasons.push("event time is NULL".to_string());
+                continue;
+            };
+            if let Some(w) = self.watermark()
+                && t < w
+            {
+                late_idx.push(r as u32);
+                reasons.push(format!(
+                    "late by {} ms: event time {} is behind the watermark {} (allowed lateness {} ms)",
+                    (w - t) / 1000,
+                    crate::event::format_micros(t),
+                    crate::event::format_micros(w),
+                    self.bound_micros / 1000
+                ));
+                continue;
+            }
+            self.max_seen = Some(self.max_seen.map_or(t, |m| m.max(t)));
+            self.seq += 1;
+            self.index.insert((t, self.seq), (b, r as u32));
+            kept += 1;
+        }
+        if kept > 0 {
+            self.batches.insert(b, (batch.clone(), kept));
+        }
+        if late_idx.is_empty() {
+            return Ok(None);
+        }
+        let rows = take_record_batch(&batch, &UInt32Array::from(late_idx))?;
+        Ok(Some(Late { rows, reasons }))
+    }
+
+    /// Releases every held row with `ts < watermark` in event-time order.
+    pub fn release(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        match self.watermark() {
+            Some(w) => self.release_before(w),
+            None => Ok(None),
+        }
+    }
+
+    /// Releases everything held (end of input).
+    pub fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        self.release_before(i64::MAX)
+    }
+
+    fn release_before(&mut self, w: i64) -> Result<Option<RecordBatch>, ArrowError> {
+        let rest = self.index.split_off(&(w, 0));
+        let ready = std::mem::replace(&mut self.index, rest);
+        if ready.is_empty() {
+            return Ok(None);
+        }
+        let mut ids: Vec<u64> = ready.values().map(|(b, _)| *b).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let pos: HashMap<u64, usize> = ids.iter().enumerate().map(|(i, b)| (*b, i)).collect();
+        let parts: Vec<&RecordBatch> = ids
+            .iter()
+            .filter_map(|b| self.batches.get(b).map(|(batch, _)| batch))
+            .collect();
+        if parts.len() != ids.len() {
+            return Err(ArrowError::InvalidArgumentError(
+                "event-time buffer lost track of a batch".into(),
+            ));
+        }
+        let idx: Vec<(usize, usize)> = ready.values().map(|(b, r)| (pos[b], *r as usize)).collect();
+        let out = interleave_record_batch(&parts, &idx)?;
+        for (b, _) in ready.values() {
+            if let Some(entry) = self.batches.get_mut(b) {
+                entry.1 -= 1;
+                if entry.1 == 0 {
+                    self.batches.remove(b);
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+}
