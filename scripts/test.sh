@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite: setup, format and lint checks, the workspace tests, and the Arroyo
-# UDF harness (its own lockfile: arrow 51). This is what CI runs.
+# UDF harness (its own lockfile: arrow 51). This is what CI runs. Ends with one summary line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+run_tests() { "$@" 2>&1 | tee -a "$log"; }
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all --check
@@ -12,13 +16,16 @@ cargo fmt --all --check
 
 echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --manifest-path udfs/arroyo/harness/Cargo.toml --all-targets --locked -- -D warnings
 
 echo "== cargo test (workspace)" >&2
-cargo test --workspace --locked
+run_tests cargo test --workspace --locked
 
 echo "== scikit-learn parity with the portable (non-AVX-512) kernel" >&2
-TXGUARD_FOREST_KERNEL=portable cargo test -p txguard-iforest --locked --test sklearn_parity
+TXGUARD_FOREST_KERNEL=portable run_tests cargo test -p txguard-iforest --locked --test sklearn_parity
 
 echo "== cargo test (Arroyo UDF harness)" >&2
-cargo clippy --manifest-path udfs/arroyo/harness/Cargo.toml --all-targets --locked -- -D warnings
-cargo test --manifest-path udfs/arroyo/harness/Cargo.toml --locked
+run_tests cargo test --manifest-path udfs/arroyo/harness/Cargo.toml --locked --tests
+
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -13,36 +13,13 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use txguard_connectors::generator::{Generator, GeneratorConfig};
-use txguard_engine::decode::Decoder;
 use txguard_engine::event::transaction_schema;
 use txguard_engine::over::{OverAgg, OverFn, OverWindows};
 use txguard_engine::time::EventTimeBuffer;
 
 const HOUR: i64 = 3_600_000_000;
-const BOUND_MS: u64 = 3000;
-
-/// Generator events (in arrival order, some late within the bound) decoded to Arrow.
-fn arrivals(n: usize, events_per_second: f64) -> RecordBatch {
-    let g = Generator::new(GeneratorConfig {
-        users: 40,
-        events_per_second,
-        out_of_order: 0.05,
-        max_delay_ms: BOUND_MS,
-        fraud_rate: 0.01,
-        count: Some(n as u64),
-        ..Default::default()
-    })
-    .expect("generator");
-    let mut d = Decoder::default();
-    for e in g {
-        let json = serde_json::to_vec(&e.transaction).expect("json");
-        assert!(d.push(&json, "generator", &0));
-    }
-    let (rows, dead) = d.flush().expect("flush");
-    assert_eq!(dead.num_rows(), 0);
-    rows
-}
+mod common;
+use common::{BOUND_MS, arrivals};
 
 fn aggs() -> Vec<OverAgg> {
     let amount = 2; // transaction_schema: transaction_id, user_id, amount, ts, ...

@@ -1,0 +1,338 @@
+//! Windowed GROUP BY on streams, Arroyo's `TUMBLE(width)`, `HOP(slide, width)` and
+//! `SESSION(gap)` as a GROUP BY column: per key and window, count / sum / min / max / avg of
+//! Float64 inputs, emitted once the watermark passes the window's end (so each window is
+//! emitted exactly once, complete).
+//!
+//! Windows are half-open `[start, end)`, aligned to the Unix epoch (`start` a multiple of
+//! the width or slide). A session closes when no row of the key follows within `gap`; its
+//! `end` is the last row's time plus `gap`, as in Arroyo and Flink.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Float64Builder, Int64Builder, RecordBatch,
+    StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{
+    DataType, Field, Float64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
+};
+use arrow::error::ArrowError;
+
+/// The window of a windowed GROUP BY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    Tumble { width: i64 },
+    Hop { slide: i64, width: i64 },
+    Session { gap: i64 },
+}
+
+impl WindowKind {
+    /// Checks the widths (positive; HOP width a multiple of its slide, as Arroyo requires).
+    pub fn validate(&self) -> Result<(), String> {
+        match *self {
+            WindowKind::Tumble { width } if width <= 0 => {
+                Err("TUMBLE width must be positive".into())
+            }
+            WindowKind::Hop { slide, width } if slide <= 0 || width <= 0 => {
+                Err("HOP slide and width must be positive".into())
+            }
+            WindowKind::Hop { slide, width } if width % slide != 0 => Err(format!(
+                "HOP width ({width} us) must be a multiple of its slide ({slide} us)"
+            )),
+            WindowKind::Session { gap } if gap <= 0 => Err("SESSION gap must be positive".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Aggregate function of a windowed GROUP BY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupFn {
+    /// `COUNT(*)`
+    CountRows,
+    Sum,
+    Min,
+    Max,
+    Avg,
+}
+
+/// One aggregate output column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupAgg {
+    pub name: String,
+    pub func: GroupFn,
+    /// Float64 input column (ignored by `CountRows`).
+    pub input: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Acc {
+    rows: i64,
+    /// Per aggregate: (count of non-null, sum, min, max).
+    vals: Vec<(i64, f64, f64, f64)>,
+}
+
+impl Acc {
+    fn new(n: usize) -> Self {
+        Acc {
+            rows: 0,
+            vals: vec![(0, 0.0, f64::INFINITY, f64::NEG_INFINITY); n],
+        }
+    }
+    fn add(&mut self, values: &[Option<f64>]) {
+        self.rows += 1;
+        for (a, v) in self.vals.iter_mut().zip(values) {
+            if let Some(x) = v {
+                a.0 += 1;
+                a.1 += x;
+                a.2 = a.2.min(*x);
+                a.3 = a.3.max(*x);
+            }
+        }
+    }
+}
+
+struct Session {
+    start: i64,
+    last: i64,
+    acc: Acc,
+}
+
+/// Windowed aggregation for one `GROUP BY key, <window>`.
+pub struct WindowAggregate {
+    kind: WindowKind,
+    key_col: usize,
+    ts_col: usize,
+    aggs: Vec<GroupAgg>,
+    /// Windows to emit once the watermark reaches their end: (end, key) -> (start, acc).
+    /// Tumble/hop windows live here from their first row; sessions once closed.
+    open: BTreeMap<(i64, String), (i64, Acc)>,
+    /// Session: key -> the key's open session.
+    sessions: HashMap<String, Session>,
+    out_schema: SchemaRef,
+}
+
+impl WindowAggregate {
+    pub fn new(
+        input: &Schema,
+        kind: WindowKind,
+        key_col: usize,
+        ts_col: usize,
+        aggs: Vec<GroupAgg>,
+    ) -> Result<Self, ArrowError> {
+        kind.validate().map_err(ArrowError::InvalidArgumentError)?;
+        for a in aggs.iter().filter(|a| a.func != GroupFn::CountRows) {
+            let f = input.fields().get(a.input).ok_or_else(|| {
+                ArrowError::SchemaError(format!(
+                    "aggregate input column {} does not exist",
+                    a.input
+                ))
+            })?;
+            if f.data_type() != &DataType::Float64 {
+                return Err(ArrowError::SchemaError(format!(
+                    "aggregate input {} must be DOUBLE, is {}",
+                    f.name(),
+                    f.data_type()
+                )));
+            }
+        }
+        let key_name = input
+            .fields()
+            .get(key_col)
+            .map(|f| f.name().clone())
+            .unwrap_or_else(|| "key".into());
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let mut fields = vec![
+            Field::new(key_name, DataType::Utf8, false),
+            Field::new("window_start", ts.clone(), false),
+            Field::new("window_end", ts, false),
+        ];
+        for a in &aggs {
+            fields.push(match a.func {
+                GroupFn::CountRows => Field::new(&a.name, DataType::Int64, false),
+                _ => Field::new(&a.name, DataType::Float64, true),
+            });
+        }
+        Ok(WindowAggregate {
+            kind,
+            key_col,
+            ts_col,
+            aggs,
+            open: BTreeMap::new(),
+            sessions: HashMap::new(),
+            out_schema: Arc::new(Schema::new(fields)),
+        })
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.out_schema.clone()
+    }
+
+    /// Windows (or sessions) still open.
+    pub fn open_windows(&self) -> usize {
+        self.open.len() + self.sessions.len()
+    }
+
+    /// Adds rows. Tumble and hop accept any order; sessions need event-time order (the
+    /// event-time buffer's output). Rows must not be behind the last watermark given to
+    /// [`Self::advance`].
+    pub fn process(&mut self, batch: &RecordBatch) -> Result<(), ArrowError> {
+        let keys = batch
+            .column(self.key_col)
+            .as_string_opt::<i32>()
+            .ok_or_else(|| ArrowError::SchemaError("GROUP BY key must be VARCHAR".into()))?;
+        let ts = batch
+            .column(self.ts_col)
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .ok_or_else(|| {
+                ArrowError::SchemaError("window time column must be a timestamp".into())
+            })?;
+        let inputs: Vec<Option<&Float64Array>> = self
+            .aggs
+            .iter()
+            .map(|a| {
+                (a.func != GroupFn::CountRows)
+                    .then(|| batch.column(a.input).as_primitive::<Float64Type>())
+            })
+            .collect();
+        let n_aggs = self.aggs.len();
+        let mut values = vec![None; n_aggs];
+        for r in 0..batch.num_rows() {
+            let t = ts.value(r);
+            let key = if keys.is_null(r) { "" } else { keys.value(r) };
+            for (v, col) in values.iter_mut().zip(&inputs) {
+                *v = col.and_then(|c| (!c.is_null(r)).then(|| c.value(r)));
+            }
+            match self.kind {
+                WindowKind::Tumble { width } => {
+                    let end = t.div_euclid(width) * width + width;
+                    self.open
+                        .entry((end, key.to_string()))
+                        .or_insert_with(|| (end - width, Acc::new(n_aggs)))
+                        .1
+                        .add(&values);
+                }
+                WindowKind::Hop { slide, width } => {
+                    // Windows [s, s + width) with s a multiple of slide and s <= t < s + width.
+                    let last_start = t.div_euclid(slide) * slide;
+                    let mut s = last_start;
+                    while s > t - width {
+                        self.open
+                            .entry((s + width, key.to_string()))
+                            .or_insert_with(|| (s, Acc::new(n_aggs)))
+                            .1
+                            .add(&values);
+                        s -= slide;
+                    }
+                }
+                WindowKind::Session { gap } => {
+                    let s = self
+                        .sessions
+                        .entry(key.to_string())
+                        .or_insert_with(|| Session {
+                            start: t,
+                            last: t,
+                            acc: Acc::new(n_aggs),
+                        });
+                    if t - s.last > gap {
+                        // The old session is complete; keep it for emission at its end.
+                        let done = std::mem::replace(
+                            s,
+                            Session {
+                                start: t,
+                                last: t,
+                                acc: Acc::new(n_aggs),
+                            },
+                        );
+                        self.open
+                            .insert((done.last + gap, key.to_string()), (done.start, done.acc));
+                    }
+                    let s = self
+                        .sessions
+                        .get_mut(key)
+                        .ok_or_else(|| ArrowError::ComputeError("session state vanished".into()))?;
+                    s.last = s.last.max(t);
+                    s.acc.add(&values);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Emits every window whose end is at or before `watermark` (all its rows have arrived).
+    pub fn advance(&mut self, watermark: i64) -> Result<Option<RecordBatch>, ArrowError> {
+        if let WindowKind::Session { gap } = self.kind {
+            // Sessions whose last row + gap is behind the watermark cannot grow any more.
+            let done: Vec<String> = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.last + gap < watermark)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in done {
+                if let Some(s) = self.sessions.remove(&k) {
+                    self.open.insert((s.last + gap, k), (s.start, s.acc));
+                }
+            }
+        }
+        let rest = self
+            .open
+            .split_off(&(watermark.saturating_add(1), String::new()));
+        let ready = std::mem::replace(&mut self.open, rest);
+        if ready.is_empty() {
+            return Ok(None);
+        }
+        self.emit(ready).map(Some)
+    }
+
+    /// Emits everything still open (end of input).
+    pub fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        self.advance(i64::MAX)
+    }
+
+    fn emit(&self, ready: BTreeMap<(i64, String), (i64, Acc)>) -> Result<RecordBatch, ArrowError> {
+        let n = ready.len();
+        let mut keys = StringBuilder::with_capacity(n, n * 8);
+        let mut starts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+        let mut ends = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+        let mut cols: Vec<(Option<Int64Builder>, Option<Float64Builder>)> = self
+            .aggs
+            .iter()
+            .map(|a| match a.func {
+                GroupFn::CountRows => (Some(Int64Builder::with_capacity(n)), None),
+                _ => (None, Some(Float64Builder::with_capacity(n))),
+            })
+            .collect();
+        for ((end, key), (start, acc)) in &ready {
+            keys.append_value(key);
+            starts.append_value(*start);
+            ends.append_value(*end);
+            for ((a, (c, f)), v) in self.aggs.iter().zip(cols.iter_mut()).zip(&acc.vals) {
+                match (a.func, c, f) {
+                    (GroupFn::CountRows, Some(c), _) => c.append_value(acc.rows),
+                    (func, _, Some(f)) => f.append_option((v.0 > 0).then(|| match func {
+                        GroupFn::Sum => v.1,
+                        GroupFn::Min => v.2,
+                        GroupFn::Max => v.3,
+                        _ => v.1 / v.0 as f64,
+                    })),
+                    _ => {}
+                }
+            }
+        }
+        let mut out: Vec<ArrayRef> = vec![
+            Arc::new(keys.finish()),
+            Arc::new(starts.finish()),
+            Arc::new(ends.finish()),
+        ];
+        for (c, f) in cols.iter_mut() {
+            if let Some(c) = c {
+                out.push(Arc::new(c.finish()));
+            } else if let Some(f) = f {
+                out.push(Arc::new(f.finish()));
+            }
+        }
+        RecordBatch::try_new(self.out_schema.clone(), out)
+    }
+}
