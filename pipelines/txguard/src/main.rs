@@ -27,6 +27,8 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Score a CSV or Parquet file offline: the output is the input plus `score` and `is_anomaly`.
     Score(commands::score::ScoreArgs),
+    /// Parse and plan a pipeline file without running it; print its dataflow graph.
+    Validate(commands::validate::ValidateArgs),
     /// Fit an isolation forest on the feature columns of a CSV or Parquet file.
     Train(commands::train::TrainArgs),
     /// Inspect and convert model files.
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => commands::generate::run(args),
         Command::Score(args) => commands::score::run(args),
         Command::Train(args) => commands::train::run(args),
+        Command::Validate(args) => commands::validate::run(args),
         Command::Model { command } => match command {
             ModelCommand::Info { model, json } => commands::model::info(&model, json),
             ModelCommand::ExportArroyo(args) => commands::model::export_arroyo(args),

@@ -323,3 +323,29 @@ fn generate_writes_contract_json_lines() {
     let e = fails(&["generate", "--start", "yesterday"]);
     assert!(e.contains("--start \"yesterday\": use RFC 3339"), "{e}");
 }
+
+#[test]
+fn validate_prints_the_dataflow_or_the_exact_mistake() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../sql/examples/features_to_stdout.sql"
+    );
+    let out = ok(&["validate", example]);
+    assert!(out.contains(": valid"), "{out}");
+    assert!(
+        out.contains("source transactions [generator, event time ts (allowed lateness 5000 ms)]"),
+        "{out}"
+    );
+    assert!(out.contains("view   features <- transactions\n"), "{out}");
+    assert!(out.contains("insert user_minute <- transactions"), "{out}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.sql");
+    let text = std::fs::read_to_string(example).expect("example");
+    std::fs::write(&bad, text.replace("format = 'json'", "format = 'yaml'")).expect("write");
+    let e = fails(&["validate", &bad.to_string_lossy()]);
+    assert!(
+        e.contains("bad.sql:28:31: option format = 'yaml': expected one of json, table"),
+        "{e}"
+    );
+}

@@ -12,7 +12,10 @@
 //! `max_delay_ms` (out of order), so `ts` is never more than `max_delay_ms` behind the newest
 //! `ts` already emitted. Pacing in wall-clock time is the caller's job.
 
+mod options;
 mod world;
+
+pub use options::{SPEC, config_from};
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

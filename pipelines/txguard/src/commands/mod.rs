@@ -4,3 +4,4 @@ pub mod generate;
 pub mod model;
 pub mod score;
 pub mod train;
+pub mod validate;

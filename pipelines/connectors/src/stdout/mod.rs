@@ -1,0 +1,105 @@
+//! `stdout` sink: rows as JSON lines (one object per row) or as a pretty table, for quick
+//! looks at a pipeline's output.
+
+use std::io::Write;
+
+use arrow::array::RecordBatch;
+use arrow::error::ArrowError;
+use txguard_engine::sql::{ConnectorSpec, OptionKind, OptionSpec, Role, TableDef};
+
+/// `connector = 'stdout'`.
+pub const SPEC: ConnectorSpec = ConnectorSpec {
+    name: "stdout",
+    roles: &[Role::Sink],
+    options: &[OptionSpec {
+        key: "format",
+        kind: OptionKind::OneOf(&["json", "table"]),
+        required: false,
+        help: "json (one object per row, default) or table",
+    }],
+};
+
+/// How rows are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Table,
+}
+
+/// Writes batches to any `Write` (standard output in a pipeline).
+pub struct StdoutSink<W: Write> {
+    out: W,
+    format: Format,
+}
+
+impl<W: Write> StdoutSink<W> {
+    pub fn new(out: W, format: Format) -> Self {
+        StdoutSink { out, format }
+    }
+
+    /// The sink a table's options describe.
+    pub fn from_table(out: W, table: &TableDef) -> Self {
+        let format = match table.option("format").map(|o| o.value.as_text()).as_deref() {
+            Some("table") => Format::Table,
+            _ => Format::Json,
+        };
+        StdoutSink::new(out, format)
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ArrowError> {
+        match self.format {
+            Format::Json => {
+                let mut w = arrow::json::LineDelimitedWriter::new(&mut self.out);
+                w.write(batch)?;
+                w.finish()
+            }
+            Format::Table => {
+                let t = arrow::util::pretty::pretty_format_batches(std::slice::from_ref(batch))?;
+                writeln!(self.out, "{t}").map_err(|e| ArrowError::IoError(e.to_string(), e))
+            }
+        }
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Float64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn batch() -> RecordBatch {
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("user_id", DataType::Utf8, false),
+                Field::new("score", DataType::Float64, true),
+            ])),
+            vec![
+                Arc::new(StringArray::from(vec!["u1", "u2"])),
+                Arc::new(Float64Array::from(vec![Some(0.5), None])),
+            ],
+        )
+        .expect("batch")
+    }
+
+    #[test]
+    fn json_lines_and_table() {
+        let mut s = StdoutSink::new(Vec::new(), Format::Json);
+        s.write(&batch()).expect("write");
+        let out = String::from_utf8(s.into_inner()).expect("utf8");
+        assert_eq!(
+            out,
+            "{\"user_id\":\"u1\",\"score\":0.5}\n{\"user_id\":\"u2\"}\n"
+        );
+        let mut s = StdoutSink::new(Vec::new(), Format::Table);
+        s.write(&batch()).expect("write");
+        let out = String::from_utf8(s.into_inner()).expect("utf8");
+        assert!(out.contains("| user_id | score |"), "{out}");
+    }
+}

@@ -1,0 +1,330 @@
+//! Validation of a parsed pipeline before anything runs: connectors and their options (unknown
+//! options get a "did you mean"), source watermarks, sink usage, and DataFusion planning of
+//! every view and insert (unknown columns, type errors, wrong arity of the forest functions),
+//! with the insert's columns checked against the sink's declared columns.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Fields, Schema, TimeUnit};
+use datafusion::common::{Result as DfResult, exec_err};
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::prelude::SessionContext;
+
+use super::{ConnectorSpec, OptionKind, OptionValue, Pipeline, Role, SqlError, TableDef};
+
+/// Scalar functions the queries may call (the forest UDFs of the registered models).
+pub type PlanningFunctions = Vec<Arc<ScalarUDF>>;
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> String {
+    candidates
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, c)| *d <= 3.max(c.len() / 3))
+        .min()
+        .map(|(_, c)| format!(" (did you mean {c}?)"))
+        .unwrap_or_default()
+}
+
+/// The role of a table: its `type` option, else the connector's default.
+pub fn role_of(p: &Pipeline, t: &TableDef, spec: &ConnectorSpec) -> Result<Role, SqlError> {
+    match t.option("type") {
+        None => spec
+            .roles
+            .first()
+            .copied()
+            .ok_or_else(|| p.err(t.loc, format!("connector {} has no role", spec.name))),
+        Some(o) => {
+            let role = match o.value.as_text().as_str() {
+                "source" => Role::Source,
+                "sink" => Role::Sink,
+                other => {
+                    return Err(p.err(o.loc, format!("type = '{other}': use 'source' or 'sink'")));
+                }
+            };
+            if !spec.roles.contains(&role) {
+                return Err(p.err(o.loc, format!("connector {} cannot be a {role}", spec.name)));
+            }
+            Ok(role)
+        }
+    }
+}
+
+fn check_options(p: &Pipeline, t: &TableDef, spec: &ConnectorSpec) -> Result<(), SqlError> {
+    for o in &t.options {
+        if o.key == "connector" || o.key == "type" {
+            continue;
+        }
+        let Some(s) = spec.options.iter().find(|s| s.key == o.key) else {
+            return Err(p.err(
+                o.loc,
+                format!(
+                    "connector {} has no option {}{}; its options: {}",
+                    spec.name,
+                    o.key,
+                    did_you_mean(&o.key, spec.options.iter().map(|s| s.key)),
+                    spec.options
+                        .iter()
+                        .map(|s| s.key)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        };
+        let ok = match (s.kind, &o.value) {
+            (OptionKind::Text, OptionValue::Text(_)) => true,
+            (OptionKind::Integer, v) => v.as_text().parse::<i64>().is_ok(),
+            (OptionKind::Number, v) => v.as_text().parse::<f64>().is_ok_and(f64::is_finite),
+            (OptionKind::Bool, OptionValue::Bool(_)) => true,
+            (OptionKind::Bool, OptionValue::Text(t)) => t == "true" || t == "false",
+            (OptionKind::OneOf(allowed), v) => allowed.contains(&v.as_text().as_str()),
+            _ => false,
+        };
+        if !ok {
+            let want = match s.kind {
+                OptionKind::Text => "a 'string'".to_string(),
+                OptionKind::Integer => "a whole number".into(),
+                OptionKind::Number => "a number".into(),
+                OptionKind::Bool => "true or false".into(),
+                OptionKind::OneOf(a) => format!("one of {}", a.join(", ")),
+            };
+            return Err(p.err(
+                o.loc,
+                format!(
+                    "option {} = {}: expected {want} ({})",
+                    o.key, o.value, s.help
+                ),
+            ));
+        }
+    }
+    if let Some(missing) = spec
+        .options
+        .iter()
+        .find(|s| s.required && t.option(s.key).is_none())
+    {
+        return Err(p.err(
+            t.loc,
+            format!(
+                "table {} (connector {}) needs option {} ({})",
+                t.name, spec.name, missing.key, missing.help
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn schema_of(t: &TableDef) -> Schema {
+    Schema::new(
+        t.columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.data_type.clone(), c.nullable))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// `tumble(width)`, `hop(slide, width)`, `session(gap)` for planning: they type as a
+/// `STRUCT<start, end>` window column. The streaming planner turns a GROUP BY on them into a
+/// windowed aggregation; evaluated anywhere else they fail.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct WindowFn {
+    name: &'static str,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for WindowFn {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        Ok(DataType::Struct(Fields::from(vec![
+            Field::new("start", ts.clone(), false),
+            Field::new("end", ts, false),
+        ])))
+    }
+    fn invoke_with_args(&self, _: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        exec_err!(
+            "{}() only works as a GROUP BY window of a streaming pipeline",
+            self.name
+        )
+    }
+}
+
+fn window_udfs() -> Vec<ScalarUDF> {
+    [("tumble", 1), ("hop", 2), ("session", 1)]
+        .into_iter()
+        .map(|(name, n)| {
+            ScalarUDF::new_from_impl(WindowFn {
+                name,
+                signature: Signature::any(n, Volatility::Immutable),
+            })
+        })
+        .collect()
+}
+
+/// Validates `p` against the connectors and plans every query with DataFusion.
+pub async fn check(
+    p: &Pipeline,
+    connectors: &[ConnectorSpec],
+    functions: &PlanningFunctions,
+) -> Result<(), SqlError> {
+    let ctx = SessionContext::new();
+    for f in functions {
+        ctx.register_udf(f.as_ref().clone());
+    }
+    for f in window_udfs() {
+        ctx.register_udf(f);
+    }
+    for t in &p.tables {
+        let spec = connectors
+            .iter()
+            .find(|s| s.name == t.connector)
+            .ok_or_else(|| {
+                let at = t.option("connector").map_or(t.loc, |o| o.loc);
+                p.err(
+                    at,
+                    format!(
+                        "unknown connector '{}'{}; available: {}",
+                        t.connector,
+                        did_you_mean(&t.connector, connectors.iter().map(|c| c.name)),
+                        connectors
+                            .iter()
+                            .map(|c| c.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })?;
+        let role = role_of(p, t, spec)?;
+        check_options(p, t, spec)?;
+        if role == Role::Source && t.watermark.is_none() {
+            return Err(p.err(
+                t.loc,
+                format!(
+                    "source {} needs event time: add WATERMARK FOR ts AS ts - INTERVAL '5' SECOND",
+                    t.name
+                ),
+            ));
+        }
+        if role == Role::Sink && p.inserts.iter().all(|i| i.table != t.name) {
+            return Err(p.err(
+                t.loc,
+                format!("sink {} is never written by an INSERT INTO", t.name),
+            ));
+        }
+        let table = MemTable::try_new(Arc::new(schema_of(t)), vec![vec![]])
+            .map_err(|e| p.err(t.loc, e.to_string()))?;
+        ctx.register_table(t.name.as_str(), Arc::new(table))
+            .map_err(|e| p.err(t.loc, e.to_string()))?;
+    }
+    for v in &p.views {
+        ctx.sql(&v.sql)
+            .await
+            .map_err(|e| p.err(v.loc, format!("view {}: {}", v.name, strip(e))))?;
+    }
+    for i in &p.inserts {
+        let Some(sink) = p.table(&i.table) else {
+            return Err(p.err(i.loc, format!("INSERT INTO {}: no such table", i.table)));
+        };
+        let spec = connectors.iter().find(|s| s.name == sink.connector);
+        if let Some(spec) = spec
+            && role_of(p, sink, spec)? != Role::Sink
+        {
+            return Err(p.err(
+                i.loc,
+                format!("INSERT INTO {}: it is a source, not a sink", i.table),
+            ));
+        }
+        let df = ctx
+            .sql(&i.query)
+            .await
+            .map_err(|e| p.err(i.loc, format!("INSERT INTO {}: {}", i.table, strip(e))))?;
+        let got = df.schema().as_arrow();
+        if got.fields().len() != sink.columns.len() {
+            return Err(p.err(
+                i.loc,
+                format!(
+                    "INSERT INTO {}: the query gives {} columns, the table has {} ({})",
+                    i.table,
+                    got.fields().len(),
+                    sink.columns.len(),
+                    sink.columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        for (n, (f, c)) in got.fields().iter().zip(&sink.columns).enumerate() {
+            if !assignable(f.data_type(), &c.data_type) {
+                return Err(p.err(
+                    i.loc,
+                    format!(
+                        "INSERT INTO {}: column {} ({}) is {} but the query gives {} ({})",
+                        i.table,
+                        n + 1,
+                        c.name,
+                        c.data_type,
+                        f.data_type(),
+                        f.name()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a query column of type `from` may be written to a sink column of type `to`:
+/// the same type, number to number, text to text, timestamp to timestamp, or NULL.
+fn assignable(from: &DataType, to: &DataType) -> bool {
+    let text =
+        |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+    from == to
+        || matches!(from, DataType::Null)
+        || (from.is_numeric() && to.is_numeric())
+        || (text(from) && text(to))
+        || (matches!(from, DataType::Timestamp(..)) && matches!(to, DataType::Timestamp(..)))
+}
+
+/// DataFusion's message without its error-kind prefix.
+fn strip(e: datafusion::error::DataFusionError) -> String {
+    let s = e.to_string();
+    // A UDF's own planning message, wrapped by the coercion error: keep just the message.
+    if let Some(i) = s.find("coercion failed with: Error during planning: ") {
+        let inner = &s[i + "coercion failed with: Error during planning: ".len()..];
+        let end = inner.find(". No function matches").unwrap_or(inner.len());
+        return inner[..end].to_string();
+    }
+    for prefix in [
+        "Error during planning: ",
+        "Schema error: ",
+        "SQL error: ",
+        "Execution error: ",
+    ] {
+        if let Some(rest) = s.strip_prefix(prefix) {
+            return rest.to_string();
+        }
+    }
+    s
+}

@@ -1,0 +1,198 @@
+//! Pipeline files in Arroyo's SQL dialect: `CREATE TABLE … WITH (connector = …)` for sources
+//! and sinks (with `WATERMARK FOR ts AS ts - INTERVAL 'n' SECOND`), `CREATE VIEW`, and
+//! `INSERT INTO sink SELECT …`. [`parse`] reads a file into a [`Pipeline`]; [`check`] validates
+//! connectors and options against [`ConnectorSpec`]s and plans every view and insert with
+//! DataFusion. Every error names the file, line and column.
+
+mod check;
+mod parse;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use arrow::datatypes::DataType;
+
+pub use check::{PlanningFunctions, check, role_of};
+pub use parse::{parse, parse_interval_micros};
+
+/// An error in a pipeline file, at a position.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct SqlError {
+    pub file: PathBuf,
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+}
+
+impl fmt::Display for SqlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+/// A position in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Loc {
+    pub line: u64,
+    pub column: u64,
+}
+
+/// Whether a table is read or written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Source,
+    Sink,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Source => "source",
+            Role::Sink => "sink",
+        })
+    }
+}
+
+/// A declared column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    pub name: String,
+    pub data_type: DataType,
+    pub nullable: bool,
+}
+
+/// `WATERMARK FOR column AS column - INTERVAL …`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Watermark {
+    pub column: String,
+    pub delay_micros: i64,
+    pub loc: Loc,
+}
+
+/// The value of a `WITH` option as written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OptionValue {
+    Text(String),
+    Number(String),
+    Bool(bool),
+}
+
+impl fmt::Display for OptionValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OptionValue::Text(s) => write!(f, "'{s}'"),
+            OptionValue::Number(s) => f.write_str(s),
+            OptionValue::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+impl OptionValue {
+    /// The value as text (a number or bool as written).
+    pub fn as_text(&self) -> String {
+        match self {
+            OptionValue::Text(s) | OptionValue::Number(s) => s.clone(),
+            OptionValue::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+/// One `key = value` of a `WITH` clause.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableOption {
+    pub key: String,
+    pub value: OptionValue,
+    pub loc: Loc,
+}
+
+/// `CREATE TABLE`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableDef {
+    pub name: String,
+    pub columns: Vec<Column>,
+    pub watermark: Option<Watermark>,
+    pub connector: String,
+    pub options: Vec<TableOption>,
+    pub loc: Loc,
+}
+
+impl TableDef {
+    pub fn option(&self, key: &str) -> Option<&TableOption> {
+        self.options.iter().find(|o| o.key == key)
+    }
+}
+
+/// `CREATE VIEW name AS query` (the statement text as written).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewDef {
+    pub name: String,
+    pub sql: String,
+    pub loc: Loc,
+}
+
+/// `INSERT INTO table query`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InsertDef {
+    pub table: String,
+    pub query: String,
+    pub loc: Loc,
+}
+
+/// A parsed pipeline file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pipeline {
+    pub file: PathBuf,
+    pub tables: Vec<TableDef>,
+    pub views: Vec<ViewDef>,
+    pub inserts: Vec<InsertDef>,
+}
+
+impl Pipeline {
+    pub fn table(&self, name: &str) -> Option<&TableDef> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+
+    pub(crate) fn err(&self, loc: Loc, message: impl Into<String>) -> SqlError {
+        SqlError {
+            file: self.file.clone(),
+            line: loc.line,
+            column: loc.column,
+            message: message.into(),
+        }
+    }
+}
+
+/// Kind of value an option takes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OptionKind {
+    Text,
+    Integer,
+    Number,
+    Bool,
+    OneOf(&'static [&'static str]),
+}
+
+/// One option a connector accepts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OptionSpec {
+    pub key: &'static str,
+    pub kind: OptionKind,
+    pub required: bool,
+    pub help: &'static str,
+}
+
+/// What a connector accepts in `WITH (...)`; each connector folder declares its own.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConnectorSpec {
+    pub name: &'static str,
+    /// The roles it can play; the first is the default when `type` is absent.
+    pub roles: &'static [Role],
+    pub options: &'static [OptionSpec],
+}

@@ -1,0 +1,435 @@
+//! Reading a pipeline file: statements split at top-level `;`, `CREATE TABLE` taken apart at
+//! token level (the `WATERMARK FOR` clause and the `WITH (…)` options are Arroyo/Flink syntax
+//! no stock SQL parser reads), columns parsed by sqlparser, views and inserts kept as text for
+//! DataFusion.
+
+use std::path::PathBuf;
+
+use arrow::datatypes::{DataType, TimeUnit};
+use datafusion::sql::sqlparser::ast::{ColumnOption, DataType as SqlType, Statement};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+
+use super::{
+    Column, InsertDef, Loc, OptionValue, Pipeline, SqlError, TableDef, TableOption, ViewDef,
+    Watermark,
+};
+
+fn loc(t: &TokenWithSpan) -> Loc {
+    Loc {
+        line: t.span.start.line,
+        column: t.span.start.column,
+    }
+}
+
+fn is_space(t: &TokenWithSpan) -> bool {
+    matches!(t.token, Token::Whitespace(_))
+}
+
+/// An unquoted word's upper-case text, for keyword matching.
+fn word(t: &TokenWithSpan) -> Option<String> {
+    match &t.token {
+        Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
+        _ => None,
+    }
+}
+
+/// An identifier: unquoted words fold to lower case (as DataFusion does), quoted ones keep
+/// their case.
+fn ident(t: &TokenWithSpan) -> Option<String> {
+    match &t.token {
+        Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_ascii_lowercase()),
+        Token::Word(w) => Some(w.value.clone()),
+        _ => None,
+    }
+}
+
+fn text(tokens: &[TokenWithSpan]) -> String {
+    tokens.iter().map(|t| t.token.to_string()).collect()
+}
+
+/// Microseconds of an interval written `'5' SECOND`, `'5 seconds'`, `'1' HOUR`, `'250 ms'`….
+pub fn parse_interval_micros(value: &str, unit: Option<&str>) -> Result<i64, String> {
+    let v = value.trim();
+    let (num, unit) = match unit {
+        Some(u) => (v, u.to_string()),
+        None => {
+            let split = v
+                .find(|c: char| c.is_ascii_alphabetic())
+                .ok_or_else(|| format!("interval '{v}' has no unit (e.g. '5 seconds')"))?;
+            (v[..split].trim(), v[split..].trim().to_string())
+        }
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("interval value '{num}' is not a number"))?;
+    let per = match unit.to_ascii_lowercase().trim_end_matches('s') {
+        "microsecond" | "u" | "us" => 1.0,
+        "millisecond" | "m" | "milli" => 1e3,
+        "second" | "sec" | "" => 1e6,
+        "minute" | "min" => 60e6,
+        "hour" | "h" | "hr" => 3600e6,
+        "day" | "d" => 86_400e6,
+        other => return Err(format!("unknown interval unit '{other}'")),
+    };
+    if !(n.is_finite() && n >= 0.0) {
+        return Err(format!("interval '{value}' must be a non-negative number"));
+    }
+    Ok((n * per).round() as i64)
+}
+
+fn arrow_type(t: &SqlType) -> Option<DataType> {
+    let s = t.to_string().to_ascii_uppercase();
+    let base = s.split('(').next().unwrap_or("").trim();
+    Some(match base {
+        "TEXT" | "VARCHAR" | "STRING" | "CHAR" | "CHARACTER VARYING" => DataType::Utf8,
+        "BIGINT" | "INT8" | "INTEGER" | "INT" | "INT4" | "SMALLINT" | "INT2" => DataType::Int64,
+        "DOUBLE" | "DOUBLE PRECISION" | "FLOAT" | "FLOAT8" | "FLOAT64" | "DECIMAL" | "NUMERIC" => {
+            DataType::Float64
+        }
+        "REAL" | "FLOAT4" | "FLOAT32" => DataType::Float32,
+        "BOOLEAN" | "BOOL" => DataType::Boolean,
+        _ if base.starts_with("TIMESTAMP") => {
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+        }
+        _ => return None,
+    })
+}
+
+struct Ctx {
+    file: PathBuf,
+}
+
+impl Ctx {
+    fn err(&self, at: Loc, message: impl Into<String>) -> SqlError {
+        SqlError {
+            file: self.file.clone(),
+            line: at.line,
+            column: at.column,
+            message: message.into(),
+        }
+    }
+}
+
+/// Splits `tokens` (no whitespace) at top-level commas.
+fn split_commas(tokens: &[&TokenWithSpan]) -> Vec<Vec<TokenWithSpan>> {
+    let mut out = vec![Vec::new()];
+    let mut depth = 0i32;
+    for t in tokens {
+        match t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            Token::Comma if depth == 0 => {
+                out.push(Vec::new());
+                continue;
+            }
+            _ => {}
+        }
+        if let Some(last) = out.last_mut() {
+            last.push((*t).clone());
+        }
+    }
+    out.retain(|v| !v.is_empty());
+    out
+}
+
+/// Index of the `)` matching the `(` at `open`.
+fn matching_paren(sig: &[&TokenWithSpan], open: usize) -> Option<usize> {
+    let mut depth = 0i32;
+    for (i, t) in sig.iter().enumerate().skip(open) {
+        match t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Parses a pipeline file's text; `file` is used in error messages.
+pub fn parse(file: impl Into<PathBuf>, sql: &str) -> Result<Pipeline, SqlError> {
+    let cx = Ctx { file: file.into() };
+    let dialect = GenericDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| {
+            cx.err(
+                Loc {
+                    line: e.location.line,
+                    column: e.location.column,
+                },
+                e.message,
+            )
+        })?;
+    let mut statements: Vec<Vec<TokenWithSpan>> = vec![Vec::new()];
+    let mut depth = 0i32;
+    for t in tokens {
+        match t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            Token::SemiColon if depth == 0 => {
+                statements.push(Vec::new());
+                continue;
+            }
+            _ => {}
+        }
+        if let Some(s) = statements.last_mut() {
+            s.push(t);
+        }
+    }
+    let mut p = Pipeline {
+        file: cx.file.clone(),
+        tables: Vec::new(),
+        views: Vec::new(),
+        inserts: Vec::new(),
+    };
+    for stmt in statements {
+        let sig: Vec<&TokenWithSpan> = stmt.iter().filter(|t| !is_space(t)).collect();
+        let Some(first) = sig.first() else { continue };
+        let at = loc(first);
+        let w = |i: usize| sig.get(i).and_then(|t| word(t)).unwrap_or_default();
+        match (w(0).as_str(), w(1).as_str()) {
+            ("CREATE", "TABLE") => p.tables.push(parse_table(&cx, &sig, at)?),
+            ("CREATE", "VIEW") | ("CREATE", "OR") => {
+                let v = sig
+                    .iter()
+                    .position(|t| word(t).as_deref() == Some("VIEW"))
+                    .and_then(|i| sig.get(i + 1))
+                    .and_then(|t| ident(t))
+                    .ok_or_else(|| cx.err(at, "CREATE VIEW needs a name"))?;
+                p.views.push(ViewDef {
+                    name: v,
+                    sql: text(&stmt).trim().to_string(),
+                    loc: at,
+                });
+            }
+            ("INSERT", "INTO") => {
+                let name_tok = sig
+                    .get(2)
+                    .ok_or_else(|| cx.err(at, "INSERT INTO needs a table"))?;
+                let table = ident(name_tok)
+                    .ok_or_else(|| cx.err(loc(name_tok), "INSERT INTO needs a table name"))?;
+                let after = stmt
+                    .iter()
+                    .position(|t| std::ptr::eq(t, *name_tok))
+                    .map_or(stmt.len(), |i| i + 1);
+                let query = text(&stmt[after..]).trim().to_string();
+                if query.is_empty() {
+                    return Err(cx.err(at, format!("INSERT INTO {table} has no query")));
+                }
+                p.inserts.push(InsertDef {
+                    table,
+                    query,
+                    loc: at,
+                });
+            }
+            _ => {
+                return Err(cx.err(
+                    at,
+                    format!(
+                        "a pipeline holds CREATE TABLE, CREATE VIEW and INSERT INTO statements; found `{}`",
+                        text(&stmt).split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+                    ),
+                ));
+            }
+        }
+    }
+    for (i, t) in p.tables.iter().enumerate() {
+        if p.tables[..i].iter().any(|o| o.name == t.name)
+            || p.views.iter().any(|v| v.name == t.name)
+        {
+            return Err(p.err(t.loc, format!("{} is defined twice", t.name)));
+        }
+    }
+    Ok(p)
+}
+
+fn parse_table(cx: &Ctx, sig: &[&TokenWithSpan], at: Loc) -> Result<TableDef, SqlError> {
+    let name_tok = sig
+        .get(2)
+        .ok_or_else(|| cx.err(at, "CREATE TABLE needs a name"))?;
+    let name = ident(name_tok).ok_or_else(|| cx.err(loc(name_tok), "expected a table name"))?;
+    if !matches!(sig.get(3).map(|t| &t.token), Some(Token::LParen)) {
+        return Err(cx.err(
+            loc(name_tok),
+            format!("expected `(` and the columns of {name}"),
+        ));
+    }
+    let close = matching_paren(sig, 3).ok_or_else(|| cx.err(at, "unbalanced parentheses"))?;
+    let mut columns_sql = Vec::new();
+    let mut watermark = None;
+    for item in split_commas(&sig[4..close]) {
+        if word(&item[0]).as_deref() == Some("WATERMARK") {
+            watermark = Some(parse_watermark(cx, &item)?);
+        } else {
+            columns_sql.push(
+                item.iter()
+                    .map(|t| t.token.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
+        }
+    }
+    let ddl = format!("CREATE TABLE t ({})", columns_sql.join(", "));
+    let parsed = Parser::parse_sql(&GenericDialect {}, &ddl)
+        .map_err(|e| cx.err(loc(sig[3]), format!("columns of {name}: {e}")))?;
+    let Some(Statement::CreateTable(ct)) = parsed.into_iter().next() else {
+        return Err(cx.err(at, format!("columns of {name} do not parse")));
+    };
+    let mut columns = Vec::new();
+    for c in &ct.columns {
+        let data_type = arrow_type(&c.data_type).ok_or_else(|| {
+            cx.err(
+                at,
+                format!(
+                    "column {}.{}: type {} is not supported; use TEXT, BIGINT, DOUBLE, REAL, BOOLEAN or TIMESTAMP",
+                    name, c.name, c.data_type
+                ),
+            )
+        })?;
+        let nullable = !c
+            .options
+            .iter()
+            .any(|o| matches!(o.option, ColumnOption::NotNull));
+        columns.push(Column {
+            name: if c.name.quote_style.is_some() {
+                c.name.value.clone()
+            } else {
+                c.name.value.to_ascii_lowercase()
+            },
+            data_type,
+            nullable,
+        });
+    }
+    if let Some(w) = &watermark
+        && !columns.iter().any(|c| c.name == w.column)
+    {
+        return Err(cx.err(
+            w.loc,
+            format!("WATERMARK FOR {}: {name} has no such column", w.column),
+        ));
+    }
+
+    // WITH ( key = value, ... )
+    let rest = &sig[close + 1..];
+    let mut options = Vec::new();
+    if !rest.is_empty() {
+        let with_ok = rest
+            .first()
+            .is_some_and(|t| matches!(&t.token, Token::Word(w) if w.keyword == Keyword::WITH))
+            && matches!(rest.get(1).map(|t| &t.token), Some(Token::LParen));
+        if !with_ok {
+            return Err(cx.err(
+                loc(rest[0]),
+                format!("expected WITH (...) after the columns of {name}"),
+            ));
+        }
+        let end = matching_paren(rest, 1)
+            .ok_or_else(|| cx.err(loc(rest[1]), "unbalanced parentheses in WITH"))?;
+        if let Some(extra) = rest.get(end + 1) {
+            return Err(cx.err(loc(extra), "unexpected text after WITH (...)"));
+        }
+        for item in split_commas(&rest[2..end]) {
+            let at = loc(&item[0]);
+            let key = match &item[0].token {
+                Token::Word(w) => w.value.clone(),
+                Token::SingleQuotedString(s) => s.clone(),
+                _ => return Err(cx.err(at, "expected an option name")),
+            };
+            if !matches!(item.get(1).map(|t| &t.token), Some(Token::Eq)) || item.len() != 3 {
+                return Err(cx.err(at, format!("option {key}: write {key} = 'value'")));
+            }
+            let value = match &item[2].token {
+                Token::SingleQuotedString(s) => OptionValue::Text(s.clone()),
+                Token::Number(n, _) => OptionValue::Number(n.clone()),
+                Token::Word(w) if w.value.eq_ignore_ascii_case("true") => OptionValue::Bool(true),
+                Token::Word(w) if w.value.eq_ignore_ascii_case("false") => OptionValue::Bool(false),
+                other => {
+                    return Err(cx.err(
+                        loc(&item[2]),
+                        format!(
+                            "option {key}: value {other} must be a 'string', a number or true/false"
+                        ),
+                    ));
+                }
+            };
+            if options.iter().any(|o: &TableOption| o.key == key) {
+                return Err(cx.err(at, format!("option {key} is given twice")));
+            }
+            options.push(TableOption {
+                key,
+                value,
+                loc: at,
+            });
+        }
+    }
+    let connector = options
+        .iter()
+        .find(|o| o.key == "connector")
+        .map(|o| o.value.as_text())
+        .ok_or_else(|| {
+            cx.err(
+                at,
+                format!("table {name} has no connector: add WITH (connector = '…', …)"),
+            )
+        })?;
+    Ok(TableDef {
+        name,
+        columns,
+        watermark,
+        connector,
+        options,
+        loc: at,
+    })
+}
+
+/// `WATERMARK FOR col AS col - INTERVAL '5' SECOND` (or `AS col` for no delay).
+fn parse_watermark(cx: &Ctx, item: &[TokenWithSpan]) -> Result<Watermark, SqlError> {
+    let at = loc(&item[0]);
+    let bad = || {
+        cx.err(
+            at,
+            "write WATERMARK FOR ts AS ts - INTERVAL '5' SECOND (or AS ts for no delay)",
+        )
+    };
+    if word(item.get(1).ok_or_else(bad)?).as_deref() != Some("FOR") {
+        return Err(bad());
+    }
+    let column = ident(item.get(2).ok_or_else(bad)?).ok_or_else(bad)?;
+    if word(item.get(3).ok_or_else(bad)?).as_deref() != Some("AS") {
+        return Err(bad());
+    }
+    let expr_col = ident(item.get(4).ok_or_else(bad)?).ok_or_else(bad)?;
+    if expr_col != column {
+        return Err(cx.err(
+            loc(&item[4]),
+            format!("the watermark must be computed from {column}, not {expr_col}"),
+        ));
+    }
+    let delay_micros = match item.len() {
+        5 => 0,
+        8 | 9
+            if matches!(item[5].token, Token::Minus)
+                && word(&item[6]).as_deref() == Some("INTERVAL") =>
+        {
+            let Token::SingleQuotedString(value) = &item[7].token else {
+                return Err(bad());
+            };
+            let unit = item.get(8).and_then(word);
+            parse_interval_micros(value, unit.as_deref()).map_err(|m| cx.err(loc(&item[6]), m))?
+        }
+        _ => return Err(bad()),
+    };
+    Ok(Watermark {
+        column,
+        delay_micros,
+        loc: at,
+    })
+}

@@ -1,0 +1,183 @@
+//! Pipeline files: a valid one parses and plans; each kind of mistake fails before anything
+//! runs, naming the file, line and column and saying what to do.
+
+use std::sync::Arc;
+
+use ndarray::Array2;
+use txguard_engine::sql::{ConnectorSpec, OptionKind, OptionSpec, Role, check, parse};
+
+/// A sink used only by these tests: a spec is plain data.
+const COLLECT: ConnectorSpec = ConnectorSpec {
+    name: "collect",
+    roles: &[Role::Sink],
+    options: &[OptionSpec {
+        key: "limit",
+        kind: OptionKind::Integer,
+        required: false,
+        help: "rows to keep",
+    }],
+};
+
+fn connectors() -> Vec<ConnectorSpec> {
+    let mut v = txguard_connectors::specs();
+    v.push(COLLECT);
+    v
+}
+
+fn functions() -> Vec<Arc<datafusion::logical_expr::ScalarUDF>> {
+    let x = Array2::from_shape_fn((300, 2), |(i, j)| ((i * 13 + j * 7) % 50) as f64);
+    let names = vec!["log_amount".to_string(), "count_1h".into()];
+    let forest = txguard_iforest::fit(
+        txguard_iforest::TrainingSet {
+            x: x.view(),
+            features: &names,
+            labels: None,
+            source: None,
+        },
+        &txguard_iforest::FitParams {
+            n_estimators: 3,
+            ..Default::default()
+        },
+    )
+    .expect("fit");
+    txguard_iforest_datafusion::forest_udfs("default", Arc::new(forest))
+        .expect("udfs")
+        .into_iter()
+        .map(Arc::new)
+        .collect()
+}
+
+const GOOD: &str = include_str!("sql/good.sql");
+
+async fn error_of(sql: &str) -> String {
+    let p = match parse("pipeline.sql", sql) {
+        Ok(p) => p,
+        Err(e) => return e.to_string(),
+    };
+    check(&p, &connectors(), &functions())
+        .await
+        .expect_err("must fail")
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_example_pipeline_parses_and_plans() {
+    let p = parse("tests/sql/good.sql", GOOD).expect("parse");
+    assert_eq!(p.tables.len(), 3);
+    let t = &p.tables[0];
+    assert_eq!(t.name, "transactions");
+    assert_eq!(t.connector, "generator");
+    let w = t.watermark.as_ref().expect("watermark");
+    assert_eq!((w.column.as_str(), w.delay_micros), ("ts", 5_000_000));
+    assert_eq!(
+        t.option("fraud_rate").map(|o| o.value.as_text()),
+        Some("0.01".into())
+    );
+    assert_eq!(t.option("users").map(|o| o.loc.line), Some(11));
+    assert_eq!(p.views.len(), 1);
+    assert_eq!(
+        p.inserts
+            .iter()
+            .map(|i| i.table.as_str())
+            .collect::<Vec<_>>(),
+        ["scored", "per_minute"]
+    );
+    assert_eq!(p.inserts[0].loc.line, 37);
+    check(&p, &connectors(), &functions())
+        .await
+        .expect("valid pipeline");
+    let cfg = txguard_connectors::generator::config_from(t).expect("generator config");
+    assert_eq!((cfg.users, cfg.fraud_rate), (1000, 0.01));
+}
+
+#[tokio::test]
+async fn mistakes_name_file_line_and_column() {
+    let cases: Vec<(String, &str)> = vec![
+        (
+            GOOD.replace("connector = 'generator'", "connector = 'generatr'"),
+            "pipeline.sql:10:5: unknown connector 'generatr' (did you mean generator?); available: generator, collect",
+        ),
+        (
+            GOOD.replace("users = 1000", "user = 1000"),
+            "pipeline.sql:11:5: connector generator has no option user (did you mean users?)",
+        ),
+        (
+            GOOD.replace("users = 1000", "users = 'many'"),
+            "pipeline.sql:11:5: option users = 'many': expected a whole number",
+        ),
+        (
+            GOOD.replace("    WATERMARK FOR ts AS ts - INTERVAL '5' SECOND\n", "")
+                .replace("merchant TEXT,", "merchant TEXT"),
+            "pipeline.sql:2:1: source transactions needs event time: add WATERMARK FOR ts AS ts - INTERVAL '5' SECOND",
+        ),
+        (
+            GOOD.replace("INTERVAL '5' SECOND\n", "INTERVAL '5' FORTNIGHT\n"),
+            "pipeline.sql:8:30: unknown interval unit 'fortnight'",
+        ),
+        (
+            GOOD.replace("WATERMARK FOR ts AS ts", "WATERMARK FOR tx AS tx"),
+            "pipeline.sql:8:5: WATERMARK FOR tx: transactions has no such column",
+        ),
+        (
+            GOOD.replace(
+                "iforest_score(log_amount, count_1h)",
+                "iforest_score(log_amount)",
+            ),
+            "pipeline.sql:37:1: INSERT INTO scored: iforest_score() takes 2 arguments, the features of model 'default' in order: log_amount, count_1h; got 1",
+        ),
+        (
+            GOOD.replace(
+                "ln(1 + amount) AS log_amount",
+                "ln(1 + amont) AS log_amount",
+            ),
+            "pipeline.sql:30:1: view features:",
+        ),
+        (
+            GOOD.replace("count_1h, iforest_score", "iforest_score"),
+            "pipeline.sql:37:1: INSERT INTO scored: the query gives 4 columns, the table has 5",
+        ),
+        (
+            GOOD.replace(
+                "SELECT user_id, window.start, n, total",
+                "SELECT user_id, n, window.start, total",
+            ),
+            "pipeline.sql:40:1: INSERT INTO per_minute: column 2 (window_start) is Timestamp(µs, \"UTC\") but the query gives Int64 (n)",
+        ),
+        (
+            GOOD.replace("WITH (connector = 'collect');", ";"),
+            "pipeline.sql:15:1: table scored has no connector: add WITH (connector = '…', …)",
+        ),
+        (
+            format!(
+                "{GOOD}\nINSERT INTO transactions SELECT transaction_id, user_id, amount, ts, merchant FROM transactions;"
+            ),
+            "pipeline.sql:46:1: INSERT INTO transactions: it is a source, not a sink",
+        ),
+        (
+            GOOD.replace("INSERT INTO per_minute", "INSERT INTO scored"),
+            "pipeline.sql:23:1: sink per_minute is never written by an INSERT INTO",
+        ),
+        (
+            format!("{GOOD}\nDROP TABLE scored;"),
+            "pipeline.sql:46:1: a pipeline holds CREATE TABLE, CREATE VIEW and INSERT INTO statements; found `DROP TABLE scored`",
+        ),
+        (
+            GOOD.replace("type = 'sink'", "type = 'source'"),
+            "pipeline.sql:28:32: connector collect cannot be a source",
+        ),
+    ];
+    for (sql, want) in cases {
+        let got = error_of(&sql).await;
+        assert!(got.contains(want), "\nwant: {want}\n got: {got}");
+    }
+}
+
+#[test]
+fn intervals() {
+    use txguard_engine::sql::parse_interval_micros as iv;
+    assert_eq!(iv("5", Some("SECOND")), Ok(5_000_000));
+    assert_eq!(iv("5 seconds", None), Ok(5_000_000));
+    assert_eq!(iv("1", Some("HOUR")), Ok(3_600_000_000));
+    assert_eq!(iv("250 milliseconds", None), Ok(250_000));
+    assert!(iv("x", Some("SECOND")).is_err());
+}

@@ -1,0 +1,95 @@
+//! `txguard validate`: parse and plan a pipeline file without running it, and print its
+//! dataflow graph.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use txguard_engine::sql::{Pipeline, PlanningFunctions, check, parse, role_of};
+
+use crate::commands::model::load;
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Pipeline file (Arroyo SQL dialect), e.g. sql/pipeline.sql.
+    pub pipeline: PathBuf,
+    /// A model for the iforest_* functions: `path` (model `default`) or `name=path`; repeatable.
+    #[arg(long = "model", value_name = "[NAME=]PATH")]
+    pub models: Vec<String>,
+}
+
+/// Loads `[name=]path` model arguments as SQL functions.
+pub fn model_functions(specs: &[String]) -> Result<PlanningFunctions> {
+    let mut out = Vec::new();
+    for s in specs {
+        let (name, path) = s.split_once('=').unwrap_or(("default", s.as_str()));
+        let forest = Arc::new(load(std::path::Path::new(path))?);
+        let udfs = txguard_iforest_datafusion::forest_udfs(name, forest)
+            .with_context(|| format!("--model {s}"))?;
+        out.extend(udfs.into_iter().map(Arc::new));
+    }
+    Ok(out)
+}
+
+/// Relations a query mentions, among the pipeline's tables and views.
+fn inputs(p: &Pipeline, sql: &str) -> Vec<String> {
+    let words: BTreeSet<String> = sql
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .map(str::to_ascii_lowercase)
+        .collect();
+    p.tables
+        .iter()
+        .map(|t| t.name.clone())
+        .chain(p.views.iter().map(|v| v.name.clone()))
+        .filter(|n| words.contains(n))
+        .collect()
+}
+
+pub fn run(args: ValidateArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.pipeline)
+        .with_context(|| format!("reading {}", args.pipeline.display()))?;
+    let p = parse(&args.pipeline, &text)?;
+    let functions = model_functions(&args.models)?;
+    let connectors = txguard_connectors::specs();
+    let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    rt.block_on(check(&p, &connectors, &functions))?;
+
+    println!("{}: valid", args.pipeline.display());
+    for t in &p.tables {
+        let spec = connectors.iter().find(|c| c.name == t.connector);
+        let role = spec
+            .map(|s| role_of(&p, t, s))
+            .transpose()?
+            .map_or("?".to_string(), |r| r.to_string());
+        let wm = t
+            .watermark
+            .as_ref()
+            .map(|w| {
+                format!(
+                    ", event time {} (allowed lateness {} ms)",
+                    w.column,
+                    w.delay_micros / 1000
+                )
+            })
+            .unwrap_or_default();
+        println!("  {role:<6} {} [{}{wm}]", t.name, t.connector);
+    }
+    for v in &p.views {
+        let from: Vec<String> = inputs(&p, &v.sql)
+            .into_iter()
+            .filter(|n| *n != v.name)
+            .collect();
+        println!("  view   {} <- {}", v.name, from.join(", "));
+    }
+    for i in &p.inserts {
+        println!(
+            "  insert {} <- {} (line {})",
+            i.table,
+            inputs(&p, &i.query).join(", "),
+            i.loc.line
+        );
+    }
+    Ok(())
+}
