@@ -380,113 +380,90 @@ impl Generator {
         }
     }
 
+    /// A fraudulent purchase of `user`: `factor` times their typical amount at a random
+    /// merchant of `category`.
+    fn fraud(
+        &mut self,
+        p: &Planned,
+        category: usize,
+        factor: std::ops::Range<f64>,
+        city: Option<usize>,
+        channel: &'static str,
+        pattern: FraudPattern,
+    ) -> Generated {
+        let typical = self.users[p.user].typical_amount;
+        let amount = (typical * self.rng.random_range(factor) * 100.0).round() / 100.0;
+        let merchant = format!(
+            "m-{}-{}",
+            CATEGORIES[category],
+            self.rng.random_range(0..MERCHANTS_PER_CATEGORY)
+        );
+        self.make(
+            p.ts,
+            p.user,
+            Draft {
+                amount,
+                category,
+                merchant,
+                city,
+                channel,
+                device: None,
+                pattern: Some(pattern),
+            },
+        )
+    }
+
     fn realise(&mut self, p: Planned) -> Generated {
-        let u = &self.users[p.user];
-        let typical = u.typical_amount;
+        let usual = self.users[p.user].draw_category(&mut self.rng);
         match p.kind {
-            PlannedKind::Spike => {
-                let category = u.draw_category(&mut self.rng);
-                let amount = (typical * self.rng.random_range(8.0..40.0) * 100.0).round() / 100.0;
-                let merchant = format!(
-                    "m-{}-{}",
-                    CATEGORIES[category],
-                    self.rng.random_range(0..MERCHANTS_PER_CATEGORY)
-                );
-                self.make(
-                    p.ts,
-                    p.user,
-                    Draft {
-                        amount,
-                        category,
-                        merchant,
-                        city: None,
-                        channel: "online",
-                        device: None,
-                        pattern: Some(FraudPattern::AmountSpike),
-                    },
-                )
-            }
-            PlannedKind::Burst => {
-                let category = u.draw_category(&mut self.rng);
-                let amount = (typical * self.rng.random_range(0.5..2.5) * 100.0).round() / 100.0;
-                let merchant = format!(
-                    "m-{}-{}",
-                    CATEGORIES[category],
-                    self.rng.random_range(0..MERCHANTS_PER_CATEGORY)
-                );
-                self.make(
-                    p.ts,
-                    p.user,
-                    Draft {
-                        amount,
-                        category,
-                        merchant,
-                        city: None,
-                        channel: "pos",
-                        device: None,
-                        pattern: Some(FraudPattern::VelocityBurst),
-                    },
-                )
-            }
+            PlannedKind::Spike => self.fraud(
+                &p,
+                usual,
+                8.0..40.0,
+                None,
+                "online",
+                FraudPattern::AmountSpike,
+            ),
+            PlannedKind::Burst => self.fraud(
+                &p,
+                usual,
+                0.5..2.5,
+                None,
+                "pos",
+                FraudPattern::VelocityBurst,
+            ),
             PlannedKind::HomeBeforeTravel => self.normal(p.ts, p.user),
-            PlannedKind::FarAway(city) => {
-                let category = u.draw_category(&mut self.rng);
-                let amount = (typical * self.rng.random_range(1.0..6.0) * 100.0).round() / 100.0;
-                let merchant = format!(
-                    "m-{}-{}",
-                    CATEGORIES[category],
-                    self.rng.random_range(0..MERCHANTS_PER_CATEGORY)
-                );
-                self.make(
-                    p.ts,
-                    p.user,
-                    Draft {
-                        amount,
-                        category,
-                        merchant,
-                        city: Some(city),
-                        channel: "pos",
-                        device: None,
-                        pattern: Some(FraudPattern::ImpossibleTravel),
-                    },
-                )
-            }
+            PlannedKind::FarAway(city) => self.fraud(
+                &p,
+                usual,
+                1.0..6.0,
+                Some(city),
+                "pos",
+                FraudPattern::ImpossibleTravel,
+            ),
             PlannedKind::OddHour => {
-                let category = self.rng.random_range(RISKY_FROM..CATEGORIES.len());
-                let amount = (typical * self.rng.random_range(3.0..12.0) * 100.0).round() / 100.0;
-                let merchant = format!(
-                    "m-{}-{}",
-                    CATEGORIES[category],
-                    self.rng.random_range(0..MERCHANTS_PER_CATEGORY)
-                );
-                self.make(
-                    p.ts,
-                    p.user,
-                    Draft {
-                        amount,
-                        category,
-                        merchant,
-                        city: None,
-                        channel: "online",
-                        device: None,
-                        pattern: Some(FraudPattern::OddHourCategory),
-                    },
+                let risky = self.rng.random_range(RISKY_FROM..CATEGORIES.len());
+                self.fraud(
+                    &p,
+                    risky,
+                    3.0..12.0,
+                    None,
+                    "online",
+                    FraudPattern::OddHourCategory,
                 )
             }
             PlannedKind::CardTest(tag) => {
                 let amount = (self.rng.random_range(0.5..3.0) * 100.0f64).round() / 100.0;
-                let merchant = format!("m-online_retail-t{}", tag % 997);
-                let device = Some(format!("d{tag:08x}"));
                 self.make(
                     p.ts,
                     p.user,
                     Draft {
                         amount,
                         category: 4,
-                        merchant,
+                        merchant: format!("m-online_retail-t{}", tag % 997),
                         city: None,
                         channel: "online",
-                        device,
+                        device: Some(format!("d{tag:08x}")),
                         pattern: Some(FraudPattern::CardTesting),
                     },
                 )
