@@ -1,0 +1,148 @@
+//! Throughput of the engine's hot paths on generator data, one thread:
+//! generate → JSON, JSON → Arrow (decode), event-time buffer, OVER windows, TUMBLE aggregation.
+//!
+//!     cargo bench -p txguard-engine --bench hot_paths [-- --rows N]
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use txguard_connectors::generator::{Generator, GeneratorConfig};
+use txguard_engine::decode::Decoder;
+use txguard_engine::event::transaction_schema;
+use txguard_engine::over::{OverAgg, OverFn, OverWindows};
+use txguard_engine::time::EventTimeBuffer;
+use txguard_engine::window::{GroupAgg, GroupFn, WindowAggregate, WindowKind};
+
+const HOUR: i64 = 3_600_000_000;
+const BATCH: usize = 8192;
+
+fn rate(n: usize, secs: f64) -> String {
+    format!("{:.2} M rows/s", n as f64 / secs / 1e6)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rows = args
+        .iter()
+        .position(|a| a == "--rows")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000usize);
+    let users = 100_000;
+
+    let t = Instant::now();
+    let lines: Vec<Vec<u8>> = Generator::new(GeneratorConfig {
+        users,
+        count: Some(rows as u64),
+        events_per_second: 50.0,
+        ..Default::default()
+    })
+    .expect("generator")
+    .map(|e| serde_json::to_vec(&e.transaction).expect("json"))
+    .collect();
+    let t_gen = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let mut d = Decoder::default();
+    let mut batches: Vec<RecordBatch> = Vec::new();
+    for chunk in lines.chunks(BATCH) {
+        for (i, l) in chunk.iter().enumerate() {
+            d.push(l, "bench", &i);
+        }
+        let (b, _) = d.flush().expect("flush");
+        batches.push(b);
+    }
+    let t_decode = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let mut buf = EventTimeBuffer::new(transaction_schema(), 3, 3_000_000);
+    let mut released = Vec::new();
+    for b in &batches {
+        buf.push(b.clone()).expect("push");
+        if let Some(r) = buf.release().expect("release") {
+            released.push(r);
+        }
+    }
+    if let Some(r) = buf.flush().expect("flush") {
+        released.push(r);
+    }
+    let t_buffer = t.elapsed().as_secs_f64();
+
+    let agg = |name: &str, func, range_micros| OverAgg {
+        name: name.into(),
+        func,
+        input: 2,
+        range_micros,
+    };
+    let mut over = OverWindows::new(
+        &transaction_schema(),
+        1,
+        3,
+        vec![
+            agg("count_1h", OverFn::Count, HOUR),
+            agg("count_24h", OverFn::Count, 24 * HOUR),
+            agg("avg_24h", OverFn::Avg, 24 * HOUR),
+            agg("std_24h", OverFn::Stddev, 24 * HOUR),
+            agg("max_24h", OverFn::Max, 24 * HOUR),
+            agg("prev", OverFn::Lag, 0),
+        ],
+    )
+    .expect("over");
+    let t = Instant::now();
+    for b in &released {
+        black_box(over.process(b).expect("process"));
+    }
+    let t_over = t.elapsed().as_secs_f64();
+
+    let mut tumble = WindowAggregate::new(
+        &transaction_schema(),
+        WindowKind::Tumble { width: 60_000_000 },
+        1,
+        3,
+        vec![
+            GroupAgg {
+                name: "n".into(),
+                func: GroupFn::CountRows,
+                input: 2,
+            },
+            GroupAgg {
+                name: "total".into(),
+                func: GroupFn::Sum,
+                input: 2,
+            },
+        ],
+    )
+    .expect("tumble");
+    let t = Instant::now();
+    for b in &released {
+        tumble.process(b).expect("process");
+        let ts = b
+            .column(3)
+            .as_any()
+            .downcast_ref::<arrow::array::TimestampMicrosecondArray>();
+        if let Some(w) = ts.and_then(|a| a.values().last().copied()) {
+            black_box(tumble.advance(w - 3_000_000).expect("advance"));
+        }
+    }
+    black_box(tumble.flush().expect("flush"));
+    let t_tumble = t.elapsed().as_secs_f64();
+
+    println!("{rows} generator transactions, {users} users, batches of {BATCH}, one thread\n");
+    println!("| stage | throughput |");
+    println!("|---|---|");
+    println!("| generate + serialise JSON | {} |", rate(rows, t_gen));
+    println!(
+        "| decode JSON → Arrow (dead-letter checks) | {} |",
+        rate(rows, t_decode)
+    );
+    println!(
+        "| event-time buffer (watermark, reorder) | {} |",
+        rate(rows, t_buffer)
+    );
+    println!(
+        "| OVER windows: 6 functions, 1 h / 24 h frames | {} |",
+        rate(rows, t_over)
+    );
+    println!("| TUMBLE 1 min: count, sum | {} |", rate(rows, t_tumble));
+}
