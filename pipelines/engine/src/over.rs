@@ -20,7 +20,10 @@ use arrow::error::ArrowError;
 /// A window function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OverFn {
+    /// `COUNT(x)`: non-null values of the input.
     Count,
+    /// `COUNT(*)`: rows in the frame.
+    CountRows,
     Sum,
     Avg,
     Min,
@@ -87,12 +90,13 @@ impl OverWindows {
         }
         let mut fields: Vec<Arc<Field>> = input.fields().iter().cloned().collect();
         for a in &aggs {
-            let t = if a.func == OverFn::Count {
+            let t = if matches!(a.func, OverFn::Count | OverFn::CountRows) {
                 DataType::Int64
             } else {
                 DataType::Float64
             };
-            fields.push(Arc::new(Field::new(&a.name, t, a.func != OverFn::Count)));
+            let nullable = !matches!(a.func, OverFn::Count | OverFn::CountRows);
+            fields.push(Arc::new(Field::new(&a.name, t, nullable)));
         }
         Ok(OverWindows {
             key_col,
@@ -163,7 +167,7 @@ impl OverWindows {
         let mut counts: Vec<Int64Builder> = Vec::new();
         let mut floats: Vec<Float64Builder> = Vec::new();
         for a in &self.aggs {
-            if a.func == OverFn::Count {
+            if matches!(a.func, OverFn::Count | OverFn::CountRows) {
                 counts.push(Int64Builder::with_capacity(n));
             } else {
                 floats.push(Float64Builder::with_capacity(n));
@@ -204,6 +208,10 @@ impl OverWindows {
                 for (a, (agg, &sl)) in self.aggs.iter().zip(&agg_slots).enumerate() {
                     let v = match (agg.func, rows) {
                         (OverFn::Lag, _) => lags[k][sl],
+                        (OverFn::CountRows, Some(rows)) => {
+                            let from = t.saturating_sub(agg.range_micros);
+                            Some((rows.len() - rows.partition_point(|(rt, _)| *rt < from)) as f64)
+                        }
                         (_, None) => None,
                         (f, Some(rows)) => {
                             let from = t.saturating_sub(agg.range_micros);
@@ -220,7 +228,7 @@ impl OverWindows {
         let mut out: Vec<ArrayRef> = batch.columns().to_vec();
         let (mut ci, mut fi) = (0, 0);
         for (a, agg) in self.aggs.iter().enumerate() {
-            if agg.func == OverFn::Count {
+            if matches!(agg.func, OverFn::Count | OverFn::CountRows) {
                 let b = &mut counts[ci];
                 for v in &results[a] {
                     b.append_value(v.unwrap_or(0.0) as i64);
@@ -244,7 +252,7 @@ impl OverWindows {
 fn aggregate(f: OverFn, values: impl Iterator<Item = f64> + Clone) -> Option<f64> {
     let n = values.clone().count();
     match f {
-        OverFn::Count => Some(n as f64),
+        OverFn::Count | OverFn::CountRows => Some(n as f64),
         _ if n == 0 => None,
         OverFn::Sum => Some(values.sum()),
         OverFn::Avg => Some(values.sum::<f64>() / n as f64),

@@ -31,6 +31,7 @@ fn aggs() -> Vec<OverAgg> {
     };
     vec![
         a("count_1h", OverFn::Count, HOUR),
+        a("rows_1h", OverFn::CountRows, HOUR),
         a("sum_1h", OverFn::Sum, HOUR),
         a("count_24h", OverFn::Count, 24 * HOUR),
         a("avg_24h", OverFn::Avg, 24 * HOUR),
@@ -43,6 +44,7 @@ fn aggs() -> Vec<OverAgg> {
 
 const BATCH_SQL: &str = "SELECT transaction_id,
     COUNT(amount) OVER (PARTITION BY user_id ORDER BY ts RANGE BETWEEN INTERVAL '1' HOUR PRECEDING AND CURRENT ROW) AS count_1h,
+    COUNT(*) OVER (PARTITION BY user_id ORDER BY ts RANGE BETWEEN INTERVAL '1' HOUR PRECEDING AND CURRENT ROW) AS rows_1h,
     SUM(amount) OVER (PARTITION BY user_id ORDER BY ts RANGE BETWEEN INTERVAL '1' HOUR PRECEDING AND CURRENT ROW) AS sum_1h,
     COUNT(amount) OVER (PARTITION BY user_id ORDER BY ts RANGE BETWEEN INTERVAL '24' HOUR PRECEDING AND CURRENT ROW) AS count_24h,
     AVG(amount) OVER (PARTITION BY user_id ORDER BY ts RANGE BETWEEN INTERVAL '24' HOUR PRECEDING AND CURRENT ROW) AS avg_24h,
