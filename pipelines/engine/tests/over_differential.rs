@@ -19,7 +19,7 @@ use txguard_engine::time::EventTimeBuffer;
 
 const HOUR: i64 = 3_600_000_000;
 mod common;
-use common::{BOUND_MS, arrivals};
+use common::{BOUND_MS, arrivals, close};
 
 fn aggs() -> Vec<OverAgg> {
     let amount = 2; // transaction_schema: transaction_id, user_id, amount, ts, ...
@@ -124,14 +124,6 @@ fn stream(input: &RecordBatch, seed: u64) -> (HashMap<String, Row>, usize, usize
         late,
         max_keys,
     )
-}
-
-fn close(a: Option<f64>, b: Option<f64>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
-        _ => false,
-    }
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
-use common::{BOUND_MS, arrivals};
+use common::{BOUND_MS, arrivals, close};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use rand::{Rng, SeedableRng};
@@ -123,11 +123,7 @@ fn assert_same(kind: &str, got: &Groups, want: &Groups) {
             .get(k)
             .unwrap_or_else(|| panic!("{kind}: window {k:?} missing"));
         for (c, (a, b)) in g.iter().zip(w).enumerate() {
-            let same = match (a, b) {
-                (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
-                (None, None) => true,
-                _ => false,
-            };
+            let same = close(*a, *b);
             assert!(
                 same,
                 "{kind}: window {k:?} column {c}: streaming {a:?} vs batch {b:?}"

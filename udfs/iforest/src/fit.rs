@@ -366,9 +366,7 @@ pub fn fit(data: TrainingSet<'_>, params: &FitParams) -> Result<Forest> {
             notes: None,
         },
     };
-    let forest = Forest::from_model_file(file)?;
-
-    let mut file = forest.model_file().clone();
+    let mut forest = Forest::from_model_file(file)?;
     if matches!(params.contamination, Contamination::Fraction(_)) || data.labels.is_some() {
         let columns: Vec<_> = cols
             .iter()
@@ -377,12 +375,13 @@ pub fn fit(data: TrainingSet<'_>, params: &FitParams) -> Result<Forest> {
         let mut scores = vec![0.0; n_rows];
         forest.score_samples_columns(&columns, None, &mut scores)?;
         if let Contamination::Fraction(c) = params.contamination {
-            file.offset = percentile_linear(&scores, 100.0 * c);
+            forest.set_offset(percentile_linear(&scores, 100.0 * c));
         }
         if let Some(labels) = data.labels {
             let anomaly: Vec<f64> = scores.iter().map(|s| -s).collect();
-            let flagged = scores.iter().filter(|&&s| s - file.offset < 0.0).count();
-            file.card.metrics = Some(Metrics {
+            let offset = forest.offset();
+            let flagged = scores.iter().filter(|&&s| s - offset < 0.0).count();
+            forest.card_mut().metrics = Some(Metrics {
                 labelled_rows: n_rows as u64,
                 positives: labels.iter().filter(|&&l| l).count() as u64,
                 roc_auc: roc_auc(&anomaly, labels),
@@ -391,8 +390,8 @@ pub fn fit(data: TrainingSet<'_>, params: &FitParams) -> Result<Forest> {
             });
         }
     }
-    file.card.training_seconds = Some(started.elapsed().as_secs_f64());
-    Forest::from_model_file(file)
+    forest.card_mut().training_seconds = Some(started.elapsed().as_secs_f64());
+    Ok(forest)
 }
 
 /// Grows tree `index`; its random stream depends only on the seed and the index.

@@ -262,6 +262,15 @@ impl Forest {
     pub fn card(&self) -> &ModelCard {
         &self.file.card
     }
+    /// The model card, to edit: it does not affect scores or the version.
+    pub fn card_mut(&mut self) -> &mut ModelCard {
+        &mut self.file.card
+    }
+    /// Sets the decision offset (finite) without recompiling the trees.
+    pub(crate) fn set_offset(&mut self, offset: f64) {
+        self.file.offset = offset;
+        self.version = content_version(&self.file);
+    }
     /// Short content hash of features, trees and offset: identifies the model in outputs.
     pub fn version(&self) -> &str {
         &self.version
@@ -338,10 +347,7 @@ impl Forest {
             }
             for (j, col) in columns.iter().enumerate() {
                 for r in 0..len {
-                    let x = col.get_f32(start + r);
-                    let finite = x.is_finite();
-                    ok[r] &= finite;
-                    block[block_pos(r, j, nf)] = if finite { x } else { 0.0 };
+                    put(block, ok, r, j, nf, col.get_f32(start + r));
                 }
             }
         });
@@ -363,10 +369,7 @@ impl Forest {
             let xs = &x[start * nf..(start + len) * nf];
             for r in 0..len {
                 for j in 0..nf {
-                    let v = xs[r * nf + j] as f32;
-                    let finite = v.is_finite();
-                    ok[r] &= finite;
-                    block[block_pos(r, j, nf)] = if finite { v } else { 0.0 };
+                    put(block, ok, r, j, nf, xs[r * nf + j] as f32);
                 }
             }
         });
@@ -407,6 +410,15 @@ impl Forest {
             }
         }
     }
+}
+
+/// Writes feature `j` of row `r` into a block, or 0 with the row marked as having no score
+/// when the value is not finite.
+#[inline]
+fn put(block: &mut [f32], ok: &mut [bool], r: usize, j: usize, nf: usize, x: f32) {
+    let finite = x.is_finite();
+    ok[r] &= finite;
+    block[block_pos(r, j, nf)] = if finite { x } else { 0.0 };
 }
 
 /// Hash of what determines scores: features, max_samples, offset and trees.

@@ -28,3 +28,12 @@ pub fn arrivals(n: usize, events_per_second: f64) -> RecordBatch {
     assert_eq!(dead.num_rows(), 0);
     rows
 }
+
+/// Equal up to floating-point summation order (relative 1e-9), NULL only with NULL.
+pub fn close(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
+        _ => false,
+    }
+}

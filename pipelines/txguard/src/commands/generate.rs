@@ -108,16 +108,14 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                 std::thread::sleep(wait);
             }
         }
-        match serde_json::to_writer(&mut out, &e.transaction) {
+        let written = serde_json::to_writer(&mut out, &e.transaction)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"));
+        match written {
             Ok(()) => {}
-            Err(err) if err.is_io() && to_stdout => break, // reader went away (e.g. `| head`)
+            // The reader went away (e.g. `| head`): a clean stop.
+            Err(err) if to_stdout && err.kind() == std::io::ErrorKind::BrokenPipe => break,
             Err(err) => return Err(err).context("writing"),
-        }
-        if let Err(err) = out.write_all(b"\n") {
-            if to_stdout && err.kind() == std::io::ErrorKind::BrokenPipe {
-                break;
-            }
-            return Err(err).context("writing");
         }
         n += 1;
         fraud += u64::from(e.pattern.is_some());

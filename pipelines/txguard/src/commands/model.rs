@@ -35,6 +35,11 @@ pub fn load(path: &Path) -> Result<Forest> {
     Forest::load(path).map_err(anyhow::Error::from)
 }
 
+/// A card metric for people: four decimals, or `n/a` when it could not be computed.
+pub fn fmt_metric(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".to_string(), |x| format!("{x:.4}"))
+}
+
 pub fn info(path: &Path, json: bool) -> Result<()> {
     let f = load(path)?;
     let card = f.card();
@@ -94,11 +99,10 @@ pub fn info(path: &Path, json: bool) -> Result<()> {
     }
     match &card.metrics {
         Some(m) => {
-            let fmt = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "n/a".into());
             println!(
                 "metrics      ROC AUC {}, PR AUC {} on {} labelled rows ({} anomalous); flags {:.2}% of training rows",
-                fmt(m.roc_auc),
-                fmt(m.pr_auc),
+                fmt_metric(m.roc_auc),
+                fmt_metric(m.pr_auc),
                 m.labelled_rows,
                 m.positives,
                 m.flagged_rate * 100.0

@@ -13,6 +13,7 @@ use futures::StreamExt;
 use ndarray::Array2;
 use txguard_iforest::{Contamination, FitParams, MaxFeatures, MaxSamples, TrainingSet, fit};
 
+use crate::commands::model::fmt_metric;
 use crate::tabular::{quote_ident, register_input, row_progress};
 
 #[derive(Debug, Args)]
@@ -139,7 +140,7 @@ async fn train(args: TrainArgs) -> Result<()> {
         },
     };
     let source = format!("{}", args.input.display());
-    let forest = fit(
+    let mut forest = fit(
         TrainingSet {
             x: x.view(),
             features: &args.features,
@@ -148,14 +149,9 @@ async fn train(args: TrainArgs) -> Result<()> {
         },
         &params,
     )?;
-    let forest = match &args.name {
-        Some(n) => {
-            let mut file = forest.model_file().clone();
-            file.card.name = Some(n.clone());
-            txguard_iforest::Forest::from_model_file(file)?
-        }
-        None => forest,
-    };
+    if let Some(n) = &args.name {
+        forest.card_mut().name = Some(n.clone());
+    }
     forest.save(&args.output)?;
     let card = forest.card();
     tracing::info!(
@@ -166,11 +162,10 @@ async fn train(args: TrainArgs) -> Result<()> {
         args.output.display()
     );
     if let Some(m) = &card.metrics {
-        let fmt = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |x| format!("{x:.4}"));
         tracing::info!(
             "on the labelled training rows: ROC AUC {}, PR AUC {}, {:.2}% flagged",
-            fmt(m.roc_auc),
-            fmt(m.pr_auc),
+            fmt_metric(m.roc_auc),
+            fmt_metric(m.pr_auc),
             m.flagged_rate * 100.0
         );
     }
