@@ -1,14 +1,50 @@
-//! txguard's connectors, one folder per connector with its options, code and tests.
-//! Today: [`generator`] (synthetic transactions with labelled fraud), [`file`] (JSON-lines
-//! replay) and [`stdout`]. Kafka, Parquet replay, Delta and Postgres follow.
+//! txguard's connectors, one folder per connector with its options, code and tests:
+//! [`generator`] (synthetic transactions with labelled fraud), [`file`] (JSON-lines replay),
+//! [`delta`] (Delta Lake tables) and [`stdout`]. [`open_source`] and [`open_sink`] build the
+//! connector a pipeline table declares. Kafka and Postgres follow.
 
+pub mod delta;
 pub mod file;
 pub mod generator;
 pub mod stdout;
 
-use txguard_engine::sql::ConnectorSpec;
+use arrow::datatypes::SchemaRef;
+use txguard_engine::connector::{ConnectorError, Sink, Source};
+use txguard_engine::sql::{ConnectorSpec, TableDef};
 
 /// Every connector's `WITH (...)` specification, for validating pipeline files.
 pub fn specs() -> Vec<ConnectorSpec> {
-    vec![generator::SPEC, file::SPEC, stdout::SPEC]
+    vec![generator::SPEC, file::SPEC, delta::SPEC, stdout::SPEC]
+}
+
+/// The source a source table declares.
+pub fn open_source(table: &TableDef) -> Result<Box<dyn Source>, ConnectorError> {
+    match table.connector.as_str() {
+        "generator" => Ok(Box::new(generator::GeneratorSource::from_table(table)?)),
+        "file" => Ok(Box::new(
+            file::FileSource::from_table(table).map_err(|e| ConnectorError::new(&table.name, e))?,
+        )),
+        other => Err(ConnectorError::new(
+            &table.name,
+            format!("connector {other} cannot be a source"),
+        )),
+    }
+}
+
+/// The sink a sink table declares, for rows of `schema`.
+pub async fn open_sink(
+    table: &TableDef,
+    schema: SchemaRef,
+) -> Result<Box<dyn Sink>, ConnectorError> {
+    match table.connector.as_str() {
+        "delta" => Ok(Box::new(delta::DeltaSink::open(table, schema).await?)),
+        "stdout" => Ok(Box::new(stdout::StdoutSink::from_table(
+            std::io::stdout(),
+            table,
+        ))),
+        other => Err(ConnectorError::new(
+            &table.name,
+            format!("connector {other} cannot be a sink"),
+        )),
+    }
 }

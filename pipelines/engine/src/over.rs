@@ -39,7 +39,7 @@ pub enum OverFn {
 pub struct OverAgg {
     pub name: String,
     pub func: OverFn,
-    /// Input column (Float64).
+    /// Input column (Float64); ignored by [`OverFn::CountRows`].
     pub input: usize,
     /// Frame length in microseconds (`RANGE BETWEEN range PRECEDING AND CURRENT ROW`);
     /// ignored by [`OverFn::Lag`].
@@ -73,7 +73,12 @@ impl OverWindows {
         ts_col: usize,
         aggs: Vec<OverAgg>,
     ) -> Result<Self, ArrowError> {
-        let mut inputs: Vec<usize> = aggs.iter().map(|a| a.input).collect();
+        // COUNT(*) reads no column.
+        let mut inputs: Vec<usize> = aggs
+            .iter()
+            .filter(|a| a.func != OverFn::CountRows)
+            .map(|a| a.input)
+            .collect();
         inputs.sort_unstable();
         inputs.dedup();
         for &i in &inputs {

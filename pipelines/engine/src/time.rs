@@ -26,6 +26,8 @@ pub struct EventTimeBuffer {
     ts_col: usize,
     bound_micros: i64,
     max_seen: Option<i64>,
+    /// Set when the source went idle: the watermark is at least this (the newest event time).
+    floor: Option<i64>,
     /// (ts, arrival seq) -> (batch id, row)
     index: BTreeMap<(i64, u64), (u64, u32)>,
     /// batch id -> (batch, rows of it still held)
@@ -42,6 +44,7 @@ impl EventTimeBuffer {
             ts_col,
             bound_micros,
             max_seen: None,
+            floor: None,
             index: BTreeMap::new(),
             batches: HashMap::new(),
             next_batch: 0,
@@ -56,7 +59,16 @@ impl EventTimeBuffer {
 
     /// Current watermark, once any row was seen.
     pub fn watermark(&self) -> Option<i64> {
-        self.max_seen.map(|m| m.saturating_sub(self.bound_micros))
+        let w = self.max_seen.map(|m| m.saturating_sub(self.bound_micros));
+        w.max(self.floor)
+    }
+
+    /// The source went idle: nothing older than the newest event time seen can still be
+    /// accepted, so the watermark moves up to it and every row before it is released. An
+    /// idle source does not hold its last rows (and windows) back forever.
+    pub fn mark_idle(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        self.floor = self.max_seen.max(self.floor);
+        self.release()
     }
 
     /// Rows held.

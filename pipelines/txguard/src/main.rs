@@ -14,8 +14,14 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "txguard", version, propagate_version = true)]
 struct Cli {
-    /// Log filter, e.g. `info`, `debug`, `txguard=debug` (or set RUST_LOG).
-    #[arg(long, global = true, env = "TXGUARD_LOG", default_value = "info")]
+    /// Log filter, e.g. `info`, `debug`, `txguard_engine=debug,deltalake=info` (or set
+    /// RUST_LOG). The default keeps the libraries' chatter (deltalake, datafusion) at warnings.
+    #[arg(
+        long,
+        global = true,
+        env = "TXGUARD_LOG",
+        default_value = "warn,txguard=info,txguard_engine=info,txguard_connectors=info"
+    )]
     log: String,
     #[command(subcommand)]
     command: Command,
@@ -23,6 +29,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a pipeline file (default sql/pipeline.sql: generator -> features -> forest -> Delta
+    /// tables under ./data) until its sources end or Ctrl-C.
+    Run(commands::run::RunArgs),
     /// Write the built-in generator's synthetic transactions (with labelled fraud) as JSON lines.
     Generate(commands::generate::GenerateArgs),
     /// Score a CSV or Parquet file offline: the output is the input plus `score` and `is_anomaly`.
@@ -64,6 +73,7 @@ fn main() -> ExitCode {
         .init();
 
     let result = match cli.command {
+        Command::Run(args) => commands::run::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Score(args) => commands::score::run(args),
         Command::Train(args) => commands::train::run(args),

@@ -7,7 +7,10 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use txguard_engine::connector::{ConnectorError, Poll, Source};
 use txguard_engine::decode::Decoder;
+use txguard_engine::event::transaction_schema;
 use txguard_engine::sql::{ConnectorSpec, OptionKind, OptionSpec, Role, TableDef};
 
 /// `connector = 'file'`.
@@ -115,6 +118,27 @@ impl FileSource {
             return Ok(None);
         }
         Ok(Some(self.decoder.flush()?))
+    }
+}
+
+impl Source for FileSource {
+    fn schema(&self) -> SchemaRef {
+        transaction_schema()
+    }
+
+    fn poll(&mut self, _max_rows: usize) -> Result<Poll, ConnectorError> {
+        match self.next_batch() {
+            Ok(Some((rows, dead))) => Ok(Poll::Data {
+                rows,
+                dead: Some(dead),
+            }),
+            Ok(None) => Ok(Poll::End),
+            Err(e) => Err(ConnectorError::new(&self.label, e)),
+        }
+    }
+
+    fn position(&self) -> String {
+        format!("{}:{}", self.label, self.line_no)
     }
 }
 

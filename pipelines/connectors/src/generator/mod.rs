@@ -10,12 +10,15 @@
 //! Deterministic for a seed. Event time advances as a Poisson process of
 //! `events_per_second`; a configurable slice of events *arrives* late by up to
 //! `max_delay_ms` (out of order), so `ts` is never more than `max_delay_ms` behind the newest
-//! `ts` already emitted. Pacing in wall-clock time is the caller's job.
+//! `ts` already emitted. [`GeneratorSource`] runs it in a pipeline, paced to a wall-clock `rate`
+//! or as fast as possible.
 
 mod options;
+mod source;
 mod world;
 
-pub use options::{SPEC, config_from};
+pub use options::{SPEC, config_from, pace_from};
+pub use source::{GeneratorSource, to_batch};
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

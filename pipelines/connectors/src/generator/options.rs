@@ -82,7 +82,7 @@ pub fn config_from(table: &TableDef) -> Result<GeneratorConfig, String> {
                 .map_err(|_| format!("count {v} is not a whole number"))?,
         );
     }
-    if let Some(v) = num("events_per_second").or_else(|| num("rate")) {
+    if let Some(v) = num("events_per_second") {
         c.events_per_second = v.parse().map_err(|_| format!("{v} is not a number"))?;
     }
     if let Some(v) = num("start") {
@@ -107,4 +107,18 @@ pub fn config_from(table: &TableDef) -> Result<GeneratorConfig, String> {
     }
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
+}
+
+/// The `rate` option: wall-clock pacing in transactions per second (`None` = as fast as
+/// possible).
+pub fn pace_from(table: &TableDef) -> Result<Option<f64>, String> {
+    match table.option("rate").map(|o| o.value.as_text()) {
+        None => Ok(None),
+        Some(v) => match v.parse::<f64>() {
+            Ok(r) if r > 0.0 && r.is_finite() => Ok(Some(r)),
+            _ => Err(format!(
+                "rate {v} is not a positive number of transactions per second"
+            )),
+        },
+    }
 }

@@ -5,6 +5,8 @@ use std::io::Write;
 
 use arrow::array::RecordBatch;
 use arrow::error::ArrowError;
+use futures::future::BoxFuture;
+use txguard_engine::connector::{ConnectorError, Sink};
 use txguard_engine::sql::{ConnectorSpec, OptionKind, OptionSpec, Role, TableDef};
 
 /// `connector = 'stdout'`.
@@ -62,6 +64,21 @@ impl<W: Write> StdoutSink<W> {
 
     pub fn into_inner(self) -> W {
         self.out
+    }
+}
+
+impl<W: Write + Send> Sink for StdoutSink<W> {
+    fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        let r = StdoutSink::write(self, &batch).map_err(|e| ConnectorError::new("stdout", e));
+        Box::pin(async move { r })
+    }
+
+    fn commit(&mut self, _epoch: u64) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        let r = self
+            .out
+            .flush()
+            .map_err(|e| ConnectorError::new("stdout", e));
+        Box::pin(async move { r })
     }
 }
 

@@ -169,7 +169,7 @@ impl ScalarUDFImpl for WindowFn {
     }
 }
 
-fn window_udfs() -> Vec<ScalarUDF> {
+pub(crate) fn window_udfs() -> Vec<ScalarUDF> {
     [("tumble", 1), ("hop", 2), ("session", 1)]
         .into_iter()
         .map(|(name, n)| {
@@ -236,6 +236,19 @@ pub async fn check(
         ctx.register_table(t.name.as_str(), Arc::new(table))
             .map_err(|e| p.err(t.loc, e.to_string()))?;
     }
+    if let Some(t) = p.table(crate::stream::DEAD_LETTERS) {
+        return Err(p.err(
+            t.loc,
+            format!(
+                "{} is the built-in stream of rejected events; name the table otherwise",
+                t.name
+            ),
+        ));
+    }
+    let dead = MemTable::try_new(crate::event::dead_letter_schema(), vec![vec![]])
+        .map_err(|e| p.err(super::Loc::default(), e.to_string()))?;
+    ctx.register_table(crate::stream::DEAD_LETTERS, Arc::new(dead))
+        .map_err(|e| p.err(super::Loc::default(), e.to_string()))?;
     for v in &p.views {
         ctx.sql(&v.sql)
             .await
@@ -308,7 +321,7 @@ fn assignable(from: &DataType, to: &DataType) -> bool {
 }
 
 /// DataFusion's message without its error-kind prefix.
-fn strip(e: datafusion::error::DataFusionError) -> String {
+pub(crate) fn strip(e: datafusion::error::DataFusionError) -> String {
     let s = e.to_string();
     // A UDF's own planning message, wrapped by the coercion error: keep just the message.
     if let Some(i) = s.find("coercion failed with: Error during planning: ") {

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use arrow::datatypes::DataType;
 
 pub use check::{PlanningFunctions, check, role_of};
+pub(crate) use check::{strip, window_udfs};
 pub use parse::{parse, parse_interval_micros};
 
 /// An error in a pipeline file, at a position.

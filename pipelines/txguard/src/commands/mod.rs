@@ -2,6 +2,9 @@
 
 pub mod generate;
 pub mod model;
+pub mod pipeline;
+pub mod run;
 pub mod score;
 pub mod train;
+pub mod train_pipeline;
 pub mod validate;

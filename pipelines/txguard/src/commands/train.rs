@@ -19,12 +19,29 @@ use crate::tabular::{quote_ident, register_input, row_progress};
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Training data: .csv (with a header row) or .parquet.
+    #[arg(
+        long,
+        required_unless_present = "pipeline",
+        conflicts_with = "pipeline"
+    )]
+    pub input: Option<PathBuf>,
+    /// Train on a pipeline's feature view instead: its source (with --set overrides, e.g.
+    /// transactions.count=200000) runs through the views, exactly as `txguard run` computes
+    /// them, so serving and training never disagree.
     #[arg(long)]
-    pub input: PathBuf,
-    /// Feature columns, comma-separated, in the order the model will take them.
-    #[arg(long, value_delimiter = ',', required = true)]
+    pub pipeline: Option<PathBuf>,
+    /// With --pipeline: the view whose rows are the training set.
+    #[arg(long, default_value = "features", requires = "pipeline")]
+    pub view: String,
+    /// With --pipeline: override a table option (`table.option=value`); repeatable.
+    #[arg(long = "set", value_name = "TABLE.OPTION=VALUE", requires = "pipeline")]
+    pub sets: Vec<String>,
+    /// Feature columns, comma-separated, in the order the model will take them. With
+    /// --pipeline the default is every numeric column of the view after the label column.
+    #[arg(long, value_delimiter = ',')]
     pub features: Vec<String>,
-    /// Optional boolean label column (e.g. is_fraud) for the model card's ROC/PR AUC; never a feature.
+    /// Optional boolean label column (e.g. is_fraud) for the model card's ROC/PR AUC; never a
+    /// feature. With --pipeline it defaults to is_fraud when the view has it.
     #[arg(long)]
     pub label: Option<String>,
     /// Where to write the model file (JSON).
@@ -58,19 +75,38 @@ pub struct TrainArgs {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    rt.block_on(train(args))
+    if args.pipeline.is_some() {
+        rt.block_on(crate::commands::train_pipeline::train(args))
+    } else {
+        rt.block_on(train(args))
+    }
+}
+
+/// The rows to fit on: row-major feature values and, if a label was given, the labels.
+pub struct Training {
+    pub features: Vec<String>,
+    pub values: Vec<f64>,
+    pub labels: Option<Vec<bool>>,
+    pub rows: usize,
+    pub source: String,
 }
 
 async fn train(args: TrainArgs) -> Result<()> {
+    let Some(input) = args.input.clone() else {
+        bail!("give --input FILE or --pipeline FILE");
+    };
+    if args.features.is_empty() {
+        bail!("--features is required with --input: the columns to train on, in order");
+    }
     let ctx = SessionContext::new();
-    let total = register_input(&ctx, "input", &args.input).await?;
+    let total = register_input(&ctx, "input", &input).await?;
     let schema = ctx.table("input").await?.schema().clone();
     for f in args.features.iter().chain(args.label.as_ref()) {
         if schema.field_with_unqualified_name(f).is_err() {
             let have: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
             bail!(
                 "{}: no column {f:?}; the file has: {}",
-                args.input.display(),
+                input.display(),
                 have.join(", ")
             );
         }
@@ -89,7 +125,7 @@ async fn train(args: TrainArgs) -> Result<()> {
     let pb = row_progress(total, "reading");
     let mut rows = 0usize;
     while let Some(batch) = stream.next().await {
-        let batch = batch.with_context(|| format!("reading {}", args.input.display()))?;
+        let batch = batch.with_context(|| format!("reading {}", input.display()))?;
         let feats: Vec<Float64Array> = (0..nf)
             .map(|j| {
                 let c = cast(batch.column(j), &DataType::Float64)
@@ -125,6 +161,34 @@ async fn train(args: TrainArgs) -> Result<()> {
         pb.set_position(rows as u64);
     }
     pb.finish_and_clear();
+    let source = format!("{}", input.display());
+    let labels = args.label.is_some().then_some(labels);
+    let features = args.features.clone();
+    fit_and_save(
+        &args,
+        Training {
+            features,
+            values,
+            labels,
+            rows,
+            source,
+        },
+    )
+}
+
+/// Fits the forest on `t` with the arguments' parameters and writes the model file.
+pub fn fit_and_save(args: &TrainArgs, t: Training) -> Result<()> {
+    let Training {
+        features,
+        values,
+        labels,
+        rows,
+        source,
+    } = t;
+    let nf = features.len();
+    if rows == 0 {
+        bail!("{source}: no rows to train on");
+    }
     let x = Array2::from_shape_vec((rows, nf), values).context("shaping the training matrix")?;
     let params = FitParams {
         n_estimators: args.n_estimators,
@@ -139,12 +203,11 @@ async fn train(args: TrainArgs) -> Result<()> {
             args.jobs
         },
     };
-    let source = format!("{}", args.input.display());
     let mut forest = fit(
         TrainingSet {
             x: x.view(),
-            features: &args.features,
-            labels: args.label.is_some().then_some(labels.as_slice()),
+            features: &features,
+            labels: labels.as_deref(),
             source: Some(&source),
         },
         &params,

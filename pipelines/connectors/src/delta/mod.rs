@@ -1,0 +1,215 @@
+//! `delta` sink: appends rows to a Delta Lake table (Parquet files plus the `_delta_log`),
+//! creating it with the sink table's columns on first use. Rows are encoded to Parquet as they
+//! arrive; each checkpoint epoch becomes one Delta commit carrying the application
+//! transaction `txn(app_id = "txguard-<table>", version = epoch)`, so a restarted run knows
+//! the last epoch that landed and never commits one twice. Local paths by default; object
+//! stores where deltalake's URL schemes reach.
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Schema, SchemaRef};
+use deltalake::DeltaTable;
+use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, StructType, Transaction};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use txguard_engine::connector::{ConnectorError, Sink};
+use txguard_engine::sql::{ConnectorSpec, OptionKind, OptionSpec, Role, TableDef};
+
+/// `connector = 'delta'`.
+pub const SPEC: ConnectorSpec = ConnectorSpec {
+    name: "delta",
+    roles: &[Role::Sink],
+    options: &[
+        OptionSpec {
+            key: "path",
+            kind: OptionKind::Text,
+            required: true,
+            help: "the table's location: a directory (created if missing) or an object-store URL",
+        },
+        OptionSpec {
+            key: "format",
+            kind: OptionKind::OneOf(&["parquet"]),
+            required: false,
+            help: "parquet (the only format of Delta tables; accepted for Arroyo compatibility)",
+        },
+    ],
+};
+
+/// Appends to one Delta table.
+pub struct DeltaSink {
+    name: String,
+    location: String,
+    table: DeltaTable,
+    schema: SchemaRef,
+    writer: Option<RecordBatchWriter>,
+    app_id: String,
+    last_epoch: Option<u64>,
+}
+
+fn delta_err(table: &str, location: &str, e: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::new(table, format!("delta table at {location}: {e}"))
+}
+
+/// Two Arrow types the same as Delta stores them (Delta timestamps are UTC microseconds).
+fn same_type(a: &DataType, b: &DataType) -> bool {
+    match (a, b) {
+        (DataType::Timestamp(ua, _), DataType::Timestamp(ub, _)) => ua == ub,
+        _ => a == b,
+    }
+}
+
+impl DeltaSink {
+    /// Opens (or creates) the table at the sink table's `path` for rows of `schema`.
+    pub async fn open(table: &TableDef, schema: SchemaRef) -> Result<Self, ConnectorError> {
+        let location = table
+            .option("path")
+            .map(|o| o.value.as_text())
+            .ok_or_else(|| ConnectorError::new(&table.name, "needs option path"))?;
+        DeltaSink::open_at(&table.name, &location, schema).await
+    }
+
+    pub async fn open_at(
+        name: &str,
+        location: &str,
+        schema: SchemaRef,
+    ) -> Result<Self, ConnectorError> {
+        let err = |e: &dyn std::fmt::Display| delta_err(name, location, e);
+        let url = deltalake::ensure_table_uri(location).map_err(|e| err(&e))?;
+        let mut table = DeltaTable::try_from_url(url).await.map_err(|e| err(&e))?;
+        if table.version().is_none() {
+            let delta_schema: StructType = schema
+                .as_ref()
+                .try_into_kernel()
+                .map_err(|e| err(&format!("columns cannot be stored in Delta: {e}")))?;
+            table = table
+                .create()
+                .with_table_name(name)
+                .with_columns(delta_schema.fields().cloned())
+                .with_comment(format!("written by txguard (sink table {name})"))
+                .await
+                .map_err(|e| err(&format!("cannot create the table: {e}")))?;
+            tracing::info!(table = name, location, "created Delta table");
+        } else {
+            let found: Schema = table
+                .snapshot()
+                .map_err(|e| err(&e))?
+                .schema()
+                .as_ref()
+                .try_into_arrow()
+                .map_err(|e| err(&e))?;
+            let matches =
+                found.fields().len() == schema.fields().len()
+                    && found.fields().iter().zip(schema.fields()).all(|(a, b)| {
+                        a.name() == b.name() && same_type(a.data_type(), b.data_type())
+                    });
+            if !matches {
+                let cols = |s: &Schema| {
+                    s.fields()
+                        .iter()
+                        .map(|f| format!("{} {}", f.name(), f.data_type()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                return Err(err(&format!(
+                    "the existing table has columns ({}) but the pipeline writes ({}); \
+                     point path at a new location or remove the old table",
+                    cols(&found),
+                    cols(&schema)
+                )));
+            }
+        }
+        let app_id = format!("txguard-{name}");
+        let last_epoch = table
+            .snapshot()
+            .map_err(|e| err(&e))?
+            .transaction_version(table.log_store().as_ref(), &app_id)
+            .await
+            .map_err(|e| err(&e))?
+            .and_then(|v| u64::try_from(v).ok());
+        Ok(DeltaSink {
+            name: name.to_string(),
+            location: location.to_string(),
+            table,
+            schema,
+            writer: None,
+            app_id,
+            last_epoch,
+        })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> ConnectorError {
+        delta_err(&self.name, &self.location, e)
+    }
+
+    async fn write_batch(&mut self, batch: RecordBatch) -> Result<(), ConnectorError> {
+        if self.writer.is_none() {
+            self.writer = Some(RecordBatchWriter::for_table(&self.table).map_err(|e| self.err(e))?);
+        }
+        let batch = if batch.schema().fields() == self.schema.fields() {
+            batch
+        } else {
+            RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())
+                .map_err(|e| self.err(e))?
+        };
+        let Some(w) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        w.write(batch)
+            .await
+            .map_err(|e| delta_err(&self.name, &self.location, e))
+    }
+
+    async fn commit_epoch(&mut self, epoch: u64) -> Result<(), ConnectorError> {
+        let Some(mut w) = self.writer.take() else {
+            return Ok(());
+        };
+        let adds = w.flush().await.map_err(|e| self.err(e))?;
+        if adds.is_empty() {
+            return Ok(());
+        }
+        if self.last_epoch.is_some_and(|l| epoch <= l) {
+            tracing::warn!(table = %self.name, epoch, "epoch already committed earlier; skipped");
+            return Ok(());
+        }
+        let props = CommitProperties::default().with_application_transaction(Transaction::new(
+            &self.app_id,
+            i64::try_from(epoch).unwrap_or(i64::MAX),
+        ));
+        let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: None,
+            predicate: None,
+        };
+        let version = CommitBuilder::from(props)
+            .with_actions(adds.into_iter().map(Action::Add).collect())
+            .build(Some(snapshot), self.table.log_store(), operation)
+            .await
+            .map_err(|e| self.err(format!("commit of epoch {epoch} failed: {e}")))?
+            .version();
+        self.table.update_state().await.map_err(|e| self.err(e))?;
+        self.last_epoch = Some(epoch);
+        tracing::debug!(table = %self.name, epoch, version, "committed");
+        Ok(())
+    }
+}
+
+impl Sink for DeltaSink {
+    fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        self.write_batch(batch).boxed()
+    }
+
+    fn commit(&mut self, epoch: u64) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        self.commit_epoch(epoch).boxed()
+    }
+
+    fn last_epoch(&self) -> Option<u64> {
+        self.last_epoch
+    }
+}
+
+#[cfg(test)]
+mod tests;

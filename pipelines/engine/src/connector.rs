@@ -1,0 +1,69 @@
+//! The one interface every source and sink implements (generator, file, Delta, stdout, and
+//! later Kafka and Postgres), and the error they report. Sources are polled synchronously by
+//! the runtime; sinks run on their own task and make their writes durable at each checkpoint
+//! epoch ([`Sink::commit`]), which is where exactly-once delivery hooks in.
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use futures::future::BoxFuture;
+
+/// A connector failed: which table, and what to do about it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{table}: {message}")]
+pub struct ConnectorError {
+    pub table: String,
+    pub message: String,
+}
+
+impl ConnectorError {
+    pub fn new(table: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        ConnectorError {
+            table: table.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// What a source had when polled.
+#[derive(Debug)]
+pub enum Poll {
+    /// Events in arrival order (in [`Source::schema`]) and the messages it rejected
+    /// (dead-letter schema), either possibly empty.
+    Data {
+        rows: RecordBatch,
+        dead: Option<RecordBatch>,
+    },
+    /// Nothing right now (a paced generator ahead of schedule, a quiet topic).
+    Idle,
+    /// No more input, ever.
+    End,
+}
+
+/// A source of events.
+pub trait Source: Send {
+    /// The schema of the rows it gives; the runtime picks the table's declared columns from
+    /// it by name.
+    fn schema(&self) -> SchemaRef;
+
+    /// Up to about `max_rows` rows.
+    fn poll(&mut self, max_rows: usize) -> Result<Poll, ConnectorError>;
+
+    /// Where it is, for logs and checkpoints (e.g. `line 1200`, `partition 3 offset 991`).
+    fn position(&self) -> String;
+}
+
+/// A destination for rows.
+pub trait Sink: Send {
+    /// Takes rows (in the sink table's declared schema). They may be buffered until
+    /// [`Sink::commit`].
+    fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<(), ConnectorError>>;
+
+    /// Makes everything written so far durable as checkpoint `epoch` (epochs only grow).
+    fn commit(&mut self, epoch: u64) -> BoxFuture<'_, Result<(), ConnectorError>>;
+
+    /// The last epoch this sink made durable in an earlier run, if it records one (a Delta
+    /// table's application transaction). The runtime continues after it.
+    fn last_epoch(&self) -> Option<u64> {
+        None
+    }
+}

@@ -1,0 +1,529 @@
+//! The runtime that runs a [`Dataflow`] on one machine: polls the sources, picks the declared
+//! columns, holds rows in an [`EventTimeBuffer`] until the watermark passes them (late rows go
+//! to the dead-letter stream with the reason), pushes released rows through the dataflow and
+//! hands sink rows to one task per sink. Every `checkpoint_interval` it starts a new epoch and
+//! every sink commits what it has; at the end of input (or on stop) it drains the buffers,
+//! closes open windows and commits a last time. Counts are kept in [`Metrics`] so that
+//! `in = out + dead + late` can be checked at any moment.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::compute::cast;
+use arrow::datatypes::SchemaRef;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::connector::{ConnectorError, Poll, Sink, Source};
+use crate::event::dead_letter_schema;
+use crate::stream::{DEAD_LETTERS, Dataflow, StreamError};
+use crate::time::EventTimeBuffer;
+
+/// How the runtime paces itself.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Rows asked of a source per poll.
+    pub batch_rows: usize,
+    /// Time between checkpoints (sink commits).
+    pub checkpoint_interval: Duration,
+    /// A source with nothing for this long no longer holds its last rows back: its watermark
+    /// moves up to the newest event time it has seen.
+    pub idle_timeout: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            batch_rows: 8192,
+            checkpoint_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Counters of one source.
+#[derive(Debug, Default)]
+pub struct SourceMetrics {
+    pub name: String,
+    /// Messages read (decoded rows plus rejected messages).
+    pub messages_in: AtomicU64,
+    pub rows: AtomicU64,
+    pub dead: AtomicU64,
+    pub late: AtomicU64,
+    /// Rows released to the dataflow (on time).
+    pub released: AtomicU64,
+    /// Current watermark, µs since the epoch (i64::MIN before any row).
+    pub watermark: AtomicI64,
+}
+
+/// Counters of one sink.
+#[derive(Debug, Default)]
+pub struct SinkMetrics {
+    pub table: String,
+    pub rows: AtomicU64,
+    pub commits: AtomicU64,
+    /// Rows made durable by commits.
+    pub committed_rows: AtomicU64,
+}
+
+/// What the runtime has done so far; shared with the web UI and `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub sources: Vec<SourceMetrics>,
+    pub sinks: Vec<SinkMetrics>,
+    pub epoch: AtomicU64,
+    /// When the run started and when the first sink commit with rows landed (µs since the
+    /// Unix epoch; 0 = not yet).
+    pub started_micros: AtomicI64,
+    pub first_commit_micros: AtomicI64,
+    pub finished: AtomicBool,
+}
+
+impl Metrics {
+    /// Metrics for `dataflow`'s sources and sinks.
+    pub fn for_dataflow(df: &Dataflow) -> Self {
+        Metrics {
+            sources: df
+                .sources()
+                .iter()
+                .map(|s| SourceMetrics {
+                    name: s.name.clone(),
+                    watermark: AtomicI64::new(i64::MIN),
+                    ..Default::default()
+                })
+                .collect(),
+            sinks: df
+                .sinks()
+                .iter()
+                .map(|s| SinkMetrics {
+                    table: s.table.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    pub fn source(&self, name: &str) -> Option<&SourceMetrics> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+
+    pub fn sink(&self, table: &str) -> Option<&SinkMetrics> {
+        self.sinks.iter().find(|s| s.table == table)
+    }
+}
+
+/// A run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    #[error("{0}")]
+    Stream(#[from] StreamError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl From<arrow::error::ArrowError> for RunError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        RunError::Stream(StreamError::Arrow(e))
+    }
+}
+
+enum SinkMsg {
+    Rows(RecordBatch),
+    Commit(u64),
+}
+
+struct SinkTask {
+    tx: mpsc::Sender<SinkMsg>,
+    handle: JoinHandle<Result<(), ConnectorError>>,
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+fn spawn_sink(mut sink: Box<dyn Sink>, index: usize, metrics: Arc<Metrics>) -> SinkTask {
+    let (tx, mut rx) = mpsc::channel::<SinkMsg>(8);
+    let handle = tokio::spawn(async move {
+        let mut pending = 0u64;
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                SinkMsg::Rows(b) => {
+                    pending += b.num_rows() as u64;
+                    sink.write(b).await?;
+                }
+                SinkMsg::Commit(epoch) => {
+                    sink.commit(epoch).await?;
+                    let m = &metrics.sinks[index];
+                    m.commits.fetch_add(1, Ordering::Relaxed);
+                    m.committed_rows.fetch_add(pending, Ordering::Relaxed);
+                    if pending > 0 {
+                        let _ = metrics.first_commit_micros.compare_exchange(
+                            0,
+                            now_micros(),
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
+                    }
+                    pending = 0;
+                }
+            }
+        }
+        Ok(())
+    });
+    SinkTask { tx, handle }
+}
+
+/// Picks a table's declared columns out of what its source gives, by name.
+struct ColumnPick {
+    indices: Vec<usize>,
+    schema: SchemaRef,
+}
+
+impl ColumnPick {
+    fn new(table: &str, given: &SchemaRef, declared: &SchemaRef) -> Result<Self, RunError> {
+        let indices = declared
+            .fields()
+            .iter()
+            .map(|f| {
+                given.index_of(f.name()).map_err(|_| {
+                    RunError::Setup(format!(
+                        "table {table}: column {} is not given by its connector; it gives {}",
+                        f.name(),
+                        given
+                            .fields()
+                            .iter()
+                            .map(|f| f.name().as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ColumnPick {
+            indices,
+            schema: declared.clone(),
+        })
+    }
+
+    fn pick(&self, b: &RecordBatch) -> Result<RecordBatch, RunError> {
+        let cols = self
+            .indices
+            .iter()
+            .zip(self.schema.fields())
+            .map(|(&i, f)| {
+                let c = b.column(i);
+                if c.data_type() == f.data_type() {
+                    Ok(c.clone())
+                } else {
+                    cast(c, f.data_type())
+                }
+            })
+            .collect::<Result<Vec<ArrayRef>, _>>()?;
+        Ok(RecordBatch::try_new(self.schema.clone(), cols)?)
+    }
+}
+
+/// Late rows as dead letters: the row as JSON, the reason, and its transaction id as position.
+fn late_to_dead(
+    source: &str,
+    rows: &RecordBatch,
+    reasons: &[String],
+) -> Result<RecordBatch, RunError> {
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+        w.write(rows)?;
+        w.finish()?;
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let raws: Vec<&str> = text.lines().collect();
+    let n = rows.num_rows();
+    let ids = rows
+        .schema()
+        .index_of("transaction_id")
+        .ok()
+        .and_then(|i| rows.column(i).as_string_opt::<i32>().cloned());
+    let position: StringArray = (0..n)
+        .map(|r| {
+            Some(match &ids {
+                Some(a) if a.is_valid(r) => format!("transaction_id {}", a.value(r)),
+                _ => String::new(),
+            })
+        })
+        .collect();
+    let now = now_micros();
+    Ok(RecordBatch::try_new(
+        dead_letter_schema(),
+        vec![
+            Arc::new(StringArray::from(vec![source; n])),
+            Arc::new(position),
+            Arc::new(StringArray::from(reasons.to_vec())),
+            Arc::new(StringArray::from(
+                (0..n)
+                    .map(|r| raws.get(r).copied().unwrap_or(""))
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
+        ],
+    )?)
+}
+
+struct SourceState {
+    /// Index in the dataflow's sources.
+    index: usize,
+    name: String,
+    source: Box<dyn Source>,
+    pick: ColumnPick,
+    buffer: Option<EventTimeBuffer>,
+    idle_since: Option<Instant>,
+    done: bool,
+}
+
+/// A source for each of the dataflow's declared sources (by table name) and a sink for each
+/// of its sinks (in [`Dataflow::sinks`] order).
+pub struct Connections {
+    pub sources: Vec<(String, Box<dyn Source>)>,
+    pub sinks: Vec<Box<dyn Sink>>,
+}
+
+/// Runs `df` until its sources end or `stop` is set, then drains and commits.
+pub async fn run(
+    mut df: Dataflow,
+    conns: Connections,
+    opts: RunOptions,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), RunError> {
+    metrics
+        .started_micros
+        .store(now_micros(), Ordering::Relaxed);
+    let dead_index = df
+        .source_index(DEAD_LETTERS)
+        .ok_or_else(|| RunError::Setup("the dataflow has no dead-letter stream".into()))?;
+    let mut sources = Vec::new();
+    for (name, source) in conns.sources {
+        let index = df
+            .source_index(&name)
+            .ok_or_else(|| RunError::Setup(format!("no source table {name} in the pipeline")))?;
+        let decl = &df.sources()[index];
+        let pick = ColumnPick::new(&name, &source.schema(), &decl.schema)?;
+        let buffer = decl
+            .event_time
+            .map(|(col, bound)| EventTimeBuffer::new(decl.schema.clone(), col, bound));
+        sources.push(SourceState {
+            index,
+            name,
+            source,
+            pick,
+            buffer,
+            idle_since: None,
+            done: false,
+        });
+    }
+    if conns.sinks.len() != df.sinks().len() {
+        return Err(RunError::Setup(format!(
+            "{} sinks given for {} sink tables",
+            conns.sinks.len(),
+            df.sinks().len()
+        )));
+    }
+    let start_epoch = conns
+        .sinks
+        .iter()
+        .filter_map(|s| s.last_epoch())
+        .max()
+        .map_or(1, |e| e + 1);
+    let mut epoch = start_epoch;
+    metrics.epoch.store(epoch, Ordering::Relaxed);
+    let tasks: Vec<SinkTask> = conns
+        .sinks
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| spawn_sink(s, i, metrics.clone()))
+        .collect();
+
+    let result = drive(
+        &mut df,
+        &mut sources,
+        dead_index,
+        &tasks,
+        &opts,
+        &metrics,
+        &stop,
+        &mut epoch,
+    )
+    .await;
+    // Last commit (also after an error, so what was processed is not lost).
+    let mut outcome = result;
+    for t in &tasks {
+        if t.tx.send(SinkMsg::Commit(epoch)).await.is_err() && outcome.is_ok() {
+            outcome = Err(RunError::Setup("a sink stopped early".into()));
+        }
+    }
+    for t in tasks {
+        drop(t.tx);
+        match t.handle.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                if outcome.is_ok() {
+                    outcome = Err(e.into());
+                } else {
+                    tracing::error!("{e}");
+                }
+            }
+            Err(e) => {
+                if outcome.is_ok() {
+                    outcome = Err(RunError::Setup(format!("a sink task failed: {e}")));
+                }
+            }
+        }
+    }
+    metrics.finished.store(true, Ordering::Relaxed);
+    outcome
+}
+
+async fn send(
+    tasks: &[SinkTask],
+    metrics: &Metrics,
+    out: Vec<(usize, RecordBatch)>,
+) -> Result<(), RunError> {
+    for (s, b) in out {
+        metrics.sinks[s]
+            .rows
+            .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+        if tasks[s].tx.send(SinkMsg::Rows(b)).await.is_err() {
+            return Err(RunError::Setup(format!(
+                "sink {} stopped (see the error above)",
+                metrics.sinks[s].table
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    df: &mut Dataflow,
+    sources: &mut [SourceState],
+    dead_index: usize,
+    tasks: &[SinkTask],
+    opts: &RunOptions,
+    metrics: &Metrics,
+    stop: &AtomicBool,
+    epoch: &mut u64,
+) -> Result<(), RunError> {
+    let mut last_commit = Instant::now();
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        let mut busy = false;
+        for s in sources.iter_mut().filter(|s| !s.done) {
+            let m = &metrics.sources[s.index];
+            let poll = if stopping {
+                tracing::info!(source = %s.name, position = %s.source.position(), "stopping: draining");
+                Poll::End
+            } else {
+                s.source.poll(opts.batch_rows)?
+            };
+            match poll {
+                Poll::Data { rows, dead } => {
+                    busy = true;
+                    s.idle_since = None;
+                    if let Some(dead) = dead.filter(|d| d.num_rows() > 0) {
+                        m.dead.fetch_add(dead.num_rows() as u64, Ordering::Relaxed);
+                        m.messages_in
+                            .fetch_add(dead.num_rows() as u64, Ordering::Relaxed);
+                        let out = df.push(dead_index, Some(dead), None)?;
+                        send(tasks, metrics, out).await?;
+                    }
+                    if rows.num_rows() == 0 {
+                        continue;
+                    }
+                    m.messages_in
+                        .fetch_add(rows.num_rows() as u64, Ordering::Relaxed);
+                    m.rows.fetch_add(rows.num_rows() as u64, Ordering::Relaxed);
+                    let rows = s.pick.pick(&rows)?;
+                    let (released, watermark) = match &mut s.buffer {
+                        Some(buf) => {
+                            if let Some(late) = buf.push(rows)? {
+                                m.late
+                                    .fetch_add(late.rows.num_rows() as u64, Ordering::Relaxed);
+                                let dead = late_to_dead(&s.name, &late.rows, &late.reasons)?;
+                                let out = df.push(dead_index, Some(dead), None)?;
+                                send(tasks, metrics, out).await?;
+                            }
+                            (buf.release()?, buf.watermark())
+                        }
+                        None => (Some(rows), None),
+                    };
+                    if let Some(w) = watermark {
+                        m.watermark.store(w, Ordering::Relaxed);
+                    }
+                    if let Some(r) = &released {
+                        m.released.fetch_add(r.num_rows() as u64, Ordering::Relaxed);
+                    }
+                    let out = df.push(s.index, released, watermark)?;
+                    send(tasks, metrics, out).await?;
+                }
+                Poll::Idle => {
+                    let since = *s.idle_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= opts.idle_timeout
+                        && let Some(buf) = &mut s.buffer
+                        && let Some(rows) = buf.mark_idle()?
+                    {
+                        m.released
+                            .fetch_add(rows.num_rows() as u64, Ordering::Relaxed);
+                        if let Some(w) = buf.watermark() {
+                            m.watermark.store(w, Ordering::Relaxed);
+                        }
+                        tracing::debug!(source = %s.name, "idle: watermark moved to the newest event");
+                        let out = df.push(s.index, Some(rows), buf.watermark())?;
+                        send(tasks, metrics, out).await?;
+                    }
+                }
+                Poll::End => {
+                    let rest = match &mut s.buffer {
+                        Some(buf) => buf.flush()?,
+                        None => None,
+                    };
+                    if let Some(r) = &rest {
+                        m.released.fetch_add(r.num_rows() as u64, Ordering::Relaxed);
+                    }
+                    let out = df.push(s.index, rest, None)?;
+                    send(tasks, metrics, out).await?;
+                    let out = df.finish(s.index)?;
+                    send(tasks, metrics, out).await?;
+                    s.done = true;
+                    tracing::info!(source = %s.name, position = %s.source.position(), "source finished");
+                }
+            }
+        }
+        if sources.iter().all(|s| s.done) {
+            // Close the dead-letter stream's windows too (it has none that need event time).
+            let out = df.finish(dead_index)?;
+            send(tasks, metrics, out).await?;
+            return Ok(());
+        }
+        if last_commit.elapsed() >= opts.checkpoint_interval {
+            for t in tasks {
+                if t.tx.send(SinkMsg::Commit(*epoch)).await.is_err() {
+                    return Err(RunError::Setup(
+                        "a sink stopped (see the error above)".into(),
+                    ));
+                }
+            }
+            *epoch += 1;
+            metrics.epoch.store(*epoch, Ordering::Relaxed);
+            last_commit = Instant::now();
+        }
+        if !busy {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
+    }
+}

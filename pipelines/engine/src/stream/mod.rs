@@ -1,0 +1,206 @@
+//! Streaming SQL: a pipeline's views and inserts planned ([`plan`]) into a [`Dataflow`] — a
+//! tree of operators per source — and the push-based execution of that dataflow: each step
+//! takes a source's batch (in event-time order) and its watermark, and returns what each sink
+//! receives. Sources, sinks, checkpoints and threads are the runtime's business, not this
+//! module's.
+
+mod ops;
+mod plan;
+
+use std::fmt::Write as _;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+
+pub use plan::plan;
+
+use ops::Op;
+
+/// The built-in stream of rejected events (undecodable, contract-breaking or late), with the
+/// dead-letter schema ([`crate::event::dead_letter_schema`]). A pipeline writes it to a sink
+/// with `INSERT INTO dead_letters SELECT * FROM txguard_dead_letters`.
+pub const DEAD_LETTERS: &str = "txguard_dead_letters";
+
+/// A failure while running the dataflow.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error(transparent)]
+    Arrow(#[from] ArrowError),
+    #[error("{0}")]
+    DataFusion(String),
+    #[error("{0}")]
+    Plan(String),
+}
+
+impl From<datafusion::error::DataFusionError> for StreamError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        StreamError::DataFusion(crate::sql::strip(e))
+    }
+}
+
+/// One operator of the dataflow.
+pub(crate) struct Node {
+    pub op: Op,
+    /// The node whose output this one reads (none for a source).
+    pub input: Option<usize>,
+    /// The source node this one descends from.
+    pub root: usize,
+    pub schema: SchemaRef,
+    /// The column holding the source's event time, while it still does.
+    pub et: Option<usize>,
+    pub label: String,
+}
+
+/// Where a source's batches enter.
+#[derive(Debug, Clone)]
+pub struct StreamSource {
+    pub name: String,
+    pub node: usize,
+    /// The columns the source table declares, in order.
+    pub schema: SchemaRef,
+    /// (event-time column, allowed lateness in µs) from `WATERMARK FOR`.
+    pub event_time: Option<(usize, i64)>,
+}
+
+/// What a sink table receives.
+#[derive(Debug, Clone)]
+pub struct StreamSink {
+    pub table: String,
+    pub node: usize,
+    /// The sink table's declared columns; batches arrive in exactly this schema.
+    pub schema: SchemaRef,
+}
+
+/// A planned pipeline, ready to be fed.
+pub struct Dataflow {
+    nodes: Vec<Node>,
+    sources: Vec<StreamSource>,
+    sinks: Vec<StreamSink>,
+    /// View name → its node.
+    views: Vec<(String, usize)>,
+}
+
+impl Dataflow {
+    pub(crate) fn new(
+        nodes: Vec<Node>,
+        sources: Vec<StreamSource>,
+        sinks: Vec<StreamSink>,
+        views: Vec<(String, usize)>,
+    ) -> Self {
+        Dataflow {
+            nodes,
+            sources,
+            sinks,
+            views,
+        }
+    }
+
+    /// Adds a sink that receives a view's rows (what `txguard train` fits on, and tests);
+    /// returns its index in [`Dataflow::sinks`].
+    pub fn tap(&mut self, view: &str) -> Option<usize> {
+        let node = self.views.iter().find(|(v, _)| v == view)?.1;
+        self.sinks.push(StreamSink {
+            table: view.to_string(),
+            node,
+            schema: self.nodes[node].schema.clone(),
+        });
+        Some(self.sinks.len() - 1)
+    }
+
+    /// The sources (the declared source tables, then [`DEAD_LETTERS`]).
+    pub fn sources(&self) -> &[StreamSource] {
+        &self.sources
+    }
+
+    /// Index of a source by table name.
+    pub fn source_index(&self, name: &str) -> Option<usize> {
+        self.sources.iter().position(|s| s.name == name)
+    }
+
+    pub fn sinks(&self) -> &[StreamSink] {
+        &self.sinks
+    }
+
+    /// Feeds source `source` one batch (rows in event-time order, none behind a watermark
+    /// already given) and its current watermark; returns `(sink index, rows)` for each sink
+    /// that received rows.
+    pub fn push(
+        &mut self,
+        source: usize,
+        batch: Option<RecordBatch>,
+        watermark: Option<i64>,
+    ) -> Result<Vec<(usize, RecordBatch)>, StreamError> {
+        self.step(source, batch, watermark, false)
+    }
+
+    /// End of `source`'s input: every window still open is emitted.
+    pub fn finish(&mut self, source: usize) -> Result<Vec<(usize, RecordBatch)>, StreamError> {
+        self.step(source, None, Some(i64::MAX), true)
+    }
+
+    fn step(
+        &mut self,
+        source: usize,
+        batch: Option<RecordBatch>,
+        watermark: Option<i64>,
+        end: bool,
+    ) -> Result<Vec<(usize, RecordBatch)>, StreamError> {
+        let Some(src) = self.sources.get(source) else {
+            return Err(StreamError::Plan(format!("no source {source}")));
+        };
+        let root = src.node;
+        if let Some(b) = &batch
+            && b.schema().fields().len() != src.schema.fields().len()
+        {
+            return Err(StreamError::Plan(format!(
+                "source {} gave {} columns, it declares {}",
+                src.name,
+                b.num_columns(),
+                src.schema.fields().len()
+            )));
+        }
+        let mut outs: Vec<Option<RecordBatch>> = vec![None; self.nodes.len()];
+        outs[root] = batch;
+        for i in root + 1..self.nodes.len() {
+            let node = &mut self.nodes[i];
+            let Some(input) = node.input else { continue };
+            if node.root != root {
+                continue;
+            }
+            let out = node
+                .op
+                .step(&node.schema, outs[input].as_ref(), watermark, end)?;
+            outs[i] = out;
+        }
+        Ok(self
+            .sinks
+            .iter()
+            .enumerate()
+            .filter_map(|(s, sink)| {
+                outs[sink.node]
+                    .as_ref()
+                    .filter(|b| b.num_rows() > 0)
+                    .cloned()
+                    .map(|b| (s, b))
+            })
+            .collect())
+    }
+
+    /// The dataflow as an indented tree per source, for `txguard validate`.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        fn walk(df: &Dataflow, node: usize, depth: usize, out: &mut String) {
+            let _ = writeln!(out, "{}{}", "  ".repeat(depth), df.nodes[node].label);
+            for (i, n) in df.nodes.iter().enumerate() {
+                if n.input == Some(node) {
+                    walk(df, i, depth + 1, out);
+                }
+            }
+        }
+        for s in &self.sources {
+            walk(self, s.node, 0, &mut out);
+        }
+        out
+    }
+}

@@ -1,0 +1,292 @@
+//! The operators of a dataflow: stateless projections and filters (DataFusion physical
+//! expressions on Arrow batches) and the two stateful ones, per-event OVER windows
+//! ([`crate::over`]) and windowed GROUP BY ([`crate::window`]), with the glue that evaluates
+//! their arguments and lays their output out as the logical plan declared it.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, RecordBatchOptions, StructArray};
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use datafusion::physical_expr::PhysicalExpr;
+
+use super::StreamError;
+use crate::over::OverWindows;
+use crate::window::WindowAggregate;
+
+/// What one node of the dataflow does to the batches of its input.
+pub(crate) enum Op {
+    /// Where a source's (or the dead-letter stream's) batches enter.
+    Source,
+    Project(Vec<Arc<dyn PhysicalExpr>>),
+    Filter(Arc<dyn PhysicalExpr>),
+    Over(Box<OverOp>),
+    Window(Box<WindowOp>),
+}
+
+/// Evaluates `e` on `batch` as an array of the batch's length.
+pub(crate) fn eval(
+    e: &Arc<dyn PhysicalExpr>,
+    batch: &RecordBatch,
+) -> Result<ArrayRef, StreamError> {
+    Ok(e.evaluate(batch)?.into_array(batch.num_rows())?)
+}
+
+/// Lays `columns` out as `schema`: casts where the computed type differs from the declared one.
+pub(crate) fn conform(
+    schema: &SchemaRef,
+    columns: Vec<ArrayRef>,
+    rows: usize,
+) -> Result<RecordBatch, StreamError> {
+    let columns = columns
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c)
+            } else {
+                cast(&c, f.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(rows)),
+    )?)
+}
+
+fn as_f64(a: ArrayRef) -> Result<ArrayRef, StreamError> {
+    Ok(if a.data_type() == &DataType::Float64 {
+        a
+    } else {
+        cast(&a, &DataType::Float64)?
+    })
+}
+
+fn as_utf8(a: ArrayRef) -> Result<ArrayRef, StreamError> {
+    Ok(if a.data_type() == &DataType::Utf8 {
+        a
+    } else {
+        cast(&a, &DataType::Utf8)?
+    })
+}
+
+/// An argument of a stateful operator, evaluated to DOUBLE.
+pub(crate) enum Arg {
+    Expr(Arc<dyn PhysicalExpr>),
+    /// 1.0 where the expression is not NULL, else 0.0 (`COUNT(x)` as a sum).
+    NotNull(Arc<dyn PhysicalExpr>),
+}
+
+impl Arg {
+    fn eval(&self, batch: &RecordBatch) -> Result<ArrayRef, StreamError> {
+        match self {
+            Arg::Expr(e) => as_f64(eval(e, batch)?),
+            Arg::NotNull(e) => {
+                let a = eval(e, batch)?;
+                let v: Float64Array = (0..a.len())
+                    .map(|i| Some(if a.is_null(i) { 0.0 } else { 1.0 }))
+                    .collect();
+                Ok(Arc::new(v))
+            }
+        }
+    }
+}
+
+fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// The batch a stateful operator works on: `[key, ts, args…]`.
+fn state_input(
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+    key: Option<&Arc<dyn PhysicalExpr>>,
+    ts: usize,
+    args: &[Arg],
+) -> Result<RecordBatch, StreamError> {
+    let n = batch.num_rows();
+    let key = match key {
+        Some(k) => as_utf8(eval(k, batch)?)?,
+        None => Arc::new(arrow::array::StringArray::from(vec![""; n])),
+    };
+    let ts = cast(batch.column(ts), &ts_type())?;
+    let mut cols = vec![key, ts];
+    for a in args {
+        cols.push(a.eval(batch)?);
+    }
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
+
+/// Schema of `[key, ts, args…]`.
+pub(crate) fn state_schema(args: usize) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("key", DataType::Utf8, true),
+        Field::new("ts", ts_type(), false),
+    ];
+    fields.extend((0..args).map(|i| Field::new(format!("arg{i}"), DataType::Float64, true)));
+    Arc::new(Schema::new(fields))
+}
+
+/// Per-event OVER windows: the input's columns plus one column per window function.
+pub(crate) struct OverOp {
+    pub key: Arc<dyn PhysicalExpr>,
+    pub ts: usize,
+    pub args: Vec<Arg>,
+    pub state_schema: SchemaRef,
+    pub windows: OverWindows,
+    pub schema: SchemaRef,
+    /// Widest frame; idle keys are evicted each time the watermark moves this far / 8.
+    pub evict_every: i64,
+    pub last_evict: Option<i64>,
+}
+
+impl OverOp {
+    fn step(
+        &mut self,
+        input: Option<&RecordBatch>,
+        watermark: Option<i64>,
+    ) -> Result<Option<RecordBatch>, StreamError> {
+        let out = match input {
+            Some(batch) if batch.num_rows() > 0 => {
+                let st = state_input(
+                    &self.state_schema,
+                    batch,
+                    Some(&self.key),
+                    self.ts,
+                    &self.args,
+                )?;
+                let res = self.windows.process(&st)?;
+                let mut cols = batch.columns().to_vec();
+                cols.extend_from_slice(&res.columns()[st.num_columns()..]);
+                Some(conform(&self.schema, cols, batch.num_rows())?)
+            }
+            _ => None,
+        };
+        if let Some(w) = watermark {
+            let due = self
+                .last_evict
+                .is_none_or(|l| w.saturating_sub(l) >= self.evict_every.max(1));
+            if due {
+                self.windows.evict_idle(w);
+                self.last_evict = Some(w);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Where an output column of a windowed aggregation comes from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum OutCol {
+    /// The `tumble(…)` / `hop(…)` / `session(…)` column: `STRUCT<start, end>`.
+    Window,
+    Key,
+    Agg(usize),
+}
+
+/// Windowed GROUP BY: one row per key and window once the watermark passes its end.
+pub(crate) struct WindowOp {
+    pub key: Option<Arc<dyn PhysicalExpr>>,
+    pub ts: usize,
+    pub args: Vec<Arg>,
+    pub state_schema: SchemaRef,
+    pub agg: WindowAggregate,
+    pub layout: Vec<OutCol>,
+    pub schema: SchemaRef,
+}
+
+impl WindowOp {
+    fn step(
+        &mut self,
+        input: Option<&RecordBatch>,
+        watermark: Option<i64>,
+        end: bool,
+    ) -> Result<Option<RecordBatch>, StreamError> {
+        if let Some(batch) = input
+            && batch.num_rows() > 0
+        {
+            let st = state_input(
+                &self.state_schema,
+                batch,
+                self.key.as_ref(),
+                self.ts,
+                &self.args,
+            )?;
+            self.agg.process(&st)?;
+        }
+        let done = if end {
+            self.agg.flush()?
+        } else {
+            match watermark {
+                Some(w) => self.agg.advance(w)?,
+                None => None,
+            }
+        };
+        done.map(|b| self.layout(&b)).transpose()
+    }
+
+    /// `[key, window_start, window_end, aggs…]` in the plan's column order.
+    fn layout(&self, b: &RecordBatch) -> Result<RecordBatch, StreamError> {
+        let mut cols = Vec::with_capacity(self.layout.len());
+        for (c, f) in self.layout.iter().zip(self.schema.fields()) {
+            cols.push(match c {
+                OutCol::Key => b.column(0).clone(),
+                OutCol::Agg(i) => b.column(3 + i).clone(),
+                OutCol::Window => {
+                    let DataType::Struct(fields) = f.data_type() else {
+                        return Err(StreamError::Plan(format!(
+                            "window column {} is not a STRUCT",
+                            f.name()
+                        )));
+                    };
+                    let parts: Vec<ArrayRef> = fields
+                        .iter()
+                        .zip([b.column(1), b.column(2)])
+                        .map(|(sf, c)| cast(c, sf.data_type()))
+                        .collect::<Result<_, _>>()?;
+                    let fields: Fields = fields.clone();
+                    Arc::new(StructArray::try_new(fields, parts, None)?) as ArrayRef
+                }
+            });
+        }
+        conform(&self.schema, cols, b.num_rows())
+    }
+}
+
+impl Op {
+    /// Runs one step: the input's batch of this step (if any) and the current watermark;
+    /// `end` at the end of input (windows still open are emitted).
+    pub(crate) fn step(
+        &mut self,
+        schema: &SchemaRef,
+        input: Option<&RecordBatch>,
+        watermark: Option<i64>,
+        end: bool,
+    ) -> Result<Option<RecordBatch>, StreamError> {
+        match self {
+            Op::Source => Ok(input.cloned()),
+            Op::Project(exprs) => {
+                let Some(batch) = input else { return Ok(None) };
+                let cols = exprs
+                    .iter()
+                    .map(|e| eval(e, batch))
+                    .collect::<Result<Vec<_>, _>>()?;
+                conform(schema, cols, batch.num_rows()).map(Some)
+            }
+            Op::Filter(pred) => {
+                let Some(batch) = input else { return Ok(None) };
+                let mask = eval(pred, batch)?;
+                let mask = mask
+                    .as_any()
+                    .downcast_ref::<arrow::array::BooleanArray>()
+                    .ok_or_else(|| StreamError::Plan("WHERE does not give a boolean".into()))?;
+                let out = filter_record_batch(batch, mask)?;
+                Ok((out.num_rows() > 0).then_some(out))
+            }
+            Op::Over(o) => o.step(input, watermark),
+            Op::Window(w) => w.step(input, watermark, end),
+        }
+    }
+}

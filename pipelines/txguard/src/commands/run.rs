@@ -1,0 +1,131 @@
+//! `txguard run`: run a pipeline file until its sources end or Ctrl-C, with a live progress
+//! line, and say where the results went.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use txguard_engine::runtime::{Metrics, RunOptions, run as run_dataflow};
+
+use crate::commands::pipeline::{connect, load, plan, progress, status};
+use crate::commands::validate::model_functions;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Pipeline file (Arroyo SQL dialect).
+    #[arg(default_value = "sql/pipeline.sql")]
+    pub pipeline: PathBuf,
+    /// A model for the iforest_* functions: `path` (model `default`) or `name=path`; repeatable.
+    #[arg(
+        long = "model",
+        value_name = "[NAME=]PATH",
+        default_value = "models/default.json"
+    )]
+    pub models: Vec<String>,
+    /// Override a table option: `table.option=value`, e.g. `transactions.count=100000` or
+    /// `transactions_scored.path=/tmp/scored`; repeatable.
+    #[arg(long = "set", value_name = "TABLE.OPTION=VALUE")]
+    pub sets: Vec<String>,
+    /// Time between checkpoints: each sink commits what it has (e.g. 1s, 500ms).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub checkpoint_interval: Duration,
+    /// Rows asked of a source per poll.
+    #[arg(long, default_value_t = 8192)]
+    pub batch_rows: usize,
+    /// No progress line (for logs and scripts).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: RunArgs) -> Result<()> {
+    let p = load(&args.pipeline, &args.sets)?;
+    let functions = model_functions(&args.models)?;
+    let df = plan(&p, &functions).await?;
+    let conns = connect(&p, &df, Vec::new()).await?;
+    let metrics = Arc::new(Metrics::for_dataflow(&df));
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::Relaxed) {
+                eprintln!("second Ctrl-C: exiting without a final commit");
+                std::process::exit(130);
+            }
+            eprintln!("stopping: draining buffered events and committing (Ctrl-C again to abort)");
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+    tracing::info!(
+        "running {} ({} sources, {} sinks)",
+        args.pipeline.display(),
+        df.sources().len() - 1,
+        df.sinks().len()
+    );
+    let opts = RunOptions {
+        batch_rows: args.batch_rows,
+        checkpoint_interval: args.checkpoint_interval,
+        ..RunOptions::default()
+    };
+    let started = Instant::now();
+    let bar = (!args.quiet).then(|| progress(metrics.clone()));
+    let result = run_dataflow(df, conns, opts, metrics.clone(), stop).await;
+    let elapsed = started.elapsed();
+    if let Some((pb, handle)) = bar {
+        let _ = handle.await;
+        pb.finish_and_clear();
+    }
+    result?;
+    let first = metrics.first_commit_micros.load(Ordering::Relaxed);
+    let start = metrics.started_micros.load(Ordering::Relaxed);
+    eprintln!(
+        "done in {:.2} s: {}",
+        elapsed.as_secs_f64(),
+        status(&metrics, elapsed)
+    );
+    if first > 0 {
+        eprintln!(
+            "first rows committed {:.0} ms after start",
+            (first - start) as f64 / 1000.0
+        );
+    }
+    for s in &metrics.sources {
+        let rows = s.rows.load(Ordering::Relaxed);
+        let dead = s.dead.load(Ordering::Relaxed);
+        let late = s.late.load(Ordering::Relaxed);
+        if rows + dead > 0 {
+            eprintln!(
+                "  source {}: {} events in, {} on time, {} late, {} rejected",
+                s.name,
+                rows + dead,
+                s.released.load(Ordering::Relaxed),
+                late,
+                dead
+            );
+        }
+    }
+    for s in &metrics.sinks {
+        let where_ = p
+            .table(&s.table)
+            .and_then(|t| t.option("path"))
+            .map(|o| format!(" -> {}", o.value.as_text()))
+            .unwrap_or_default();
+        eprintln!(
+            "  sink {}: {} rows in {} commits{where_}",
+            s.table,
+            s.committed_rows.load(Ordering::Relaxed),
+            s.commits.load(Ordering::Relaxed)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! `txguard train --pipeline`: runs a pipeline's source through its views up to the feature
+//! view (the same dataflow `txguard run` executes, minus the sinks and the scoring views that
+//! need a model) and fits the forest on that view's rows.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, bail};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type};
+use futures::future::BoxFuture;
+use txguard_engine::connector::{ConnectorError, Sink};
+use txguard_engine::runtime::{Metrics, RunOptions, run};
+
+use crate::commands::pipeline::{connect, load, progress, roles};
+use crate::commands::train::{TrainArgs, Training, fit_and_save};
+
+/// Keeps every batch it is given.
+struct Collect(Arc<Mutex<Vec<RecordBatch>>>);
+
+impl Sink for Collect {
+    fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        let r = self
+            .0
+            .lock()
+            .map(|mut v| v.push(batch))
+            .map_err(|_| ConnectorError::new("train", "collector poisoned"));
+        Box::pin(async move { r })
+    }
+
+    fn commit(&mut self, _epoch: u64) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+fn is_numeric(t: &DataType) -> bool {
+    t.is_numeric()
+}
+
+pub async fn train(args: TrainArgs) -> Result<()> {
+    let Some(path) = args.pipeline.clone() else {
+        bail!("--pipeline is required");
+    };
+    let mut p = load(&path, &args.sets)?;
+    // Only what the feature view needs: the views up to it, no inserts.
+    let Some(pos) = p.views.iter().position(|v| v.name == args.view) else {
+        bail!(
+            "{}: no view {}; its views: {}",
+            path.display(),
+            args.view,
+            p.views
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    p.views.truncate(pos + 1);
+    p.inserts.clear();
+    let roles = roles(&p)?;
+    let mut df = txguard_engine::stream::plan(&p, &roles, &Vec::new()).await?;
+    let tap = df
+        .tap(&args.view)
+        .with_context(|| format!("view {} was not planned", args.view))?;
+    let schema = df.sinks()[tap].schema.clone();
+    let label = args.label.clone().or_else(|| {
+        schema
+            .index_of("is_fraud")
+            .is_ok()
+            .then(|| "is_fraud".to_string())
+    });
+    let features: Vec<String> = if args.features.is_empty() {
+        let after = label
+            .as_ref()
+            .and_then(|l| schema.index_of(l).ok())
+            .map_or(0, |i| i + 1);
+        schema
+            .fields()
+            .iter()
+            .skip(after)
+            .filter(|f| is_numeric(f.data_type()))
+            .map(|f| f.name().clone())
+            .collect()
+    } else {
+        args.features.clone()
+    };
+    if features.is_empty() {
+        bail!("view {} has no numeric feature columns", args.view);
+    }
+    let mut idx = Vec::new();
+    for f in features.iter().chain(label.as_ref()) {
+        idx.push(schema.index_of(f).map_err(|_| {
+            anyhow::anyhow!(
+                "view {} has no column {f}; it has {}",
+                args.view,
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?);
+    }
+    tracing::info!(
+        "training on view {} of {}: features {}{}",
+        args.view,
+        path.display(),
+        features.join(", "),
+        label
+            .as_ref()
+            .map(|l| format!("; label {l}"))
+            .unwrap_or_default()
+    );
+
+    let rows = Arc::new(Mutex::new(Vec::new()));
+    let conns = connect(&p, &df, vec![Box::new(Collect(rows.clone()))]).await?;
+    let metrics = Arc::new(Metrics::for_dataflow(&df));
+    let (pb, handle) = progress(metrics.clone());
+    let result = run(
+        df,
+        conns,
+        RunOptions::default(),
+        metrics,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await;
+    let _ = handle.await;
+    pb.finish_and_clear();
+    result?;
+
+    let batches = std::mem::take(&mut *rows.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    let nf = features.len();
+    let mut values = Vec::new();
+    let mut labels = label.as_ref().map(|_| Vec::new());
+    let mut n = 0usize;
+    let mut skipped = 0usize;
+    for b in &batches {
+        let cols = idx[..nf]
+            .iter()
+            .map(|&i| cast(b.column(i), &DataType::Float64))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cols: Vec<_> = cols
+            .iter()
+            .map(|c| c.as_primitive::<Float64Type>())
+            .collect();
+        let lab = match &labels {
+            Some(_) => Some(cast(b.column(idx[nf]), &DataType::Boolean)?),
+            None => None,
+        };
+        for r in 0..b.num_rows() {
+            if cols.iter().any(|c| c.is_null(r) || !c.value(r).is_finite()) {
+                skipped += 1;
+                continue;
+            }
+            values.extend(cols.iter().map(|c| c.value(r)));
+            if let (Some(l), Some(lab)) = (labels.as_mut(), &lab) {
+                let lab = lab.as_boolean();
+                l.push(lab.is_valid(r) && lab.value(r));
+            }
+            n += 1;
+        }
+    }
+    if skipped > 0 {
+        tracing::warn!("{skipped} rows with a NULL or non-finite feature were left out");
+    }
+    fit_and_save(
+        &args,
+        Training {
+            features,
+            values,
+            labels,
+            rows: n,
+            source: format!("{} view {}", path.display(), args.view),
+        },
+    )
+}
