@@ -1,0 +1,153 @@
+//! Where bad input goes: a JSON-lines replay with malformed lines, contract-breaking events
+//! and late events runs through the runtime; each lands in the dead-letter stream (written to
+//! a sink by the pipeline's own `INSERT … FROM txguard_dead_letters`) with its reason and
+//! position, nothing is lost, and the counts reconcile: in = out + dead + late.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{AsArray, RecordBatch};
+use futures::future::BoxFuture;
+use txguard_connectors::file::FileSource;
+use txguard_engine::connector::{ConnectorError, Sink};
+use txguard_engine::runtime::{Connections, Metrics, RunOptions, run};
+use txguard_engine::sql::{Role, parse};
+
+#[derive(Clone, Default)]
+struct Collect(Arc<Mutex<Vec<RecordBatch>>>);
+
+impl Sink for Collect {
+    fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        self.0.lock().expect("lock").push(batch);
+        Box::pin(async { Ok(()) })
+    }
+    fn commit(&mut self, _epoch: u64) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl Collect {
+    fn rows(&self) -> usize {
+        self.0.lock().expect("lock").iter().map(|b| b.num_rows()).sum()
+    }
+    /// (position, reason) of every dead letter.
+    fn dead(&self) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        for b in self.0.lock().expect("lock").iter() {
+            let pos = b.column(1).as_string::<i32>();
+            let why = b.column(2).as_string::<i32>();
+            let raw = b.column(3).as_string::<i32>();
+            for r in 0..b.num_rows() {
+                out.push((
+                    pos.value(r).to_string(),
+                    why.value(r).to_string(),
+                    raw.value(r).to_string(),
+                ));
+            }
+        }
+        out
+    }
+}
+
+const PIPELINE: &str = "
+CREATE TABLE transactions (
+    transaction_id TEXT NOT NULL, user_id TEXT NOT NULL, amount DOUBLE NOT NULL,
+    ts TIMESTAMP NOT NULL,
+    WATERMARK FOR ts AS ts - INTERVAL '5' SECOND
+) WITH (connector = 'file', path = 'PATH');
+CREATE TABLE scored (transaction_id TEXT, n BIGINT) WITH (connector = 'stdout');
+CREATE TABLE dead (source TEXT, position TEXT, reason TEXT, raw TEXT, received_at TIMESTAMP)
+    WITH (connector = 'stdout');
+INSERT INTO scored
+SELECT transaction_id, COUNT(*) OVER (PARTITION BY user_id ORDER BY ts
+    RANGE BETWEEN INTERVAL '1' HOUR PRECEDING AND CURRENT ROW)
+FROM transactions;
+INSERT INTO dead SELECT * FROM txguard_dead_letters;
+";
+
+#[tokio::test]
+async fn malformed_contract_breaking_and_late_events_are_dead_letters_with_reasons() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("tx.jsonl");
+    let lines = [
+        // 1-3: good, in several producer styles (isoformat without zone, epoch ms, string amount)
+        r#"{"transaction_id": "t1", "user_id": "u1", "amount": 10.5, "timestamp": "2026-01-01T00:00:10"}"#,
+        r#"{"transaction_id": "t2", "user_id": "u1", "amount": "20", "timestamp": 1767225620000}"#,
+        r#"{"transaction_id": "t3", "user_id": "u2", "amount": 5, "ts": "2026-01-01T00:01:00Z", "extra": [1]}"#,
+        // 4: malformed JSON
+        r#"{"transaction_id": "t4", "user_id": "#,
+        // 5: breaks the contract: negative amount
+        r#"{"transaction_id": "t5", "user_id": "u1", "amount": -3, "timestamp": "2026-01-01T00:01:01"}"#,
+        // 6: breaks the contract: no user
+        r#"{"transaction_id": "t6", "amount": 3, "timestamp": "2026-01-01T00:01:02"}"#,
+        // 7: late: 45 s behind the watermark (newest event time 00:01:00 minus 5 s)
+        r#"{"transaction_id": "t7", "user_id": "u1", "amount": 7, "timestamp": "2026-01-01T00:00:10"}"#,
+        // 8: on time: within the 5 s bound
+        r#"{"transaction_id": "t8", "user_id": "u2", "amount": 8, "timestamp": "2026-01-01T00:00:57"}"#,
+    ];
+    std::fs::write(&input, lines.join("\n") + "\n").expect("write");
+    let path = dir.path().join("p.sql");
+    let sql = PIPELINE.replace("PATH", &input.to_string_lossy());
+    let p = parse(&path, &sql).expect("parse");
+    let roles = [
+        ("transactions".to_string(), Role::Source),
+        ("scored".to_string(), Role::Sink),
+        ("dead".to_string(), Role::Sink),
+    ]
+    .into_iter()
+    .collect();
+    let df = txguard_engine::stream::plan(&p, &roles, &Vec::new())
+        .await
+        .expect("plan");
+    let (scored, dead) = (Collect::default(), Collect::default());
+    let metrics = Arc::new(Metrics::for_dataflow(&df));
+    let source = FileSource::open(&input, 3).expect("open");
+    run(
+        df,
+        Connections {
+            sources: vec![("transactions".into(), Box::new(source))],
+            sinks: vec![Box::new(scored.clone()), Box::new(dead.clone())],
+        },
+        RunOptions::default(),
+        metrics.clone(),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await
+    .expect("run");
+
+    let at = |l: usize| format!("{}:{l}", input.display());
+    let dead = dead.dead();
+    let find = |pos: &str| {
+        dead.iter()
+            .find(|(p, _, _)| p == pos)
+            .unwrap_or_else(|| panic!("no dead letter at {pos}: {dead:?}"))
+            .clone()
+    };
+    let (_, why, raw) = find(&at(4));
+    assert!(why.contains("not valid JSON"), "{why}");
+    assert_eq!(raw, lines[3], "the raw payload is kept");
+    let (_, why, _) = find(&at(5));
+    assert!(why.contains("amount must be a finite number >= 0, got -3"), "{why}");
+    let (_, why, _) = find(&at(6));
+    assert!(why.contains("required field user_id is missing"), "{why}");
+    let (_, why, raw) = find("transaction_id t7");
+    assert!(
+        why.starts_with("late by 45000 ms: event time 2026-01-01T00:00:10.000000Z is behind the watermark 2026-01-01T00:00:55.000000Z"),
+        "{why}"
+    );
+    assert!(raw.contains("\"transaction_id\":\"t7\""), "the late row as JSON: {raw}");
+    assert_eq!(dead.len(), 4, "{dead:?}");
+    assert_eq!(scored.rows(), 4, "t1, t2, t3 and t8 are scored");
+
+    let m = metrics.source("transactions").expect("metrics");
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    assert_eq!(load(&m.messages_in), 8);
+    assert_eq!(load(&m.dead), 3);
+    assert_eq!(load(&m.late), 1);
+    assert_eq!(load(&m.released), 4);
+    assert_eq!(
+        load(&m.messages_in),
+        load(&m.released) + load(&m.dead) + load(&m.late),
+        "in = out + dead + late"
+    );
+}
