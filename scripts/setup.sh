@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests and benchmarks need beyond the Rust toolchain: the Python packages
-# in requirements-dev.txt (scikit-learn for parity tests). Idempotent and quiet when done.
+# in requirements-dev.txt (scikit-learn for parity tests, deltalake to read back the Delta tables). Idempotent and quiet when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

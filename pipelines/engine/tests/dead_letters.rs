@@ -28,7 +28,12 @@ impl Sink for Collect {
 
 impl Collect {
     fn rows(&self) -> usize {
-        self.0.lock().expect("lock").iter().map(|b| b.num_rows()).sum()
+        self.0
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|b| b.num_rows())
+            .sum()
     }
     /// (position, reason) of every dead letter.
     fn dead(&self) -> Vec<(String, String, String)> {
@@ -127,7 +132,10 @@ async fn malformed_contract_breaking_and_late_events_are_dead_letters_with_reaso
     assert!(why.contains("not valid JSON"), "{why}");
     assert_eq!(raw, lines[3], "the raw payload is kept");
     let (_, why, _) = find(&at(5));
-    assert!(why.contains("amount must be a finite number >= 0, got -3"), "{why}");
+    assert!(
+        why.contains("amount must be a finite number >= 0, got -3"),
+        "{why}"
+    );
     let (_, why, _) = find(&at(6));
     assert!(why.contains("required field user_id is missing"), "{why}");
     let (_, why, raw) = find("transaction_id t7");
@@ -135,7 +143,10 @@ async fn malformed_contract_breaking_and_late_events_are_dead_letters_with_reaso
         why.starts_with("late by 45000 ms: event time 2026-01-01T00:00:10.000000Z is behind the watermark 2026-01-01T00:00:55.000000Z"),
         "{why}"
     );
-    assert!(raw.contains("\"transaction_id\":\"t7\""), "the late row as JSON: {raw}");
+    assert!(
+        raw.contains("\"transaction_id\":\"t7\""),
+        "the late row as JSON: {raw}"
+    );
     assert_eq!(dead.len(), 4, "{dead:?}");
     assert_eq!(scored.rows(), 4, "t1, t2, t3 and t8 are scored");
 

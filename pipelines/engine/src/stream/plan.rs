@@ -172,7 +172,7 @@ impl Planner<'_> {
                     .position(|e| self.is_event_time(e, input, in_schema));
                 let label = format!(
                     "project {}",
-                    p.expr.iter().map(|e| e.schema_name().to_string()).collect::<Vec<_>>().join(", ")
+                    p.expr.iter().map(short_expr).collect::<Vec<_>>().join(", ")
                 );
                 Ok(self.add(Op::Project(exprs), Some(input), batch_schema(&p.schema), et, label))
             }
@@ -204,6 +204,7 @@ impl Planner<'_> {
         let in_schema = w.input.schema();
         let mut key: Option<Expr> = None;
         let mut aggs = Vec::new();
+        let mut shorts = Vec::new();
         let mut args: Vec<Arg> = Vec::new();
         for e in &w.window_expr {
             let Expr::WindowFunction(wf) = strip_alias(e) else {
@@ -296,6 +297,16 @@ impl Planner<'_> {
                 args.push(Arg::Expr(self.phys(a, in_schema)?));
                 2 + args.len() - 1
             };
+            let arg_text = if func == OverFn::CountRows {
+                "*".to_string()
+            } else {
+                params.args.first().map(short_expr).unwrap_or_default()
+            };
+            shorts.push(if func == OverFn::Lag {
+                format!("lag({arg_text})")
+            } else {
+                format!("{fname}({arg_text}) {}", duration(range_micros))
+            });
             aggs.push(OverAgg {
                 name,
                 func,
@@ -319,12 +330,10 @@ impl Planner<'_> {
         let ts = self.nodes[input].et.unwrap_or(0);
         let evict_every = aggs.iter().map(|a| a.range_micros).max().unwrap_or(0) / 8;
         let label = format!(
-            "OVER (PARTITION BY {key} ORDER BY {}) {}",
+            "OVER (PARTITION BY {} ORDER BY {}): {}",
+            short_expr(&key),
             in_schema.field(ts).name(),
-            aggs.iter()
-                .map(|a| a.name.clone())
-                .collect::<Vec<_>>()
-                .join(", ")
+            shorts.join(", ")
         );
         let et = self.nodes[input].et;
         Ok(self.add(
@@ -464,16 +473,24 @@ impl Planner<'_> {
         }
         let st = state_schema(args.len());
         let agg = WindowAggregate::new(&st, kind, 0, 1, aggs).map_err(|e| self.err(e))?;
+        let what = match kind {
+            WindowKind::Tumble { width } => format!("TUMBLE({})", duration(width)),
+            WindowKind::Hop { slide, width } => {
+                format!("HOP({}, {})", duration(slide), duration(width))
+            }
+            WindowKind::Session { gap } => format!("SESSION({})", duration(gap)),
+        };
         let label = format!(
-            "{kind:?} GROUP BY {} → {}",
+            "{what} GROUP BY {}: {}",
             a.group_expr
                 .iter()
-                .map(|e| e.schema_name().to_string())
+                .filter(|g| !matches!(strip_alias(g), Expr::ScalarFunction(_)))
+                .map(short_expr)
                 .collect::<Vec<_>>()
                 .join(", "),
             a.aggr_expr
                 .iter()
-                .map(|e| e.schema_name().to_string())
+                .map(short_expr)
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -519,6 +536,31 @@ impl Planner<'_> {
             .map_err(|e| self.err(e))?;
         Ok(())
     }
+}
+
+/// An expression for the dataflow graph: its output name without table qualifiers.
+fn short_expr(e: &Expr) -> String {
+    let s = match e {
+        Expr::Column(c) => c.name.clone(),
+        Expr::Alias(a) => a.name.clone(),
+        other => other.schema_name().to_string(),
+    };
+    s.replace("count(Int64(1))", "count(*)")
+}
+
+/// Microseconds as a short duration: 1h, 24h, 10m, 5s, 250ms.
+fn duration(us: i64) -> String {
+    for (unit, n) in [
+        ("d", 86_400_000_000),
+        ("h", 3_600_000_000),
+        ("m", 60_000_000),
+        ("s", 1_000_000),
+    ] {
+        if us >= n && us % n == 0 {
+            return format!("{}{unit}", us / n);
+        }
+    }
+    format!("{}ms", us / 1000)
 }
 
 fn strip_alias(e: &Expr) -> &Expr {

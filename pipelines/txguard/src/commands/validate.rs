@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use txguard_engine::sql::{Pipeline, PlanningFunctions, check, parse, role_of};
+use txguard_engine::sql::{Pipeline, PlanningFunctions, check, role_of};
 
 use crate::commands::model::load;
 
@@ -18,6 +18,9 @@ pub struct ValidateArgs {
     /// A model for the iforest_* functions: `path` (model `default`) or `name=path`; repeatable.
     #[arg(long = "model", value_name = "[NAME=]PATH")]
     pub models: Vec<String>,
+    /// Override a table option (`table.option=value`), as `txguard run` would; repeatable.
+    #[arg(long = "set", value_name = "TABLE.OPTION=VALUE")]
+    pub sets: Vec<String>,
 }
 
 /// Loads `[name=]path` model arguments as SQL functions.
@@ -48,13 +51,12 @@ fn inputs(p: &Pipeline, sql: &str) -> Vec<String> {
 }
 
 pub fn run(args: ValidateArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&args.pipeline)
-        .with_context(|| format!("reading {}", args.pipeline.display()))?;
-    let p = parse(&args.pipeline, &text)?;
+    let p = crate::commands::pipeline::load(&args.pipeline, &args.sets)?;
     let functions = model_functions(&args.models)?;
     let connectors = txguard_connectors::specs();
     let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
     rt.block_on(check(&p, &connectors, &functions))?;
+    let df = rt.block_on(crate::commands::pipeline::plan(&p, &functions))?;
 
     println!("{}: valid", args.pipeline.display());
     for t in &p.tables {
@@ -90,6 +92,10 @@ pub fn run(args: ValidateArgs) -> Result<()> {
             inputs(&p, &i.query).join(", "),
             i.loc.line
         );
+    }
+    println!("dataflow (each operator under its input):");
+    for line in df.describe().lines() {
+        println!("  {line}");
     }
     Ok(())
 }

@@ -1,0 +1,230 @@
+//! The default pipeline end to end, as a user runs it: `txguard train --pipeline` fits a model
+//! on the pipeline's own feature view, `txguard run` runs `sql/pipeline.sql` in a fresh
+//! directory, and the Delta tables it writes under `./data` are read back by an independent
+//! reader (delta-rs's Python package, installed by scripts/setup.sh) with the expected row
+//! counts and columns.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn txguard(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_txguard"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run txguard");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn read_tables(data: &Path) -> serde_json::Value {
+    let py = std::env::var("TXGUARD_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(py)
+        .arg(repo().join("pipelines/txguard/tests/delta/read_tables.py"))
+        .arg(data)
+        .output()
+        .expect("python3 (run scripts/setup.sh for the deltalake package)");
+    assert!(
+        out.status.success(),
+        "reader failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+fn columns(v: &serde_json::Value) -> Vec<String> {
+    v["columns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .map(|c| c[0].as_str().expect("name").to_string())
+        .collect()
+}
+
+#[test]
+fn default_pipeline_writes_delta_tables_an_independent_reader_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = repo().join("sql/pipeline.sql");
+    let pipeline = pipeline.to_str().expect("utf8");
+    let model = dir.path().join("model.json");
+    let model = model.to_str().expect("utf8");
+
+    // Train on the pipeline's own features (another seed than the run's).
+    let (ok, _, err) = txguard(
+        dir.path(),
+        &[
+            "train",
+            "--pipeline",
+            pipeline,
+            "--set",
+            "transactions.count=30000",
+            "--set",
+            "transactions.seed=11",
+            "--contamination",
+            "0.01",
+            "-o",
+            model,
+        ],
+    );
+    assert!(ok, "train failed:\n{err}");
+    assert!(err.contains("label is_fraud"), "{err}");
+
+    let n = 20_000;
+    let (ok, _, err) = txguard(
+        dir.path(),
+        &[
+            "run",
+            pipeline,
+            "--model",
+            model,
+            "--set",
+            &format!("transactions.count={n}"),
+            "--checkpoint-interval",
+            "100ms",
+            "--quiet",
+        ],
+    );
+    assert!(ok, "run failed:\n{err}");
+    assert!(
+        err.contains("sink transactions_scored: 20000 rows")
+            && err.contains("-> ./data/transactions_scored"),
+        "the run says what it wrote where:\n{err}"
+    );
+
+    let t = read_tables(&dir.path().join("data"));
+    let scored = &t["transactions_scored"];
+    assert_eq!(scored["rows"], n, "{t}");
+    assert_eq!(scored["distinct_ids"], n, "every transaction exactly once");
+    assert_eq!(scored["null_scores"], 0);
+    assert_eq!(scored["bad_scores"], 0, "scores in (0, 1]");
+    assert_eq!(scored["versions"], 1);
+    assert!(
+        scored["version"].as_i64().expect("version") >= 2,
+        "several epochs: {t}"
+    );
+    let flagged = scored["flagged"].as_i64().expect("flagged");
+    assert!(
+        flagged > 0 && flagged < n / 10,
+        "about 1% flagged: {flagged}"
+    );
+    assert!(
+        scored["fraud"].as_i64().expect("fraud") > 0,
+        "labelled fraud is generated"
+    );
+    assert_eq!(
+        columns(scored),
+        [
+            "transaction_id",
+            "user_id",
+            "ts",
+            "amount",
+            "merchant",
+            "category",
+            "location",
+            "channel",
+            "is_fraud",
+            "log_amount",
+            "tx_count_1h",
+            "tx_count_24h",
+            "amount_mean_24h",
+            "amount_std_24h",
+            "amount_zscore",
+            "amount_to_mean",
+            "seconds_since_prev",
+            "km_from_prev",
+            "speed_kmh",
+            "hour_of_day",
+            "score",
+            "is_anomaly",
+            "model_version"
+        ]
+    );
+    let anomalies = &t["anomalies"];
+    assert_eq!(anomalies["rows"], flagged, "anomalies = the flagged rows");
+    assert_eq!(anomalies["distinct_ids"], flagged);
+    let stats = &t["user_window_stats"];
+    assert_eq!(
+        stats["tx_total"], n,
+        "every transaction in one 1-minute window"
+    );
+    assert_eq!(stats["anomalies_total"], flagged);
+    assert_eq!(stats["bad_windows"], 0);
+    assert_eq!(
+        columns(stats),
+        [
+            "user_id",
+            "window_start",
+            "window_end",
+            "tx_count",
+            "amount_sum",
+            "amount_max",
+            "anomalies"
+        ]
+    );
+    assert_eq!(t["dead_letters"]["rows"], 0);
+    assert_eq!(
+        columns(&t["dead_letters"]),
+        ["source", "position", "reason", "raw", "received_at"]
+    );
+}
+
+#[test]
+fn validate_prints_the_dataflow_and_bad_overrides_name_the_option() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = repo().join("sql/pipeline.sql");
+    let pipeline = pipeline.to_str().expect("utf8");
+    let model = repo().join("models/default.json");
+    let model = model.to_str().expect("utf8");
+    let (ok, out, err) = txguard(dir.path(), &["validate", pipeline, "--model", model]);
+    assert!(ok, "{err}");
+    assert!(out.contains("source transactions (generator)"), "{out}");
+    assert!(
+        out.contains(
+            "OVER (PARTITION BY user_id ORDER BY ts): count(*) 1h, count(*) 1d, avg(amount) 1d"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("TUMBLE(1m) GROUP BY user_id: count(*)"),
+        "{out}"
+    );
+    assert!(out.contains("sink user_window_stats (delta)"), "{out}");
+
+    let (ok, _, err) = txguard(
+        dir.path(),
+        &[
+            "run",
+            pipeline,
+            "--model",
+            model,
+            "--set",
+            "transactions.user=5",
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("connector generator has no option user (did you mean users?)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("pipeline.sql:"),
+        "names the file and line: {err}"
+    );
+    let (ok, _, err) = txguard(
+        dir.path(),
+        &["run", pipeline, "--model", model, "--set", "nope"],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("--set nope: expected table.option=value"),
+        "{err}"
+    );
+}
