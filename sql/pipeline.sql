@@ -127,16 +127,17 @@ FROM (
     FROM history
 );
 
+-- Score once; `score > iforest_threshold()` is exactly iforest_is_anomaly(...) without scoring
+-- the row a second time.
 CREATE VIEW scored AS
-SELECT *,
-    iforest_score(log_amount, tx_count_1h, tx_count_24h, amount_mean_24h, amount_std_24h,
-        amount_zscore, amount_to_mean, seconds_since_prev, km_from_prev, speed_kmh,
-        hour_of_day) AS score,
-    iforest_is_anomaly(log_amount, tx_count_1h, tx_count_24h, amount_mean_24h, amount_std_24h,
-        amount_zscore, amount_to_mean, seconds_since_prev, km_from_prev, speed_kmh,
-        hour_of_day) AS is_anomaly,
-    iforest_model_version() AS model_version
-FROM features;
+SELECT *, score > iforest_threshold() AS is_anomaly, iforest_model_version() AS model_version
+FROM (
+    SELECT *,
+        iforest_score(log_amount, tx_count_1h, tx_count_24h, amount_mean_24h, amount_std_24h,
+            amount_zscore, amount_to_mean, seconds_since_prev, km_from_prev, speed_kmh,
+            hour_of_day) AS score
+    FROM features
+);
 
 INSERT INTO transactions_scored SELECT * FROM scored;
 

@@ -191,7 +191,13 @@ impl OverWindows {
             let mut lags: Vec<Vec<Option<f64>>> = Vec::with_capacity(end - start);
             for r in start..end {
                 let key = if keys.is_null(r) { "" } else { keys.value(r) };
-                let st = self.state.entry(key.to_string()).or_default();
+                // Look up without allocating; only a new key pays for its String.
+                if !self.state.contains_key(key) {
+                    self.state.insert(key.to_string(), KeyState::default());
+                }
+                let Some(st) = self.state.get_mut(key) else {
+                    continue;
+                };
                 let horizon = t.saturating_sub(self.max_range);
                 while st.rows.front().is_some_and(|(rt, _)| *rt < horizon) {
                     st.rows.pop_front();

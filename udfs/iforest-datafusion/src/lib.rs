@@ -1,6 +1,6 @@
 //! The isolation forest as DataFusion scalar functions over Arrow arrays.
 //!
-//! For a model registered under `name`, four functions exist (`NAME_SUFFIX` is empty for the
+//! For a model registered under `name`, five functions exist (`NAME_SUFFIX` is empty for the
 //! model named `default`, else `_name`):
 //!
 //! * `iforest_score{SUFFIX}(f1, …, fn)` → `DOUBLE`, the anomaly score in (0, 1], higher = more
@@ -8,7 +8,10 @@
 //! * `iforest_is_anomaly{SUFFIX}(f1, …, fn)` → `BOOLEAN`, scikit-learn's `predict == -1`;
 //! * `iforest_decision{SUFFIX}(f1, …, fn)` → `DOUBLE`, scikit-learn's `decision_function`
 //!   (negative = anomaly; `iforest_decision(…) < 0` is the spelling that also runs on Arroyo);
-//! * `iforest_model_version{SUFFIX}()` → `VARCHAR`, the model's content hash.
+//! * `iforest_model_version{SUFFIX}()` → `VARCHAR`, the model's content hash;
+//! * `iforest_threshold{SUFFIX}()` → `DOUBLE`, the score above which a row is an anomaly
+//!   (−`offset_`): `iforest_score(…) > iforest_threshold()` is exactly `iforest_is_anomaly(…)`
+//!   but scores each row once when both the score and the flag are wanted.
 //!
 //! Arguments are the model's features in order; any numeric type is accepted (Float32 is
 //! scored without widening). The wrong number or a non-numeric argument fails at planning
@@ -47,6 +50,7 @@ enum Kind {
     Decision,
     IsAnomaly,
     Version,
+    Threshold,
 }
 
 /// One of the forest functions bound to one model.
@@ -82,14 +86,14 @@ pub fn function_name(base: &str, model: &str) -> String {
     }
 }
 
-/// The four functions for `forest` registered as model `model`.
+/// The five functions for `forest` registered as model `model`.
 pub fn forest_udfs(model: &str, forest: Arc<Forest>) -> Result<Vec<ScalarUDF>, UdfError> {
     if !txguard_iforest::arroyo::valid_function_name(model) {
         return Err(UdfError::BadName(model.to_string()));
     }
     let make = |base: &str, kind: Kind| {
         let signature = match kind {
-            Kind::Version => Signature::exact(vec![], Volatility::Immutable),
+            Kind::Version | Kind::Threshold => Signature::exact(vec![], Volatility::Immutable),
             _ => Signature::user_defined(Volatility::Immutable),
         };
         ScalarUDF::new_from_impl(ForestUdf {
@@ -105,6 +109,7 @@ pub fn forest_udfs(model: &str, forest: Arc<Forest>) -> Result<Vec<ScalarUDF>, U
         make("iforest_is_anomaly", Kind::IsAnomaly),
         make("iforest_decision", Kind::Decision),
         make("iforest_model_version", Kind::Version),
+        make("iforest_threshold", Kind::Threshold),
     ])
 }
 
@@ -144,7 +149,7 @@ impl ScalarUDFImpl for ForestUdf {
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
         Ok(match self.kind {
-            Kind::Score | Kind::Decision => DataType::Float64,
+            Kind::Score | Kind::Decision | Kind::Threshold => DataType::Float64,
             Kind::IsAnomaly => DataType::Boolean,
             Kind::Version => DataType::Utf8,
         })
@@ -180,10 +185,20 @@ impl ScalarUDFImpl for ForestUdf {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        if self.kind == Kind::Version {
-            return Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
-                self.forest.version().to_string(),
-            ))));
+        match self.kind {
+            Kind::Version => {
+                return Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+                    self.forest.version().to_string(),
+                ))));
+            }
+            // anomaly ⇔ decision < 0 ⇔ -score - offset < 0 ⇔ score > -offset, exactly
+            // (negation is exact in floating point).
+            Kind::Threshold => {
+                return Ok(ColumnarValue::Scalar(ScalarValue::Float64(Some(
+                    -self.forest.offset(),
+                ))));
+            }
+            _ => {}
         }
         let n = args.number_rows;
         let arrays = if args.args.is_empty() {

@@ -70,7 +70,9 @@ async fn scores_match_the_forest_and_follow_the_null_policy() {
         "SELECT id, amount, count_1h, speed, iforest_score(amount, count_1h, speed) AS s, \
          iforest_is_anomaly(amount, count_1h, speed) AS flag, \
          iforest_score_v2(amount, count_1h, speed) AS s2, \
-         iforest_decision(amount, count_1h, speed) AS d FROM t ORDER BY id",
+         iforest_decision(amount, count_1h, speed) AS d, \
+         iforest_score(amount, count_1h, speed) > iforest_threshold() AS cheap_flag \
+         FROM t ORDER BY id",
     )
     .await;
     let batch = &batches[0];
@@ -98,8 +100,18 @@ async fn scores_match_the_forest_and_follow_the_null_policy() {
         .as_any()
         .downcast_ref::<BooleanArray>()
         .expect("bool");
+    let cheap_flag = batch
+        .column(8)
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .expect("bool");
     for r in 0..batch.num_rows() {
         let row = [amount.value(r), count.value(r), speed.value(r)];
+        assert_eq!(
+            cheap_flag.is_null(r),
+            flag.is_null(r),
+            "score > iforest_threshold() is NULL exactly where the flag is"
+        );
         let valid = !amount.is_null(r) && row.iter().all(|v| v.is_finite());
         match (a.score_row(&row), valid) {
             (Some(want), true) => {
@@ -107,6 +119,7 @@ async fn scores_match_the_forest_and_follow_the_null_policy() {
                 assert_eq!(flag.value(r), want.is_anomaly(), "row {r}");
                 assert_eq!(d.value(r), want.decision, "row {r}");
                 assert_eq!(d.value(r) < 0.0, flag.value(r), "row {r}");
+                assert_eq!(cheap_flag.value(r), flag.value(r), "row {r}");
                 assert_eq!(s2.value(r), b.score_row(&row).expect("v2").anomaly_score());
                 assert!(s.value(r) > 0.0 && s.value(r) <= 1.0);
             }
