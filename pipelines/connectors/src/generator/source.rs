@@ -71,7 +71,7 @@ pub struct GeneratorSource {
 
 enum Mode {
     Paced {
-        generator: Generator,
+        generator: Box<Generator>,
         rate: f64,
         started: Option<Instant>,
         buf: Vec<Generated>,
@@ -87,7 +87,7 @@ impl GeneratorSource {
         let emitted = Arc::new(AtomicU64::new(0));
         let mode = match pace {
             Some(rate) => Mode::Paced {
-                generator,
+                generator: Box::new(generator),
                 rate,
                 started: None,
                 buf: Vec::new(),
