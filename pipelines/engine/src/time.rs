@@ -173,3 +173,46 @@ impl EventTimeBuffer {
         Ok(Some(out))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::TimestampMicrosecondArray;
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+    use super::*;
+
+    fn batch(ts: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            false,
+        )]));
+        RecordBatch::try_new(
+            schema,
+            vec![Arc::new(TimestampMicrosecondArray::from(ts.to_vec()))],
+        )
+        .expect("batch")
+    }
+
+    #[test]
+    fn an_idle_source_releases_what_it_holds() {
+        let mut b = EventTimeBuffer::new(batch(&[]).schema(), 0, 5_000_000);
+        assert!(
+            b.push(batch(&[1_000_000, 9_000_000, 10_000_000]))
+                .expect("push")
+                .is_none()
+        );
+        // Watermark 5 s: only the first row is complete.
+        assert_eq!(b.release().expect("release").map(|r| r.num_rows()), Some(1));
+        assert_eq!(b.len(), 2);
+        // Nothing more arrives: going idle moves the watermark to the newest event time.
+        assert_eq!(b.mark_idle().expect("idle").map(|r| r.num_rows()), Some(1));
+        assert_eq!(b.watermark(), Some(10_000_000));
+        // A row before the raised watermark is late now; the newest one is still held.
+        let late = b.push(batch(&[9_500_000])).expect("push").expect("late");
+        assert_eq!(late.rows.num_rows(), 1);
+        assert_eq!(b.flush().expect("flush").map(|r| r.num_rows()), Some(1));
+    }
+}

@@ -228,3 +228,58 @@ fn validate_prints_the_dataflow_and_bad_overrides_name_the_option() {
         "{err}"
     );
 }
+
+#[test]
+fn ctrl_c_drains_and_commits_an_endless_paced_source() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = repo().join("sql/pipeline.sql");
+    let model = repo().join("models/default.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_txguard"))
+        .args([
+            "run",
+            pipeline.to_str().expect("utf8"),
+            "--model",
+            model.to_str().expect("utf8"),
+            "--set",
+            "transactions.count=1000000000",
+            "--set",
+            "transactions.rate=2000",
+            "--checkpoint-interval",
+            "200ms",
+            "--quiet",
+        ])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Wait until the first commit landed, then interrupt.
+    let log = dir.path().join("data/transactions_scored/_delta_log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_dir(&log).map_or(0, |d| d.count()) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no commit within 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "a clean stop exits 0:\n{err}");
+    assert!(err.contains("stopping: draining"), "{err}");
+    let t = read_tables(&dir.path().join("data"));
+    let rows = t["transactions_scored"]["rows"].as_i64().expect("rows");
+    assert!(rows > 0, "{t}");
+    assert!(
+        err.contains(&format!("sink transactions_scored: {rows} rows")),
+        "everything processed was committed ({rows} rows in the table):\n{err}"
+    );
+    assert_eq!(
+        t["user_window_stats"]["tx_total"], rows,
+        "open windows were closed"
+    );
+}

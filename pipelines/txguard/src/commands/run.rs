@@ -99,6 +99,9 @@ async fn run_async(args: RunArgs) -> Result<()> {
             (first - start) as f64 / 1000.0
         );
     }
+    if let Some(kib) = peak_rss_kib() {
+        eprintln!("peak memory (RSS) {:.0} MB", kib as f64 / 1024.0);
+    }
     for s in &metrics.sources {
         let rows = s.rows.load(Ordering::Relaxed);
         let dead = s.dead.load(Ordering::Relaxed);
@@ -128,4 +131,13 @@ async fn run_async(args: RunArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), in KiB.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
