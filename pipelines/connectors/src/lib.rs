@@ -1,6 +1,6 @@
 //! txguard's connectors, one folder per connector with its options, code and tests:
 //! [`generator`] (synthetic transactions with labelled fraud), [`file`] (JSON-lines replay),
-//! [`delta`] (Delta Lake tables) and [`stdout`]. [`open_source`] and [`open_sink`] build the
+//! [`delta`] (Delta Lake tables, written or replayed) and [`stdout`]. [`open_source`] and [`open_sink`] build the
 //! connector a pipeline table declares. Kafka and Postgres follow.
 
 pub mod delta;
@@ -18,8 +18,9 @@ pub fn specs() -> Vec<ConnectorSpec> {
 }
 
 /// The source a source table declares.
-pub fn open_source(table: &TableDef) -> Result<Box<dyn Source>, ConnectorError> {
+pub async fn open_source(table: &TableDef) -> Result<Box<dyn Source>, ConnectorError> {
     match table.connector.as_str() {
+        "delta" => Ok(Box::new(delta::DeltaSource::open(table).await?)),
         "generator" => Ok(Box::new(generator::GeneratorSource::from_table(table)?)),
         "file" => Ok(Box::new(
             file::FileSource::from_table(table).map_err(|e| ConnectorError::new(&table.name, e))?,

@@ -170,6 +170,29 @@ fn default_pipeline_writes_delta_tables_an_independent_reader_reads() {
         ]
     );
     assert_eq!(t["dead_letters"]["rows"], 0);
+
+    // The scored table is a history to train on: replay it through the same features.
+    let (ok, _, err) = txguard(
+        dir.path(),
+        &[
+            "train",
+            "--pipeline",
+            pipeline,
+            "--set",
+            "transactions.connector=delta",
+            "--set",
+            "transactions.type=source",
+            "--set",
+            "transactions.path=./data/transactions_scored",
+            "-o",
+            "from_delta.json",
+        ],
+    );
+    assert!(ok, "train from Delta failed:\n{err}");
+    assert!(
+        err.contains(&format!("trained 100 trees on {n} rows")),
+        "{err}"
+    );
     assert_eq!(
         columns(&t["dead_letters"]),
         ["source", "position", "reason", "raw", "received_at"]

@@ -18,10 +18,11 @@ use futures::future::BoxFuture;
 use txguard_engine::connector::{ConnectorError, Sink};
 use txguard_engine::sql::{ConnectorSpec, OptionKind, OptionSpec, Role, TableDef};
 
-/// `connector = 'delta'`.
+/// `connector = 'delta'`: a sink (the default) or, with `type = 'source'`, a replay of a
+/// local table's rows (its current version) through the event-contract decoder.
 pub const SPEC: ConnectorSpec = ConnectorSpec {
     name: "delta",
-    roles: &[Role::Sink],
+    roles: &[Role::Sink, Role::Source],
     options: &[
         OptionSpec {
             key: "path",
@@ -35,8 +36,103 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
             required: false,
             help: "parquet (the only format of Delta tables; accepted for Arroyo compatibility)",
         },
+        OptionSpec {
+            key: "batch_rows",
+            kind: OptionKind::Integer,
+            required: false,
+            help: "as a source: rows per batch (default 8192)",
+        },
     ],
 };
+
+/// A Delta table as a source: the Parquet files of its current version, oldest first, each
+/// replayed like a `file` source (same decoder, dead letters at `file row N`). Local tables.
+pub struct DeltaSource {
+    files: std::collections::VecDeque<std::path::PathBuf>,
+    current: Option<crate::file::FileSource>,
+    batch_rows: usize,
+    label: String,
+}
+
+impl DeltaSource {
+    pub async fn open(table: &TableDef) -> Result<Self, ConnectorError> {
+        let location = table
+            .option("path")
+            .map(|o| o.value.as_text())
+            .ok_or_else(|| ConnectorError::new(&table.name, "needs option path"))?;
+        let err = |e: &dyn std::fmt::Display| delta_err(&table.name, &location, e);
+        let url = deltalake::ensure_table_uri(&location).map_err(|e| err(&e))?;
+        let mut t = DeltaTable::try_from_url(url).await.map_err(|e| err(&e))?;
+        t.load().await.map_err(|e| err(&e))?;
+        let mut files = std::collections::VecDeque::new();
+        for uri in t.get_file_uris().map_err(|e| err(&e))? {
+            // Local tables list plain paths; file:// URLs are local too; others are remote.
+            let path = match url::Url::parse(&uri) {
+                Ok(u) if u.scheme() == "file" => u.to_file_path().ok(),
+                Ok(u) if u.scheme().len() > 1 => None,
+                _ => Some(std::path::PathBuf::from(&uri)),
+            }
+            .ok_or_else(|| err(&format!("{uri}: only local tables can be read as a source")))?;
+            files.push_back(path);
+        }
+        // The log lists files in no useful order; files written later hold later events
+        // (the sink commits in event-time order), so replay by modification time.
+        let mut timed: Vec<(std::time::SystemTime, std::path::PathBuf)> = files
+            .into_iter()
+            .map(|f| {
+                let t = std::fs::metadata(&f)
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+                (t, f)
+            })
+            .collect();
+        timed.sort();
+        let files = timed.into_iter().map(|(_, f)| f).collect();
+        let batch_rows = table
+            .option("batch_rows")
+            .and_then(|o| o.value.as_text().parse().ok())
+            .unwrap_or(8192);
+        Ok(DeltaSource {
+            files,
+            current: None,
+            batch_rows,
+            label: location,
+        })
+    }
+}
+
+impl txguard_engine::connector::Source for DeltaSource {
+    fn schema(&self) -> arrow::datatypes::SchemaRef {
+        txguard_engine::event::transaction_schema()
+    }
+
+    fn poll(&mut self, max_rows: usize) -> Result<txguard_engine::connector::Poll, ConnectorError> {
+        loop {
+            if self.current.is_none() {
+                let Some(f) = self.files.pop_front() else {
+                    return Ok(txguard_engine::connector::Poll::End);
+                };
+                self.current = Some(
+                    crate::file::FileSource::open_as(&f, self.batch_rows, true)
+                        .map_err(|e| ConnectorError::new(&self.label, e))?,
+                );
+            }
+            if let Some(cur) = self.current.as_mut() {
+                match cur.poll(max_rows)? {
+                    txguard_engine::connector::Poll::End => self.current = None,
+                    other => return Ok(other),
+                }
+            }
+        }
+    }
+
+    fn position(&self) -> String {
+        match &self.current {
+            Some(c) => c.position(),
+            None => format!("{} ({} files left)", self.label, self.files.len()),
+        }
+    }
+}
 
 /// Appends to one Delta table.
 pub struct DeltaSink {

@@ -17,11 +17,19 @@ use txguard_engine::sql::{
 };
 use txguard_engine::stream::{DEAD_LETTERS, Dataflow};
 
-/// Reads and parses `path`, then applies `--set table.option=value` overrides.
+/// Reads and parses `path`, then applies `--set table.option=value` overrides. Setting
+/// `table.connector` drops the table's other options (they belonged to the old connector).
 pub fn load(path: &Path, sets: &[String]) -> Result<Pipeline> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut p = parse(path, &text)?;
+    // A new connector starts with none of the old one's options: apply those sets first.
+    let mut sets: Vec<&String> = sets.iter().collect();
+    sets.sort_by_key(|s| {
+        !s.split('=')
+            .next()
+            .is_some_and(|k| k.ends_with(".connector"))
+    });
     for s in sets {
         let Some((key, value)) = s.split_once('=') else {
             bail!("--set {s}: expected table.option=value, e.g. --set transactions.count=100000");
@@ -42,6 +50,7 @@ pub fn load(path: &Path, sets: &[String]) -> Result<Pipeline> {
         };
         if option == "connector" {
             t.connector = value.to_string();
+            t.options.retain(|o| o.key == "connector");
         }
         let value = OptionValue::Text(value.to_string());
         match t.options.iter_mut().find(|o| o.key == option) {
@@ -89,7 +98,7 @@ pub async fn connect(
         let t = p
             .table(&s.name)
             .with_context(|| format!("no table {}", s.name))?;
-        sources.push((s.name.clone(), txguard_connectors::open_source(t)?));
+        sources.push((s.name.clone(), txguard_connectors::open_source(t).await?));
     }
     let mut sinks = Vec::new();
     extra.reverse();

@@ -122,13 +122,25 @@ pub async fn train(args: TrainArgs) -> Result<()> {
         df,
         conns,
         RunOptions::default(),
-        metrics,
+        metrics.clone(),
         Arc::new(AtomicBool::new(false)),
     )
     .await;
     let _ = handle.await;
     pb.finish_and_clear();
     result?;
+    for s in &metrics.sources {
+        let (dead, late) = (
+            s.dead.load(std::sync::atomic::Ordering::Relaxed),
+            s.late.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        if dead + late > 0 {
+            tracing::warn!(
+                "source {}: {dead} rejected and {late} late events are not in the training set",
+                s.name
+            );
+        }
+    }
 
     let batches = std::mem::take(&mut *rows.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
     let nf = features.len();
