@@ -90,6 +90,7 @@ fn default_pipeline_writes_delta_tables_an_independent_reader_reads() {
             "--checkpoint-interval",
             "100ms",
             "--quiet",
+            "--no-ui",
         ],
     );
     assert!(ok, "run failed:\n{err}");
@@ -270,6 +271,7 @@ fn ctrl_c_drains_and_commits_an_endless_paced_source() {
             "--checkpoint-interval",
             "200ms",
             "--quiet",
+            "--no-ui",
         ])
         .current_dir(dir.path())
         .stderr(std::process::Stdio::piped())
@@ -305,4 +307,110 @@ fn ctrl_c_drains_and_commits_an_endless_paced_source() {
         t["user_window_stats"]["tx_total"], rows,
         "open windows were closed"
     );
+}
+
+/// `GET path` on `addr`; the status line and body.
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+#[test]
+fn web_ui_serves_the_page_status_and_prometheus_metrics_while_running() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = repo().join("sql/pipeline.sql");
+    let model = repo().join("models/default.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_txguard"))
+        .args([
+            "run",
+            pipeline.to_str().expect("utf8"),
+            "--model",
+            model.to_str().expect("utf8"),
+            "--set",
+            "transactions.count=1000000000",
+            "--set",
+            "transactions.rate=2000",
+            "--checkpoint-interval",
+            "200ms",
+            "--quiet",
+            "--ui",
+            "127.0.0.1:0",
+        ])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines.next().expect("a web UI line").expect("read");
+        if let Some(rest) = line.strip_prefix("web UI: http://") {
+            break rest.split('/').next().expect("addr").to_string();
+        }
+    };
+    // Let some events flow.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        let (code, body) = http_get(&addr, "/api/status");
+        assert!(code.contains("200"), "{code}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        if v["sinks"][0]["committed_rows"].as_u64().unwrap_or(0) > 0 {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no commit within 60 s: {v}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(status["running"], true);
+    assert_eq!(status["sources"][0]["name"], "transactions");
+    assert_eq!(status["sinks"][0]["table"], "transactions_scored");
+    assert_eq!(status["sinks"][0]["location"], "./data/transactions_scored");
+    assert!(
+        status["model_versions"][0]
+            .as_str()
+            .expect("model")
+            .starts_with("default ")
+    );
+
+    let (code, page) = http_get(&addr, "/");
+    assert!(code.contains("200"));
+    assert!(page.contains("<title>txguard</title>") && page.contains("/api/status"));
+
+    let (code, metrics) = http_get(&addr, "/metrics");
+    assert!(code.contains("200"));
+    assert!(
+        metrics.contains("# TYPE txguard_messages_recv_total counter"),
+        "{metrics}"
+    );
+    let recv: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("txguard_messages_recv_total{source=\"transactions\"} "))
+        .expect("transactions counter")
+        .parse()
+        .expect("number");
+    assert!(recv > 0.0, "{metrics}");
+    assert!(metrics.contains("txguard_sink_committed_rows_total{sink=\"anomalies\"}"));
+    assert!(metrics.contains("txguard_watermark_seconds{source=\"transactions\"} 17"));
+
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    for _ in lines.by_ref() {}
+    assert!(child.wait().expect("wait").success());
 }

@@ -38,6 +38,13 @@ pub struct RunArgs {
     /// No progress line (for logs and scripts).
     #[arg(long)]
     pub quiet: bool,
+    /// Where the web UI, JSON status (/api/status) and Prometheus metrics (/metrics) listen
+    /// (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR")]
+    pub ui: String,
+    /// Do not start the web UI.
+    #[arg(long, conflicts_with = "ui")]
+    pub no_ui: bool,
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -54,6 +61,35 @@ async fn run_async(args: RunArgs) -> Result<()> {
     let df = plan(&p, &functions).await?;
     let conns = connect(&p, &df, Vec::new()).await?;
     let metrics = Arc::new(Metrics::for_dataflow(&df));
+    if !args.no_ui {
+        let info = txguard_web::RunInfo {
+            pipeline: args.pipeline.display().to_string(),
+            model_versions: args
+                .models
+                .iter()
+                .filter_map(|m| {
+                    let (name, path) = m.split_once('=').unwrap_or(("default", m.as_str()));
+                    crate::commands::model::load(std::path::Path::new(path))
+                        .ok()
+                        .map(|f| format!("{name} {}", f.version()))
+                })
+                .collect(),
+            sink_locations: p
+                .tables
+                .iter()
+                .filter_map(|t| {
+                    t.option("path")
+                        .map(|o| (t.name.clone(), o.value.as_text()))
+                })
+                .collect(),
+        };
+        match txguard_web::serve(&args.ui, metrics.clone(), info).await {
+            Ok(addr) => eprintln!("web UI: http://{addr}/ (metrics: http://{addr}/metrics)"),
+            Err(e) => {
+                tracing::warn!("{e}; running without the web UI (choose another --ui address)")
+            }
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
