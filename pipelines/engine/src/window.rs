@@ -99,15 +99,35 @@ struct Session {
     acc: Acc,
 }
 
+/// Adds a row's values to the window `(end, key)`, opening it (from `start`) if new.
+fn add_to(
+    open: &mut BTreeMap<i64, HashMap<String, (i64, Acc)>>,
+    end: i64,
+    start: i64,
+    key: &str,
+    values: &[Option<f64>],
+) {
+    let windows = open.entry(end).or_default();
+    match windows.get_mut(key) {
+        Some((_, acc)) => acc.add(values),
+        None => {
+            let mut acc = Acc::new(values.len());
+            acc.add(values);
+            windows.insert(key.to_string(), (start, acc));
+        }
+    }
+}
+
 /// Windowed aggregation for one `GROUP BY key, <window>`.
 pub struct WindowAggregate {
     kind: WindowKind,
     key_col: usize,
     ts_col: usize,
     aggs: Vec<GroupAgg>,
-    /// Windows to emit once the watermark reaches their end: (end, key) -> (start, acc).
-    /// Tumble/hop windows live here from their first row; sessions once closed.
-    open: BTreeMap<(i64, String), (i64, Acc)>,
+    /// Windows to emit once the watermark reaches their end: end -> key -> (start, acc).
+    /// Tumble/hop windows live here from their first row; sessions once closed. (Two levels,
+    /// so a row of an open window is added without allocating its key.)
+    open: BTreeMap<i64, HashMap<String, (i64, Acc)>>,
     /// Session: key -> the key's open session.
     sessions: HashMap<String, Session>,
     out_schema: SchemaRef,
@@ -171,7 +191,7 @@ impl WindowAggregate {
 
     /// Windows (or sessions) still open.
     pub fn open_windows(&self) -> usize {
-        self.open.len() + self.sessions.len()
+        self.open.values().map(HashMap::len).sum::<usize>() + self.sessions.len()
     }
 
     /// Adds rows. Tumble and hop accept any order; sessions need event-time order (the
@@ -207,22 +227,14 @@ impl WindowAggregate {
             match self.kind {
                 WindowKind::Tumble { width } => {
                     let end = t.div_euclid(width) * width + width;
-                    self.open
-                        .entry((end, key.to_string()))
-                        .or_insert_with(|| (end - width, Acc::new(n_aggs)))
-                        .1
-                        .add(&values);
+                    add_to(&mut self.open, end, end - width, key, &values);
                 }
                 WindowKind::Hop { slide, width } => {
                     // Windows [s, s + width) with s a multiple of slide and s <= t < s + width.
                     let last_start = t.div_euclid(slide) * slide;
                     let mut s = last_start;
                     while s > t - width {
-                        self.open
-                            .entry((s + width, key.to_string()))
-                            .or_insert_with(|| (s, Acc::new(n_aggs)))
-                            .1
-                            .add(&values);
+                        add_to(&mut self.open, s + width, s, key, &values);
                         s -= slide;
                     }
                 }
@@ -246,7 +258,9 @@ impl WindowAggregate {
                             },
                         );
                         self.open
-                            .insert((done.last + gap, key.to_string()), (done.start, done.acc));
+                            .entry(done.last + gap)
+                            .or_default()
+                            .insert(key.to_string(), (done.start, done.acc));
                     }
                     let s = self
                         .sessions
@@ -272,13 +286,14 @@ impl WindowAggregate {
                 .collect();
             for k in done {
                 if let Some(s) = self.sessions.remove(&k) {
-                    self.open.insert((s.last + gap, k), (s.start, s.acc));
+                    self.open
+                        .entry(s.last + gap)
+                        .or_default()
+                        .insert(k, (s.start, s.acc));
                 }
             }
         }
-        let rest = self
-            .open
-            .split_off(&(watermark.saturating_add(1), String::new()));
+        let rest = self.open.split_off(&watermark.saturating_add(1));
         let ready = std::mem::replace(&mut self.open, rest);
         if ready.is_empty() {
             return Ok(None);
@@ -291,8 +306,18 @@ impl WindowAggregate {
         self.advance(i64::MAX)
     }
 
-    fn emit(&self, ready: BTreeMap<(i64, String), (i64, Acc)>) -> Result<RecordBatch, ArrowError> {
-        let n = ready.len();
+    fn emit(
+        &self,
+        ready: BTreeMap<i64, HashMap<String, (i64, Acc)>>,
+    ) -> Result<RecordBatch, ArrowError> {
+        // By end, then key: the same output for the same input, whatever the hashing.
+        let mut rows: Vec<(i64, String, (i64, Acc))> = Vec::new();
+        for (end, windows) in ready {
+            let mut w: Vec<(String, (i64, Acc))> = windows.into_iter().collect();
+            w.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            rows.extend(w.into_iter().map(|(k, v)| (end, k, v)));
+        }
+        let n = rows.len();
         let mut keys = StringBuilder::with_capacity(n, n * 8);
         let mut starts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
         let mut ends = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
@@ -304,7 +329,7 @@ impl WindowAggregate {
                 _ => (None, Some(Float64Builder::with_capacity(n))),
             })
             .collect();
-        for ((end, key), (start, acc)) in &ready {
+        for (end, key, (start, acc)) in &rows {
             keys.append_value(key);
             starts.append_value(*start);
             ends.append_value(*end);
