@@ -46,12 +46,14 @@ pub struct OverAgg {
     pub range_micros: i64,
 }
 
+/// One key's rows within the widest frame, flat (no allocation per row): `ts[i]` and the
+/// input values `vals[i * k .. (i + 1) * k]` for `k` inputs.
 #[derive(Default)]
 struct KeyState {
-    /// (ts, values of the input columns) in event-time order, within the widest frame.
-    rows: VecDeque<(i64, Vec<Option<f64>>)>,
+    ts: VecDeque<i64>,
+    vals: VecDeque<Option<f64>>,
     /// The key's previous row, for LAG (kept however old it is).
-    last: Option<Vec<Option<f64>>>,
+    last: Option<Box<[Option<f64>]>>,
 }
 
 /// The OVER-window operator for one `PARTITION BY key ORDER BY ts`.
@@ -130,7 +132,7 @@ impl OverWindows {
 
     /// Rows held over all keys.
     pub fn rows_held(&self) -> usize {
-        self.state.values().map(|s| s.rows.len()).sum()
+        self.state.values().map(|s| s.ts.len()).sum()
     }
 
     /// Drops window rows of keys whose newest row is older than `watermark - widest frame`
@@ -140,11 +142,11 @@ impl OverWindows {
         let horizon = watermark.saturating_sub(self.max_range);
         let keep_last = self.aggs.iter().any(|a| a.func == OverFn::Lag);
         self.state.retain(|_, s| {
-            if s.rows.back().is_some_and(|(t, _)| *t >= horizon) {
+            if s.ts.back().is_some_and(|t| *t >= horizon) {
                 return true;
             }
-            s.rows.clear();
-            s.rows.shrink_to_fit();
+            s.ts = VecDeque::new();
+            s.vals = VecDeque::new();
             keep_last
         });
     }
@@ -181,6 +183,8 @@ impl OverWindows {
         let mut results: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(n); self.aggs.len()];
 
         // Rows are processed in groups of equal ts: all peers enter the state first.
+        let k = cols.len();
+        let mut lags: Vec<Option<f64>> = Vec::new();
         let mut start = 0;
         while start < n {
             let t = ts.value(start);
@@ -188,7 +192,7 @@ impl OverWindows {
             while end < n && ts.value(end) == t {
                 end += 1;
             }
-            let mut lags: Vec<Vec<Option<f64>>> = Vec::with_capacity(end - start);
+            lags.clear();
             for r in start..end {
                 let key = if keys.is_null(r) { "" } else { keys.value(r) };
                 // Look up without allocating; only a new key pays for its String.
@@ -199,35 +203,39 @@ impl OverWindows {
                     continue;
                 };
                 let horizon = t.saturating_sub(self.max_range);
-                while st.rows.front().is_some_and(|(rt, _)| *rt < horizon) {
-                    st.rows.pop_front();
+                while st.ts.front().is_some_and(|rt| *rt < horizon) {
+                    st.ts.pop_front();
+                    st.vals.drain(..k);
                 }
-                let vals: Vec<Option<f64>> = cols
-                    .iter()
-                    .map(|c| (!c.is_null(r)).then(|| c.value(r)))
-                    .collect();
-                lags.push(
-                    st.last
-                        .replace(vals.clone())
-                        .unwrap_or_else(|| vec![None; cols.len()]),
-                );
-                st.rows.push_back((t, vals));
+                let row = cols.iter().map(|c| (!c.is_null(r)).then(|| c.value(r)));
+                match &st.last {
+                    Some(prev) => lags.extend_from_slice(prev),
+                    None => lags.extend(std::iter::repeat_n(None, k)),
+                }
+                let last = st
+                    .last
+                    .get_or_insert_with(|| vec![None; k].into_boxed_slice());
+                for (slot, v) in last.iter_mut().zip(row) {
+                    *slot = v;
+                    st.vals.push_back(v);
+                }
+                st.ts.push_back(t);
             }
-            for (k, r) in (start..end).enumerate() {
+            for (j, r) in (start..end).enumerate() {
                 let key = if keys.is_null(r) { "" } else { keys.value(r) };
-                let rows = self.state.get(key).map(|s| &s.rows);
+                let st = self.state.get(key);
                 for (a, (agg, &sl)) in self.aggs.iter().zip(&agg_slots).enumerate() {
-                    let v = match (agg.func, rows) {
-                        (OverFn::Lag, _) => lags[k][sl],
-                        (OverFn::CountRows, Some(rows)) => {
+                    let v = match (agg.func, st) {
+                        (OverFn::Lag, _) => lags[j * k + sl],
+                        (OverFn::CountRows, Some(st)) => {
                             let from = t.saturating_sub(agg.range_micros);
-                            Some((rows.len() - rows.partition_point(|(rt, _)| *rt < from)) as f64)
+                            Some((st.ts.len() - st.ts.partition_point(|rt| *rt < from)) as f64)
                         }
                         (_, None) => None,
-                        (f, Some(rows)) => {
+                        (f, Some(st)) => {
                             let from = t.saturating_sub(agg.range_micros);
-                            let first = rows.partition_point(|(rt, _)| *rt < from);
-                            aggregate(f, rows.range(first..).filter_map(|(_, v)| v[sl]))
+                            let first = st.ts.partition_point(|rt| *rt < from);
+                            aggregate(f, (first..st.ts.len()).filter_map(|i| st.vals[i * k + sl]))
                         }
                     };
                     results[a].push(v);
