@@ -84,6 +84,7 @@ const AHEAD_BATCH: usize = 8192;
 
 impl GeneratorSource {
     pub fn new(generator: Generator, pace: Option<f64>) -> Self {
+        let generator = generator.without_text_timestamps();
         let emitted = Arc::new(AtomicU64::new(0));
         let mode = match pace {
             Some(rate) => Mode::Paced {
