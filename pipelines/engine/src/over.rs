@@ -8,7 +8,9 @@
 //! DataFusion's batch execution): a RANGE frame includes the current row's peers (rows of the
 //! key with the same `ts`); aggregates over an empty input are NULL except COUNT.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -116,7 +118,7 @@ impl OverWindows {
                 .unwrap_or(0),
             aggs,
             inputs,
-            state: HashMap::new(),
+            state: HashMap::default(),
             out_schema: Arc::new(Schema::new(fields)),
         })
     }

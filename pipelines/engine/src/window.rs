@@ -7,7 +7,9 @@
 //! the width or slide). A session closes when no row of the key follows within `gap`; its
 //! `end` is the last row's time plus `gap`, as in Arroyo and Flink.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -180,7 +182,7 @@ impl WindowAggregate {
             ts_col,
             aggs,
             open: BTreeMap::new(),
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
             out_schema: Arc::new(Schema::new(fields)),
         })
     }

@@ -11,6 +11,9 @@ use deltalake::DeltaTable;
 use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, StructType, Transaction};
+use deltalake::parquet::basic::Compression;
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use futures::FutureExt;
@@ -157,6 +160,20 @@ fn same_type(a: &DataType, b: &DataType) -> bool {
     }
 }
 
+/// Columns unique per row (ids, raw payloads): dictionary-encoding them is wasted work.
+const UNIQUE_COLUMNS: [&str; 3] = ["transaction_id", "raw", "position"];
+
+/// Snappy Parquet, dictionary encoding except for columns unique per row.
+fn writer_properties(schema: &Schema) -> WriterProperties {
+    let mut b = WriterProperties::builder().set_compression(Compression::SNAPPY);
+    for f in schema.fields() {
+        if UNIQUE_COLUMNS.contains(&f.name().as_str()) {
+            b = b.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
+        }
+    }
+    b.build()
+}
+
 impl DeltaSink {
     /// Opens (or creates) the table at the sink table's `path` for rows of `schema`.
     pub async fn open(table: &TableDef, schema: SchemaRef) -> Result<Self, ConnectorError> {
@@ -242,7 +259,11 @@ impl DeltaSink {
 
     async fn write_batch(&mut self, batch: RecordBatch) -> Result<(), ConnectorError> {
         if self.writer.is_none() {
-            self.writer = Some(RecordBatchWriter::for_table(&self.table).map_err(|e| self.err(e))?);
+            self.writer = Some(
+                RecordBatchWriter::for_table(&self.table)
+                    .map_err(|e| self.err(e))?
+                    .with_writer_properties(writer_properties(&self.schema)),
+            );
         }
         let batch = if batch.schema().fields() == self.schema.fields() {
             batch

@@ -152,7 +152,8 @@ enum PlannedKind {
 struct Arrival {
     arrival: i64,
     seq: u64,
-    event: Generated,
+    /// Boxed: the heap moves 24-byte entries, not whole transactions.
+    event: Box<Generated>,
 }
 impl PartialEq for Arrival {
     fn eq(&self, o: &Self) -> bool {
@@ -535,7 +536,7 @@ impl Iterator for Generator {
                     continue;
                 };
                 self.emitted += 1;
-                return Some(a.event);
+                return Some(*a.event);
             }
             let event = self.next_in_event_time();
             let delay = if self.rng.random::<f64>() < self.cfg.out_of_order {
@@ -548,7 +549,7 @@ impl Iterator for Generator {
             self.arrivals.push(Reverse(Arrival {
                 arrival: event.ts_micros + delay,
                 seq,
-                event,
+                event: Box::new(event),
             }));
         }
     }
