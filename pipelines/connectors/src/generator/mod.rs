@@ -275,13 +275,13 @@ impl Generator {
             None => (u.lat, u.lon, u.city),
         };
         let (name, country, currency, _, _) = CITIES[city];
-        let device = device.unwrap_or_else(|| u.devices[seq as usize % u.devices.len()].clone());
+        let device = device.unwrap_or_else(|| u.device(seq as usize));
         Generated {
             ts_micros: ts,
             pattern,
             transaction: Transaction {
                 transaction_id: format!("tx-{:x}-{seq}", self.cfg.seed),
-                user_id: u.id.clone(),
+                user_id: u.id(),
                 amount: amount.max(0.01),
                 timestamp: if self.text_timestamps {
                     format_micros(ts)

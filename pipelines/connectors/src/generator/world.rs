@@ -64,8 +64,11 @@ pub fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
 }
 
 /// One card holder.
+/// A card holder. Kept small and free of heap allocations (a million users is a normal
+/// benchmark): ids and device names are formatted when a transaction needs them.
 pub struct User {
-    pub id: String,
+    /// The user's number; [`User::id`] is `u` and six digits of it.
+    pub index: u32,
     pub city: usize,
     pub lat: f64,
     pub lon: f64,
@@ -79,10 +82,12 @@ pub struct User {
     /// Hour of day (UTC) the user is most active.
     pub peak_hour: f64,
     /// Cumulative category weights (last entry = total).
-    pub category_cdf: Vec<f64>,
+    pub category_cdf: [f64; CATEGORIES.len()],
     /// The user's usual merchant in each everyday category.
-    pub favourite_merchants: [usize; RISKY_FROM],
-    pub devices: Vec<String>,
+    pub favourite_merchants: [u16; RISKY_FROM],
+    /// The user's devices (the first `n_devices` are used).
+    devices: [u32; 2],
+    n_devices: u8,
 }
 
 impl User {
@@ -100,12 +105,20 @@ impl User {
         // Occasional electronics, almost never the rest of the risky categories.
         weights[RISKY_FROM] = 0.02;
         let favourite_merchants =
-            std::array::from_fn(|_| rng.random_range(0..MERCHANTS_PER_CATEGORY));
-        let devices = (0..rng.random_range(1..=2))
-            .map(|_| format!("d{:08x}", rng.random::<u32>()))
-            .collect();
+            std::array::from_fn(|_| rng.random_range(0..MERCHANTS_PER_CATEGORY) as u16);
+        let n_devices: u8 = rng.random_range(1..=2);
+        let mut devices = [0u32; 2];
+        for d in devices.iter_mut().take(usize::from(n_devices)) {
+            *d = rng.random::<u32>();
+        }
+        let mut category_cdf = [0.0; CATEGORIES.len()];
+        let mut acc = 0.0;
+        for (c, w) in category_cdf.iter_mut().zip(&weights) {
+            acc += w;
+            *c = acc;
+        }
         User {
-            id: format!("u{index:06}"),
+            index: index as u32,
             city,
             lat: lat + rng.random_range(-0.05..0.05),
             lon: lon + rng.random_range(-0.05..0.05),
@@ -114,16 +127,22 @@ impl User {
             typical_amount: mu.exp(),
             activity: (0.8 * rng.sample::<f64, _>(StandardNormal)).exp(),
             peak_hour: rng.random_range(7.0..22.0),
-            category_cdf: weights
-                .iter()
-                .scan(0.0, |acc, w| {
-                    *acc += w;
-                    Some(*acc)
-                })
-                .collect(),
+            category_cdf,
             favourite_merchants,
             devices,
+            n_devices,
         }
+    }
+
+    /// The user's id, e.g. `u000042`.
+    pub fn id(&self) -> String {
+        format!("u{:06}", self.index)
+    }
+
+    /// The user's `k`-th device (cycling through the ones they have), e.g. `d1a2b3c4d`.
+    pub fn device(&self, k: usize) -> String {
+        let n = usize::from(self.n_devices.max(1));
+        format!("d{:08x}", self.devices[k % n])
     }
 
     /// A typical amount for this user, rounded to cents.
