@@ -51,10 +51,16 @@ pub struct OverAgg {
 /// One key's rows within the widest frame, flat (no allocation per row): `ts[i]` and the
 /// input values `vals[i * k .. (i + 1) * k]` for `k` inputs.
 #[derive(Default)]
-struct KeyState {
+struct Rows {
     ts: VecDeque<i64>,
     vals: VecDeque<Option<f64>>,
-    /// The key's previous row, for LAG (kept however old it is).
+}
+
+/// A key's state: its rows while it is active (boxed, so an idle key costs a pointer), and
+/// its previous row for LAG (kept however old it is).
+#[derive(Default)]
+struct KeyState {
+    rows: Option<Box<Rows>>,
     last: Option<Box<[Option<f64>]>>,
 }
 
@@ -65,7 +71,7 @@ pub struct OverWindows {
     aggs: Vec<OverAgg>,
     inputs: Vec<usize>,
     max_range: i64,
-    state: HashMap<String, KeyState>,
+    state: HashMap<Box<str>, KeyState>,
     out_schema: SchemaRef,
 }
 
@@ -134,7 +140,10 @@ impl OverWindows {
 
     /// Rows held over all keys.
     pub fn rows_held(&self) -> usize {
-        self.state.values().map(|s| s.ts.len()).sum()
+        self.state
+            .values()
+            .map(|s| s.rows.as_ref().map_or(0, |r| r.ts.len()))
+            .sum()
     }
 
     /// Drops window rows of keys whose newest row is older than `watermark - widest frame`
@@ -144,11 +153,13 @@ impl OverWindows {
         let horizon = watermark.saturating_sub(self.max_range);
         let keep_last = self.aggs.iter().any(|a| a.func == OverFn::Lag);
         self.state.retain(|_, s| {
-            if s.ts.back().is_some_and(|t| *t >= horizon) {
+            if s.rows
+                .as_ref()
+                .is_some_and(|r| r.ts.back().is_some_and(|t| *t >= horizon))
+            {
                 return true;
             }
-            s.ts = VecDeque::new();
-            s.vals = VecDeque::new();
+            s.rows = None;
             keep_last
         });
     }
@@ -199,15 +210,16 @@ impl OverWindows {
                 let key = if keys.is_null(r) { "" } else { keys.value(r) };
                 // Look up without allocating; only a new key pays for its String.
                 if !self.state.contains_key(key) {
-                    self.state.insert(key.to_string(), KeyState::default());
+                    self.state.insert(key.into(), KeyState::default());
                 }
                 let Some(st) = self.state.get_mut(key) else {
                     continue;
                 };
                 let horizon = t.saturating_sub(self.max_range);
-                while st.ts.front().is_some_and(|rt| *rt < horizon) {
-                    st.ts.pop_front();
-                    st.vals.drain(..k);
+                let rows = st.rows.get_or_insert_with(Box::default);
+                while rows.ts.front().is_some_and(|rt| *rt < horizon) {
+                    rows.ts.pop_front();
+                    rows.vals.drain(..k);
                 }
                 let row = cols.iter().map(|c| (!c.is_null(r)).then(|| c.value(r)));
                 match &st.last {
@@ -219,13 +231,13 @@ impl OverWindows {
                     .get_or_insert_with(|| vec![None; k].into_boxed_slice());
                 for (slot, v) in last.iter_mut().zip(row) {
                     *slot = v;
-                    st.vals.push_back(v);
+                    rows.vals.push_back(v);
                 }
-                st.ts.push_back(t);
+                rows.ts.push_back(t);
             }
             for (j, r) in (start..end).enumerate() {
                 let key = if keys.is_null(r) { "" } else { keys.value(r) };
-                let st = self.state.get(key);
+                let st = self.state.get(key).and_then(|s| s.rows.as_deref());
                 for (a, (agg, &sl)) in self.aggs.iter().zip(&agg_slots).enumerate() {
                     let v = match (agg.func, st) {
                         (OverFn::Lag, _) => lags[j * k + sl],
