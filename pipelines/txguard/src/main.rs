@@ -9,6 +9,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Real-time transaction anomaly detection: streaming SQL features and an isolation forest
 /// that scores exactly like scikit-learn, in one Rust binary.
 #[derive(Debug, Parser)]

@@ -328,7 +328,7 @@ impl Planner<'_> {
         let windows = OverWindows::new(&st, 0, 1, aggs.clone()).map_err(|e| self.err(e))?;
         let key_phys = self.phys(&key, in_schema)?;
         let ts = self.nodes[input].et.unwrap_or(0);
-        let evict_every = aggs.iter().map(|a| a.range_micros).max().unwrap_or(0) / 8;
+        let evict_every = aggs.iter().map(|a| a.range_micros).max().unwrap_or(0) / 4;
         let label = format!(
             "OVER (PARTITION BY {} ORDER BY {}): {}",
             short_expr(&key),
