@@ -191,7 +191,18 @@ impl DeltaSink {
     ) -> Result<Self, ConnectorError> {
         let err = |e: &dyn std::fmt::Display| delta_err(name, location, e);
         let url = deltalake::ensure_table_uri(location).map_err(|e| err(&e))?;
-        let mut table = DeltaTable::try_from_url(url).await.map_err(|e| err(&e))?;
+        // A local directory without a log is a new table: create it without first asking
+        // deltalake to load it (which logs an error for the missing log).
+        let is_new_local = url
+            .to_file_path()
+            .is_ok_and(|p| !p.join("_delta_log").exists());
+        let mut table = if is_new_local {
+            deltalake::DeltaTableBuilder::from_url(url.clone())
+                .and_then(|b| b.build())
+                .map_err(|e| err(&e))?
+        } else {
+            DeltaTable::try_from_url(url).await.map_err(|e| err(&e))?
+        };
         if table.version().is_none() {
             let delta_schema: StructType = schema
                 .as_ref()
