@@ -3,55 +3,38 @@
 //! a sink by the pipeline's own `INSERT … FROM txguard_dead_letters`) with its reason and
 //! position, nothing is lost, and the counts reconcile: in = out + dead + late.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+mod common;
 
-use arrow::array::{AsArray, RecordBatch};
-use futures::future::BoxFuture;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arrow::array::AsArray;
+use common::Collect;
 use txguard_connectors::file::FileSource;
-use txguard_engine::connector::{ConnectorError, Sink};
 use txguard_engine::runtime::{Connections, Metrics, RunOptions, run};
 use txguard_engine::sql::{Role, parse};
 
-#[derive(Clone, Default)]
-struct Collect(Arc<Mutex<Vec<RecordBatch>>>);
-
-impl Sink for Collect {
-    fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<(), ConnectorError>> {
-        self.0.lock().expect("lock").push(batch);
-        Box::pin(async { Ok(()) })
-    }
-    fn commit(&mut self, _epoch: u64) -> BoxFuture<'_, Result<(), ConnectorError>> {
-        Box::pin(async { Ok(()) })
-    }
+/// Rows received by a sink.
+fn rows(c: &Collect) -> usize {
+    c.batches().iter().map(|b| b.num_rows()).sum()
 }
 
-impl Collect {
-    fn rows(&self) -> usize {
-        self.0
-            .lock()
-            .expect("lock")
-            .iter()
-            .map(|b| b.num_rows())
-            .sum()
-    }
-    /// (position, reason) of every dead letter.
-    fn dead(&self) -> Vec<(String, String, String)> {
-        let mut out = Vec::new();
-        for b in self.0.lock().expect("lock").iter() {
-            let pos = b.column(1).as_string::<i32>();
-            let why = b.column(2).as_string::<i32>();
-            let raw = b.column(3).as_string::<i32>();
-            for r in 0..b.num_rows() {
-                out.push((
-                    pos.value(r).to_string(),
-                    why.value(r).to_string(),
-                    raw.value(r).to_string(),
-                ));
-            }
+/// (position, reason, raw) of every dead letter a sink received.
+fn dead_letters(c: &Collect) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for b in &c.batches() {
+        let pos = b.column(1).as_string::<i32>();
+        let why = b.column(2).as_string::<i32>();
+        let raw = b.column(3).as_string::<i32>();
+        for r in 0..b.num_rows() {
+            out.push((
+                pos.value(r).to_string(),
+                why.value(r).to_string(),
+                raw.value(r).to_string(),
+            ));
         }
-        out
     }
+    out
 }
 
 const PIPELINE: &str = "
@@ -121,7 +104,7 @@ async fn malformed_contract_breaking_and_late_events_are_dead_letters_with_reaso
     .expect("run");
 
     let at = |l: usize| format!("{}:{l}", input.display());
-    let dead = dead.dead();
+    let dead = dead_letters(&dead);
     let find = |pos: &str| {
         dead.iter()
             .find(|(p, _, _)| p == pos)
@@ -148,7 +131,7 @@ async fn malformed_contract_breaking_and_late_events_are_dead_letters_with_reaso
         "the late row as JSON: {raw}"
     );
     assert_eq!(dead.len(), 4, "{dead:?}");
-    assert_eq!(scored.rows(), 4, "t1, t2, t3 and t8 are scored");
+    assert_eq!(rows(&scored), 4, "t1, t2, t3 and t8 are scored");
 
     let m = metrics.source("transactions").expect("metrics");
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);

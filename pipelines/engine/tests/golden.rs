@@ -9,17 +9,16 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, Float64Type, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use common::{arrivals, close};
+use common::{Collect, arrivals, close};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use futures::future::BoxFuture;
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -54,20 +53,6 @@ impl Source for Replay {
     }
     fn position(&self) -> String {
         format!("row {}", self.at)
-    }
-}
-
-/// Keeps what it is given.
-#[derive(Clone, Default)]
-pub struct Collect(Arc<Mutex<Vec<RecordBatch>>>);
-
-impl Sink for Collect {
-    fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<(), ConnectorError>> {
-        self.0.lock().expect("lock").push(batch);
-        Box::pin(async { Ok(()) })
-    }
-    fn commit(&mut self, _epoch: u64) -> BoxFuture<'_, Result<(), ConnectorError>> {
-        Box::pin(async { Ok(()) })
     }
 }
 
@@ -166,8 +151,7 @@ async fn stream(file: &Path, input: &RecordBatch, seed: u64) -> RecordBatch {
         "in = on time + late"
     );
     assert_eq!(load(&m.late), 0, "the input is late only within the bound");
-    let got = out.0.lock().expect("lock").clone();
-    concat_batches(&schema, &got).expect("concat")
+    concat_batches(&schema, &out.batches()).expect("concat")
 }
 
 /// DataFusion's batch answer over the same rows.
@@ -401,8 +385,7 @@ async fn default_pipeline_features() {
     )
     .await
     .expect("run");
-    let got = out.0.lock().expect("lock").clone();
-    let streamed = rows(&concat_batches(&schema, &got).expect("concat"));
+    let streamed = rows(&concat_batches(&schema, &out.batches()).expect("concat"));
 
     let ctx = SessionContext::new();
     let t = MemTable::try_new(input.schema(), vec![vec![input.clone()]]).expect("table");

@@ -25,6 +25,32 @@ fn txguard(dir: &Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `txguard run` of the default pipeline with an endless source paced at 2000 tx/s and
+/// 200 ms checkpoints, in `dir`, with stderr piped; `extra` are further arguments.
+fn spawn_endless(dir: &Path, extra: &[&str]) -> std::process::Child {
+    let pipeline = repo().join("sql/pipeline.sql");
+    let model = repo().join("models/default.json");
+    Command::new(env!("CARGO_BIN_EXE_txguard"))
+        .args([
+            "run",
+            pipeline.to_str().expect("utf8"),
+            "--model",
+            model.to_str().expect("utf8"),
+            "--set",
+            "transactions.count=1000000000",
+            "--set",
+            "transactions.rate=2000",
+            "--checkpoint-interval",
+            "200ms",
+            "--quiet",
+        ])
+        .args(extra)
+        .current_dir(dir)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn")
+}
+
 fn read_tables(data: &Path) -> serde_json::Value {
     let py = std::env::var("TXGUARD_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(py)
@@ -256,27 +282,7 @@ fn validate_prints_the_dataflow_and_bad_overrides_name_the_option() {
 #[test]
 fn ctrl_c_drains_and_commits_an_endless_paced_source() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let pipeline = repo().join("sql/pipeline.sql");
-    let model = repo().join("models/default.json");
-    let child = Command::new(env!("CARGO_BIN_EXE_txguard"))
-        .args([
-            "run",
-            pipeline.to_str().expect("utf8"),
-            "--model",
-            model.to_str().expect("utf8"),
-            "--set",
-            "transactions.count=1000000000",
-            "--set",
-            "transactions.rate=2000",
-            "--checkpoint-interval",
-            "200ms",
-            "--quiet",
-            "--no-ui",
-        ])
-        .current_dir(dir.path())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let child = spawn_endless(dir.path(), &["--no-ui"]);
     // Wait until the first commit landed, then interrupt.
     let log = dir.path().join("data/transactions_scored/_delta_log");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -331,28 +337,7 @@ fn http_get(addr: &str, path: &str) -> (String, String) {
 fn web_ui_serves_the_page_status_and_prometheus_metrics_while_running() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().expect("tempdir");
-    let pipeline = repo().join("sql/pipeline.sql");
-    let model = repo().join("models/default.json");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_txguard"))
-        .args([
-            "run",
-            pipeline.to_str().expect("utf8"),
-            "--model",
-            model.to_str().expect("utf8"),
-            "--set",
-            "transactions.count=1000000000",
-            "--set",
-            "transactions.rate=2000",
-            "--checkpoint-interval",
-            "200ms",
-            "--quiet",
-            "--ui",
-            "127.0.0.1:0",
-        ])
-        .current_dir(dir.path())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_endless(dir.path(), &["--ui", "127.0.0.1:0"]);
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = std::io::BufReader::new(stderr).lines();
     let addr = loop {
