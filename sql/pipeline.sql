@@ -39,6 +39,7 @@ CREATE TABLE transactions_scored (
     channel TEXT,
     is_fraud BOOLEAN,
     log_amount DOUBLE,
+    tx_count_10m BIGINT,
     tx_count_1h BIGINT,
     tx_count_24h BIGINT,
     amount_mean_24h DOUBLE,
@@ -49,6 +50,8 @@ CREATE TABLE transactions_scored (
     km_from_prev DOUBLE,
     speed_kmh DOUBLE,
     hour_of_day DOUBLE,
+    risky_category DOUBLE,
+    small_amounts_1h DOUBLE,
     score DOUBLE,
     is_anomaly BOOLEAN,
     model_version TEXT
@@ -90,7 +93,11 @@ CREATE VIEW history AS
 SELECT
     transaction_id, user_id, ts, amount, merchant, category, location, channel, lat, lon, is_fraud,
     COUNT(*) OVER (PARTITION BY user_id ORDER BY ts
+        RANGE BETWEEN INTERVAL '10' MINUTE PRECEDING AND CURRENT ROW) AS tx_count_10m,
+    COUNT(*) OVER (PARTITION BY user_id ORDER BY ts
         RANGE BETWEEN INTERVAL '1' HOUR PRECEDING AND CURRENT ROW) AS tx_count_1h,
+    SUM(CASE WHEN amount < 5 THEN 1 ELSE 0 END) OVER (PARTITION BY user_id ORDER BY ts
+        RANGE BETWEEN INTERVAL '1' HOUR PRECEDING AND CURRENT ROW) AS small_amounts_1h,
     COUNT(*) OVER (PARTITION BY user_id ORDER BY ts
         RANGE BETWEEN INTERVAL '24' HOUR PRECEDING AND CURRENT ROW) AS tx_count_24h,
     AVG(amount) OVER (PARTITION BY user_id ORDER BY ts
@@ -108,6 +115,7 @@ CREATE VIEW features AS
 SELECT
     transaction_id, user_id, ts, amount, merchant, category, location, channel, is_fraud,
     ln(1 + amount) AS log_amount,
+    tx_count_10m,
     tx_count_1h,
     tx_count_24h,
     amount_mean_24h,
@@ -117,7 +125,10 @@ SELECT
     COALESCE((CAST(ts AS BIGINT) - prev_ts_us) / 1e6, 86400) AS seconds_since_prev,
     COALESCE(km, 0) AS km_from_prev,
     COALESCE(km / (GREATEST((CAST(ts AS BIGINT) - prev_ts_us) / 1e6, 60) / 3600), 0) AS speed_kmh,
-    CAST(date_part('hour', ts) AS DOUBLE) AS hour_of_day
+    CAST(date_part('hour', ts) AS DOUBLE) AS hour_of_day,
+    CASE WHEN category IN ('electronics', 'jewelry', 'gift_cards', 'crypto') THEN 1.0 ELSE 0.0 END
+        AS risky_category,
+    CAST(small_amounts_1h AS DOUBLE) AS small_amounts_1h
 FROM (
     SELECT *,
         2 * 6371 * asin(sqrt(
@@ -133,9 +144,9 @@ CREATE VIEW scored AS
 SELECT *, score > iforest_threshold() AS is_anomaly, iforest_model_version() AS model_version
 FROM (
     SELECT *,
-        iforest_score(log_amount, tx_count_1h, tx_count_24h, amount_mean_24h, amount_std_24h,
-            amount_zscore, amount_to_mean, seconds_since_prev, km_from_prev, speed_kmh,
-            hour_of_day) AS score
+        iforest_score(log_amount, tx_count_10m, tx_count_1h, tx_count_24h, amount_mean_24h,
+            amount_std_24h, amount_zscore, amount_to_mean, seconds_since_prev, km_from_prev,
+            speed_kmh, hour_of_day, risky_category, small_amounts_1h) AS score
     FROM features
 );
 

@@ -159,6 +159,7 @@ fn default_pipeline_writes_delta_tables_an_independent_reader_reads() {
             "channel",
             "is_fraud",
             "log_amount",
+            "tx_count_10m",
             "tx_count_1h",
             "tx_count_24h",
             "amount_mean_24h",
@@ -169,6 +170,8 @@ fn default_pipeline_writes_delta_tables_an_independent_reader_reads() {
             "km_from_prev",
             "speed_kmh",
             "hour_of_day",
+            "risky_category",
+            "small_amounts_1h",
             "score",
             "is_anomaly",
             "model_version"
@@ -237,9 +240,7 @@ fn validate_prints_the_dataflow_and_bad_overrides_name_the_option() {
     assert!(ok, "{err}");
     assert!(out.contains("source transactions (generator)"), "{out}");
     assert!(
-        out.contains(
-            "OVER (PARTITION BY user_id ORDER BY ts): count(*) 1h, count(*) 1d, avg(amount) 1d"
-        ),
+        out.contains("OVER (PARTITION BY user_id ORDER BY ts): count(*) 10m, count(*) 1h, sum("),
         "{out}"
     );
     assert!(
