@@ -2,8 +2,8 @@
 //! creating it with the sink table's columns on first use. Rows are encoded to Parquet as they
 //! arrive; each checkpoint epoch becomes one Delta commit carrying the application
 //! transaction `txn(app_id = "txguard-<table>", version = epoch)`, so a restarted run knows
-//! the last epoch that landed and never commits one twice. Local paths by default; object
-//! stores where deltalake's URL schemes reach.
+//! the last epoch that landed and never commits one twice. Local paths (and `memory://`);
+//! object stores need deltalake's cloud features, which this build does not enable yet.
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Schema, SchemaRef};
@@ -31,7 +31,7 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
             key: "path",
             kind: OptionKind::Text,
             required: true,
-            help: "the table's location: a directory (created if missing) or an object-store URL",
+            help: "the table's location: a local directory (created if missing)",
         },
         OptionSpec {
             key: "format",
