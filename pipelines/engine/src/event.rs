@@ -104,3 +104,51 @@ pub fn format_micros(micros: i64) -> String {
         None => micros.to_string(),
     }
 }
+
+/// Rows that cannot go on (late, or breaking a sink's NOT NULL column) as dead letters: the
+/// row as JSON for `raw`, the reason, and the row's `transaction_id` (if it has one) as the
+/// position.
+pub fn rows_as_dead_letters(
+    source: &str,
+    rows: &arrow::array::RecordBatch,
+    reasons: &[String],
+) -> Result<arrow::array::RecordBatch, arrow::error::ArrowError> {
+    use arrow::array::{Array, AsArray, StringArray, TimestampMicrosecondArray};
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+        w.write(rows)?;
+        w.finish()?;
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let raws: Vec<&str> = text.lines().collect();
+    let n = rows.num_rows();
+    let ids = rows
+        .schema()
+        .index_of("transaction_id")
+        .ok()
+        .and_then(|i| rows.column(i).as_string_opt::<i32>().cloned());
+    let position: StringArray = (0..n)
+        .map(|r| {
+            Some(match &ids {
+                Some(a) if a.is_valid(r) => format!("transaction_id {}", a.value(r)),
+                _ => String::new(),
+            })
+        })
+        .collect();
+    let now = chrono::Utc::now().timestamp_micros();
+    arrow::array::RecordBatch::try_new(
+        dead_letter_schema(),
+        vec![
+            Arc::new(StringArray::from(vec![source; n])),
+            Arc::new(position),
+            Arc::new(StringArray::from(reasons.to_vec())),
+            Arc::new(StringArray::from(
+                (0..n)
+                    .map(|r| raws.get(r).copied().unwrap_or(""))
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
+        ],
+    )
+}

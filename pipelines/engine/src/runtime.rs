@@ -10,14 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::SchemaRef;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::connector::{ConnectorError, Poll, Sink, Source};
-use crate::event::dead_letter_schema;
 use crate::stream::{DEAD_LETTERS, Dataflow, StreamError};
 use crate::time::EventTimeBuffer;
 
@@ -79,6 +78,8 @@ pub struct Metrics {
     pub started_micros: AtomicI64,
     pub first_commit_micros: AtomicI64,
     pub finished: AtomicBool,
+    /// Rows sinks refused (NULL in a NOT NULL column), sent to the dead letters.
+    pub rejected_by_sinks: AtomicU64,
 }
 
 impl Metrics {
@@ -228,49 +229,13 @@ impl ColumnPick {
     }
 }
 
-/// Late rows as dead letters: the row as JSON, the reason, and its transaction id as position.
+/// Late rows as dead letters, positioned by their transaction id.
 fn late_to_dead(
     source: &str,
     rows: &RecordBatch,
     reasons: &[String],
 ) -> Result<RecordBatch, RunError> {
-    let mut buf = Vec::new();
-    {
-        let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
-        w.write(rows)?;
-        w.finish()?;
-    }
-    let text = String::from_utf8_lossy(&buf);
-    let raws: Vec<&str> = text.lines().collect();
-    let n = rows.num_rows();
-    let ids = rows
-        .schema()
-        .index_of("transaction_id")
-        .ok()
-        .and_then(|i| rows.column(i).as_string_opt::<i32>().cloned());
-    let position: StringArray = (0..n)
-        .map(|r| {
-            Some(match &ids {
-                Some(a) if a.is_valid(r) => format!("transaction_id {}", a.value(r)),
-                _ => String::new(),
-            })
-        })
-        .collect();
-    let now = now_micros();
-    Ok(RecordBatch::try_new(
-        dead_letter_schema(),
-        vec![
-            Arc::new(StringArray::from(vec![source; n])),
-            Arc::new(position),
-            Arc::new(StringArray::from(reasons.to_vec())),
-            Arc::new(StringArray::from(
-                (0..n)
-                    .map(|r| raws.get(r).copied().unwrap_or(""))
-                    .collect::<Vec<_>>(),
-            )),
-            Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
-        ],
-    )?)
+    Ok(crate::event::rows_as_dead_letters(source, rows, reasons)?)
 }
 
 struct SourceState {
@@ -406,6 +371,37 @@ async fn send(
     Ok(())
 }
 
+/// Hands `out` to the sinks, then routes the rows sinks refused (NULL in a NOT NULL column)
+/// to the dead-letter stream. Rows the dead-letter sinks themselves refuse cannot go round
+/// again: they are counted and logged.
+async fn deliver(
+    df: &mut Dataflow,
+    dead_index: usize,
+    tasks: &[SinkTask],
+    metrics: &Metrics,
+    out: Vec<(usize, RecordBatch)>,
+) -> Result<(), RunError> {
+    send(tasks, metrics, out).await?;
+    for dead in df.take_rejected() {
+        metrics
+            .rejected_by_sinks
+            .fetch_add(dead.num_rows() as u64, Ordering::Relaxed);
+        let out = df.push(dead_index, Some(dead), None)?;
+        send(tasks, metrics, out).await?;
+        for lost in df.take_rejected() {
+            metrics
+                .rejected_by_sinks
+                .fetch_add(lost.num_rows() as u64, Ordering::Relaxed);
+            tracing::error!(
+                "{} dead letters refused by a dead-letter sink (NULL in a NOT NULL column); \
+                 declare its columns without NOT NULL",
+                lost.num_rows()
+            );
+        }
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn drive(
     df: &mut Dataflow,
@@ -440,7 +436,7 @@ async fn drive(
                         m.messages_in
                             .fetch_add(dead.num_rows() as u64, Ordering::Relaxed);
                         let out = df.push(dead_index, Some(dead), None)?;
-                        send(tasks, metrics, out).await?;
+                        deliver(df, dead_index, tasks, metrics, out).await?;
                     }
                     if rows.num_rows() == 0 {
                         continue;
@@ -456,7 +452,7 @@ async fn drive(
                                     .fetch_add(late.rows.num_rows() as u64, Ordering::Relaxed);
                                 let dead = late_to_dead(&s.name, &late.rows, &late.reasons)?;
                                 let out = df.push(dead_index, Some(dead), None)?;
-                                send(tasks, metrics, out).await?;
+                                deliver(df, dead_index, tasks, metrics, out).await?;
                             }
                             (buf.release()?, buf.watermark())
                         }
@@ -469,7 +465,7 @@ async fn drive(
                         m.released.fetch_add(r.num_rows() as u64, Ordering::Relaxed);
                     }
                     let out = df.push(s.index, released, watermark)?;
-                    send(tasks, metrics, out).await?;
+                    deliver(df, dead_index, tasks, metrics, out).await?;
                 }
                 Poll::Idle => {
                     let since = *s.idle_since.get_or_insert_with(Instant::now);
@@ -484,7 +480,7 @@ async fn drive(
                         }
                         tracing::debug!(source = %s.name, "idle: watermark moved to the newest event");
                         let out = df.push(s.index, Some(rows), buf.watermark())?;
-                        send(tasks, metrics, out).await?;
+                        deliver(df, dead_index, tasks, metrics, out).await?;
                     }
                 }
                 Poll::End => {
@@ -496,9 +492,9 @@ async fn drive(
                         m.released.fetch_add(r.num_rows() as u64, Ordering::Relaxed);
                     }
                     let out = df.push(s.index, rest, None)?;
-                    send(tasks, metrics, out).await?;
+                    deliver(df, dead_index, tasks, metrics, out).await?;
                     let out = df.finish(s.index)?;
-                    send(tasks, metrics, out).await?;
+                    deliver(df, dead_index, tasks, metrics, out).await?;
                     s.done = true;
                     tracing::info!(source = %s.name, position = %s.source.position(), "source finished");
                 }
@@ -507,7 +503,7 @@ async fn drive(
         if sources.iter().all(|s| s.done) {
             // Close the dead-letter stream's windows too (it has none that need event time).
             let out = df.finish(dead_index)?;
-            send(tasks, metrics, out).await?;
+            deliver(df, dead_index, tasks, metrics, out).await?;
             return Ok(());
         }
         if Instant::now() >= next_commit {

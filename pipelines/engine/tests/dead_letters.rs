@@ -145,3 +145,70 @@ async fn malformed_contract_breaking_and_late_events_are_dead_letters_with_reaso
         "in = out + dead + late"
     );
 }
+
+#[tokio::test]
+async fn rows_breaking_a_sinks_not_null_columns_become_dead_letters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("tx.jsonl");
+    let lines = [
+        r#"{"transaction_id": "a", "user_id": "u1", "amount": 1, "timestamp": "2026-01-01T00:00:01"}"#,
+        r#"{"transaction_id": "b", "user_id": "u1", "amount": 2, "timestamp": "2026-01-01T00:00:02"}"#,
+        r#"{"transaction_id": "c", "user_id": "u2", "amount": 3, "timestamp": "2026-01-01T00:00:03"}"#,
+    ];
+    std::fs::write(&input, lines.join("\n") + "\n").expect("write");
+    let sql = format!(
+        "CREATE TABLE transactions (transaction_id TEXT NOT NULL, user_id TEXT NOT NULL,
+             amount DOUBLE NOT NULL, ts TIMESTAMP NOT NULL,
+             WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
+         WITH (connector = 'file', path = '{}');
+         CREATE TABLE strict (transaction_id TEXT NOT NULL, prev DOUBLE NOT NULL)
+             WITH (connector = 'stdout');
+         CREATE TABLE dead (source TEXT, position TEXT, reason TEXT, raw TEXT, received_at TIMESTAMP)
+             WITH (connector = 'stdout');
+         INSERT INTO strict SELECT transaction_id, LAG(amount) OVER (PARTITION BY user_id ORDER BY ts)
+             FROM transactions;
+         INSERT INTO dead SELECT * FROM txguard_dead_letters;",
+        input.display()
+    );
+    let p = parse(&dir.path().join("p.sql"), &sql).expect("parse");
+    let roles = [
+        ("transactions".to_string(), Role::Source),
+        ("strict".to_string(), Role::Sink),
+        ("dead".to_string(), Role::Sink),
+    ]
+    .into_iter()
+    .collect();
+    let df = txguard_engine::stream::plan(&p, &roles, &Vec::new())
+        .await
+        .expect("plan");
+    let (strict, dead) = (Collect::default(), Collect::default());
+    let metrics = Arc::new(Metrics::for_dataflow(&df));
+    run(
+        df,
+        Connections {
+            sources: vec![(
+                "transactions".into(),
+                Box::new(FileSource::open(&input, 10).expect("open")),
+            )],
+            sinks: vec![Box::new(strict.clone()), Box::new(dead.clone())],
+        },
+        RunOptions::default(),
+        metrics.clone(),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await
+    .expect("the run goes on past the refused rows");
+    assert_eq!(rows(&strict), 1, "only b has a previous amount");
+    let mut dead = dead_letters(&dead);
+    dead.sort();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for ((pos, why, raw), id) in dead.iter().zip(["a", "c"]) {
+        assert_eq!(pos, &format!("transaction_id {id}"));
+        assert!(
+            why.starts_with("sink strict: NULL in NOT NULL column prev;"),
+            "{why}"
+        );
+        assert_eq!(raw, &format!("{{\"transaction_id\":\"{id}\"}}"));
+    }
+    assert_eq!(metrics.rejected_by_sinks.load(Ordering::Relaxed), 2);
+}

@@ -79,6 +79,8 @@ pub struct Dataflow {
     sinks: Vec<StreamSink>,
     /// View name → its node.
     views: Vec<(String, usize)>,
+    /// Dead letters of rows sinks refused, until [`Dataflow::take_rejected`].
+    rejected: Vec<RecordBatch>,
 }
 
 impl Dataflow {
@@ -93,7 +95,14 @@ impl Dataflow {
             sources,
             sinks,
             views,
+            rejected: Vec::new(),
         }
+    }
+
+    /// Rows sinks refused since the last call (NULL in a NOT NULL column), as dead letters
+    /// for [`DEAD_LETTERS`]; the runtime feeds them back in.
+    pub fn take_rejected(&mut self) -> Vec<RecordBatch> {
+        std::mem::take(&mut self.rejected)
     }
 
     /// Adds a sink that receives a view's rows (what `txguard train` fits on, and tests);
@@ -168,9 +177,13 @@ impl Dataflow {
             if node.root != root {
                 continue;
             }
-            let out = node
-                .op
-                .step(&node.schema, outs[input].as_ref(), watermark, end)?;
+            let out = node.op.step(
+                &node.schema,
+                outs[input].as_ref(),
+                watermark,
+                end,
+                &mut self.rejected,
+            )?;
             outs[i] = out;
         }
         Ok(self

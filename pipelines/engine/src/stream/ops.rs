@@ -22,6 +22,73 @@ pub(crate) enum Op {
     Filter(Arc<dyn PhysicalExpr>),
     Over(Box<OverOp>),
     Window(Box<WindowOp>),
+    /// The last step before a sink: the insert's columns laid out as the sink table declares
+    /// them. Rows with NULL in a NOT NULL column are split off as dead letters.
+    Sink {
+        exprs: Vec<Arc<dyn PhysicalExpr>>,
+        table: String,
+    },
+}
+
+/// Splits rows that break the NOT NULL columns of `schema` off `cols`: returns the rows that
+/// fit (laid out as `schema`) and, for the others, dead letters with the reason.
+fn split_not_null(
+    table: &str,
+    schema: &SchemaRef,
+    cols: Vec<ArrayRef>,
+    rows: usize,
+) -> Result<(Option<RecordBatch>, Option<RecordBatch>), StreamError> {
+    let mut bad: Vec<Vec<&str>> = vec![Vec::new(); rows];
+    let mut any = false;
+    for (c, f) in cols.iter().zip(schema.fields()) {
+        if !f.is_nullable() && c.null_count() > 0 {
+            for (r, b) in bad.iter_mut().enumerate() {
+                if c.is_null(r) {
+                    b.push(f.name());
+                    any = true;
+                }
+            }
+        }
+    }
+    if !any {
+        return Ok((Some(conform(schema, cols, rows)?), None));
+    }
+    let keep: arrow::array::BooleanArray = bad.iter().map(|b| Some(b.is_empty())).collect();
+    let drop = arrow::compute::not(&keep)?;
+    let kept = cols
+        .iter()
+        .map(|c| arrow::compute::filter(c, &keep))
+        .collect::<Result<Vec<_>, _>>()?;
+    let n_kept = keep.true_count();
+    let good = (n_kept > 0)
+        .then(|| conform(schema, kept, n_kept))
+        .transpose()?;
+    let nullable = Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
+    let dropped = cols
+        .iter()
+        .map(|c| arrow::compute::filter(c, &drop))
+        .collect::<Result<Vec<_>, _>>()?;
+    let n_bad = rows - n_kept;
+    let rejected = conform(&nullable, dropped, n_bad)?;
+    let reasons: Vec<String> = bad
+        .iter()
+        .filter(|b| !b.is_empty())
+        .map(|b| {
+            format!(
+                "sink {table}: NULL in NOT NULL column {}; make the query give a value \
+                 (e.g. COALESCE) or declare the column without NOT NULL",
+                b.join(", ")
+            )
+        })
+        .collect();
+    let dead = crate::event::rows_as_dead_letters(&format!("sink {table}"), &rejected, &reasons)?;
+    Ok((good, Some(dead)))
 }
 
 /// Evaluates `e` on `batch` as an array of the batch's length.
@@ -258,16 +325,28 @@ impl WindowOp {
 
 impl Op {
     /// Runs one step: the input's batch of this step (if any) and the current watermark;
-    /// `end` at the end of input (windows still open are emitted).
+    /// `end` at the end of input (windows still open are emitted). Rows a sink refuses are
+    /// added to `rejected` as dead letters.
     pub(crate) fn step(
         &mut self,
         schema: &SchemaRef,
         input: Option<&RecordBatch>,
         watermark: Option<i64>,
         end: bool,
+        rejected: &mut Vec<RecordBatch>,
     ) -> Result<Option<RecordBatch>, StreamError> {
         match self {
             Op::Source => Ok(input.cloned()),
+            Op::Sink { exprs, table } => {
+                let Some(batch) = input else { return Ok(None) };
+                let cols = exprs
+                    .iter()
+                    .map(|e| eval(e, batch))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let (good, dead) = split_not_null(table, schema, cols, batch.num_rows())?;
+                rejected.extend(dead);
+                Ok(good)
+            }
             Op::Project(exprs) => {
                 let Some(batch) = input else { return Ok(None) };
                 let cols = exprs

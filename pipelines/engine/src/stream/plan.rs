@@ -711,7 +711,10 @@ pub async fn plan(
             .collect();
         let et = pl.nodes[id].et;
         let node = pl.add(
-            Op::Project(exprs),
+            Op::Sink {
+                exprs,
+                table: t.name.clone(),
+            },
             Some(id),
             schema.clone(),
             et,

@@ -153,6 +153,12 @@ async fn run_async(args: RunArgs) -> Result<()> {
             );
         }
     }
+    let refused = metrics.rejected_by_sinks.load(Ordering::Relaxed);
+    if refused > 0 {
+        eprintln!(
+            "  {refused} rows had NULL in a sink's NOT NULL column and went to the dead letters"
+        );
+    }
     for s in &metrics.sinks {
         let where_ = p
             .table(&s.table)
