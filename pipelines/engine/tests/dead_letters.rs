@@ -170,7 +170,7 @@ async fn rows_breaking_a_sinks_not_null_columns_become_dead_letters() {
          INSERT INTO dead SELECT * FROM txguard_dead_letters;",
         input.display()
     );
-    let p = parse(&dir.path().join("p.sql"), &sql).expect("parse");
+    let p = parse(dir.path().join("p.sql"), &sql).expect("parse");
     let roles = [
         ("transactions".to_string(), Role::Source),
         ("strict".to_string(), Role::Sink),
