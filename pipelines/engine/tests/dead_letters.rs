@@ -37,6 +37,43 @@ fn dead_letters(c: &Collect) -> Vec<(String, String, String)> {
     out
 }
 
+/// Plans `sql` (a source `transactions` replaying `input`, then two sinks, in that order) and
+/// runs it to the end; returns the metrics and what the two sinks received.
+async fn run_file_pipeline(
+    sql: &str,
+    input: &std::path::Path,
+    sinks: [&str; 2],
+    batch_rows: usize,
+) -> (Arc<Metrics>, Collect, Collect) {
+    let p = parse(input.with_extension("sql"), sql).expect("parse");
+    let roles = [
+        ("transactions".to_string(), Role::Source),
+        (sinks[0].to_string(), Role::Sink),
+        (sinks[1].to_string(), Role::Sink),
+    ]
+    .into_iter()
+    .collect();
+    let df = txguard_engine::stream::plan(&p, &roles, &Vec::new())
+        .await
+        .expect("plan");
+    let (first, second) = (Collect::default(), Collect::default());
+    let metrics = Arc::new(Metrics::for_dataflow(&df));
+    let source = FileSource::open(input, batch_rows).expect("open");
+    run(
+        df,
+        Connections {
+            sources: vec![("transactions".into(), Box::new(source))],
+            sinks: vec![Box::new(first.clone()), Box::new(second.clone())],
+        },
+        RunOptions::default(),
+        metrics.clone(),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await
+    .expect("the run goes on past bad rows");
+    (metrics, first, second)
+}
+
 const PIPELINE: &str = "
 CREATE TABLE transactions (
     transaction_id TEXT NOT NULL, user_id TEXT NOT NULL, amount DOUBLE NOT NULL,
@@ -74,34 +111,8 @@ async fn malformed_contract_breaking_and_late_events_are_dead_letters_with_reaso
         r#"{"transaction_id": "t8", "user_id": "u2", "amount": 8, "timestamp": "2026-01-01T00:00:57"}"#,
     ];
     std::fs::write(&input, lines.join("\n") + "\n").expect("write");
-    let path = dir.path().join("p.sql");
     let sql = PIPELINE.replace("PATH", &input.to_string_lossy());
-    let p = parse(&path, &sql).expect("parse");
-    let roles = [
-        ("transactions".to_string(), Role::Source),
-        ("scored".to_string(), Role::Sink),
-        ("dead".to_string(), Role::Sink),
-    ]
-    .into_iter()
-    .collect();
-    let df = txguard_engine::stream::plan(&p, &roles, &Vec::new())
-        .await
-        .expect("plan");
-    let (scored, dead) = (Collect::default(), Collect::default());
-    let metrics = Arc::new(Metrics::for_dataflow(&df));
-    let source = FileSource::open(&input, 3).expect("open");
-    run(
-        df,
-        Connections {
-            sources: vec![("transactions".into(), Box::new(source))],
-            sinks: vec![Box::new(scored.clone()), Box::new(dead.clone())],
-        },
-        RunOptions::default(),
-        metrics.clone(),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .await
-    .expect("run");
+    let (metrics, scored, dead) = run_file_pipeline(&sql, &input, ["scored", "dead"], 3).await;
 
     let at = |l: usize| format!("{}:{l}", input.display());
     let dead = dead_letters(&dead);
@@ -170,34 +181,7 @@ async fn rows_breaking_a_sinks_not_null_columns_become_dead_letters() {
          INSERT INTO dead SELECT * FROM txguard_dead_letters;",
         input.display()
     );
-    let p = parse(dir.path().join("p.sql"), &sql).expect("parse");
-    let roles = [
-        ("transactions".to_string(), Role::Source),
-        ("strict".to_string(), Role::Sink),
-        ("dead".to_string(), Role::Sink),
-    ]
-    .into_iter()
-    .collect();
-    let df = txguard_engine::stream::plan(&p, &roles, &Vec::new())
-        .await
-        .expect("plan");
-    let (strict, dead) = (Collect::default(), Collect::default());
-    let metrics = Arc::new(Metrics::for_dataflow(&df));
-    run(
-        df,
-        Connections {
-            sources: vec![(
-                "transactions".into(),
-                Box::new(FileSource::open(&input, 10).expect("open")),
-            )],
-            sinks: vec![Box::new(strict.clone()), Box::new(dead.clone())],
-        },
-        RunOptions::default(),
-        metrics.clone(),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .await
-    .expect("the run goes on past the refused rows");
+    let (metrics, strict, dead) = run_file_pipeline(&sql, &input, ["strict", "dead"], 10).await;
     assert_eq!(rows(&strict), 1, "only b has a previous amount");
     let mut dead = dead_letters(&dead);
     dead.sort();
