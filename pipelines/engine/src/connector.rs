@@ -3,6 +3,8 @@
 //! the runtime; sinks run on their own task and make their writes durable at each checkpoint
 //! epoch ([`Sink::commit`]), which is where exactly-once delivery hooks in.
 
+use std::sync::{Arc, Mutex};
+
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use futures::future::BoxFuture;
@@ -65,5 +67,38 @@ pub trait Sink: Send {
     /// table's application transaction). The runtime continues after it.
     fn last_epoch(&self) -> Option<u64> {
         None
+    }
+}
+
+/// A sink that keeps every batch it is given, in memory: a view's rows for training, and
+/// tests. Clones share the batches.
+#[derive(Debug, Clone, Default)]
+pub struct CollectSink(Arc<Mutex<Vec<RecordBatch>>>);
+
+impl CollectSink {
+    /// Everything received so far.
+    pub fn batches(&self) -> Vec<RecordBatch> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Everything received so far, leaving nothing behind.
+    pub fn take(&self) -> Vec<RecordBatch> {
+        self.0
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    }
+}
+
+impl Sink for CollectSink {
+    fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        let r = self.0.lock().map(|mut v| v.push(batch)).map_err(|_| {
+            ConnectorError::new("collect", "a writer panicked while holding the rows")
+        });
+        Box::pin(async move { r })
+    }
+
+    fn commit(&mut self, _epoch: u64) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        Box::pin(async { Ok(()) })
     }
 }

@@ -11,13 +11,13 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, RecordBatch};
-use arrow::compute::cast;
 use arrow::datatypes::SchemaRef;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::connector::{ConnectorError, Poll, Sink, Source};
-use crate::stream::{DEAD_LETTERS, Dataflow, StreamError};
+use crate::event::rows_as_dead_letters;
+use crate::stream::{DEAD_LETTERS, Dataflow, StreamError, cast_to};
 use crate::time::EventTimeBuffer;
 
 /// How the runtime paces itself.
@@ -216,26 +216,10 @@ impl ColumnPick {
             .indices
             .iter()
             .zip(self.schema.fields())
-            .map(|(&i, f)| {
-                let c = b.column(i);
-                if c.data_type() == f.data_type() {
-                    Ok(c.clone())
-                } else {
-                    cast(c, f.data_type())
-                }
-            })
+            .map(|(&i, f)| cast_to(b.column(i).clone(), f.data_type()))
             .collect::<Result<Vec<ArrayRef>, _>>()?;
         Ok(RecordBatch::try_new(self.schema.clone(), cols)?)
     }
-}
-
-/// Late rows as dead letters, positioned by their transaction id.
-fn late_to_dead(
-    source: &str,
-    rows: &RecordBatch,
-    reasons: &[String],
-) -> Result<RecordBatch, RunError> {
-    Ok(crate::event::rows_as_dead_letters(source, rows, reasons)?)
 }
 
 struct SourceState {
@@ -450,7 +434,8 @@ async fn drive(
                             if let Some(late) = buf.push(rows)? {
                                 m.late
                                     .fetch_add(late.rows.num_rows() as u64, Ordering::Relaxed);
-                                let dead = late_to_dead(&s.name, &late.rows, &late.reasons)?;
+                                let dead =
+                                    rows_as_dead_letters(&s.name, &late.rows, &late.reasons)?;
                                 let out = df.push(dead_index, Some(dead), None)?;
                                 deliver(df, dead_index, tasks, metrics, out).await?;
                             }

@@ -3,24 +3,22 @@
 //! a sink by the pipeline's own `INSERT … FROM txguard_dead_letters`) with its reason and
 //! position, nothing is lost, and the counts reconcile: in = out + dead + late.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arrow::array::AsArray;
-use common::Collect;
 use txguard_connectors::file::FileSource;
+use txguard_engine::connector::CollectSink;
 use txguard_engine::runtime::{Connections, Metrics, RunOptions, run};
 use txguard_engine::sql::{Role, parse};
 
 /// Rows received by a sink.
-fn rows(c: &Collect) -> usize {
+fn rows(c: &CollectSink) -> usize {
     c.batches().iter().map(|b| b.num_rows()).sum()
 }
 
 /// (position, reason, raw) of every dead letter a sink received.
-fn dead_letters(c: &Collect) -> Vec<(String, String, String)> {
+fn dead_letters(c: &CollectSink) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     for b in &c.batches() {
         let pos = b.column(1).as_string::<i32>();
@@ -44,7 +42,7 @@ async fn run_file_pipeline(
     input: &std::path::Path,
     sinks: [&str; 2],
     batch_rows: usize,
-) -> (Arc<Metrics>, Collect, Collect) {
+) -> (Arc<Metrics>, CollectSink, CollectSink) {
     let p = parse(input.with_extension("sql"), sql).expect("parse");
     let roles = [
         ("transactions".to_string(), Role::Source),
@@ -56,7 +54,7 @@ async fn run_file_pipeline(
     let df = txguard_engine::stream::plan(&p, &roles, &Vec::new())
         .await
         .expect("plan");
-    let (first, second) = (Collect::default(), Collect::default());
+    let (first, second) = (CollectSink::default(), CollectSink::default());
     let metrics = Arc::new(Metrics::for_dataflow(&df));
     let source = FileSource::open(input, batch_rows).expect("open");
     run(

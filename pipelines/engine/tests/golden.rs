@@ -16,13 +16,13 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, Float64Type, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use common::{Collect, arrivals, close};
+use common::{arrivals, close};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use txguard_engine::connector::{ConnectorError, Poll, Sink, Source};
+use txguard_engine::connector::{CollectSink, ConnectorError, Poll, Sink, Source};
 use txguard_engine::event::transaction_schema;
 use txguard_engine::runtime::{Connections, Metrics, RunOptions, run};
 use txguard_engine::sql::{PlanningFunctions, Role, check, parse, role_of};
@@ -105,7 +105,7 @@ async fn stream(file: &Path, input: &RecordBatch, seed: u64) -> RecordBatch {
     let df = txguard_engine::stream::plan(&p, &roles, &functions)
         .await
         .expect("plan");
-    let out = Collect::default();
+    let out = CollectSink::default();
     let sinks: Vec<Box<dyn Sink>> = df
         .sinks()
         .iter()
@@ -113,7 +113,7 @@ async fn stream(file: &Path, input: &RecordBatch, seed: u64) -> RecordBatch {
             if s.table == "out" {
                 Box::new(out.clone())
             } else {
-                Box::new(Collect::default())
+                Box::new(CollectSink::default())
             }
         })
         .collect();
@@ -363,7 +363,7 @@ async fn default_pipeline_features() {
         .expect("plan");
     let tap = df.tap("features").expect("tap");
     let schema = df.sinks()[tap].schema.clone();
-    let out = Collect::default();
+    let out = CollectSink::default();
     let input = arrivals(6000, 0.05);
     let metrics = Arc::new(Metrics::for_dataflow(&df));
     run(

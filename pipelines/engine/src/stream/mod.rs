@@ -16,6 +16,7 @@ use arrow::error::ArrowError;
 pub use plan::plan;
 
 use ops::Op;
+pub(crate) use ops::cast_to;
 
 /// The built-in stream of rejected events (undecodable, contract-breaking or late), with the
 /// dead-letter schema ([`crate::event::dead_letter_schema`]). A pipeline writes it to a sink

@@ -108,13 +108,7 @@ pub(crate) fn conform(
     let columns = columns
         .into_iter()
         .zip(schema.fields())
-        .map(|(c, f)| {
-            if c.data_type() == f.data_type() {
-                Ok(c)
-            } else {
-                cast(&c, f.data_type())
-            }
-        })
+        .map(|(c, f)| cast_to(c, f.data_type()))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(RecordBatch::try_new_with_options(
         schema.clone(),
@@ -123,20 +117,13 @@ pub(crate) fn conform(
     )?)
 }
 
-fn as_f64(a: ArrayRef) -> Result<ArrayRef, StreamError> {
-    Ok(if a.data_type() == &DataType::Float64 {
-        a
+/// `a` as type `t`: itself when it already is, else cast.
+pub(crate) fn cast_to(a: ArrayRef, t: &DataType) -> Result<ArrayRef, arrow::error::ArrowError> {
+    if a.data_type() == t {
+        Ok(a)
     } else {
-        cast(&a, &DataType::Float64)?
-    })
-}
-
-fn as_utf8(a: ArrayRef) -> Result<ArrayRef, StreamError> {
-    Ok(if a.data_type() == &DataType::Utf8 {
-        a
-    } else {
-        cast(&a, &DataType::Utf8)?
-    })
+        cast(&a, t)
+    }
 }
 
 /// An argument of a stateful operator, evaluated to DOUBLE.
@@ -149,7 +136,7 @@ pub(crate) enum Arg {
 impl Arg {
     fn eval(&self, batch: &RecordBatch) -> Result<ArrayRef, StreamError> {
         match self {
-            Arg::Expr(e) => as_f64(eval(e, batch)?),
+            Arg::Expr(e) => Ok(cast_to(eval(e, batch)?, &DataType::Float64)?),
             Arg::NotNull(e) => {
                 let a = eval(e, batch)?;
                 let v: Float64Array = (0..a.len())
@@ -175,10 +162,10 @@ fn state_input(
 ) -> Result<RecordBatch, StreamError> {
     let n = batch.num_rows();
     let key = match key {
-        Some(k) => as_utf8(eval(k, batch)?)?,
+        Some(k) => cast_to(eval(k, batch)?, &DataType::Utf8)?,
         None => Arc::new(arrow::array::StringArray::from(vec![""; n])),
     };
-    let ts = cast(batch.column(ts), &ts_type())?;
+    let ts = cast_to(batch.column(ts).clone(), &ts_type())?;
     let mut cols = vec![key, ts];
     for a in args {
         cols.push(a.eval(batch)?);

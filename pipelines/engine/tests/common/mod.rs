@@ -1,13 +1,7 @@
-//! Shared test input and plumbing: generator transactions in arrival order, decoded to
-//! Arrow, and a sink that keeps what it is given. (Each test binary uses part of it.)
-#![allow(dead_code)]
-
-use std::sync::{Arc, Mutex};
+//! Shared test input: generator transactions in arrival order, decoded to Arrow.
 
 use arrow::array::RecordBatch;
-use futures::future::BoxFuture;
 use txguard_connectors::generator::{Generator, GeneratorConfig};
-use txguard_engine::connector::{ConnectorError, Sink};
 use txguard_engine::decode::Decoder;
 
 /// Largest lateness of the generated input, and the watermark bound the tests use.
@@ -41,26 +35,5 @@ pub fn close(a: Option<f64>, b: Option<f64>) -> bool {
         (None, None) => true,
         (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
         _ => false,
-    }
-}
-
-/// A sink that keeps every batch it is given.
-#[derive(Clone, Default)]
-pub struct Collect(pub Arc<Mutex<Vec<RecordBatch>>>);
-
-impl Sink for Collect {
-    fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<(), ConnectorError>> {
-        self.0.lock().expect("lock").push(batch);
-        Box::pin(async { Ok(()) })
-    }
-    fn commit(&mut self, _epoch: u64) -> BoxFuture<'_, Result<(), ConnectorError>> {
-        Box::pin(async { Ok(()) })
-    }
-}
-
-impl Collect {
-    /// Everything received so far.
-    pub fn batches(&self) -> Vec<RecordBatch> {
-        self.0.lock().expect("lock").clone()
     }
 }

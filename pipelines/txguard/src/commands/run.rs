@@ -57,23 +57,14 @@ pub fn run(args: RunArgs) -> Result<()> {
 
 async fn run_async(args: RunArgs) -> Result<()> {
     let p = load(&args.pipeline, &args.sets)?;
-    let functions = model_functions(&args.models)?;
+    let (functions, model_versions) = model_functions(&args.models)?;
     let df = plan(&p, &functions).await?;
     let conns = connect(&p, &df, Vec::new()).await?;
     let metrics = Arc::new(Metrics::for_dataflow(&df));
     if !args.no_ui {
         let info = txguard_web::RunInfo {
             pipeline: args.pipeline.display().to_string(),
-            model_versions: args
-                .models
-                .iter()
-                .filter_map(|m| {
-                    let (name, path) = m.split_once('=').unwrap_or(("default", m.as_str()));
-                    crate::commands::model::load(std::path::Path::new(path))
-                        .ok()
-                        .map(|f| format!("{name} {}", f.version()))
-                })
-                .collect(),
+            model_versions,
             sink_locations: p
                 .tables
                 .iter()

