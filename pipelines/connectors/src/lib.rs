@@ -1,11 +1,13 @@
 //! txguard's connectors, one folder per connector with its options, code and tests:
 //! [`generator`] (synthetic transactions with labelled fraud), [`file`] (JSON-lines replay),
-//! [`delta`] (Delta Lake tables, written or replayed) and [`stdout`]. [`open_source`] and [`open_sink`] build the
-//! connector a pipeline table declares. Kafka and Postgres follow.
+//! [`delta`] (Delta Lake tables, written or replayed), [`postgres`] (tables over binary COPY,
+//! upserted on their key) and [`stdout`]. [`open_source`] and [`open_sink`] build the
+//! connector a pipeline table declares. Kafka follows.
 
 pub mod delta;
 pub mod file;
 pub mod generator;
+pub mod postgres;
 pub mod stdout;
 
 use arrow::datatypes::SchemaRef;
@@ -14,7 +16,13 @@ use txguard_engine::sql::{ConnectorSpec, TableDef};
 
 /// Every connector's `WITH (...)` specification, for validating pipeline files.
 pub fn specs() -> Vec<ConnectorSpec> {
-    vec![generator::SPEC, file::SPEC, delta::SPEC, stdout::SPEC]
+    vec![
+        generator::SPEC,
+        file::SPEC,
+        delta::SPEC,
+        postgres::SPEC,
+        stdout::SPEC,
+    ]
 }
 
 /// The source a source table declares.
@@ -39,6 +47,7 @@ pub async fn open_sink(
 ) -> Result<Box<dyn Sink>, ConnectorError> {
     match table.connector.as_str() {
         "delta" => Ok(Box::new(delta::DeltaSink::open(table, schema).await?)),
+        "postgres" => Ok(Box::new(postgres::PostgresSink::open(table, schema).await?)),
         "stdout" => Ok(Box::new(stdout::StdoutSink::from_table(
             std::io::stdout(),
             table,

@@ -43,6 +43,13 @@ enum Command {
     Validate(commands::validate::ValidateArgs),
     /// Fit an isolation forest on the feature columns of a CSV or Parquet file.
     Train(commands::train::TrainArgs),
+    /// Postgres: create, inspect or reset the default pipeline's tables and views.
+    Db(commands::db::DbArgs),
+    /// Provision dashboards as code (dashboards/).
+    Dashboards {
+        #[command(subcommand)]
+        command: DashboardsCommand,
+    },
     /// Inspect and convert model files.
     Model {
         #[command(subcommand)]
@@ -64,6 +71,13 @@ enum ModelCommand {
     ExportArroyo(commands::model::ExportArroyoArgs),
 }
 
+#[derive(Debug, Subcommand)]
+enum DashboardsCommand {
+    /// Create or update the Postgres connection, questions and dashboard in Metabase
+    /// (dashboards/metabase/) through its REST API; re-running updates, never duplicates.
+    Metabase(commands::dashboards::MetabaseArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -81,6 +95,10 @@ fn main() -> ExitCode {
         Command::Score(args) => commands::score::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Validate(args) => commands::validate::run(args),
+        Command::Db(args) => commands::db::run(args),
+        Command::Dashboards { command } => match command {
+            DashboardsCommand::Metabase(args) => commands::dashboards::run(args),
+        },
         Command::Model { command } => match command {
             ModelCommand::Info { model, json } => commands::model::info(&model, json),
             ModelCommand::ExportArroyo(args) => commands::model::export_arroyo(args),

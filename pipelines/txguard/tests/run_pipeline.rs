@@ -4,26 +4,12 @@
 //! reader (delta-rs's Python package, installed by scripts/setup.sh) with the expected row
 //! counts and columns.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn txguard(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_txguard"))
-        .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run txguard");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{read_tables, repo, txguard};
 
 /// `txguard run` of the default pipeline with an endless source paced at 2000 tx/s and
 /// 200 ms checkpoints, in `dir`, with stderr piped; `extra` are further arguments.
@@ -49,21 +35,6 @@ fn spawn_endless(dir: &Path, extra: &[&str]) -> std::process::Child {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn")
-}
-
-fn read_tables(data: &Path) -> serde_json::Value {
-    let py = std::env::var("TXGUARD_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = Command::new(py)
-        .arg(repo().join("pipelines/txguard/tests/delta/read_tables.py"))
-        .arg(data)
-        .output()
-        .expect("python3 (run scripts/setup.sh for the deltalake package)");
-    assert!(
-        out.status.success(),
-        "reader failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
 }
 
 fn columns(v: &serde_json::Value) -> Vec<String> {

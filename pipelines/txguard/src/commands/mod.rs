@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod dashboards;
+pub mod db;
 pub mod generate;
 pub mod model;
 pub mod pipeline;

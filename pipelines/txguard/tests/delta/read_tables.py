@@ -31,6 +31,8 @@ def main(root):
                 qb, "SELECT COUNT(*) FROM t WHERE is_anomaly")
             info["fraud"] = scalar(qb, "SELECT COUNT(*) FROM t WHERE is_fraud")
             info["versions"] = scalar(qb, "SELECT COUNT(DISTINCT model_version) FROM t")
+            info["score_sum"] = scalar(qb, "SELECT SUM(score) FROM t")
+            info["amount_sum"] = scalar(qb, "SELECT SUM(amount) FROM t")
         if name == "user_window_stats":
             info["tx_total"] = scalar(qb, "SELECT SUM(tx_count) FROM t")
             info["anomalies_total"] = scalar(qb, "SELECT SUM(anomalies) FROM t")

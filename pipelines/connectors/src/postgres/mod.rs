@@ -1,0 +1,639 @@
+//! `postgres` sink: rows into a PostgreSQL table over binary `COPY`, batched by size and
+//! time. Upsert mode (the default when the table has a primary key) copies each batch into a
+//! session-local staging table and merges it with one `INSERT … ON CONFLICT (key) DO UPDATE`
+//! in the same transaction, so re-delivered rows never duplicate; append mode copies
+//! straight into the table. A failing database makes the sink wait and retry the same batch
+//! with backoff (the runtime's bounded channels hold the pipeline back meanwhile), logging
+//! why. Identifiers are always quoted, never spliced as text. [`admin`] owns the schema the
+//! default pipeline writes (`txguard db init/stats/reset`).
+
+pub mod admin;
+pub mod copy;
+pub mod scratch;
+#[cfg(test)]
+mod tests;
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::SinkExt;
+use futures::future::BoxFuture;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Config, NoTls};
+use txguard_engine::connector::{ConnectorError, Sink};
+use txguard_engine::sql::{ConnectorSpec, OptionKind, OptionSpec, Role, TableDef};
+
+use copy::Encoder;
+
+/// The environment variable that gives the connection when a table names none.
+pub const CONNECTION_ENV: &str = "TXGUARD_POSTGRES";
+/// The connection used when neither the table nor the environment names one.
+pub const DEFAULT_CONNECTION: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
+
+/// `connector = 'postgres'`.
+pub const SPEC: ConnectorSpec = ConnectorSpec {
+    name: "postgres",
+    roles: &[Role::Sink],
+    options: &[
+        OptionSpec {
+            key: "connection",
+            kind: OptionKind::Text,
+            required: false,
+            help: "a postgres:// URL or libpq keywords (host=… dbname=…); default: $TXGUARD_POSTGRES, \
+                   else host=127.0.0.1 user=postgres dbname=postgres",
+        },
+        OptionSpec {
+            key: "password_env",
+            kind: OptionKind::Text,
+            required: false,
+            help: "environment variable holding the password when the connection has none (default PGPASSWORD)",
+        },
+        OptionSpec {
+            key: "table",
+            kind: OptionKind::Text,
+            required: false,
+            help: "the Postgres table, optionally schema-qualified (default: the sink table's name)",
+        },
+        OptionSpec {
+            key: "write_mode",
+            kind: OptionKind::OneOf(&["upsert", "append"]),
+            required: false,
+            help: "upsert on the primary key (default when the table has one) or append",
+        },
+        OptionSpec {
+            key: "primary_key",
+            kind: OptionKind::Text,
+            required: false,
+            help: "comma-separated conflict columns for upsert (default: the table's primary key)",
+        },
+        OptionSpec {
+            key: "batch_rows",
+            kind: OptionKind::Integer,
+            required: false,
+            help: "rows per COPY (default 50000)",
+        },
+        OptionSpec {
+            key: "flush_interval",
+            kind: OptionKind::Text,
+            required: false,
+            help: "longest a row waits before it is written, e.g. 500ms (default 1s); checkpoints also flush",
+        },
+    ],
+};
+
+/// A Postgres identifier, double-quoted (inner quotes doubled).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `schema.table` or `table`, each part quoted.
+pub fn quote_table(name: &str) -> String {
+    name.split('.')
+        .map(quote_ident)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Why a Postgres connection could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connection {0:?} is not a postgres:// URL or libpq keywords: {1}")]
+    Parse(String, String),
+    #[error("cannot connect to Postgres at {target}: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+/// The connection string a table (or command) uses: its own, else `$TXGUARD_POSTGRES`, else
+/// the local default.
+pub fn connection_string(explicit: Option<String>) -> String {
+    explicit
+        .or_else(|| std::env::var(CONNECTION_ENV).ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| DEFAULT_CONNECTION.to_string())
+}
+
+/// Parses `conn`, fills the password from `password_env` (default `PGPASSWORD`) when the
+/// string has none, and names the session `application_name` unless it names itself.
+pub fn config(
+    conn: &str,
+    password_env: Option<&str>,
+    application_name: &str,
+) -> Result<Config, ConnectError> {
+    let mut cfg =
+        Config::from_str(conn).map_err(|e| ConnectError::Parse(conn.to_string(), e.to_string()))?;
+    if cfg.get_password().is_none()
+        && let Ok(p) = std::env::var(password_env.unwrap_or("PGPASSWORD"))
+    {
+        cfg.password(p);
+    }
+    if cfg.get_application_name().is_none() {
+        cfg.application_name(application_name);
+    }
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(Duration::from_secs(10));
+    }
+    Ok(cfg)
+}
+
+/// Where a config points, for messages (never the password).
+pub fn describe(cfg: &Config) -> String {
+    let host = cfg
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(s) => s.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let db = cfg
+        .get_dbname()
+        .or(cfg.get_user())
+        .unwrap_or("postgres")
+        .to_string();
+    format!("{host}:{port}/{db}")
+}
+
+/// Opens a session; its connection runs on a tokio task that ends with the client.
+pub async fn connect(cfg: &Config) -> Result<Client, ConnectError> {
+    open_session(cfg)
+        .await
+        .map_err(|source| ConnectError::Connect {
+            target: describe(cfg),
+            source,
+        })
+}
+
+async fn open_session(cfg: &Config) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = cfg.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("postgres connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// Whether an error is the database being away or busy (retry) rather than a wrong
+/// statement or value (stop).
+pub fn is_transient(e: &tokio_postgres::Error) -> bool {
+    let Some(code) = e.code() else {
+        // No SQLSTATE: I/O, a closed connection, a timeout.
+        return true;
+    };
+    code.code().starts_with("08")
+        || [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::LOCK_NOT_AVAILABLE,
+            SqlState::QUERY_CANCELED,
+            SqlState::IDLE_SESSION_TIMEOUT,
+        ]
+        .contains(code)
+}
+
+/// How rows land in the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteMode {
+    Append,
+    /// `ON CONFLICT (key columns)`.
+    Upsert(Vec<String>),
+}
+
+/// The sink's options, resolved.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    pub connection: String,
+    pub password_env: Option<String>,
+    pub table: String,
+    /// `None`: upsert on the table's primary key if it has one, else append.
+    pub write_mode: Option<WriteMode>,
+    pub batch_rows: usize,
+    pub flush_interval: Duration,
+}
+
+impl PostgresOptions {
+    pub fn from_table(t: &TableDef) -> Result<Self, ConnectorError> {
+        let text = |k: &str| t.option(k).map(|o| o.value.as_text());
+        let key = text("primary_key").map(|k| {
+            k.split(',')
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty())
+                .collect::<Vec<_>>()
+        });
+        let write_mode = match (text("write_mode").as_deref(), key) {
+            (Some("append"), Some(_)) => {
+                return Err(ConnectorError::new(
+                    &t.name,
+                    "primary_key is for write_mode = 'upsert'; drop one of them",
+                ));
+            }
+            (Some("append"), None) => Some(WriteMode::Append),
+            (_, Some(k)) if k.is_empty() => {
+                return Err(ConnectorError::new(&t.name, "primary_key names no column"));
+            }
+            (_, Some(k)) => Some(WriteMode::Upsert(k)),
+            _ => None,
+        };
+        let batch_rows = match text("batch_rows") {
+            Some(s) => s.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ConnectorError::new(&t.name, format!("batch_rows = {s}: give a positive count"))
+            })?,
+            None => 50_000,
+        };
+        let flush_interval = match text("flush_interval") {
+            Some(s) => humantime::parse_duration(&s).map_err(|e| {
+                ConnectorError::new(
+                    &t.name,
+                    format!("flush_interval = '{s}': {e} (e.g. '500ms', '2s')"),
+                )
+            })?,
+            None => Duration::from_secs(1),
+        };
+        Ok(PostgresOptions {
+            connection: connection_string(text("connection")),
+            password_env: text("password_env"),
+            table: text("table").unwrap_or_else(|| t.name.clone()),
+            write_mode,
+            batch_rows,
+            flush_interval,
+        })
+    }
+}
+
+/// Statements prepared on one session.
+struct Session {
+    client: Client,
+    copy: tokio_postgres::Statement,
+    merge: Option<tokio_postgres::Statement>,
+}
+
+/// Writes one sink table's rows to one Postgres table.
+pub struct PostgresSink {
+    name: String,
+    cfg: Config,
+    target: String,
+    columns: Vec<String>,
+    mode: WriteMode,
+    encoder: Encoder,
+    session: Option<Session>,
+    /// Encoded rows since the last flush, behind the COPY header.
+    pending: BytesMut,
+    pending_rows: usize,
+    batch_rows: usize,
+    flush_interval: Duration,
+    last_flush: Instant,
+    written: u64,
+}
+
+/// The session-local staging table of upsert mode.
+const STAGE: &str = "\"txguard_stage\"";
+
+impl PostgresSink {
+    /// Connects, checks the table's columns against `schema` and settles the write mode.
+    /// Fails with what to do when the database is unreachable, the table is missing or a
+    /// column does not fit.
+    pub async fn open(table: &TableDef, schema: SchemaRef) -> Result<Self, ConnectorError> {
+        let opts = PostgresOptions::from_table(table)?;
+        PostgresSink::open_with(&table.name, &opts, schema).await
+    }
+
+    pub async fn open_with(
+        name: &str,
+        opts: &PostgresOptions,
+        schema: SchemaRef,
+    ) -> Result<Self, ConnectorError> {
+        let err = |m: String| ConnectorError::new(name, m);
+        let cfg = config(
+            &opts.connection,
+            opts.password_env.as_deref(),
+            &format!("txguard {name}"),
+        )
+        .map_err(|e| err(e.to_string()))?;
+        let client = connect(&cfg).await.map_err(|e| {
+            err(format!(
+                "{e}. Is the server running? Set the table's connection option or ${CONNECTION_ENV}"
+            ))
+        })?;
+        let target = quote_table(&opts.table);
+        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let exists: Option<u32> = client
+            .query_one("SELECT to_regclass($1)::oid", &[&target])
+            .await
+            .and_then(|r| r.try_get::<_, Option<u32>>(0))
+            .map_err(|e| err(format!("looking up table {}: {e}", opts.table)))?;
+        let Some(oid) = exists else {
+            return Err(err(format!(
+                "table {} does not exist in {}: create it (`txguard db init` creates the \
+                 default pipeline's tables) or set the table option",
+                opts.table,
+                describe(&cfg)
+            )));
+        };
+        let probe = format!(
+            "SELECT {} FROM {target} LIMIT 0",
+            columns
+                .iter()
+                .map(|c| quote_ident(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let stmt = client
+            .prepare(&probe)
+            .await
+            .map_err(|e| err(format!("table {}: {}", opts.table, db_message(&e))))?;
+        let types: Vec<_> = stmt.columns().iter().map(|c| c.type_().clone()).collect();
+        let encoder =
+            Encoder::new(&schema, &types).map_err(|e| err(format!("table {}: {e}", opts.table)))?;
+        let mode = match &opts.write_mode {
+            Some(m) => m.clone(),
+            None => {
+                let key = primary_key(&client, oid)
+                    .await
+                    .map_err(|e| err(format!("table {}: {e}", opts.table)))?;
+                if key.is_empty() {
+                    WriteMode::Append
+                } else {
+                    WriteMode::Upsert(key)
+                }
+            }
+        };
+        if let WriteMode::Upsert(key) = &mode {
+            for k in key {
+                if !columns.contains(k) {
+                    return Err(err(format!(
+                        "upsert key column {k} is not one of the sink's columns ({})",
+                        columns.join(", ")
+                    )));
+                }
+            }
+        }
+        tracing::info!(
+            table = %opts.table,
+            at = %describe(&cfg),
+            mode = ?mode,
+            "postgres sink ready"
+        );
+        let mut pending = BytesMut::with_capacity(1 << 20);
+        pending.put_slice(copy::HEADER);
+        let mut sink = PostgresSink {
+            name: name.to_string(),
+            cfg,
+            target,
+            columns,
+            mode,
+            encoder,
+            session: None,
+            pending,
+            pending_rows: 0,
+            batch_rows: opts.batch_rows,
+            flush_interval: opts.flush_interval,
+            last_flush: Instant::now(),
+            written: 0,
+        };
+        sink.session = Some(
+            sink.prepare(client)
+                .await
+                .map_err(|e| err(db_message(&e)))?,
+        );
+        Ok(sink)
+    }
+
+    /// Rows this sink has written (committed in Postgres).
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    fn column_list(&self) -> String {
+        self.columns
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The merge statement of upsert mode; `distinct` keeps one row per key (a batch that
+    /// holds the same key twice).
+    fn merge_sql(&self, key: &[String], distinct: bool) -> String {
+        let cols = self.column_list();
+        let key_list = key
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let updates: Vec<String> = self
+            .columns
+            .iter()
+            .filter(|c| !key.contains(c))
+            .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
+            .collect();
+        let action = if updates.is_empty() {
+            "DO NOTHING".to_string()
+        } else {
+            format!("DO UPDATE SET {}", updates.join(", "))
+        };
+        let select = if distinct {
+            format!("SELECT DISTINCT ON ({key_list}) {cols} FROM {STAGE}")
+        } else {
+            format!("SELECT {cols} FROM {STAGE}")
+        };
+        format!(
+            "INSERT INTO {} ({cols}) {select} ON CONFLICT ({key_list}) {action}",
+            self.target
+        )
+    }
+
+    async fn prepare(&self, client: Client) -> Result<Session, tokio_postgres::Error> {
+        let cols = self.column_list();
+        let (copy, merge) = match &self.mode {
+            WriteMode::Append => (
+                client
+                    .prepare(&format!(
+                        "COPY {} ({cols}) FROM STDIN (FORMAT binary)",
+                        self.target
+                    ))
+                    .await?,
+                None,
+            ),
+            WriteMode::Upsert(key) => {
+                client
+                    .batch_execute(&format!(
+                        "CREATE TEMP TABLE IF NOT EXISTS {STAGE} ON COMMIT DELETE ROWS AS \
+                         SELECT {cols} FROM {} WITH NO DATA",
+                        self.target
+                    ))
+                    .await?;
+                let copy = client
+                    .prepare(&format!("COPY {STAGE} ({cols}) FROM STDIN (FORMAT binary)"))
+                    .await?;
+                let merge = client.prepare(&self.merge_sql(key, false)).await?;
+                (copy, Some(merge))
+            }
+        };
+        Ok(Session {
+            client,
+            copy,
+            merge,
+        })
+    }
+
+    /// One attempt at landing `data` (a whole COPY stream) in one transaction.
+    async fn try_flush(&mut self, data: &Bytes) -> Result<(), tokio_postgres::Error> {
+        if self.session.as_ref().is_none_or(|s| s.client.is_closed()) {
+            let client = open_session(&self.cfg).await?;
+            self.session = Some(self.prepare(client).await?);
+        }
+        let merge_distinct = match &self.mode {
+            WriteMode::Upsert(key) => Some(self.merge_sql(key, true)),
+            WriteMode::Append => None,
+        };
+        let Some(s) = self.session.as_mut() else {
+            return Ok(());
+        };
+        let tx = s.client.transaction().await?;
+        let sink = tx.copy_in::<_, Bytes>(&s.copy).await?;
+        futures::pin_mut!(sink);
+        sink.send(data.clone()).await?;
+        sink.finish().await?;
+        if let Some(merge) = &s.merge {
+            match tx.execute(merge, &[]).await {
+                Ok(_) => {}
+                // The same key twice in one batch: keep one row per key.
+                Err(e) if e.code() == Some(&SqlState::CARDINALITY_VIOLATION) => {
+                    drop(tx);
+                    let tx = s.client.transaction().await?;
+                    let sink = tx.copy_in::<_, Bytes>(&s.copy).await?;
+                    futures::pin_mut!(sink);
+                    sink.send(data.clone()).await?;
+                    sink.finish().await?;
+                    if let Some(sql) = &merge_distinct {
+                        tx.batch_execute(sql).await?;
+                    }
+                    return tx.commit().await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tx.commit().await
+    }
+
+    /// Writes what is pending, retrying with backoff while the database is away.
+    async fn flush(&mut self) -> Result<(), ConnectorError> {
+        self.last_flush = Instant::now();
+        if self.pending_rows == 0 {
+            return Ok(());
+        }
+        self.pending.put_slice(copy::TRAILER);
+        let data = self.pending.split().freeze();
+        let rows = self.pending_rows;
+        let mut delay = Duration::from_millis(100);
+        let mut failures = 0u32;
+        loop {
+            match self.try_flush(&data).await {
+                Ok(()) => break,
+                Err(e) if is_transient(&e) => {
+                    failures += 1;
+                    self.session = None;
+                    tracing::warn!(
+                        table = %self.name,
+                        rows,
+                        attempt = failures,
+                        "Postgres at {} is unavailable ({}); retrying in {:?}",
+                        describe(&self.cfg),
+                        db_message(&e),
+                        delay
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => {
+                    return Err(ConnectorError::new(
+                        &self.name,
+                        format!("writing {rows} rows to {}: {}", self.target, db_message(&e)),
+                    ));
+                }
+            }
+        }
+        if failures > 0 {
+            tracing::info!(table = %self.name, rows, "Postgres is back; batch written after {failures} failed attempts");
+        }
+        self.written += rows as u64;
+        self.pending_rows = 0;
+        self.pending.put_slice(copy::HEADER);
+        Ok(())
+    }
+
+    async fn write_batch(&mut self, batch: RecordBatch) -> Result<(), ConnectorError> {
+        self.encoder
+            .encode(&batch, &mut self.pending)
+            .map_err(|e| ConnectorError::new(&self.name, e))?;
+        self.pending_rows += batch.num_rows();
+        if self.pending_rows >= self.batch_rows || self.last_flush.elapsed() >= self.flush_interval
+        {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+/// The server's message with its detail and hint, or the client error.
+pub fn db_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut m = db.message().to_string();
+            if let Some(d) = db.detail() {
+                m.push_str(&format!(" ({d})"));
+            }
+            if let Some(h) = db.hint() {
+                m.push_str(&format!("; hint: {h}"));
+            }
+            m
+        }
+        None => {
+            let mut m = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(s) = src {
+                m.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            m
+        }
+    }
+}
+
+/// The primary-key columns of table `oid`, in key order.
+async fn primary_key(client: &Client, oid: u32) -> Result<Vec<String>, String> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text FROM pg_index i \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+             WHERE i.indrelid = $1::oid AND i.indisprimary \
+             ORDER BY array_position(i.indkey::int2[], a.attnum)",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| db_message(&e))?;
+    rows.iter()
+        .map(|r| r.try_get::<_, String>(0).map_err(|e| e.to_string()))
+        .collect()
+}
+
+impl Sink for PostgresSink {
+    fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        Box::pin(self.write_batch(batch))
+    }
+
+    fn commit(&mut self, _epoch: u64) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        Box::pin(self.flush())
+    }
+}

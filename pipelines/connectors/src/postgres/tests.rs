@@ -1,0 +1,424 @@
+//! The postgres sink against the real server on 127.0.0.1:5432 (or `$TXGUARD_TEST_POSTGRES`),
+//! each test in its own scratch database: types arrive exactly, upserts do not duplicate, a
+//! database that drops the sink's sessions mid-run loses nothing, bad setups fail clearly.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arrow::array::{
+    ArrayRef, BooleanArray, Date32Array, Float32Array, Float64Array, Int64Array, StringArray,
+    TimestampMicrosecondArray, TimestampMillisecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+use super::scratch::ScratchDb;
+use super::*;
+
+fn server() -> String {
+    std::env::var("TXGUARD_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_CONNECTION.to_string())
+}
+
+async fn scratch() -> ScratchDb {
+    match ScratchDb::create(&server()).await {
+        Ok(db) => db,
+        Err(e) => {
+            panic!("{e}; set TXGUARD_TEST_POSTGRES to a server the tests may create databases on")
+        }
+    }
+}
+
+async fn client(db: &ScratchDb) -> Client {
+    let cfg = config(&db.connection(), None, "txguard test").expect("config");
+    connect(&cfg).await.expect("connect")
+}
+
+fn opts(
+    db: &ScratchDb,
+    table: &str,
+    mode: Option<WriteMode>,
+    batch_rows: usize,
+) -> PostgresOptions {
+    PostgresOptions {
+        connection: db.connection(),
+        password_env: None,
+        table: table.to_string(),
+        write_mode: mode,
+        batch_rows,
+        flush_interval: Duration::from_secs(3600),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_arrives_exactly() {
+    let db = scratch().await;
+    let c = client(&db).await;
+    c.batch_execute(
+        "CREATE TABLE t (id text, n8 bigint, n4 integer, f8 float8, f4 real, b boolean,
+                         ts timestamptz, tsl timestamp, d date, j jsonb, v varchar(20), nf float8)",
+    )
+    .await
+    .expect("create");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("n8", DataType::Int64, true),
+        Field::new("n4", DataType::Int64, true),
+        Field::new("f8", DataType::Float64, true),
+        Field::new("f4", DataType::Float32, true),
+        Field::new("b", DataType::Boolean, true),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new(
+            "tsl",
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            true,
+        ),
+        Field::new("d", DataType::Date32, true),
+        Field::new("j", DataType::Utf8, true),
+        Field::new("v", DataType::Utf8, true),
+        Field::new("nf", DataType::Int64, true),
+    ]));
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec!["a", "b\"'x", "ü"])),
+        Arc::new(Int64Array::from(vec![Some(i64::MIN), None, Some(42)])),
+        Arc::new(Int64Array::from(vec![
+            Some(-7),
+            Some(i32::MAX as i64),
+            None,
+        ])),
+        Arc::new(Float64Array::from(vec![Some(0.1), Some(-1e300), None])),
+        Arc::new(Float32Array::from(vec![Some(1.5), None, Some(-0.25)])),
+        Arc::new(BooleanArray::from(vec![Some(true), Some(false), None])),
+        // 2024-03-01 12:34:56.789012 UTC, 1969-12-31 23:59:59 UTC (before both epochs)
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![
+                Some(1_709_296_496_789_012),
+                Some(-1_000_000),
+                None,
+            ])
+            .with_timezone("UTC"),
+        ),
+        Arc::new(TimestampMillisecondArray::from(vec![
+            None,
+            Some(946_684_800_001),
+            Some(0),
+        ])),
+        Arc::new(Date32Array::from(vec![Some(19_783), Some(0), None])),
+        Arc::new(StringArray::from(vec![
+            Some(r#"{"k": [1, 2]}"#),
+            None,
+            Some("3"),
+        ])),
+        Arc::new(StringArray::from(vec![None, Some(""), Some("tab\there")])),
+        Arc::new(Int64Array::from(vec![Some(3), None, Some(-1)])),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), cols).expect("batch");
+    let mut sink = PostgresSink::open_with("t", &opts(&db, "t", None, 10), schema)
+        .await
+        .expect("open");
+    assert_eq!(
+        sink.mode,
+        WriteMode::Append,
+        "a table without a key is appended to"
+    );
+    sink.write(batch).await.expect("write");
+    sink.commit(1).await.expect("commit");
+    assert_eq!(sink.written(), 3);
+    c.batch_execute("SET TIME ZONE 'UTC'").await.expect("tz");
+    let rows = c
+        .query(
+            "SELECT id, n8::text, n4::text, f8::text, f4::text, b::text,
+                    ts::text, tsl::text, d::text, j::text, v, nf::text FROM t ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("select");
+    let got: Vec<Vec<Option<String>>> = rows
+        .iter()
+        .map(|r| (0..12).map(|i| r.get::<_, Option<String>>(i)).collect())
+        .collect();
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        got,
+        vec![
+            vec![
+                s("a"),
+                s("-9223372036854775808"),
+                s("-7"),
+                s("0.1"),
+                s("1.5"),
+                s("true"),
+                s("2024-03-01 12:34:56.789012+00"),
+                None,
+                s("2024-03-01"),
+                s(r#"{"k": [1, 2]}"#),
+                None,
+                s("3"),
+            ],
+            vec![
+                s("b\"'x"),
+                None,
+                s("2147483647"),
+                s("-1e+300"),
+                None,
+                s("false"),
+                s("1969-12-31 23:59:59+00"),
+                s("2000-01-01 00:00:00.001"),
+                s("1970-01-01"),
+                None,
+                s(""),
+                None,
+            ],
+            vec![
+                s("ü"),
+                s("42"),
+                None,
+                None,
+                s("-0.25"),
+                None,
+                None,
+                s("1970-01-01 00:00:00"),
+                None,
+                s("3"),
+                s("tab\there"),
+                s("-1"),
+            ],
+        ]
+    );
+    drop(c);
+    db.drop_db().await.expect("drop");
+}
+
+fn tx_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("transaction_id", DataType::Utf8, false),
+        Field::new("amount", DataType::Float64, false),
+    ]))
+}
+
+fn tx_batch(ids: impl Iterator<Item = u64>, amount: f64) -> RecordBatch {
+    let ids: Vec<String> = ids.map(|i| format!("tx-{i:06}")).collect();
+    let n = ids.len();
+    RecordBatch::try_new(
+        tx_schema(),
+        vec![
+            Arc::new(StringArray::from(ids)),
+            Arc::new(Float64Array::from(vec![amount; n])),
+        ],
+    )
+    .expect("batch")
+}
+
+async fn count_and_sum(c: &Client, table: &str) -> (i64, f64) {
+    let r = c
+        .query_one(
+            &format!("SELECT count(*), coalesce(sum(amount), 0)::float8 FROM {table}"),
+            &[],
+        )
+        .await
+        .expect("count");
+    (r.get(0), r.get(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upserts_never_duplicate() {
+    let db = scratch().await;
+    let c = client(&db).await;
+    c.batch_execute("CREATE TABLE tx (transaction_id text PRIMARY KEY, amount float8 NOT NULL)")
+        .await
+        .expect("create");
+    let mut sink = PostgresSink::open_with("tx", &opts(&db, "tx", None, 250), tx_schema())
+        .await
+        .expect("open");
+    assert_eq!(
+        sink.mode,
+        WriteMode::Upsert(vec!["transaction_id".into()]),
+        "the table's primary key is the default upsert key"
+    );
+    sink.write(tx_batch(0..1000, 1.0)).await.expect("write");
+    sink.commit(1).await.expect("commit");
+    assert_eq!(count_and_sum(&c, "tx").await, (1000, 1000.0));
+    // The same transactions again, with new amounts; one batch even holds a key twice.
+    sink.write(tx_batch(0..600, 2.0)).await.expect("write");
+    sink.write(tx_batch((500..1000).chain(999..1000), 2.0))
+        .await
+        .expect("write");
+    sink.commit(2).await.expect("commit");
+    assert_eq!(count_and_sum(&c, "tx").await, (1000, 2000.0));
+    drop(c);
+    db.drop_db().await.expect("drop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_killed_mid_run_lose_nothing() {
+    let db = scratch().await;
+    let c = client(&db).await;
+    c.batch_execute("CREATE TABLE tx (transaction_id text PRIMARY KEY, amount float8 NOT NULL)")
+        .await
+        .expect("create");
+    let name = format!("killed{}", std::process::id());
+    let mut sink = PostgresSink::open_with(&name, &opts(&db, "tx", None, 400), tx_schema())
+        .await
+        .expect("open");
+    // A second session keeps terminating the sink's sessions while it writes.
+    let stop = Arc::new(AtomicBool::new(false));
+    let kills = Arc::new(AtomicU64::new(0));
+    let killer = {
+        let (stop, kills, app) = (stop.clone(), kills.clone(), format!("txguard {name}"));
+        let killer_client = client(&db).await;
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let r = killer_client
+                    .query_one(
+                        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
+                         FROM pg_stat_activity WHERE application_name = $1",
+                        &[&app],
+                    )
+                    .await
+                    .expect("terminate");
+                kills.fetch_add(r.get::<_, i64>(0) as u64, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        })
+    };
+    let (batches, per) = (150u64, 300u64);
+    for b in 0..batches {
+        sink.write(tx_batch(b * per..(b + 1) * per, 1.0))
+            .await
+            .expect("write survives");
+        if b % 10 == 9 {
+            sink.commit(b).await.expect("commit survives");
+        }
+    }
+    sink.commit(batches).await.expect("commit");
+    stop.store(true, Ordering::Relaxed);
+    killer.await.expect("killer");
+    assert!(
+        kills.load(Ordering::Relaxed) >= 3,
+        "the test must have killed the sink's sessions (killed {})",
+        kills.load(Ordering::Relaxed)
+    );
+    let n = (batches * per) as i64;
+    assert_eq!(count_and_sum(&c, "tx").await, (n, n as f64));
+    assert_eq!(sink.written(), batches * per);
+    drop(c);
+    db.drop_db().await.expect("drop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_setups_fail_at_open_saying_what_to_do() {
+    let db = scratch().await;
+    let c = client(&db).await;
+    c.batch_execute("CREATE TABLE tx (transaction_id text PRIMARY KEY, amount date)")
+        .await
+        .expect("create");
+    let open = |table: &str, mode: Option<WriteMode>| {
+        let o = opts(&db, table, mode, 10);
+        let table = table.to_string();
+        async move {
+            match PostgresSink::open_with("sink", &o, tx_schema()).await {
+                Ok(_) => panic!("opening {table} should fail"),
+                Err(e) => e.to_string(),
+            }
+        }
+    };
+    let e = open("missing", None).await;
+    assert!(
+        e.contains("table missing does not exist") && e.contains("txguard db init"),
+        "{e}"
+    );
+    let e = open("tx", None).await;
+    assert!(e.contains("column amount") && e.contains("date"), "{e}");
+    c.batch_execute("ALTER TABLE tx DROP COLUMN amount")
+        .await
+        .expect("alter");
+    let e = open("tx", None).await;
+    assert!(e.contains("column \"amount\" does not exist"), "{e}");
+    c.batch_execute("ALTER TABLE tx ADD COLUMN amount float8")
+        .await
+        .expect("alter");
+    let e = open("tx", Some(WriteMode::Upsert(vec!["id".into()]))).await;
+    assert!(e.contains("upsert key column id"), "{e}");
+    let mut o = opts(&db, "tx", None, 10);
+    o.connection = "host=127.0.0.1 port=1 user=postgres connect_timeout=2".into();
+    let e = match PostgresSink::open_with("sink", &o, tx_schema()).await {
+        Ok(_) => panic!("port 1 has no server"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains("cannot connect to Postgres at 127.0.0.1:1"),
+        "{e}"
+    );
+    o.connection = "host=127.0.0.1 port=notaport".into();
+    let e = match PostgresSink::open_with("sink", &o, tx_schema()).await {
+        Ok(_) => panic!("a bad port does not parse"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains("is not a postgres:// URL or libpq keywords"),
+        "{e}"
+    );
+    drop(c);
+    db.drop_db().await.expect("drop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_init_is_idempotent_and_every_view_answers() {
+    let db = scratch().await;
+    let mut c = client(&db).await;
+    admin::init(&mut c).await.expect("init");
+    admin::init(&mut c).await.expect("init again");
+    c.batch_execute(
+        "INSERT INTO transactions_scored (transaction_id, user_id, ts, amount, location, category,
+                                          is_fraud, score, is_anomaly, model_version)
+         VALUES ('t1', 'u1', now(), 10, 'Oslo', 'food', false, 0.41, false, 'm1'),
+                ('t2', 'u1', now(), 900, 'Oslo', 'electronics', true, 0.71, true, 'm1'),
+                ('t3', 'u2', now(), 20, NULL, 'food', true, 0.45, false, 'm1');
+         INSERT INTO dead_letters (source, position, reason, raw, received_at)
+         VALUES ('transactions', 'line 3', 'amount is not a number', '{}', now())",
+    )
+    .await
+    .expect("rows");
+    for v in admin::VIEWS {
+        c.query(&format!("SELECT * FROM {v}"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("view {v}: {}", db_message(&e)));
+    }
+    let q = c
+        .query_one(
+            "SELECT flagged, labelled_fraud, true_positives, precision, recall FROM model_quality",
+            &[],
+        )
+        .await
+        .expect("model_quality");
+    assert_eq!(
+        (q.get::<_, i64>(0), q.get::<_, i64>(1), q.get::<_, i64>(2)),
+        (1, 2, 1)
+    );
+    assert_eq!((q.get::<_, f64>(3), q.get::<_, f64>(4)), (1.0, 0.5));
+    let s = admin::stats(&c).await.expect("stats");
+    assert_eq!(s.database, db.name);
+    let rows: Vec<_> = s
+        .tables
+        .iter()
+        .map(|t| (t.table.as_str(), t.rows))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("transactions_scored", Some(3)),
+            ("anomalies", Some(0)),
+            ("dead_letters", Some(1)),
+            ("user_window_stats", Some(0)),
+        ]
+    );
+    assert_eq!(s.anomaly_rate, Some(1.0 / 3.0));
+    assert_eq!(s.rows_last_minute, Some(3));
+    admin::reset(&mut c).await.expect("reset");
+    let s = admin::stats(&c).await.expect("stats");
+    assert!(s.tables.iter().all(|t| t.rows == Some(0)), "{s:?}");
+    drop(c);
+    db.drop_db().await.expect("drop");
+}

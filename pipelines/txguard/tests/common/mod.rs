@@ -1,0 +1,48 @@
+//! Helpers the end-to-end tests share: the repository root, running the `txguard` binary,
+//! and reading Delta tables back with delta-rs's Python package.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs `txguard args` in `dir`: (success, stdout, stderr).
+pub fn txguard(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    txguard_with(dir, args, &[])
+}
+
+/// [`txguard`] with extra environment variables.
+pub fn txguard_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_txguard"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run txguard");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The tables a pipeline wrote under `data`, as tests/delta/read_tables.py reports them.
+pub fn read_tables(data: &Path) -> serde_json::Value {
+    let py = std::env::var("TXGUARD_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(py)
+        .arg(repo().join("pipelines/txguard/tests/delta/read_tables.py"))
+        .arg(data)
+        .output()
+        .expect("python3 (run scripts/setup.sh for the deltalake package)");
+    assert!(
+        out.status.success(),
+        "reader failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}

@@ -1,0 +1,83 @@
+-- txguard's Postgres tables for the default pipeline (sql/pipeline_postgres.sql). Idempotent:
+-- `txguard db init` runs this file and views.sql; `psql -f` works too.
+--
+-- Keys make delivery idempotent: the postgres sink upserts on a table's primary key, so a
+-- transaction written twice (a replayed source, a retried batch) stays one row. Tables whose
+-- key the pipeline does not write (dead_letters) are appended to. `inserted_at` is filled by
+-- the database and measures how fresh the data is (`txguard db stats`).
+
+CREATE TABLE IF NOT EXISTS transactions_scored (
+    transaction_id     text PRIMARY KEY,
+    user_id            text NOT NULL,
+    ts                 timestamptz NOT NULL,
+    amount             double precision NOT NULL,
+    merchant           text,
+    category           text,
+    location           text,
+    channel            text,
+    is_fraud           boolean,
+    log_amount         double precision,
+    tx_count_10m       bigint,
+    tx_count_1h        bigint,
+    tx_count_24h       bigint,
+    amount_mean_24h    double precision,
+    amount_std_24h     double precision,
+    amount_zscore      double precision,
+    amount_to_mean     double precision,
+    seconds_since_prev double precision,
+    km_from_prev       double precision,
+    speed_kmh          double precision,
+    hour_of_day        double precision,
+    risky_category     double precision,
+    small_amounts_1h   double precision,
+    score              double precision,
+    is_anomaly         boolean,
+    model_version      text,
+    inserted_at        timestamptz NOT NULL DEFAULT now()
+);
+-- Time ranges: rows arrive in event-time order, so a BRIN index is tiny and cheap to keep.
+CREATE INDEX IF NOT EXISTS transactions_scored_ts ON transactions_scored USING brin (ts);
+CREATE INDEX IF NOT EXISTS transactions_scored_inserted_at
+    ON transactions_scored USING brin (inserted_at);
+-- One user's history.
+CREATE INDEX IF NOT EXISTS transactions_scored_user_ts ON transactions_scored (user_id, ts);
+
+CREATE TABLE IF NOT EXISTS anomalies (
+    transaction_id text PRIMARY KEY,
+    user_id        text NOT NULL,
+    ts             timestamptz NOT NULL,
+    amount         double precision NOT NULL,
+    merchant       text,
+    category       text,
+    location       text,
+    score          double precision,
+    is_fraud       boolean,
+    model_version  text,
+    inserted_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS anomalies_ts ON anomalies (ts);
+CREATE INDEX IF NOT EXISTS anomalies_user_ts ON anomalies (user_id, ts);
+
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    source      text NOT NULL,
+    position    text NOT NULL,
+    reason      text NOT NULL,
+    raw         text NOT NULL,
+    received_at timestamptz NOT NULL,
+    inserted_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS dead_letters_received_at ON dead_letters (received_at);
+
+CREATE TABLE IF NOT EXISTS user_window_stats (
+    user_id      text NOT NULL,
+    window_start timestamptz NOT NULL,
+    window_end   timestamptz NOT NULL,
+    tx_count     bigint NOT NULL,
+    amount_sum   double precision,
+    amount_max   double precision,
+    anomalies    bigint,
+    inserted_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, window_start)
+);
+CREATE INDEX IF NOT EXISTS user_window_stats_window ON user_window_stats (window_start);
