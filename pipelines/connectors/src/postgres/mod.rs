@@ -1,8 +1,8 @@
 //! `postgres` sink: rows into a PostgreSQL table over binary `COPY`, batched by size and
 //! time. Upsert mode (the default when the table has a primary key) copies each batch into a
 //! session-local staging table and merges it with one `INSERT … ON CONFLICT (key) DO UPDATE`
-//! in the same transaction, so re-delivered rows never duplicate; append mode copies
-//! straight into the table. A failing database makes the sink wait and retry the same batch
+//! in the same transaction, so re-delivered rows never duplicate; append mode (tables without
+//! a key, or whose key the database generates) copies straight into the table. A failing database makes the sink wait and retry the same batch
 //! with backoff (the runtime's bounded channels hold the pipeline back meanwhile), logging
 //! why. Identifiers are always quoted, never spliced as text. [`admin`] owns the schema the
 //! default pipeline writes (`txguard db init/stats/reset`).
@@ -363,8 +363,16 @@ impl PostgresSink {
                     .map_err(|e| err(format!("table {}: {e}", opts.table)))?;
                 if key.is_empty() {
                     WriteMode::Append
-                } else {
+                } else if key.iter().all(|k| columns.contains(k)) {
                     WriteMode::Upsert(key)
+                } else {
+                    // A key the database generates (an identity column): nothing to upsert on.
+                    tracing::info!(
+                        table = %opts.table,
+                        "primary key ({}) is not written by the pipeline: appending",
+                        key.join(", ")
+                    );
+                    WriteMode::Append
                 }
             }
         };
