@@ -9,6 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -44,8 +45,6 @@ fn bad(msg: impl Into<String>) -> Response {
         .into_response()
 }
 
-use axum::Json;
-
 fn ok(v: Value) -> Response {
     Json(v).into_response()
 }
@@ -60,7 +59,7 @@ fn check_card(f: &Fake, b: &Value) -> Result<(), String> {
         return Err("card needs visualization_settings (an object)".into());
     }
     let q = &b["dataset_query"];
-    if q["type"] != "native" || !q["native"]["query"].as_str().is_some_and(|s| !s.is_empty()) {
+    if q["type"] != "native" || q["native"]["query"].as_str().is_none_or(|s| s.is_empty()) {
         return Err(format!("dataset_query must be native with a query: {q}"));
     }
     if !q["database"]

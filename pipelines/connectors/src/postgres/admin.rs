@@ -46,7 +46,7 @@ fn fail(what: &str) -> impl Fn(tokio_postgres::Error) -> AdminError + '_ {
 }
 
 /// Arbitrary key for the advisory lock that serialises concurrent `init`s.
-const INIT_LOCK: i64 = 0x7478_6775_6172_64;
+const INIT_LOCK: i64 = 0x0074_7867_7561_7264;
 
 /// Creates the tables, indexes and views that are missing and replaces the views, in one
 /// transaction (concurrent runs wait for each other).
