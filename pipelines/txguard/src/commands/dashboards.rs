@@ -1,5 +1,5 @@
 //! `txguard dashboards metabase`: provisions Metabase from `dashboards/metabase/` through its
-//! REST API: the Postgres connection, a collection, one native-SQL question per
+//! REST API: the first admin user on a fresh instance, the Postgres connection, a collection, one native-SQL question per
 //! `questions/*.sql` file and the dashboard of `dashboard.json`. Idempotent: objects are
 //! found by name (the database among all, the rest inside the collection) and updated in
 //! place; the dashboard's cards are replaced as a whole set, reusing the ids of cards that
@@ -176,12 +176,44 @@ impl Api {
             .build()
             .context("building the HTTP client")?;
         let base = base.trim_end_matches('/').to_string();
-        let r = http
-            .post(format!("{base}/api/session"))
-            .json(&json!({ "username": user, "password": password }))
+        // A fresh Metabase has no users: its first admin is created with the setup token.
+        let props: Value = http
+            .get(format!("{base}/api/session/properties"))
             .send()
             .await
-            .with_context(|| format!("is Metabase running at {base}?"))?;
+            .with_context(|| format!("is Metabase running at {base}?"))?
+            .json()
+            .await
+            .with_context(|| format!("{base}/api/session/properties: reply is not JSON"))?;
+        let r = match (
+            props["has-user-setup"].as_bool(),
+            props["setup-token"].as_str(),
+        ) {
+            (Some(false), Some(token)) => {
+                tracing::info!("{base} is not set up yet: creating its first admin user {user}");
+                http.post(format!("{base}/api/setup"))
+                    .json(&json!({
+                        "token": token,
+                        "user": {
+                            "first_name": "txguard",
+                            "last_name": "admin",
+                            "email": user,
+                            "password": password,
+                            "site_name": "txguard",
+                        },
+                        "prefs": { "site_name": "txguard", "site_locale": "en", "allow_tracking": false },
+                    }))
+                    .send()
+                    .await
+                    .with_context(|| format!("setting up {base}"))?
+            }
+            _ => http
+                .post(format!("{base}/api/session"))
+                .json(&json!({ "username": user, "password": password }))
+                .send()
+                .await
+                .with_context(|| format!("is Metabase running at {base}?"))?,
+        };
         let status = r.status();
         let body: Value = r.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
