@@ -17,10 +17,13 @@ use common::{repo, txguard_with};
 use serde_json::{Value, json};
 
 const SESSION: &str = "3f1d7c4e-session";
+const SETUP_TOKEN: &str = "0c1e-setup-token";
 
 #[derive(Default)]
 struct Fake {
     calls: Vec<String>,
+    /// email → password; empty until `POST /api/setup`.
+    users: BTreeMap<String, String>,
     databases: BTreeMap<i64, Value>,
     collections: BTreeMap<i64, Value>,
     cards: BTreeMap<i64, Value>,
@@ -98,8 +101,39 @@ async fn handle(
             Err(e) => return bad(format!("body is not JSON: {e}")),
         }
     };
+    if path == "/api/session/properties" && method == Method::GET {
+        return ok(json!({ "setup-token": SETUP_TOKEN, "has-user-setup": !f.users.is_empty() }));
+    }
+    if path == "/api/setup" && method == Method::POST {
+        let u = &body["user"];
+        if !f.users.is_empty() || body["token"] != SETUP_TOKEN {
+            return (
+                StatusCode::FORBIDDEN,
+                "The /api/setup route can only be used to create the first user",
+            )
+                .into_response();
+        }
+        for k in ["first_name", "last_name", "email", "password"] {
+            if !u[k].is_string() {
+                return bad(format!("setup: user.{k} is required"));
+            }
+        }
+        if !body["prefs"]["site_name"].is_string() {
+            return bad("setup: prefs.site_name is required");
+        }
+        let (email, pw) = (
+            u["email"].as_str().unwrap_or(""),
+            u["password"].as_str().unwrap_or(""),
+        );
+        f.users.insert(email.to_string(), pw.to_string());
+        return ok(json!({ "id": SESSION }));
+    }
     if path == "/api/session" && method == Method::POST {
-        return if body["username"] == "admin@example.com" && body["password"] == "s3cret" {
+        let known = body["username"]
+            .as_str()
+            .and_then(|u| f.users.get(u))
+            .is_some_and(|p| body["password"] == p.as_str());
+        return if known {
             ok(json!({ "id": SESSION }))
         } else {
             (
@@ -320,14 +354,18 @@ fn provisions_metabase_idempotently_with_the_documented_api_calls() {
     state.lock().expect("lock").next_id = 100;
     let url = serve(&rt, state.clone());
 
-    let (ok, _, err) = provision(&url, "wrong");
-    assert!(
-        !ok && err.contains("logging in") && err.contains("401"),
-        "{err}"
-    );
-
+    // A fresh Metabase: the first run creates the admin user, then everything else.
     let (ok, out, err) = provision(&url, "s3cret");
     assert!(ok, "{err}");
+    assert_eq!(
+        state
+            .lock()
+            .expect("lock")
+            .users
+            .get("admin@example.com")
+            .map(String::as_str),
+        Some("s3cret")
+    );
     let questions = std::fs::read_dir(repo().join("dashboards/metabase/questions"))
         .expect("questions")
         .count();
@@ -349,6 +387,12 @@ fn provisions_metabase_idempotently_with_the_documented_api_calls() {
         assert!(out.contains(&format!("/dashboard/{}", dash["id"])), "{out}");
         dash["dashcards"].clone()
     };
+
+    let (ok, _, err) = provision(&url, "wrong");
+    assert!(
+        !ok && err.contains("logging in") && err.contains("401"),
+        "{err}"
+    );
 
     state.lock().expect("lock").calls.clear();
     let (ok, out, err) = provision(&url, "s3cret");
