@@ -1,0 +1,110 @@
+//! docker-compose.yml without Docker (no engine runs here): the file validates against the
+//! Compose Specification's schema, start order and health checks are as intended, and every
+//! txguard command it runs is accepted by this build (the pipeline one validates with the
+//! same overrides). What those commands do is tested in postgres_pipeline.rs and
+//! metabase.rs.
+
+mod common;
+
+use std::process::Command;
+
+use common::{repo, txguard, txguard_with};
+
+fn services() -> serde_json::Value {
+    let py = std::env::var("TXGUARD_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(py)
+        .arg(repo().join("pipelines/txguard/tests/compose/services.py"))
+        .arg(repo().join("docker-compose.yml"))
+        .output()
+        .expect("python3 (run scripts/setup.sh for check-jsonschema)");
+    assert!(
+        out.status.success(),
+        "docker-compose.yml does not validate:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+fn command(svc: &serde_json::Value) -> Vec<String> {
+    svc["command"]
+        .as_array()
+        .expect("command is a list")
+        .iter()
+        .map(|a| a.as_str().expect("string").to_string())
+        .collect()
+}
+
+#[test]
+fn compose_file_is_valid_and_runs_commands_this_build_accepts() {
+    let s = services();
+    for name in ["postgres", "db-init", "pipeline", "metabase", "dashboards", "arroyo"] {
+        assert!(s.get(name).is_some(), "service {name} is missing");
+    }
+    assert!(s["postgres"]["healthcheck"].as_bool().expect("bool"));
+    assert!(s["metabase"]["healthcheck"].as_bool().expect("bool"));
+    assert_eq!(s["db-init"]["depends_on"], serde_json::json!(["postgres"]));
+    assert_eq!(s["pipeline"]["depends_on"], serde_json::json!(["db-init"]));
+    assert_eq!(
+        s["dashboards"]["depends_on"],
+        serde_json::json!(["db-init", "metabase"])
+    );
+    assert_eq!(s["arroyo"]["profiles"], serde_json::json!(["arroyo"]));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = repo();
+    for (name, svc) in s.as_object().expect("services") {
+        if svc["image"] != "txguard:latest" {
+            continue;
+        }
+        assert_eq!(svc["build"], ".", "{name} builds the repo's Dockerfile");
+        let args = command(svc);
+        if args[0] == "run" {
+            // The same pipeline and overrides, planned without running; ${VAR:-default}
+            // interpolation resolved as compose would with the variable unset.
+            let mut v = vec!["validate".to_string()];
+            let mut it = args[1..].iter();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--set" => {
+                        let val = it.next().expect("--set value");
+                        let val = match val.split_once("${") {
+                            Some((head, rest)) => {
+                                let (var, _) = rest.split_once('}').expect("closing brace");
+                                let default = var.split_once(":-").expect("a default").1;
+                                format!("{head}{default}")
+                            }
+                            None => val.clone(),
+                        };
+                        v.extend(["--set".to_string(), val]);
+                    }
+                    "--ui" => {
+                        it.next();
+                    }
+                    "--quiet" => {}
+                    other if other.ends_with(".sql") => {
+                        v.push(root.join(other).to_str().expect("utf8").to_string())
+                    }
+                    other => panic!("{name}: unexpected run argument {other}"),
+                }
+            }
+            v.extend([
+                "--model".to_string(),
+                root.join("models/default.json")
+                    .to_str()
+                    .expect("utf8")
+                    .to_string(),
+            ]);
+            let v: Vec<&str> = v.iter().map(String::as_str).collect();
+            let (ok, _, err) = txguard(dir.path(), &v);
+            assert!(ok, "{name}: {v:?}\n{err}");
+        } else {
+            // The subcommand exists with these options (`--help` stops after parsing the
+            // command path; an unknown option still fails before it).
+            let mut v: Vec<&str> = args.iter().map(String::as_str).collect();
+            v.push("--help");
+            let (ok, _, err) = txguard_with(dir.path(), &v, &[]);
+            assert!(ok, "{name}: txguard {v:?}\n{err}");
+        }
+    }
+}
