@@ -40,6 +40,20 @@ pub async fn open_source(table: &TableDef) -> Result<Box<dyn Source>, ConnectorE
     }
 }
 
+/// Where a table's rows go, for the run summary and the web UI: a Delta table's path, a
+/// Postgres table with its server and database (never the password).
+pub fn sink_location(table: &TableDef) -> Option<String> {
+    match table.connector.as_str() {
+        "delta" => table.option("path").map(|o| o.value.as_text()),
+        "postgres" => {
+            let opts = postgres::PostgresOptions::from_table(table).ok()?;
+            let cfg = postgres::config(&opts.connection, None, "txguard").ok()?;
+            Some(format!("{} in postgres {}", opts.table, postgres::describe(&cfg)))
+        }
+        _ => None,
+    }
+}
+
 /// The sink a sink table declares, for rows of `schema`.
 pub async fn open_sink(
     table: &TableDef,

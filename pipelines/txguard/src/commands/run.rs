@@ -69,8 +69,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
                 .tables
                 .iter()
                 .filter_map(|t| {
-                    t.option("path")
-                        .map(|o| (t.name.clone(), o.value.as_text()))
+                    txguard_connectors::sink_location(t).map(|l| (t.name.clone(), l))
                 })
                 .collect(),
         };
@@ -153,8 +152,8 @@ async fn run_async(args: RunArgs) -> Result<()> {
     for s in &metrics.sinks {
         let where_ = p
             .table(&s.table)
-            .and_then(|t| t.option("path"))
-            .map(|o| format!(" -> {}", o.value.as_text()))
+            .and_then(txguard_connectors::sink_location)
+            .map(|l| format!(" -> {l}"))
             .unwrap_or_default();
         eprintln!(
             "  sink {}: {} rows in {} commits{where_}",
