@@ -190,7 +190,7 @@ fn main() {
         let cfg = config(&db.connection(), None, "bench").expect("config");
         let mut c = connect(&cfg).await.expect("connect");
         admin::init(&mut c).await.expect("schema");
-        c.batch_execute("CREATE TABLE appended (LIKE transactions_scored)")
+        c.batch_execute("CREATE TABLE appended (LIKE transactions_scored INCLUDING DEFAULTS)")
             .await
             .expect("append table");
         let opts = |table: &str, mode: Option<WriteMode>| PostgresOptions {

@@ -48,7 +48,11 @@ pub fn sink_location(table: &TableDef) -> Option<String> {
         "postgres" => {
             let opts = postgres::PostgresOptions::from_table(table).ok()?;
             let cfg = postgres::config(&opts.connection, None, "txguard").ok()?;
-            Some(format!("{} in postgres {}", opts.table, postgres::describe(&cfg)))
+            Some(format!(
+                "{} in postgres {}",
+                opts.table,
+                postgres::describe(&cfg)
+            ))
         }
         _ => None,
     }

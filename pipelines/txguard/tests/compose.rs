@@ -38,7 +38,14 @@ fn command(svc: &serde_json::Value) -> Vec<String> {
 #[test]
 fn compose_file_is_valid_and_runs_commands_this_build_accepts() {
     let s = services();
-    for name in ["postgres", "db-init", "pipeline", "metabase", "dashboards", "arroyo"] {
+    for name in [
+        "postgres",
+        "db-init",
+        "pipeline",
+        "metabase",
+        "dashboards",
+        "arroyo",
+    ] {
         assert!(s.get(name).is_some(), "service {name} is missing");
     }
     assert!(s["postgres"]["healthcheck"].as_bool().expect("bool"));

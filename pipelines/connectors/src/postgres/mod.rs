@@ -1,11 +1,13 @@
 //! `postgres` sink: rows into a PostgreSQL table over binary `COPY`, batched by size and
-//! time. Upsert mode (the default when the table has a primary key) copies each batch into a
-//! session-local staging table and merges it with one `INSERT … ON CONFLICT (key) DO UPDATE`
-//! in the same transaction, so re-delivered rows never duplicate; append mode (tables without
-//! a key, or whose key the database generates) copies straight into the table. A failing database makes the sink wait and retry the same batch
-//! with backoff (the runtime's bounded channels hold the pipeline back meanwhile), logging
-//! why. Identifiers are always quoted, never spliced as text. [`admin`] owns the schema the
-//! default pipeline writes (`txguard db init/stats/reset`).
+//! time. Upsert mode (the default when the table has a primary key the pipeline writes) never
+//! duplicates a row: each batch is first copied straight into the table, where the key
+//! refuses duplicates; a batch that meets existing keys (a replay, a retried batch) is instead
+//! copied into a session-local staging table and merged with one `INSERT … ON CONFLICT (key)
+//! DO UPDATE` in the same transaction. Append mode (tables without a key, or whose key the
+//! database generates) copies straight in. A failing database makes the sink wait and retry
+//! the same batch with backoff (the runtime's bounded channels hold the pipeline back
+//! meanwhile), logging why. Identifiers are always quoted, never spliced as text. [`admin`]
+//! owns the schema the default pipeline writes (`txguard db init/stats/reset`).
 
 pub mod admin;
 pub mod copy;
@@ -274,9 +276,15 @@ impl PostgresOptions {
 /// Statements prepared on one session.
 struct Session {
     client: Client,
-    copy: tokio_postgres::Statement,
-    merge: Option<tokio_postgres::Statement>,
+    /// `COPY target FROM STDIN`.
+    direct: tokio_postgres::Statement,
+    /// Upsert mode: `COPY stage FROM STDIN` and the merge from the stage.
+    staged: Option<(tokio_postgres::Statement, tokio_postgres::Statement)>,
 }
+
+/// After a batch meets rows already in the table, this many batches go through the staging
+/// table before a direct COPY is tried again (a replay tends to continue).
+const UPSERT_RUN: u32 = 16;
 
 /// Writes one sink table's rows to one Postgres table.
 pub struct PostgresSink {
@@ -294,6 +302,14 @@ pub struct PostgresSink {
     flush_interval: Duration,
     last_flush: Instant,
     written: u64,
+    /// Batches left to merge through the staging table before trying a direct COPY again.
+    upsert_run: u32,
+}
+
+/// Why setting a sink up failed: worth another session, or not.
+enum Setup {
+    Transient(tokio_postgres::Error),
+    Fatal(ConnectorError),
 }
 
 /// The session-local staging table of upsert mode.
@@ -320,18 +336,70 @@ impl PostgresSink {
             &format!("txguard {name}"),
         )
         .map_err(|e| err(e.to_string()))?;
-        let client = connect(&cfg).await.map_err(|e| {
+        // An unreachable server fails at once; a session lost while setting up (a restart,
+        // a terminated backend) is retried a few times.
+        let mut client = connect(&cfg).await.map_err(|e| {
             err(format!(
                 "{e}. Is the server running? Set the table's connection option or ${CONNECTION_ENV}"
             ))
         })?;
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match PostgresSink::setup(name, opts, schema.clone(), cfg.clone(), client).await {
+                Ok(sink) => return Ok(sink),
+                Err(Setup::Fatal(e)) => return Err(e),
+                Err(Setup::Transient(e)) if attempt < 8 => {
+                    tracing::warn!(
+                        table = %opts.table,
+                        "Postgres session lost while setting up ({}); retrying in {delay:?}",
+                        db_message(&e)
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    client = loop {
+                        match open_session(&cfg).await {
+                            Ok(c) => break c,
+                            Err(e) if is_transient(&e) && delay < Duration::from_secs(30) => {
+                                tokio::time::sleep(delay).await;
+                                delay *= 2;
+                            }
+                            Err(e) => return Err(err(db_message(&e))),
+                        }
+                    };
+                }
+                Err(Setup::Transient(e)) => return Err(err(db_message(&e))),
+            }
+        }
+    }
+
+    /// Checks the table and prepares the session on `client`.
+    async fn setup(
+        name: &str,
+        opts: &PostgresOptions,
+        schema: SchemaRef,
+        cfg: Config,
+        client: Client,
+    ) -> Result<Self, Setup> {
+        let err = |m: String| Setup::Fatal(ConnectorError::new(name, m));
+        let db = |e: tokio_postgres::Error, what: &str| {
+            if is_transient(&e) {
+                Setup::Transient(e)
+            } else {
+                Setup::Fatal(ConnectorError::new(
+                    name,
+                    format!("{what}: {}", db_message(&e)),
+                ))
+            }
+        };
         let target = quote_table(&opts.table);
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         let exists: Option<u32> = client
             .query_one("SELECT to_regclass($1)::oid", &[&target])
             .await
             .and_then(|r| r.try_get::<_, Option<u32>>(0))
-            .map_err(|e| err(format!("looking up table {}: {e}", opts.table)))?;
+            .map_err(|e| db(e, &format!("looking up table {}", opts.table)))?;
         let Some(oid) = exists else {
             return Err(err(format!(
                 "table {} does not exist in {}: create it (`txguard db init` creates the \
@@ -351,7 +419,7 @@ impl PostgresSink {
         let stmt = client
             .prepare(&probe)
             .await
-            .map_err(|e| err(format!("table {}: {}", opts.table, db_message(&e))))?;
+            .map_err(|e| db(e, &format!("table {}", opts.table)))?;
         let types: Vec<_> = stmt.columns().iter().map(|c| c.type_().clone()).collect();
         let encoder =
             Encoder::new(&schema, &types).map_err(|e| err(format!("table {}: {e}", opts.table)))?;
@@ -360,7 +428,7 @@ impl PostgresSink {
             None => {
                 let key = primary_key(&client, oid)
                     .await
-                    .map_err(|e| err(format!("table {}: {e}", opts.table)))?;
+                    .map_err(|e| db(e, &format!("table {}", opts.table)))?;
                 if key.is_empty() {
                     WriteMode::Append
                 } else if key.iter().all(|k| columns.contains(k)) {
@@ -408,11 +476,12 @@ impl PostgresSink {
             flush_interval: opts.flush_interval,
             last_flush: Instant::now(),
             written: 0,
+            upsert_run: 0,
         };
         sink.session = Some(
             sink.prepare(client)
                 .await
-                .map_err(|e| err(db_message(&e)))?,
+                .map_err(|e| db(e, "preparing statements"))?,
         );
         Ok(sink)
     }
@@ -463,16 +532,14 @@ impl PostgresSink {
 
     async fn prepare(&self, client: Client) -> Result<Session, tokio_postgres::Error> {
         let cols = self.column_list();
-        let (copy, merge) = match &self.mode {
-            WriteMode::Append => (
-                client
-                    .prepare(&format!(
-                        "COPY {} ({cols}) FROM STDIN (FORMAT binary)",
-                        self.target
-                    ))
-                    .await?,
-                None,
-            ),
+        let direct = client
+            .prepare(&format!(
+                "COPY {} ({cols}) FROM STDIN (FORMAT binary)",
+                self.target
+            ))
+            .await?;
+        let staged = match &self.mode {
+            WriteMode::Append => None,
             WriteMode::Upsert(key) => {
                 client
                     .batch_execute(&format!(
@@ -485,17 +552,21 @@ impl PostgresSink {
                     .prepare(&format!("COPY {STAGE} ({cols}) FROM STDIN (FORMAT binary)"))
                     .await?;
                 let merge = client.prepare(&self.merge_sql(key, false)).await?;
-                (copy, Some(merge))
+                Some((copy, merge))
             }
         };
         Ok(Session {
             client,
-            copy,
-            merge,
+            direct,
+            staged,
         })
     }
 
-    /// One attempt at landing `data` (a whole COPY stream) in one transaction.
+    /// One attempt at landing `data` (a whole COPY stream) in one transaction. In upsert
+    /// mode the batch is first copied straight into the table (the fast path: the primary
+    /// key still refuses duplicates); only when that meets an existing key is it copied
+    /// into the staging table and merged with `ON CONFLICT`, for this and the next
+    /// [`UPSERT_RUN`] batches.
     async fn try_flush(&mut self, data: &Bytes) -> Result<(), tokio_postgres::Error> {
         if self.session.as_ref().is_none_or(|s| s.client.is_closed()) {
             let client = open_session(&self.cfg).await?;
@@ -508,31 +579,28 @@ impl PostgresSink {
         let Some(s) = self.session.as_mut() else {
             return Ok(());
         };
-        let tx = s.client.transaction().await?;
-        let sink = tx.copy_in::<_, Bytes>(&s.copy).await?;
-        futures::pin_mut!(sink);
-        sink.send(data.clone()).await?;
-        sink.finish().await?;
-        if let Some(merge) = &s.merge {
-            match tx.execute(merge, &[]).await {
-                Ok(_) => {}
-                // The same key twice in one batch: keep one row per key.
-                Err(e) if e.code() == Some(&SqlState::CARDINALITY_VIOLATION) => {
-                    drop(tx);
-                    let tx = s.client.transaction().await?;
-                    let sink = tx.copy_in::<_, Bytes>(&s.copy).await?;
-                    futures::pin_mut!(sink);
-                    sink.send(data.clone()).await?;
-                    sink.finish().await?;
-                    if let Some(sql) = &merge_distinct {
-                        tx.batch_execute(sql).await?;
-                    }
-                    return tx.commit().await;
+        let Some((stage_copy, merge)) = &s.staged else {
+            return copy_in(&s.client, &s.direct, data, None).await;
+        };
+        if self.upsert_run == 0 {
+            match copy_in(&s.client, &s.direct, data, None).await {
+                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                    tracing::debug!(table = %self.name, "rows already present: merging on the key");
+                    self.upsert_run = UPSERT_RUN;
                 }
-                Err(e) => return Err(e),
+                other => return other,
             }
         }
-        tx.commit().await
+        self.upsert_run = self.upsert_run.saturating_sub(1);
+        match copy_in(&s.client, stage_copy, data, Some(merge.clone())).await {
+            // The same key twice in one batch: keep one row per key.
+            Err(e) if e.code() == Some(&SqlState::CARDINALITY_VIOLATION) => {
+                let sql = merge_distinct.unwrap_or_default();
+                let merge = s.client.prepare(&sql).await?;
+                copy_in(&s.client, stage_copy, data, Some(merge)).await
+            }
+            other => other,
+        }
     }
 
     /// Writes what is pending, retrying with backoff while the database is away.
@@ -594,6 +662,32 @@ impl PostgresSink {
     }
 }
 
+/// One transaction: `COPY` `data` with `copy`, then run `then` (the merge), commit.
+async fn copy_in(
+    client: &Client,
+    copy: &tokio_postgres::Statement,
+    data: &Bytes,
+    then: Option<tokio_postgres::Statement>,
+) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute("BEGIN").await?;
+    let result = async {
+        let sink = client.copy_in::<_, Bytes>(copy).await?;
+        futures::pin_mut!(sink);
+        sink.send(data.clone()).await?;
+        sink.finish().await?;
+        if let Some(stmt) = then {
+            client.execute(&stmt, &[]).await?;
+        }
+        client.batch_execute("COMMIT").await
+    }
+    .await;
+    if result.is_err() && !client.is_closed() {
+        // Leave the session clean for the next attempt.
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    result
+}
+
 /// The server's message with its detail and hint, or the client error.
 pub fn db_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
@@ -620,7 +714,7 @@ pub fn db_message(e: &tokio_postgres::Error) -> String {
 }
 
 /// The primary-key columns of table `oid`, in key order.
-async fn primary_key(client: &Client, oid: u32) -> Result<Vec<String>, String> {
+async fn primary_key(client: &Client, oid: u32) -> Result<Vec<String>, tokio_postgres::Error> {
     let rows = client
         .query(
             "SELECT a.attname::text FROM pg_index i \
@@ -629,11 +723,8 @@ async fn primary_key(client: &Client, oid: u32) -> Result<Vec<String>, String> {
              ORDER BY array_position(i.indkey::int2[], a.attnum)",
             &[&oid],
         )
-        .await
-        .map_err(|e| db_message(&e))?;
-    rows.iter()
-        .map(|r| r.try_get::<_, String>(0).map_err(|e| e.to_string()))
-        .collect()
+        .await?;
+    rows.iter().map(|r| r.try_get::<_, String>(0)).collect()
 }
 
 impl Sink for PostgresSink {

@@ -68,9 +68,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
             sink_locations: p
                 .tables
                 .iter()
-                .filter_map(|t| {
-                    txguard_connectors::sink_location(t).map(|l| (t.name.clone(), l))
-                })
+                .filter_map(|t| txguard_connectors::sink_location(t).map(|l| (t.name.clone(), l)))
                 .collect(),
         };
         match txguard_web::serve(&args.ui, metrics.clone(), info).await {
