@@ -1,12 +1,13 @@
 //! txguard's connectors, one folder per connector with its options, code and tests:
 //! [`generator`] (synthetic transactions with labelled fraud), [`file`] (JSON-lines replay),
 //! [`delta`] (Delta Lake tables, written or replayed), [`postgres`] (tables over binary COPY,
-//! upserted on their key) and [`stdout`]. [`open_source`] and [`open_sink`] build the
-//! connector a pipeline table declares. Kafka follows.
+//! upserted on their key), [`kafka`] (JSON messages to a topic) and [`stdout`]. [`open_source`] and [`open_sink`] build the
+//! connector a pipeline table declares.
 
 pub mod delta;
 pub mod file;
 pub mod generator;
+pub mod kafka;
 pub mod postgres;
 pub mod stdout;
 
@@ -21,6 +22,7 @@ pub fn specs() -> Vec<ConnectorSpec> {
         file::SPEC,
         delta::SPEC,
         postgres::SPEC,
+        kafka::SPEC,
         stdout::SPEC,
     ]
 }
@@ -66,6 +68,7 @@ pub async fn open_sink(
     match table.connector.as_str() {
         "delta" => Ok(Box::new(delta::DeltaSink::open(table, schema).await?)),
         "postgres" => Ok(Box::new(postgres::PostgresSink::open(table, schema).await?)),
+        "kafka" => Ok(Box::new(kafka::KafkaSink::open(table)?)),
         "stdout" => Ok(Box::new(stdout::StdoutSink::from_table(
             std::io::stdout(),
             table,

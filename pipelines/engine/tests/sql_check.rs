@@ -95,7 +95,7 @@ async fn mistakes_name_file_line_and_column() {
     let cases: Vec<(String, &str)> = vec![
         (
             GOOD.replace("connector = 'generator'", "connector = 'generatr'"),
-            "pipeline.sql:10:5: unknown connector 'generatr' (did you mean generator?); available: generator, file, delta, stdout, collect",
+            "pipeline.sql:10:5: unknown connector 'generatr' (did you mean generator?); available: generator, file, delta, postgres, kafka, stdout, collect",
         ),
         (
             GOOD.replace("users = 1000", "user = 1000"),
