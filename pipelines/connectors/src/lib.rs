@@ -31,6 +31,7 @@ pub fn specs() -> Vec<ConnectorSpec> {
 pub async fn open_source(table: &TableDef) -> Result<Box<dyn Source>, ConnectorError> {
     match table.connector.as_str() {
         "delta" => Ok(Box::new(delta::DeltaSource::open(table).await?)),
+        "kafka" => Ok(Box::new(kafka::KafkaSource::open(table)?)),
         "generator" => Ok(Box::new(generator::GeneratorSource::from_table(table)?)),
         "file" => Ok(Box::new(
             file::FileSource::from_table(table).map_err(|e| ConnectorError::new(&table.name, e))?,

@@ -52,6 +52,18 @@ pub trait Source: Send {
 
     /// Where it is, for logs and checkpoints (e.g. `line 1200`, `partition 3 offset 991`).
     fn position(&self) -> String;
+
+    /// A checkpoint barrier for `epoch`: of the rows this source has given, those with event
+    /// time before `released_before` (all of them, when `None`) are in the dataflow; the rest
+    /// wait in the runtime's event-time buffer. A source with offsets records here how far
+    /// its input is fully handed over.
+    fn barrier(&mut self, _epoch: u64, _released_before: Option<i64>) {}
+
+    /// Every sink has made `epoch` durable: what [`Source::barrier`] recorded for it (or an
+    /// earlier epoch) may be acknowledged upstream, e.g. as committed Kafka offsets.
+    fn committed(&mut self, _epoch: u64) -> Result<(), ConnectorError> {
+        Ok(())
+    }
 }
 
 /// A destination for rows.

@@ -65,6 +65,8 @@ pub struct SinkMetrics {
     pub commits: AtomicU64,
     /// Rows made durable by commits.
     pub committed_rows: AtomicU64,
+    /// The last epoch this sink made durable (0 = none yet).
+    pub committed_epoch: AtomicU64,
 }
 
 /// What the runtime has done so far; shared with the web UI and `/metrics`.
@@ -161,6 +163,7 @@ fn spawn_sink(mut sink: Box<dyn Sink>, index: usize, metrics: Arc<Metrics>) -> S
                     sink.commit(epoch).await?;
                     let m = &metrics.sinks[index];
                     m.commits.fetch_add(1, Ordering::Relaxed);
+                    m.committed_epoch.store(epoch, Ordering::Release);
                     m.committed_rows.fetch_add(pending, Ordering::Relaxed);
                     if pending > 0 {
                         let _ = metrics.first_commit_micros.compare_exchange(
@@ -307,7 +310,14 @@ pub async fn run(
         &mut epoch,
     )
     .await;
-    // Last commit (also after an error, so what was processed is not lost).
+    // Last commit (also after an error, so what was processed is not lost). Only a clean
+    // end has released every row, so only then may sources acknowledge all they gave.
+    let clean = result.is_ok();
+    if clean {
+        for s in sources.iter_mut() {
+            s.source.barrier(epoch, None);
+        }
+    }
     let mut outcome = result;
     for t in &tasks {
         if t.tx.send(SinkMsg::Commit(epoch)).await.is_err() && outcome.is_ok() {
@@ -329,6 +339,13 @@ pub async fn run(
                 if outcome.is_ok() {
                     outcome = Err(RunError::Setup(format!("a sink task failed: {e}")));
                 }
+            }
+        }
+    }
+    if clean && outcome.is_ok() {
+        for s in sources.iter_mut() {
+            if let Err(e) = s.source.committed(epoch) {
+                outcome = Err(e.into());
             }
         }
     }
@@ -386,6 +403,27 @@ async fn deliver(
     Ok(())
 }
 
+/// Tells the sources the newest epoch every sink has made durable, once.
+fn acknowledge(
+    sources: &mut [SourceState],
+    metrics: &Metrics,
+    acked: &mut u64,
+) -> Result<(), RunError> {
+    let done = metrics
+        .sinks
+        .iter()
+        .map(|s| s.committed_epoch.load(Ordering::Acquire))
+        .min()
+        .unwrap_or(0);
+    if done > *acked {
+        *acked = done;
+        for s in sources.iter_mut() {
+            s.source.committed(done)?;
+        }
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn drive(
     df: &mut Dataflow,
@@ -400,6 +438,7 @@ async fn drive(
     // The first checkpoint comes early, so the first results are visible within a fraction
     // of a second; then one every `checkpoint_interval`.
     let mut next_commit = Instant::now() + opts.checkpoint_interval.min(Duration::from_millis(250));
+    let mut acked = 0u64;
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         let mut busy = false;
@@ -491,7 +530,12 @@ async fn drive(
             deliver(df, dead_index, tasks, metrics, out).await?;
             return Ok(());
         }
+        acknowledge(sources, metrics, &mut acked)?;
         if Instant::now() >= next_commit {
+            for s in sources.iter_mut().filter(|s| !s.done) {
+                let released_before = s.buffer.as_ref().map(|b| b.watermark().unwrap_or(i64::MIN));
+                s.source.barrier(*epoch, released_before);
+            }
             for t in tasks {
                 if t.tx.send(SinkMsg::Commit(*epoch)).await.is_err() {
                     return Err(RunError::Setup(

@@ -37,6 +37,8 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Write the built-in generator's synthetic transactions (with labelled fraud) as JSON lines.
     Generate(commands::generate::GenerateArgs),
+    /// Send the built-in generator's transactions to a Kafka topic as JSON, keyed by user_id.
+    Produce(commands::produce::ProduceArgs),
     /// Score a CSV or Parquet file offline: the output is the input plus `score` and `is_anomaly`.
     Score(commands::score::ScoreArgs),
     /// Parse and plan a pipeline file without running it; print its dataflow graph.
@@ -92,6 +94,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => commands::run::run(args),
         Command::Generate(args) => commands::generate::run(args),
+        Command::Produce(args) => commands::produce::run(args),
         Command::Score(args) => commands::score::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Validate(args) => commands::validate::run(args),

@@ -1,9 +1,11 @@
-//! `kafka` connector, Arroyo's options: [`sink`] writes rows as JSON messages to a topic,
-//! keyed by a chosen field (the default pipeline's alerts). [`client_config`] turns a table's
+//! `kafka` connector, Arroyo's options: [`source`] reads JSON transactions as a consumer-group
+//! member with offsets committed at checkpoints; [`sink`] writes rows as JSON messages to a
+//! topic, keyed by a chosen field (the default pipeline's alerts). [`client_config`] turns a table's
 //! options into librdkafka settings, `client_configs` passing anything else through (SASL,
 //! SSL, tuning).
 
 pub mod sink;
+pub mod source;
 #[cfg(test)]
 mod tests;
 
@@ -12,11 +14,12 @@ use txguard_engine::connector::ConnectorError;
 use txguard_engine::sql::{ConnectorSpec, OptionKind, OptionSpec, Role, TableDef};
 
 pub use sink::KafkaSink;
+pub use source::KafkaSource;
 
 /// `connector = 'kafka'`.
 pub const SPEC: ConnectorSpec = ConnectorSpec {
     name: "kafka",
-    roles: &[Role::Sink],
+    roles: &[Role::Source, Role::Sink],
     options: &[
         OptionSpec {
             key: "bootstrap_servers",
@@ -35,6 +38,31 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
             kind: OptionKind::OneOf(&["json"]),
             required: false,
             help: "json (one object per message; the only format)",
+        },
+        OptionSpec {
+            key: "source.offset",
+            kind: OptionKind::OneOf(&["earliest", "latest", "group"]),
+            required: false,
+            help: "where to start when the group has no committed offset: earliest (default; \
+                   `group` is the same) or latest",
+        },
+        OptionSpec {
+            key: "source.group_id",
+            kind: OptionKind::Text,
+            required: false,
+            help: "consumer group (default txguard-<table>); offsets are committed to it at checkpoints",
+        },
+        OptionSpec {
+            key: "source.read_mode",
+            kind: OptionKind::OneOf(&["read_committed", "read_uncommitted"]),
+            required: false,
+            help: "read_committed (default) skips aborted transactional messages",
+        },
+        OptionSpec {
+            key: "source.stop_at_end",
+            kind: OptionKind::Bool,
+            required: false,
+            help: "end the source when every assigned partition is read to its end (backfills, tests)",
         },
         OptionSpec {
             key: "sink.key_field",

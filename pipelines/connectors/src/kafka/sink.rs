@@ -25,6 +25,23 @@ pub struct Deliveries {
     last_error: std::sync::Mutex<Option<String>>,
 }
 
+impl Deliveries {
+    /// Messages that failed since the last [`Deliveries::take_failed`].
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// The failures so far, resetting the count.
+    pub fn take_failed(&self) -> u64 {
+        self.failed.swap(0, Ordering::Relaxed)
+    }
+
+    /// The broker's reason for the last failure.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|l| l.clone())
+    }
+}
+
 impl ClientContext for Deliveries {}
 
 impl ProducerContext for Deliveries {
@@ -146,14 +163,9 @@ impl KafkaSink {
             ));
         }
         let ctx = self.producer.context();
-        let failed = ctx.failed.swap(0, Ordering::Relaxed);
+        let failed = ctx.take_failed();
         if failed > 0 {
-            let why = ctx
-                .last_error
-                .lock()
-                .ok()
-                .and_then(|l| l.clone())
-                .unwrap_or_default();
+            let why = ctx.last_error().unwrap_or_default();
             return Err(ConnectorError::new(
                 &self.name,
                 format!(

@@ -13,14 +13,12 @@ use txguard_connectors::generator::{Generator, GeneratorConfig};
 
 use crate::tabular::row_progress;
 
+/// The generator's settings, shared by `generate` and `produce`.
 #[derive(Debug, Args)]
-pub struct GenerateArgs {
+pub struct GeneratorArgs {
     /// Transactions to write; 0 = until interrupted.
     #[arg(long, default_value_t = 100_000)]
     pub count: u64,
-    /// Output file (.jsonl); `-` for standard output.
-    #[arg(short, long, default_value = "-")]
-    pub output: PathBuf,
     /// Random seed: the same seed gives the same transactions.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -49,35 +47,67 @@ pub struct GenerateArgs {
     pub max_delay_ms: u64,
 }
 
-pub fn run(args: GenerateArgs) -> Result<()> {
-    if let Some(r) = args.rate
-        && !(r > 0.0 && r.is_finite())
-    {
-        bail!("--rate {r}: give a positive number of transactions per second");
+impl GeneratorArgs {
+    /// The generator these settings describe.
+    pub fn generator(&self) -> Result<Generator> {
+        if let Some(r) = self.rate
+            && !(r > 0.0 && r.is_finite())
+        {
+            bail!("--rate {r}: give a positive number of transactions per second");
+        }
+        let start_micros = match &self.start {
+            Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+                .with_context(|| format!("--start {s:?}: use RFC 3339, e.g. 2026-01-01T00:00:00Z"))?
+                .timestamp_micros(),
+            None if self.rate.is_some() => chrono::Utc::now().timestamp_micros(),
+            None => txguard_connectors::generator::DEFAULT_START_MICROS,
+        };
+        Ok(Generator::new(GeneratorConfig {
+            seed: self.seed,
+            users: self.users,
+            count: (self.count > 0).then_some(self.count),
+            events_per_second: self.events_per_second.or(self.rate).unwrap_or(1.0),
+            start_micros,
+            fraud_rate: self.fraud_rate,
+            out_of_order: self.out_of_order,
+            max_delay_ms: self.max_delay_ms,
+        })?)
     }
-    let start_micros = match &args.start {
-        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
-            .with_context(|| format!("--start {s:?}: use RFC 3339, e.g. 2026-01-01T00:00:00Z"))?
-            .timestamp_micros(),
-        None if args.rate.is_some() => chrono::Utc::now().timestamp_micros(),
-        None => txguard_connectors::generator::DEFAULT_START_MICROS,
-    };
-    let cfg = GeneratorConfig {
-        seed: args.seed,
-        users: args.users,
-        count: (args.count > 0).then_some(args.count),
-        events_per_second: args.events_per_second.or(args.rate).unwrap_or(1.0),
-        start_micros,
-        fraud_rate: args.fraud_rate,
-        out_of_order: args.out_of_order,
-        max_delay_ms: args.max_delay_ms,
-    };
-    let generator = Generator::new(cfg)?;
 
+    /// With `--rate`, how long to wait before the `n`th transaction of a run that started
+    /// at `started`.
+    pub fn wait_before(&self, started: Instant, n: u64) -> Option<Duration> {
+        let rate = self.rate?;
+        (started + Duration::from_secs_f64(n as f64 / rate)).checked_duration_since(Instant::now())
+    }
+
+    /// The total for a progress bar.
+    pub fn total(&self) -> Option<u64> {
+        (self.count > 0).then_some(self.count)
+    }
+}
+
+/// A flag Ctrl-C sets, for a clean stop.
+pub fn stop_on_ctrl_c() -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("installing the Ctrl-C handler")?;
+    Ok(stop)
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub generator: GeneratorArgs,
+    /// Output file (.jsonl); `-` for standard output.
+    #[arg(short, long, default_value = "-")]
+    pub output: PathBuf,
+}
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let generator = args.generator.generator()?;
+    let stop = stop_on_ctrl_c()?;
 
     let to_stdout = args.output.as_os_str() == "-";
     let sink: Box<dyn Write> = if to_stdout {
@@ -92,8 +122,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         )
     };
     let mut out = BufWriter::with_capacity(1 << 20, sink);
-    let pb =
-        (!to_stdout).then(|| row_progress((args.count > 0).then_some(args.count), "generating"));
+    let pb = (!to_stdout).then(|| row_progress(args.generator.total(), "generating"));
     let started = Instant::now();
     let (mut n, mut fraud) = (0u64, 0u64);
     for e in generator {
@@ -101,12 +130,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             tracing::info!("interrupted; stopping cleanly");
             break;
         }
-        if let Some(rate) = args.rate {
-            let due = started + Duration::from_secs_f64(n as f64 / rate);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                out.flush().context("writing")?;
-                std::thread::sleep(wait);
-            }
+        if let Some(wait) = args.generator.wait_before(started, n) {
+            out.flush().context("writing")?;
+            std::thread::sleep(wait);
         }
         let written = serde_json::to_writer(&mut out, &e.transaction)
             .map_err(std::io::Error::from)

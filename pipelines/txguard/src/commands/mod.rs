@@ -5,6 +5,7 @@ pub mod db;
 pub mod generate;
 pub mod model;
 pub mod pipeline;
+pub mod produce;
 pub mod run;
 pub mod score;
 pub mod train;

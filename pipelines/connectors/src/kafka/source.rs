@@ -1,0 +1,285 @@
+//! `kafka` source: a consumer-group member reading JSON transactions from a topic through
+//! the event-contract decoder; unusable messages become dead letters at `partition P offset
+//! O` with the reason. Offsets are committed to the group only for input every sink has made
+//! durable: at each checkpoint barrier the source records, per partition, the first offset
+//! whose row may still wait in the runtime's event-time buffer, and commits those offsets
+//! when the runtime reports the epoch durable. A restart (or the partition's next owner after
+//! a rebalance) resumes there; rows after it may be read twice, which upserting sinks absorb.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use arrow::array::AsArray;
+use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use txguard_engine::connector::{ConnectorError, Poll, Source};
+use txguard_engine::decode::Decoder;
+use txguard_engine::sql::TableDef;
+
+/// Partitions taken away by a rebalance, for the source to forget.
+#[derive(Default)]
+pub struct Rebalances {
+    revoked: Mutex<Vec<i32>>,
+}
+
+impl ClientContext for Rebalances {}
+
+impl ConsumerContext for Rebalances {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!(partitions = ?parts, "kafka: partitions revoked");
+            if let Ok(mut r) = self.revoked.lock() {
+                r.extend(parts);
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!(partitions = ?parts, "kafka: partitions assigned");
+        }
+    }
+}
+
+/// Reads one topic as a member of a consumer group.
+pub struct KafkaSource {
+    name: String,
+    topic: String,
+    consumer: BaseConsumer<Rebalances>,
+    decoder: Decoder,
+    stop_at_end: bool,
+    /// Partitions at their end (with `stop_at_end`).
+    at_end: HashSet<i32>,
+    /// (partition, offset) of the messages decoded since the last flush, in order.
+    accepted: Vec<(i32, i64)>,
+    /// Per partition: (offset, event time) of rows not yet known to be released.
+    waiting: HashMap<i32, VecDeque<(i64, i64)>>,
+    /// Per partition: the offset after the last message read.
+    next: HashMap<i32, i64>,
+    /// Offsets recorded at each barrier, oldest first.
+    barriers: VecDeque<(u64, BTreeMap<i32, i64>)>,
+    last_error: Option<(String, Instant)>,
+    read: u64,
+}
+
+impl KafkaSource {
+    pub fn open(table: &TableDef) -> Result<Self, ConnectorError> {
+        let text = |k: &str| table.option(k).map(|o| o.value.as_text());
+        let mut cfg = super::client_config(table)?;
+        let group = text("source.group_id").unwrap_or_else(|| format!("txguard-{}", table.name));
+        let reset = match text("source.offset").as_deref() {
+            Some("latest") => "latest",
+            _ => "earliest",
+        };
+        let isolation = match text("source.read_mode").as_deref() {
+            Some("read_uncommitted") => "read_uncommitted",
+            _ => "read_committed",
+        };
+        let stop_at_end = text("source.stop_at_end").is_some_and(|v| v == "true");
+        for (k, v) in [
+            ("group.id", group.as_str()),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", reset),
+            ("isolation.level", isolation),
+            (
+                "enable.partition.eof",
+                if stop_at_end { "true" } else { "false" },
+            ),
+        ] {
+            if cfg.get(k).is_none() {
+                cfg.set(k, v);
+            }
+        }
+        let topic = super::topic(table)?;
+        let consumer: BaseConsumer<Rebalances> = cfg
+            .create_with_context(Rebalances::default())
+            .map_err(|e| ConnectorError::new(&table.name, format!("kafka consumer: {e}")))?;
+        consumer.subscribe(&[&topic]).map_err(|e| {
+            ConnectorError::new(&table.name, format!("subscribing to {topic}: {e}"))
+        })?;
+        tracing::info!(topic = %topic, group = %group, "kafka source subscribed");
+        Ok(KafkaSource {
+            name: table.name.clone(),
+            topic,
+            consumer,
+            decoder: Decoder::default(),
+            stop_at_end,
+            at_end: HashSet::new(),
+            accepted: Vec::new(),
+            waiting: HashMap::new(),
+            next: HashMap::new(),
+            barriers: VecDeque::new(),
+            last_error: None,
+            read: 0,
+        })
+    }
+
+    /// Forgets partitions a rebalance took away (their next owner resumes from the group's
+    /// committed offsets).
+    fn forget_revoked(&mut self) {
+        let revoked: Vec<i32> = match self.consumer.context().revoked.lock() {
+            Ok(mut r) => std::mem::take(&mut *r),
+            Err(_) => return,
+        };
+        for p in revoked {
+            self.waiting.remove(&p);
+            self.next.remove(&p);
+            self.at_end.remove(&p);
+        }
+    }
+
+    /// Whether every assigned partition is at its end.
+    fn all_at_end(&self) -> bool {
+        match self.consumer.assignment() {
+            Ok(a) if a.count() > 0 => a
+                .elements()
+                .iter()
+                .all(|e| self.at_end.contains(&e.partition())),
+            _ => false,
+        }
+    }
+
+    /// Logs a client error at most every 10 s (librdkafka keeps retrying by itself).
+    fn report(&mut self, e: &KafkaError) {
+        let msg = e.to_string();
+        let quiet = self
+            .last_error
+            .as_ref()
+            .is_some_and(|(m, at)| *m == msg && at.elapsed() < Duration::from_secs(10));
+        if !quiet {
+            tracing::warn!(source = %self.name, topic = %self.topic, "kafka: {msg} (retrying)");
+            self.last_error = Some((msg, Instant::now()));
+        }
+    }
+}
+
+impl Source for KafkaSource {
+    fn schema(&self) -> SchemaRef {
+        txguard_engine::event::transaction_schema()
+    }
+
+    fn poll(&mut self, max_rows: usize) -> Result<Poll, ConnectorError> {
+        self.forget_revoked();
+        let mut timeout = Duration::from_millis(50);
+        let mut ended = false;
+        while self.decoder.pending_rows() + self.decoder.pending_dead() < max_rows {
+            match self.consumer.poll(timeout) {
+                None => break,
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    self.at_end.insert(p);
+                    if self.stop_at_end && self.all_at_end() {
+                        ended = true;
+                        break;
+                    }
+                }
+                Some(Err(e)) => {
+                    self.report(&e);
+                    break;
+                }
+                Some(Ok(m)) => {
+                    let (p, o) = (m.partition(), m.offset());
+                    self.at_end.remove(&p);
+                    self.next.insert(p, o + 1);
+                    self.read += 1;
+                    let position = format!("partition {p} offset {o}");
+                    if self
+                        .decoder
+                        .push(m.payload().unwrap_or_default(), &self.topic, &position)
+                    {
+                        self.accepted.push((p, o));
+                    }
+                }
+            }
+            timeout = Duration::ZERO;
+        }
+        if self.decoder.pending_rows() + self.decoder.pending_dead() == 0 {
+            return Ok(if ended { Poll::End } else { Poll::Idle });
+        }
+        let (rows, dead) = self
+            .decoder
+            .flush()
+            .map_err(|e| ConnectorError::new(&self.name, e))?;
+        if let Some(ts) = rows
+            .column_by_name("ts")
+            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+        {
+            for (&(p, o), &t) in self.accepted.iter().zip(ts.values().iter()) {
+                self.waiting.entry(p).or_default().push_back((o, t));
+            }
+        }
+        self.accepted.clear();
+        Ok(Poll::Data {
+            rows,
+            dead: Some(dead),
+        })
+    }
+
+    fn position(&self) -> String {
+        let mut parts: Vec<_> = self.next.iter().collect();
+        parts.sort();
+        format!(
+            "{} messages read from {}; next offsets {}",
+            self.read,
+            self.topic,
+            parts
+                .iter()
+                .map(|(p, o)| format!("{p}:{o}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
+    }
+
+    fn barrier(&mut self, epoch: u64, released_before: Option<i64>) {
+        let mut offsets = BTreeMap::new();
+        for (&p, &next) in &self.next {
+            let q = self.waiting.entry(p).or_default();
+            while q
+                .front()
+                .is_some_and(|&(_, t)| released_before.is_none_or(|w| t < w))
+            {
+                q.pop_front();
+            }
+            offsets.insert(p, q.front().map_or(next, |&(o, _)| o));
+        }
+        self.barriers.push_back((epoch, offsets));
+    }
+
+    fn committed(&mut self, epoch: u64) -> Result<(), ConnectorError> {
+        let mut latest = None;
+        while self.barriers.front().is_some_and(|(e, _)| *e <= epoch) {
+            latest = self.barriers.pop_front().map(|(_, o)| o);
+        }
+        let Some(offsets) = latest.filter(|o| !o.is_empty()) else {
+            return Ok(());
+        };
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in offsets {
+            tpl.add_partition_offset(&self.topic, p, Offset::Offset(o))
+                .map_err(|e| ConnectorError::new(&self.name, e))?;
+        }
+        match self.consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => Ok(()),
+            // Nothing new to commit is success (librdkafka says NoOffset).
+            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(()),
+            Err(e) => {
+                // A rebalance may have moved the partitions: the next owner resumes from the
+                // last commit that landed; rows after it are read again (upserts absorb them).
+                tracing::warn!(source = %self.name, "kafka: committing offsets: {e}");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Leaves the group on drop, so its partitions move to the other members at once instead of
+/// after the session timeout.
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        self.consumer.unsubscribe();
+    }
+}
