@@ -19,7 +19,7 @@ pub use source::KafkaSource;
 /// `connector = 'kafka'`.
 pub const SPEC: ConnectorSpec = ConnectorSpec {
     name: "kafka",
-    roles: &[Role::Source, Role::Sink],
+    roles: &[Role::Sink, Role::Source],
     options: &[
         OptionSpec {
             key: "bootstrap_servers",

@@ -5,12 +5,18 @@
 //! whose row may still wait in the runtime's event-time buffer, and commits those offsets
 //! when the runtime reports the epoch durable. A restart (or the partition's next owner after
 //! a rebalance) resumes there; rows after it may be read twice, which upserting sinks absorb.
+//!
+//! Per-partition event time: partitions are fetched in batches, so a backlog read from
+//! several partitions interleaves far-apart event times. The source holds each row until
+//! every assigned partition that is not caught up (at its end) has shown an event time at
+//! least as late, so one slow partition holds time back and a caught-up one does not; the
+//! runtime's bounded-out-of-orderness watermark then sees each partition's own disorder only.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use arrow::array::AsArray;
+use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
@@ -65,6 +71,11 @@ pub struct KafkaSource {
     barriers: VecDeque<(u64, BTreeMap<i32, i64>)>,
     last_error: Option<(String, Instant)>,
     read: u64,
+    /// Rows held until every active partition has caught up with them, with each row's
+    /// partition.
+    held: Option<(RecordBatch, Vec<i32>)>,
+    /// Per partition: the latest event time read.
+    max_ts: HashMap<i32, i64>,
 }
 
 impl KafkaSource {
@@ -116,6 +127,8 @@ impl KafkaSource {
             barriers: VecDeque::new(),
             last_error: None,
             read: 0,
+            held: None,
+            max_ts: HashMap::new(),
         })
     }
 
@@ -127,6 +140,7 @@ impl KafkaSource {
             Err(_) => return,
         };
         for p in revoked {
+            self.max_ts.remove(&p);
             self.waiting.remove(&p);
             self.next.remove(&p);
             self.at_end.remove(&p);
@@ -158,6 +172,83 @@ impl KafkaSource {
     }
 }
 
+impl KafkaSource {
+    /// The event time every active partition has reached: rows up to it can go on. Partitions
+    /// at their end do not hold time back; one that has shown nothing yet holds everything.
+    fn frontier(&self, ended: bool) -> i64 {
+        if ended {
+            return i64::MAX;
+        }
+        let Ok(assigned) = self.consumer.assignment() else {
+            return i64::MIN;
+        };
+        assigned
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .filter(|p| !self.at_end.contains(p))
+            .map(|p| self.max_ts.get(&p).copied().unwrap_or(i64::MIN))
+            .min()
+            .unwrap_or(i64::MAX)
+    }
+
+    /// Adds `rows` (from `parts`) to the held rows and gives back those at or before the
+    /// frontier.
+    fn align(
+        &mut self,
+        rows: Option<RecordBatch>,
+        parts: Vec<i32>,
+        ended: bool,
+    ) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
+        let (all, all_parts) = match (self.held.take(), rows) {
+            (None, None) => return Ok(None),
+            (Some(h), None) => h,
+            (None, Some(r)) => (r, parts),
+            (Some((h, mut hp)), Some(r)) => {
+                hp.extend(parts);
+                (arrow::compute::concat_batches(&h.schema(), [&h, &r])?, hp)
+            }
+        };
+        let frontier = self.frontier(ended);
+        let Some(ts) = all
+            .column_by_name("ts")
+            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+        else {
+            return Ok(Some(all));
+        };
+        let go: arrow::array::BooleanArray =
+            ts.values().iter().map(|&t| Some(t <= frontier)).collect();
+        let n_go = go.true_count();
+        if n_go == all.num_rows() {
+            return sorted(&all).map(Some);
+        }
+        let keep = arrow::compute::not(&go)?;
+        let kept_parts = all_parts
+            .iter()
+            .zip(keep.values().iter())
+            .filter_map(|(p, k)| k.then_some(*p))
+            .collect();
+        self.held = Some((
+            arrow::compute::filter_record_batch(&all, &keep)?,
+            kept_parts,
+        ));
+        if n_go == 0 {
+            return Ok(None);
+        }
+        sorted(&arrow::compute::filter_record_batch(&all, &go)?).map(Some)
+    }
+}
+
+/// `rows` in event-time order: rows from several partitions arrive interleaved, and the
+/// runtime's watermark advances row by row.
+fn sorted(rows: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let Some(ts) = rows.column_by_name("ts") else {
+        return Ok(rows.clone());
+    };
+    let order = arrow::compute::sort_to_indices(ts, None, None)?;
+    arrow::compute::take_record_batch(rows, &order)
+}
+
 impl Source for KafkaSource {
     fn schema(&self) -> SchemaRef {
         txguard_engine::event::transaction_schema()
@@ -166,14 +257,12 @@ impl Source for KafkaSource {
     fn poll(&mut self, max_rows: usize) -> Result<Poll, ConnectorError> {
         self.forget_revoked();
         let mut timeout = Duration::from_millis(50);
-        let mut ended = false;
         while self.decoder.pending_rows() + self.decoder.pending_dead() < max_rows {
             match self.consumer.poll(timeout) {
                 None => break,
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     self.at_end.insert(p);
                     if self.stop_at_end && self.all_at_end() {
-                        ended = true;
                         break;
                     }
                 }
@@ -197,26 +286,47 @@ impl Source for KafkaSource {
             }
             timeout = Duration::ZERO;
         }
-        if self.decoder.pending_rows() + self.decoder.pending_dead() == 0 {
-            return Ok(if ended { Poll::End } else { Poll::Idle });
-        }
-        let (rows, dead) = self
-            .decoder
-            .flush()
-            .map_err(|e| ConnectorError::new(&self.name, e))?;
+        let ended = self.stop_at_end && self.all_at_end();
+        let (rows, dead) = if self.decoder.pending_rows() + self.decoder.pending_dead() > 0 {
+            let (rows, dead) = self
+                .decoder
+                .flush()
+                .map_err(|e| ConnectorError::new(&self.name, e))?;
+            (Some(rows), Some(dead).filter(|d| d.num_rows() > 0))
+        } else {
+            (None, None)
+        };
+        let mut parts = Vec::new();
         if let Some(ts) = rows
-            .column_by_name("ts")
+            .as_ref()
+            .and_then(|r| r.column_by_name("ts"))
             .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
         {
             for (&(p, o), &t) in self.accepted.iter().zip(ts.values().iter()) {
                 self.waiting.entry(p).or_default().push_back((o, t));
+                let m = self.max_ts.entry(p).or_insert(t);
+                *m = (*m).max(t);
+                parts.push(p);
             }
         }
         self.accepted.clear();
-        Ok(Poll::Data {
-            rows,
-            dead: Some(dead),
-        })
+        let ready = self
+            .align(rows, parts, ended)
+            .map_err(|e| ConnectorError::new(&self.name, e))?;
+        match (ready, dead) {
+            (None, None) => Ok(if ended && self.held.is_none() {
+                Poll::End
+            } else {
+                Poll::Idle
+            }),
+            (ready, dead) => Ok(Poll::Data {
+                rows: match ready {
+                    Some(r) => r,
+                    None => RecordBatch::new_empty(self.schema()),
+                },
+                dead,
+            }),
+        }
     }
 
     fn position(&self) -> String {

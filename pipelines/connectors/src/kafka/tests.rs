@@ -102,10 +102,10 @@ async fn every_row_arrives_once_as_json_keyed_by_the_key_field() {
         let v: serde_json::Value = serde_json::from_str(payload).expect("json");
         let id = v["transaction_id"].as_str().expect("id").to_string();
         let i: usize = id[3..].parse().expect("number");
-        let user = (i % 100 != 0).then(|| format!("u{}", i % 7));
+        let user = (!i.is_multiple_of(100)).then(|| format!("u{}", i % 7));
         assert_eq!(v["user_id"].as_str().map(String::from), user, "{payload}");
         assert_eq!(key, &user.unwrap_or_default(), "keyed by user_id");
-        if i % 50 == 0 {
+        if i.is_multiple_of(50) {
             assert!(v.get("score").is_none(), "NULLs are left out: {payload}");
         } else {
             assert_eq!(v["score"].as_f64(), Some(i as f64 / 1e4));

@@ -79,7 +79,7 @@ pub fn run(args: ProduceArgs) -> Result<()> {
             }
         }
         n += 1;
-        if n % 4096 == 0
+        if n.is_multiple_of(4096)
             && let Some(pb) = &pb
         {
             pb.set_position(n);

@@ -1,0 +1,197 @@
+-- txguard's default pipeline reading Kafka: transactions from the `transactions` topic (JSON,
+-- e.g. from `txguard produce`), the same features, model and queries as sql/pipeline.sql (a
+-- test keeps them identical), Delta tables under ./data, and every anomaly as a JSON alert
+-- on the `alerts` topic, keyed by user_id, for downstream services to act on.
+--
+--   txguard produce --bootstrap-servers 127.0.0.1:9092 --count 1000000
+--   txguard run sql/pipeline_kafka.sql --set transactions.bootstrap_servers=127.0.0.1:9092
+--
+-- Offsets are committed to the consumer group `txguard-transactions` at checkpoints, once
+-- every sink has made the rows durable; a restart resumes there.
+
+CREATE TABLE transactions (
+    transaction_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    amount DOUBLE NOT NULL,
+    ts TIMESTAMP NOT NULL,
+    merchant TEXT,
+    category TEXT,
+    location TEXT,
+    channel TEXT,
+    lat DOUBLE,
+    lon DOUBLE,
+    is_fraud BOOLEAN,
+    WATERMARK FOR ts AS ts - INTERVAL '5' SECOND
+) WITH (
+    connector = 'kafka',
+    type = 'source',
+    bootstrap_servers = '127.0.0.1:9092',
+    topic = 'transactions',
+    format = 'json',
+    'source.offset' = 'earliest',
+    'source.group_id' = 'txguard-transactions'
+);
+
+CREATE TABLE transactions_scored (
+    transaction_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    ts TIMESTAMP NOT NULL,
+    amount DOUBLE NOT NULL,
+    merchant TEXT,
+    category TEXT,
+    location TEXT,
+    channel TEXT,
+    is_fraud BOOLEAN,
+    log_amount DOUBLE,
+    tx_count_10m BIGINT,
+    tx_count_1h BIGINT,
+    tx_count_24h BIGINT,
+    amount_mean_24h DOUBLE,
+    amount_std_24h DOUBLE,
+    amount_zscore DOUBLE,
+    amount_to_mean DOUBLE,
+    seconds_since_prev DOUBLE,
+    km_from_prev DOUBLE,
+    speed_kmh DOUBLE,
+    hour_of_day DOUBLE,
+    risky_category DOUBLE,
+    small_amounts_1h DOUBLE,
+    score DOUBLE,
+    is_anomaly BOOLEAN,
+    model_version TEXT
+) WITH (connector = 'delta', path = './data/transactions_scored');
+
+CREATE TABLE anomalies (
+    transaction_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    ts TIMESTAMP NOT NULL,
+    amount DOUBLE NOT NULL,
+    merchant TEXT,
+    category TEXT,
+    location TEXT,
+    score DOUBLE,
+    is_fraud BOOLEAN,
+    model_version TEXT
+) WITH (connector = 'delta', path = './data/anomalies');
+
+CREATE TABLE alerts (
+    transaction_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    ts TIMESTAMP NOT NULL,
+    amount DOUBLE NOT NULL,
+    merchant TEXT,
+    category TEXT,
+    location TEXT,
+    score DOUBLE,
+    model_version TEXT
+) WITH (
+    connector = 'kafka',
+    bootstrap_servers = '127.0.0.1:9092',
+    topic = 'alerts',
+    format = 'json',
+    'sink.key_field' = 'user_id'
+);
+
+CREATE TABLE dead_letters (
+    source TEXT NOT NULL,
+    position TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    raw TEXT NOT NULL,
+    received_at TIMESTAMP NOT NULL
+) WITH (connector = 'delta', path = './data/dead_letters');
+
+CREATE TABLE user_window_stats (
+    user_id TEXT NOT NULL,
+    window_start TIMESTAMP NOT NULL,
+    window_end TIMESTAMP NOT NULL,
+    tx_count BIGINT NOT NULL,
+    amount_sum DOUBLE,
+    amount_max DOUBLE,
+    anomalies BIGINT
+) WITH (connector = 'delta', path = './data/user_window_stats');
+
+-- Per-user history: counts, mean and spread of amounts, and the previous transaction.
+CREATE VIEW history AS
+SELECT
+    transaction_id, user_id, ts, amount, merchant, category, location, channel, lat, lon, is_fraud,
+    COUNT(*) OVER (PARTITION BY user_id ORDER BY ts
+        RANGE BETWEEN INTERVAL '10' MINUTE PRECEDING AND CURRENT ROW) AS tx_count_10m,
+    COUNT(*) OVER (PARTITION BY user_id ORDER BY ts
+        RANGE BETWEEN INTERVAL '1' HOUR PRECEDING AND CURRENT ROW) AS tx_count_1h,
+    SUM(CASE WHEN amount < 5 THEN 1 ELSE 0 END) OVER (PARTITION BY user_id ORDER BY ts
+        RANGE BETWEEN INTERVAL '1' HOUR PRECEDING AND CURRENT ROW) AS small_amounts_1h,
+    COUNT(*) OVER (PARTITION BY user_id ORDER BY ts
+        RANGE BETWEEN INTERVAL '24' HOUR PRECEDING AND CURRENT ROW) AS tx_count_24h,
+    AVG(amount) OVER (PARTITION BY user_id ORDER BY ts
+        RANGE BETWEEN INTERVAL '24' HOUR PRECEDING AND CURRENT ROW) AS amount_mean_24h,
+    STDDEV(amount) OVER (PARTITION BY user_id ORDER BY ts
+        RANGE BETWEEN INTERVAL '24' HOUR PRECEDING AND CURRENT ROW) AS amount_std_24h,
+    LAG(CAST(ts AS BIGINT)) OVER (PARTITION BY user_id ORDER BY ts) AS prev_ts_us,
+    LAG(lat) OVER (PARTITION BY user_id ORDER BY ts) AS prev_lat,
+    LAG(lon) OVER (PARTITION BY user_id ORDER BY ts) AS prev_lon
+FROM transactions;
+
+-- The model's features (every column after is_fraud), with neutral values where a user has
+-- no history yet.
+CREATE VIEW features AS
+SELECT
+    transaction_id, user_id, ts, amount, merchant, category, location, channel, is_fraud,
+    ln(1 + amount) AS log_amount,
+    tx_count_10m,
+    tx_count_1h,
+    tx_count_24h,
+    amount_mean_24h,
+    COALESCE(amount_std_24h, 0) AS amount_std_24h,
+    COALESCE((amount - amount_mean_24h) / NULLIF(amount_std_24h, 0), 0) AS amount_zscore,
+    COALESCE(amount / NULLIF(amount_mean_24h, 0), 1) AS amount_to_mean,
+    COALESCE((CAST(ts AS BIGINT) - prev_ts_us) / 1e6, 86400) AS seconds_since_prev,
+    COALESCE(km, 0) AS km_from_prev,
+    COALESCE(km / (GREATEST((CAST(ts AS BIGINT) - prev_ts_us) / 1e6, 60) / 3600), 0) AS speed_kmh,
+    CAST(date_part('hour', ts) AS DOUBLE) AS hour_of_day,
+    CASE WHEN category IN ('electronics', 'jewelry', 'gift_cards', 'crypto') THEN 1.0 ELSE 0.0 END
+        AS risky_category,
+    CAST(small_amounts_1h AS DOUBLE) AS small_amounts_1h
+FROM (
+    SELECT *,
+        2 * 6371 * asin(sqrt(
+            power(sin(radians(lat - prev_lat) / 2), 2)
+            + cos(radians(prev_lat)) * cos(radians(lat)) * power(sin(radians(lon - prev_lon) / 2), 2)
+        )) AS km
+    FROM history
+);
+
+-- Score once; `score > iforest_threshold()` is exactly iforest_is_anomaly(...) without scoring
+-- the row a second time.
+CREATE VIEW scored AS
+SELECT *, score > iforest_threshold() AS is_anomaly, iforest_model_version() AS model_version
+FROM (
+    SELECT *,
+        iforest_score(log_amount, tx_count_10m, tx_count_1h, tx_count_24h, amount_mean_24h,
+            amount_std_24h, amount_zscore, amount_to_mean, seconds_since_prev, km_from_prev,
+            speed_kmh, hour_of_day, risky_category, small_amounts_1h) AS score
+    FROM features
+);
+
+INSERT INTO transactions_scored SELECT * FROM scored;
+
+INSERT INTO anomalies
+SELECT transaction_id, user_id, ts, amount, merchant, category, location, score, is_fraud,
+       model_version
+FROM scored
+WHERE is_anomaly;
+
+INSERT INTO alerts
+SELECT transaction_id, user_id, ts, amount, merchant, category, location, score, model_version
+FROM scored
+WHERE is_anomaly;
+
+INSERT INTO dead_letters SELECT * FROM txguard_dead_letters;
+
+INSERT INTO user_window_stats
+SELECT user_id, window.start, window.end, tx_count, amount_sum, amount_max, anomalies FROM (
+    SELECT user_id, TUMBLE(INTERVAL '1' MINUTE) AS window,
+           COUNT(*) AS tx_count, SUM(amount) AS amount_sum, MAX(amount) AS amount_max,
+           SUM(CASE WHEN is_anomaly THEN 1 ELSE 0 END) AS anomalies
+    FROM scored
+    GROUP BY user_id, window
+);
