@@ -26,12 +26,24 @@ fn services() -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("json")
 }
 
+/// `${VAR:-default}` resolved as compose does with VAR unset.
+fn interpolate(arg: &str) -> String {
+    match arg.split_once("${") {
+        Some((head, rest)) => {
+            let (var, tail) = rest.split_once('}').expect("closing brace");
+            let default = var.split_once(":-").expect("a default").1;
+            format!("{head}{default}{tail}")
+        }
+        None => arg.to_string(),
+    }
+}
+
 fn command(svc: &serde_json::Value) -> Vec<String> {
     svc["command"]
         .as_array()
         .expect("command is a list")
         .iter()
-        .map(|a| a.as_str().expect("string").to_string())
+        .map(|a| interpolate(a.as_str().expect("string")))
         .collect()
 }
 
@@ -50,8 +62,14 @@ fn compose_file_is_valid_and_runs_commands_this_build_accepts() {
     }
     assert!(s["postgres"]["healthcheck"].as_bool().expect("bool"));
     assert!(s["metabase"]["healthcheck"].as_bool().expect("bool"));
+    assert!(s["redpanda"]["healthcheck"].as_bool().expect("bool"));
+    assert_eq!(s["topics"]["depends_on"], serde_json::json!(["redpanda"]));
+    assert_eq!(s["producer"]["depends_on"], serde_json::json!(["topics"]));
     assert_eq!(s["db-init"]["depends_on"], serde_json::json!(["postgres"]));
-    assert_eq!(s["pipeline"]["depends_on"], serde_json::json!(["db-init"]));
+    assert_eq!(
+        s["pipeline"]["depends_on"],
+        serde_json::json!(["db-init", "topics"])
+    );
     assert_eq!(
         s["dashboards"]["depends_on"],
         serde_json::json!(["db-init", "metabase"])
@@ -67,23 +85,14 @@ fn compose_file_is_valid_and_runs_commands_this_build_accepts() {
         assert_eq!(svc["build"], ".", "{name} builds the repo's Dockerfile");
         let args = command(svc);
         if args[0] == "run" {
-            // The same pipeline and overrides, planned without running; ${VAR:-default}
-            // interpolation resolved as compose would with the variable unset.
+            // The same pipeline and overrides, planned without running.
             let mut v = vec!["validate".to_string()];
             let mut it = args[1..].iter();
             while let Some(a) = it.next() {
                 match a.as_str() {
                     "--set" => {
                         let val = it.next().expect("--set value");
-                        let val = match val.split_once("${") {
-                            Some((head, rest)) => {
-                                let (var, _) = rest.split_once('}').expect("closing brace");
-                                let default = var.split_once(":-").expect("a default").1;
-                                format!("{head}{default}")
-                            }
-                            None => val.clone(),
-                        };
-                        v.extend(["--set".to_string(), val]);
+                        v.extend(["--set".to_string(), val.clone()]);
                     }
                     "--ui" => {
                         it.next();
