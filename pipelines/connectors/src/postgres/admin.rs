@@ -51,24 +51,16 @@ const INIT_LOCK: i64 = 0x0074_7867_7561_7264;
 /// Creates the tables, indexes and views that are missing and replaces the views, in one
 /// transaction (concurrent runs wait for each other).
 pub async fn init(client: &mut Client) -> Result<(), AdminError> {
-    let tx = client
-        .transaction()
-        .await
-        .map_err(fail("starting a transaction"))?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&INIT_LOCK])
-        .await
-        .map_err(fail("waiting for another `txguard db init`"))?;
-    tx.batch_execute(SCHEMA_SQL)
-        .await
-        .map_err(fail("creating tables (sql/postgres/schema.sql)"))?;
-    tx.batch_execute(VIEWS_SQL)
-        .await
-        .map_err(fail("creating views (sql/postgres/views.sql)"))?;
-    tx.commit().await.map_err(fail("committing the schema"))
+    rebuild(client, false).await
 }
 
 /// Drops the views and tables (all their rows), then creates them afresh.
 pub async fn reset(client: &mut Client) -> Result<(), AdminError> {
+    rebuild(client, true).await
+}
+
+/// Under the `txguard db` lock: optionally drop everything, then run the schema and views.
+async fn rebuild(client: &mut Client, drop_first: bool) -> Result<(), AdminError> {
     let tx = client
         .transaction()
         .await
@@ -76,22 +68,24 @@ pub async fn reset(client: &mut Client) -> Result<(), AdminError> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&INIT_LOCK])
         .await
         .map_err(fail("waiting for another `txguard db` command"))?;
-    let views: Vec<String> = VIEWS.iter().map(|v| quote_ident(v)).collect();
-    let tables: Vec<String> = TABLES.iter().map(|t| quote_ident(t)).collect();
-    tx.batch_execute(&format!(
-        "DROP VIEW IF EXISTS {}; DROP TABLE IF EXISTS {} CASCADE;",
-        views.join(", "),
-        tables.join(", ")
-    ))
-    .await
-    .map_err(fail("dropping the tables"))?;
+    if drop_first {
+        let views: Vec<String> = VIEWS.iter().map(|v| quote_ident(v)).collect();
+        let tables: Vec<String> = TABLES.iter().map(|t| quote_ident(t)).collect();
+        tx.batch_execute(&format!(
+            "DROP VIEW IF EXISTS {}; DROP TABLE IF EXISTS {} CASCADE;",
+            views.join(", "),
+            tables.join(", ")
+        ))
+        .await
+        .map_err(fail("dropping the tables"))?;
+    }
     tx.batch_execute(SCHEMA_SQL)
         .await
         .map_err(fail("creating tables (sql/postgres/schema.sql)"))?;
     tx.batch_execute(VIEWS_SQL)
         .await
         .map_err(fail("creating views (sql/postgres/views.sql)"))?;
-    tx.commit().await.map_err(fail("committing the reset"))
+    tx.commit().await.map_err(fail("committing the schema"))
 }
 
 /// One table's size and freshness.
