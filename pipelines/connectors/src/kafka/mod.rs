@@ -106,6 +106,39 @@ pub fn client_config(table: &TableDef) -> Result<ClientConfig, ConnectorError> {
     Ok(cfg)
 }
 
+/// librdkafka's client-level errors (an unreachable broker, failed authentication), as
+/// warnings naming the brokers, at most one every 10 s per message: librdkafka keeps
+/// retrying by itself.
+#[derive(Debug, Default)]
+pub struct ErrorLog {
+    servers: String,
+    last: std::sync::Mutex<Option<(String, std::time::Instant)>>,
+}
+
+impl ErrorLog {
+    pub fn new(servers: impl Into<String>) -> Self {
+        ErrorLog {
+            servers: servers.into(),
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn report(&self, error: &rdkafka::error::KafkaError, reason: &str) {
+        let msg = format!("{error}: {reason}");
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        if last
+            .as_ref()
+            .is_some_and(|(m, at)| *m == msg && at.elapsed() < std::time::Duration::from_secs(10))
+        {
+            return;
+        }
+        tracing::warn!("kafka brokers {}: {msg} (retrying)", self.servers);
+        *last = Some((msg, std::time::Instant::now()));
+    }
+}
+
 /// A table's `topic`.
 pub fn topic(table: &TableDef) -> Result<String, ConnectorError> {
     table

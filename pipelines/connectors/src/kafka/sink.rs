@@ -18,14 +18,23 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 use txguard_engine::connector::{ConnectorError, Sink};
 use txguard_engine::sql::TableDef;
 
-/// Counts the messages the brokers did not take, and remembers why.
+/// Counts the messages the brokers did not take, and remembers why; client errors to the
+/// log.
 #[derive(Default)]
 pub struct Deliveries {
     failed: AtomicU64,
     last_error: std::sync::Mutex<Option<String>>,
+    errors: super::ErrorLog,
 }
 
 impl Deliveries {
+    pub fn new(servers: impl Into<String>) -> Self {
+        Deliveries {
+            errors: super::ErrorLog::new(servers),
+            ..Deliveries::default()
+        }
+    }
+
     /// Messages that failed since the last [`Deliveries::take_failed`].
     pub fn failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
@@ -42,7 +51,11 @@ impl Deliveries {
     }
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors.report(&error, reason);
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
@@ -78,8 +91,9 @@ impl KafkaSink {
                 cfg.set(k, v);
             }
         }
+        let servers = cfg.get("bootstrap.servers").unwrap_or_default().to_string();
         let producer: ThreadedProducer<Deliveries> = cfg
-            .create_with_context(Deliveries::default())
+            .create_with_context(Deliveries::new(servers))
             .map_err(|e| ConnectorError::new(&table.name, format!("kafka producer: {e}")))?;
         let key_field = table
             .option("sink.key_field")

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
@@ -25,13 +25,18 @@ use txguard_engine::connector::{ConnectorError, Poll, Source};
 use txguard_engine::decode::Decoder;
 use txguard_engine::sql::TableDef;
 
-/// Partitions taken away by a rebalance, for the source to forget.
+/// Partitions taken away by a rebalance, for the source to forget; client errors to the log.
 #[derive(Default)]
 pub struct Rebalances {
     revoked: Mutex<Vec<i32>>,
+    errors: super::ErrorLog,
 }
 
-impl ClientContext for Rebalances {}
+impl ClientContext for Rebalances {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors.report(&error, reason);
+    }
+}
 
 impl ConsumerContext for Rebalances {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -69,7 +74,6 @@ pub struct KafkaSource {
     next: HashMap<i32, i64>,
     /// Offsets recorded at each barrier, oldest first.
     barriers: VecDeque<(u64, BTreeMap<i32, i64>)>,
-    last_error: Option<(String, Instant)>,
     read: u64,
     /// Rows held until every active partition has caught up with them, with each row's
     /// partition.
@@ -107,8 +111,12 @@ impl KafkaSource {
             }
         }
         let topic = super::topic(table)?;
+        let servers = cfg.get("bootstrap.servers").unwrap_or_default().to_string();
         let consumer: BaseConsumer<Rebalances> = cfg
-            .create_with_context(Rebalances::default())
+            .create_with_context(Rebalances {
+                revoked: Mutex::default(),
+                errors: super::ErrorLog::new(servers),
+            })
             .map_err(|e| ConnectorError::new(&table.name, format!("kafka consumer: {e}")))?;
         consumer.subscribe(&[&topic]).map_err(|e| {
             ConnectorError::new(&table.name, format!("subscribing to {topic}: {e}"))
@@ -125,7 +133,6 @@ impl KafkaSource {
             waiting: HashMap::new(),
             next: HashMap::new(),
             barriers: VecDeque::new(),
-            last_error: None,
             read: 0,
             held: None,
             max_ts: HashMap::new(),
@@ -155,19 +162,6 @@ impl KafkaSource {
                 .iter()
                 .all(|e| self.at_end.contains(&e.partition())),
             _ => false,
-        }
-    }
-
-    /// Logs a client error at most every 10 s (librdkafka keeps retrying by itself).
-    fn report(&mut self, e: &KafkaError) {
-        let msg = e.to_string();
-        let quiet = self
-            .last_error
-            .as_ref()
-            .is_some_and(|(m, at)| *m == msg && at.elapsed() < Duration::from_secs(10));
-        if !quiet {
-            tracing::warn!(source = %self.name, topic = %self.topic, "kafka: {msg} (retrying)");
-            self.last_error = Some((msg, Instant::now()));
         }
     }
 }
@@ -267,7 +261,7 @@ impl Source for KafkaSource {
                     }
                 }
                 Some(Err(e)) => {
-                    self.report(&e);
+                    self.consumer.context().errors.report(&e, &self.topic);
                     break;
                 }
                 Some(Ok(m)) => {

@@ -48,7 +48,7 @@ pub fn run(args: ProduceArgs) -> Result<()> {
         cfg.set(k, v);
     }
     let producer: ThreadedProducer<Deliveries> = cfg
-        .create_with_context(Deliveries::default())
+        .create_with_context(Deliveries::new(args.bootstrap_servers.clone()))
         .context("creating the Kafka producer")?;
     let stop = stop_on_ctrl_c()?;
     let pb = (!args.quiet).then(|| row_progress(args.generator.total(), "producing"));

@@ -1,0 +1,235 @@
+//! The Kafka pipeline against a real Kafka-protocol broker in its own process: tansu 0.6 with
+//! in-memory storage, built by scripts/setup.sh into ~/.cache/txguard/tansu (or
+//! `$TXGUARD_TANSU`), listening on 127.0.0.1 only. An independent client (kafka-python)
+//! produces seed-style messages and reads the alerts back.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{read_tables, repo, txguard};
+
+/// A tansu broker on a free loopback port, killed on drop.
+struct Broker {
+    child: Child,
+    addr: String,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let bin = std::env::var("TXGUARD_TANSU")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                PathBuf::from(std::env::var("HOME").expect("HOME"))
+                    .join(".cache/txguard/tansu/bin/tansu")
+            });
+        assert!(
+            bin.exists(),
+            "{} is missing: run scripts/setup.sh (it builds the tansu broker once)",
+            bin.display()
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not start listening on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker { child, addr }
+    }
+
+    fn create_topic(&self, name: &str, partitions: u32) {
+        let bin = std::env::var("TXGUARD_TANSU")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                PathBuf::from(std::env::var("HOME").expect("HOME"))
+                    .join(".cache/txguard/tansu/bin/tansu")
+            });
+        let out = Command::new(bin)
+            .args([
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                &partitions.to_string(),
+                "--broker",
+                &format!("tcp://{}", self.addr),
+            ])
+            .output()
+            .expect("tansu topic create");
+        assert!(
+            out.status.success(),
+            "creating {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client(args: &[&str]) -> serde_json::Value {
+    let py = std::env::var("TXGUARD_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(py)
+        .arg(repo().join("pipelines/txguard/tests/kafka/client.py"))
+        .args(args)
+        .output()
+        .expect("python3 (run scripts/setup.sh for kafka-python)");
+    assert!(
+        out.status.success(),
+        "client {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+#[test]
+fn hundred_thousand_messages_from_an_independent_client_none_lost_none_doubled() {
+    let broker = Broker::start();
+    broker.create_topic("transactions", 4);
+    broker.create_topic("alerts", 2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = repo().join("sql/pipeline_kafka.sql");
+    let model = repo().join("models/default.json");
+    let sets = [
+        format!("transactions.bootstrap_servers={}", broker.addr),
+        "transactions.source.stop_at_end=true".to_string(),
+        format!("alerts.bootstrap_servers={}", broker.addr),
+    ];
+    let run = || {
+        let mut args = vec![
+            "run",
+            pipeline.to_str().expect("utf8"),
+            "--model",
+            model.to_str().expect("utf8"),
+            "--no-ui",
+            "--quiet",
+        ];
+        for s in &sets {
+            args.extend(["--set", s.as_str()]);
+        }
+        let (ok, _, err) = txguard(dir.path(), &args);
+        assert!(ok, "run failed:\n{err}");
+    };
+
+    // 60k, a run, 40k more, a second run in the same consumer group: it resumes where the
+    // first one committed.
+    let first = client(&["produce", &broker.addr, "transactions", "60000", "1"]);
+    run();
+    let second = client(&[
+        "produce",
+        &broker.addr,
+        "transactions",
+        "40000",
+        "1",
+        "60000",
+    ]);
+    run();
+    let sent = first["sent"].as_i64().expect("sent") + second["sent"].as_i64().expect("sent");
+    let bad = first["bad"].as_i64().expect("bad") + second["bad"].as_i64().expect("bad");
+    assert_eq!(sent, 100_000);
+
+    let t = read_tables(&dir.path().join("data"));
+    let scored = t["transactions_scored"]["rows"].as_i64().expect("rows");
+    let ids = t["transactions_scored"]["distinct_ids"]
+        .as_i64()
+        .expect("ids");
+    let dead = t["dead_letters"]["rows"].as_i64().expect("rows");
+    assert_eq!(ids, scored, "no transaction scored twice");
+    assert_eq!(scored + dead, sent, "every message scored or a dead letter");
+    assert_eq!(
+        dead, bad,
+        "exactly the unusable messages are dead letters (none late)"
+    );
+
+    let alerts = client(&["read", &broker.addr, "alerts"]);
+    let anomalies = t["anomalies"]["rows"].as_i64().expect("rows");
+    assert!(anomalies > 0);
+    assert_eq!(
+        alerts["messages"].as_i64(),
+        Some(anomalies),
+        "alerts = anomalies"
+    );
+    let alert_ids: std::collections::BTreeSet<&str> = alerts["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.as_str().expect("id"))
+        .collect();
+    assert_eq!(alert_ids.len() as i64, anomalies, "no alert twice");
+    assert_eq!(alerts["keyed"], true, "alerts are keyed by user_id");
+}
+
+#[test]
+fn an_unreachable_broker_is_reported_and_retried_without_a_crash() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = repo().join("sql/pipeline_kafka.sql");
+    let model = repo().join("models/default.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_txguard"))
+        .args([
+            "run",
+            pipeline.to_str().expect("utf8"),
+            "--model",
+            model.to_str().expect("utf8"),
+            "--no-ui",
+            "--quiet",
+            "--set",
+            &format!("transactions.bootstrap_servers=127.0.0.1:{port}"),
+            "--set",
+            &format!("alerts.bootstrap_servers=127.0.0.1:{port}"),
+        ])
+        .current_dir(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the run must keep retrying, not exit"
+    );
+    // Ctrl-C: a clean stop.
+    let pid = child.id().to_string();
+    Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill");
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "Ctrl-C ends the run cleanly:\n{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("retrying"),
+        "the log names the unreachable broker and says it retries:\n{err}"
+    );
+}
