@@ -77,7 +77,7 @@ pub struct KafkaSource {
     read: u64,
     /// Rows held until every active partition has caught up with them, with each row's
     /// partition.
-    held: Option<(RecordBatch, Vec<i32>)>,
+    held: Vec<Held>,
     /// Per partition: the latest event time read.
     max_ts: HashMap<i32, i64>,
 }
@@ -134,7 +134,7 @@ impl KafkaSource {
             next: HashMap::new(),
             barriers: VecDeque::new(),
             read: 0,
-            held: None,
+            held: Vec::new(),
             max_ts: HashMap::new(),
         })
     }
@@ -186,51 +186,69 @@ impl KafkaSource {
             .unwrap_or(i64::MAX)
     }
 
-    /// Adds `rows` (from `parts`) to the held rows and gives back those at or before the
-    /// frontier.
+    /// Adds `rows` to the held rows and gives back those at or before the
+    /// frontier, in event-time order. Held rows stay in the chunks they came in; a chunk whose
+    /// earliest row is past the frontier is not touched, so a partition far ahead costs
+    /// nothing per poll.
     fn align(
         &mut self,
         rows: Option<RecordBatch>,
-        parts: Vec<i32>,
         ended: bool,
     ) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
-        let (all, all_parts) = match (self.held.take(), rows) {
-            (None, None) => return Ok(None),
-            (Some(h), None) => h,
-            (None, Some(r)) => (r, parts),
-            (Some((h, mut hp)), Some(r)) => {
-                hp.extend(parts);
-                (arrow::compute::concat_batches(&h.schema(), [&h, &r])?, hp)
-            }
-        };
+        if let Some(r) = rows.filter(|r| r.num_rows() > 0) {
+            let min_ts = event_times(&r).and_then(|t| t.iter().min().copied());
+            self.held.push(Held {
+                rows: r,
+                min_ts: min_ts.unwrap_or(i64::MIN),
+            });
+        }
         let frontier = self.frontier(ended);
-        let Some(ts) = all
-            .column_by_name("ts")
-            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
-        else {
-            return Ok(Some(all));
-        };
-        let go: arrow::array::BooleanArray =
-            ts.values().iter().map(|&t| Some(t <= frontier)).collect();
-        let n_go = go.true_count();
-        if n_go == all.num_rows() {
-            return sorted(&all).map(Some);
+        let mut out = Vec::new();
+        let mut kept = Vec::with_capacity(self.held.len());
+        for h in std::mem::take(&mut self.held) {
+            if h.min_ts > frontier {
+                kept.push(h);
+                continue;
+            }
+            let Some(ts) = event_times(&h.rows) else {
+                out.push(h.rows);
+                continue;
+            };
+            let go: arrow::array::BooleanArray = ts.iter().map(|&t| Some(t <= frontier)).collect();
+            if go.true_count() == h.rows.num_rows() {
+                out.push(h.rows);
+                continue;
+            }
+            let keep = arrow::compute::not(&go)?;
+            let rest = arrow::compute::filter_record_batch(&h.rows, &keep)?;
+            let min_ts = event_times(&rest)
+                .and_then(|t| t.iter().min().copied())
+                .unwrap_or(i64::MIN);
+            out.push(arrow::compute::filter_record_batch(&h.rows, &go)?);
+            kept.push(Held { rows: rest, min_ts });
         }
-        let keep = arrow::compute::not(&go)?;
-        let kept_parts = all_parts
-            .iter()
-            .zip(keep.values().iter())
-            .filter_map(|(p, k)| k.then_some(*p))
-            .collect();
-        self.held = Some((
-            arrow::compute::filter_record_batch(&all, &keep)?,
-            kept_parts,
-        ));
-        if n_go == 0 {
+        self.held = kept;
+        let out: Vec<RecordBatch> = out.into_iter().filter(|b| b.num_rows() > 0).collect();
+        let Some(first) = out.first() else {
             return Ok(None);
-        }
-        sorted(&arrow::compute::filter_record_batch(&all, &go)?).map(Some)
+        };
+        let all = arrow::compute::concat_batches(&first.schema(), &out)?;
+        sorted(&all).map(Some)
     }
+}
+
+/// Rows the source holds back, as they arrived in one poll.
+struct Held {
+    rows: RecordBatch,
+    /// The earliest event time among them.
+    min_ts: i64,
+}
+
+/// The event-time values of a batch of transactions.
+fn event_times(rows: &RecordBatch) -> Option<&[i64]> {
+    rows.column_by_name("ts")
+        .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+        .map(|a| a.values().as_ref())
 }
 
 /// `rows` in event-time order: rows from several partitions arrive interleaved, and the
@@ -290,7 +308,6 @@ impl Source for KafkaSource {
         } else {
             (None, None)
         };
-        let mut parts = Vec::new();
         if let Some(ts) = rows
             .as_ref()
             .and_then(|r| r.column_by_name("ts"))
@@ -300,15 +317,14 @@ impl Source for KafkaSource {
                 self.waiting.entry(p).or_default().push_back((o, t));
                 let m = self.max_ts.entry(p).or_insert(t);
                 *m = (*m).max(t);
-                parts.push(p);
             }
         }
         self.accepted.clear();
         let ready = self
-            .align(rows, parts, ended)
+            .align(rows, ended)
             .map_err(|e| ConnectorError::new(&self.name, e))?;
         match (ready, dead) {
-            (None, None) => Ok(if ended && self.held.is_none() {
+            (None, None) => Ok(if ended && self.held.is_empty() {
                 Poll::End
             } else {
                 Poll::Idle
