@@ -10,7 +10,17 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{read_tables, repo, txguard};
+use common::{read_tables, repo, run_pipeline};
+
+/// The tansu binary scripts/setup.sh builds (or `$TXGUARD_TANSU`).
+fn tansu() -> PathBuf {
+    std::env::var("TXGUARD_TANSU")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").expect("HOME"))
+                .join(".cache/txguard/tansu/bin/tansu")
+        })
+}
 
 /// A tansu broker on a free loopback port, killed on drop.
 struct Broker {
@@ -20,12 +30,7 @@ struct Broker {
 
 impl Broker {
     fn start() -> Broker {
-        let bin = std::env::var("TXGUARD_TANSU")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                PathBuf::from(std::env::var("HOME").expect("HOME"))
-                    .join(".cache/txguard/tansu/bin/tansu")
-            });
+        let bin = tansu();
         assert!(
             bin.exists(),
             "{} is missing: run scripts/setup.sh (it builds the tansu broker once)",
@@ -63,12 +68,7 @@ impl Broker {
     }
 
     fn create_topic(&self, name: &str, partitions: u32) {
-        let bin = std::env::var("TXGUARD_TANSU")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                PathBuf::from(std::env::var("HOME").expect("HOME"))
-                    .join(".cache/txguard/tansu/bin/tansu")
-            });
+        let bin = tansu();
         let out = Command::new(bin)
             .args([
                 "topic",
@@ -117,26 +117,13 @@ fn hundred_thousand_messages_from_an_independent_client_none_lost_none_doubled()
     broker.create_topic("transactions", 4);
     broker.create_topic("alerts", 2);
     let dir = tempfile::tempdir().expect("tempdir");
-    let pipeline = repo().join("sql/pipeline_kafka.sql");
-    let model = repo().join("models/default.json");
     let sets = [
         format!("transactions.bootstrap_servers={}", broker.addr),
         "transactions.source.stop_at_end=true".to_string(),
         format!("alerts.bootstrap_servers={}", broker.addr),
     ];
     let run = || {
-        let mut args = vec![
-            "run",
-            pipeline.to_str().expect("utf8"),
-            "--model",
-            model.to_str().expect("utf8"),
-            "--no-ui",
-            "--quiet",
-        ];
-        for s in &sets {
-            args.extend(["--set", s.as_str()]);
-        }
-        let (ok, _, err) = txguard(dir.path(), &args);
+        let (ok, _, err) = run_pipeline(dir.path(), "pipeline_kafka.sql", &sets);
         assert!(ok, "run failed:\n{err}");
     };
 

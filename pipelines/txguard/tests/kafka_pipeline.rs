@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{read_tables, repo, txguard};
+use common::{read_tables, run_pipeline, txguard};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -93,32 +93,14 @@ fn kafka_topic_to_delta_and_alerts_loses_and_doubles_nothing() {
     ];
     produce_raw(&servers, "transactions", &bad);
 
-    let pipeline = repo().join("sql/pipeline_kafka.sql");
-    let model = repo().join("models/default.json");
-    let run = |extra: &[&str]| {
-        let mut args = vec![
-            "run",
-            pipeline.to_str().expect("utf8"),
-            "--model",
-            model.to_str().expect("utf8"),
-            "--no-ui",
-            "--quiet",
-            "--set",
-        ];
-        let sets = [
-            format!("transactions.bootstrap_servers={servers}"),
-            "transactions.source.stop_at_end=true".to_string(),
-            "transactions.client_configs=session.timeout.ms=6000".to_string(),
-            format!("alerts.bootstrap_servers={servers}"),
-        ];
-        args.push(&sets[0]);
-        for s in &sets[1..] {
-            args.extend(["--set", s.as_str()]);
-        }
-        args.extend(extra);
-        txguard(dir.path(), &args)
-    };
-    let (ok, _, err) = run(&[]);
+    let sets = [
+        format!("transactions.bootstrap_servers={servers}"),
+        "transactions.source.stop_at_end=true".to_string(),
+        "transactions.client_configs=session.timeout.ms=6000".to_string(),
+        format!("alerts.bootstrap_servers={servers}"),
+    ];
+    let run = || run_pipeline(dir.path(), "pipeline_kafka.sql", &sets);
+    let (ok, _, err) = run();
     assert!(ok, "run failed:\n{err}");
     let t = read_tables(&dir.path().join("data"));
     let scored = t["transactions_scored"]["rows"].as_i64().expect("rows");
@@ -157,7 +139,7 @@ fn kafka_topic_to_delta_and_alerts_loses_and_doubles_nothing() {
     );
 
     // The group committed its offsets: a second run finds nothing new.
-    let (ok, _, err) = run(&[]);
+    let (ok, _, err) = run();
     assert!(ok, "second run failed:\n{err}");
     let t2 = read_tables(&dir.path().join("data"));
     assert_eq!(t2["transactions_scored"]["rows"].as_i64(), Some(scored));

@@ -46,3 +46,21 @@ pub fn read_tables(data: &Path) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).expect("json")
 }
+
+/// `txguard run sql/<pipeline> --model models/default.json --no-ui --quiet --set …` in `dir`.
+pub fn run_pipeline(dir: &Path, pipeline: &str, sets: &[String]) -> (bool, String, String) {
+    let pipeline = repo().join("sql").join(pipeline);
+    let model = repo().join("models/default.json");
+    let mut args = vec![
+        "run",
+        pipeline.to_str().expect("utf8"),
+        "--model",
+        model.to_str().expect("utf8"),
+        "--no-ui",
+        "--quiet",
+    ];
+    for s in sets {
+        args.extend(["--set", s.as_str()]);
+    }
+    txguard(dir, &args)
+}
