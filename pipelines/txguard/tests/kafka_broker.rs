@@ -220,3 +220,121 @@ fn an_unreachable_broker_is_reported_and_retried_without_a_crash() {
         "the log names the unreachable broker and says it retries:\n{err}"
     );
 }
+
+/// `txguard run sql/pipeline_postgres.sql` with its source switched to the topic, as the
+/// docker compose stack runs it, in the background.
+fn spawn_member(dir: &std::path::Path, broker: &str, conn: &str) -> Child {
+    let pipeline = repo().join("sql/pipeline_postgres.sql");
+    let model = repo().join("models/default.json");
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        pipeline.to_str().expect("utf8").into(),
+        "--model".into(),
+        model.to_str().expect("utf8").into(),
+        "--no-ui".into(),
+        "--quiet".into(),
+    ];
+    for s in [
+        "transactions.connector=kafka".to_string(),
+        "transactions.type=source".to_string(),
+        format!("transactions.bootstrap_servers={broker}"),
+        "transactions.topic=transactions".to_string(),
+        "transactions.source.stop_at_end=true".to_string(),
+        "transactions.source.group_id=members".to_string(),
+    ] {
+        args.extend(["--set".to_string(), s]);
+    }
+    Command::new(env!("CARGO_BIN_EXE_txguard"))
+        .args(&args)
+        .env("TXGUARD_POSTGRES", conn)
+        .env("NO_COLOR", "1")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
+}
+
+/// Events a finished run read, from its summary line.
+fn events_in(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("done in "))
+        .and_then(|l| l.split(": ").nth(1))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary in:\n{stderr}"))
+}
+
+#[test]
+fn two_members_of_one_group_split_the_partitions_and_lose_nothing() {
+    use txguard_connectors::postgres::{self, scratch::ScratchDb};
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = std::env::var("TXGUARD_TEST_POSTGRES")
+        .unwrap_or_else(|_| postgres::DEFAULT_CONNECTION.to_string());
+    let db = rt
+        .block_on(ScratchDb::create(&server))
+        .expect("scratch database");
+    let conn = db.connection();
+    let broker = Broker::start();
+    broker.create_topic("transactions", 4);
+    let sent = client(&["produce", &broker.addr, "transactions", "150000", "2"]);
+    let bad = sent["bad"].as_i64().expect("bad");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ok, _, err) = common::txguard(dir.path(), &["db", "init", "--connection", &conn]);
+    assert!(ok, "{err}");
+
+    // The first member joins and takes all four partitions; the second joins moments later,
+    // and the group rebalances them between the two.
+    let a = spawn_member(dir.path(), &broker.addr, &conn);
+    std::thread::sleep(Duration::from_millis(800));
+    let b = spawn_member(dir.path(), &broker.addr, &conn);
+    let (a, b) = (
+        a.wait_with_output().expect("wait"),
+        b.wait_with_output().expect("wait"),
+    );
+    let (ea, eb) = (
+        String::from_utf8_lossy(&a.stderr).into_owned(),
+        String::from_utf8_lossy(&b.stderr).into_owned(),
+    );
+    assert!(a.status.success() && b.status.success(), "{ea}\n{eb}");
+    let (na, nb) = (events_in(&ea), events_in(&eb));
+    assert!(na > 0 && nb > 0, "both members read ({na}, {nb})");
+
+    // Together they account for every usable message: scored once (what both read around
+    // the rebalance was upserted, not doubled) or, for a member whose watermark had passed
+    // it, a late dead letter. KNOWN DEFECT (see README status): a rebalance turns a share of
+    // rows late (~13% here) instead of scoring them; the runtime needs per-partition
+    // watermarks that move with the partitions.
+    let c = rt
+        .block_on(postgres::connect(
+            &postgres::config(&conn, None, "txguard test").expect("config"),
+        ))
+        .expect("connect");
+    let rows: i64 = rt
+        .block_on(c.query_one("SELECT count(*) FROM transactions_scored", &[]))
+        .expect("count")
+        .get(0);
+    let only_dead: i64 = rt
+        .block_on(c.query_one(
+            "SELECT count(DISTINCT position) FROM dead_letters d WHERE reason LIKE 'late%'
+               AND NOT EXISTS (SELECT 1 FROM transactions_scored t
+                               WHERE d.position = 'transaction_id ' || t.transaction_id)",
+            &[],
+        ))
+        .expect("count")
+        .get(0);
+    assert_eq!(
+        rows + only_dead,
+        150_000 - bad,
+        "every usable message scored or a late dead letter: none lost ({rows} scored)"
+    );
+    assert!(rows > 100_000, "most messages scored ({rows})");
+    assert!(
+        na + nb >= 150_000,
+        "every message read at least once ({na} + {nb})"
+    );
+    drop(c);
+    rt.block_on(db.drop_db()).expect("drop");
+}
