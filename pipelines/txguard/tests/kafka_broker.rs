@@ -97,18 +97,7 @@ impl Drop for Broker {
 }
 
 fn client(args: &[&str]) -> serde_json::Value {
-    let py = std::env::var("TXGUARD_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = Command::new(py)
-        .arg(repo().join("pipelines/txguard/tests/kafka/client.py"))
-        .args(args)
-        .output()
-        .expect("python3 (run scripts/setup.sh for kafka-python)");
-    assert!(
-        out.status.success(),
-        "client {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
+    common::python_json("kafka/client.py", args)
 }
 
 #[test]

@@ -31,20 +31,26 @@ pub fn txguard_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, S
     )
 }
 
-/// The tables a pipeline wrote under `data`, as tests/delta/read_tables.py reports them.
-pub fn read_tables(data: &Path) -> serde_json::Value {
+/// Runs a Python test helper (`pipelines/txguard/tests/<script>`, dependencies from
+/// scripts/setup.sh) and parses the JSON it prints.
+pub fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
     let py = std::env::var("TXGUARD_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(py)
-        .arg(repo().join("pipelines/txguard/tests/delta/read_tables.py"))
-        .arg(data)
+        .arg(repo().join("pipelines/txguard/tests").join(script))
+        .args(args)
         .output()
-        .expect("python3 (run scripts/setup.sh for the deltalake package)");
+        .expect("python3 (run scripts/setup.sh)");
     assert!(
         out.status.success(),
-        "reader failed:\n{}",
+        "{script} {args:?} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// The tables a pipeline wrote under `data`, as tests/delta/read_tables.py reports them.
+pub fn read_tables(data: &Path) -> serde_json::Value {
+    python_json("delta/read_tables.py", &[data.to_str().expect("utf8")])
 }
 
 /// `txguard run sql/<pipeline> --model models/default.json --no-ui --quiet --set …` in `dir`.
