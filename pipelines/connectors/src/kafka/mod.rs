@@ -124,6 +124,14 @@ impl ErrorLog {
     }
 
     pub fn report(&self, error: &rdkafka::error::KafkaError, reason: &str) {
+        // Reaching the end of a partition is news for the source, not an error.
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+        if matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            return;
+        }
         let msg = format!("{error}: {reason}");
         let Ok(mut last) = self.last.lock() else {
             return;

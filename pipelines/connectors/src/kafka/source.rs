@@ -64,7 +64,7 @@ pub struct KafkaSource {
     consumer: BaseConsumer<Rebalances>,
     decoder: Decoder,
     stop_at_end: bool,
-    /// Partitions at their end (with `stop_at_end`).
+    /// Partitions read to their end (caught up) and not heard from since.
     at_end: HashSet<i32>,
     /// (partition, offset) of the messages decoded since the last flush, in order.
     accepted: Vec<(i32, i64)>,
@@ -75,8 +75,7 @@ pub struct KafkaSource {
     /// Offsets recorded at each barrier, oldest first.
     barriers: VecDeque<(u64, BTreeMap<i32, i64>)>,
     read: u64,
-    /// Rows held until every active partition has caught up with them, with each row's
-    /// partition.
+    /// Rows held until every active partition has caught up with them.
     held: Vec<Held>,
     /// Per partition: the latest event time read.
     max_ts: HashMap<i32, i64>,
@@ -101,10 +100,8 @@ impl KafkaSource {
             ("enable.auto.commit", "false"),
             ("auto.offset.reset", reset),
             ("isolation.level", isolation),
-            (
-                "enable.partition.eof",
-                if stop_at_end { "true" } else { "false" },
-            ),
+            // Also without stop_at_end: a caught-up partition must not hold time back.
+            ("enable.partition.eof", "true"),
         ] {
             if cfg.get(k).is_none() {
                 cfg.set(k, v);
@@ -308,12 +305,8 @@ impl Source for KafkaSource {
         } else {
             (None, None)
         };
-        if let Some(ts) = rows
-            .as_ref()
-            .and_then(|r| r.column_by_name("ts"))
-            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
-        {
-            for (&(p, o), &t) in self.accepted.iter().zip(ts.values().iter()) {
+        if let Some(ts) = rows.as_ref().and_then(event_times) {
+            for (&(p, o), &t) in self.accepted.iter().zip(ts) {
                 self.waiting.entry(p).or_default().push_back((o, t));
                 let m = self.max_ts.entry(p).or_insert(t);
                 *m = (*m).max(t);

@@ -247,3 +247,42 @@ fn source_reads_every_message_and_resumes_at_committed_offsets() {
     let (rows, dead, _) = drain(&mut resumed);
     assert_eq!((rows, dead), (300, 0), "resumes at the committed offsets");
 }
+
+#[test]
+fn a_caught_up_partition_does_not_hold_time_back() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use txguard_engine::connector::{Poll, Source};
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("quiet", 2, 1).expect("topic");
+    let servers = cluster.bootstrap_servers();
+    // Everything goes to partition 0; partition 1 stays empty, as a quiet partition does.
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &servers)
+        .create()
+        .expect("producer");
+    for (k, v) in seed_messages(0, 500) {
+        p.send(BaseRecord::to("quiet").partition(0).key(&k).payload(&v))
+            .expect("send");
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+    // A live source (no stop_at_end): rows must flow although partition 1 has shown nothing.
+    let t = table(&format!(
+        "CREATE TABLE transactions (transaction_id TEXT, user_id TEXT, amount DOUBLE, ts TIMESTAMP)
+         WITH (connector = 'kafka', type = 'source', bootstrap_servers = '{servers}',
+               topic = 'quiet', 'source.group_id' = 'g-quiet',
+               client_configs = 'session.timeout.ms=6000;heartbeat.interval.ms=500')"
+    ));
+    let mut src = super::KafkaSource::open(&t).expect("source");
+    let (mut rows, deadline) = (0, Instant::now() + Duration::from_secs(30));
+    while rows < 500 && Instant::now() < deadline {
+        match src.poll(1000).expect("poll") {
+            Poll::Data { rows: r, .. } => rows += r.num_rows(),
+            Poll::Idle => std::thread::sleep(Duration::from_millis(10)),
+            Poll::End => panic!("a live source does not end"),
+        }
+    }
+    assert_eq!(
+        rows, 500,
+        "rows of partition 0 are released while partition 1 is quiet"
+    );
+}
