@@ -572,14 +572,10 @@ impl PostgresSink {
             let client = open_session(&self.cfg).await?;
             self.session = Some(self.prepare(client).await?);
         }
-        let merge_distinct = match &self.mode {
-            WriteMode::Upsert(key) => Some(self.merge_sql(key, true)),
-            WriteMode::Append => None,
-        };
-        let Some(s) = self.session.as_mut() else {
+        let Some(s) = self.session.as_ref() else {
             return Ok(());
         };
-        let Some((stage_copy, merge)) = &s.staged else {
+        let (Some((stage_copy, merge)), WriteMode::Upsert(key)) = (&s.staged, &self.mode) else {
             return copy_in(&s.client, &s.direct, data, None).await;
         };
         if self.upsert_run == 0 {
@@ -592,12 +588,11 @@ impl PostgresSink {
             }
         }
         self.upsert_run = self.upsert_run.saturating_sub(1);
-        match copy_in(&s.client, stage_copy, data, Some(merge.clone())).await {
+        match copy_in(&s.client, stage_copy, data, Some(merge)).await {
             // The same key twice in one batch: keep one row per key.
             Err(e) if e.code() == Some(&SqlState::CARDINALITY_VIOLATION) => {
-                let sql = merge_distinct.unwrap_or_default();
-                let merge = s.client.prepare(&sql).await?;
-                copy_in(&s.client, stage_copy, data, Some(merge)).await
+                let distinct = s.client.prepare(&self.merge_sql(key, true)).await?;
+                copy_in(&s.client, stage_copy, data, Some(&distinct)).await
             }
             other => other,
         }
@@ -667,7 +662,7 @@ async fn copy_in(
     client: &Client,
     copy: &tokio_postgres::Statement,
     data: &Bytes,
-    then: Option<tokio_postgres::Statement>,
+    then: Option<&tokio_postgres::Statement>,
 ) -> Result<(), tokio_postgres::Error> {
     client.batch_execute("BEGIN").await?;
     let result = async {
@@ -676,7 +671,7 @@ async fn copy_in(
         sink.send(data.clone()).await?;
         sink.finish().await?;
         if let Some(stmt) = then {
-            client.execute(&stmt, &[]).await?;
+            client.execute(stmt, &[]).await?;
         }
         client.batch_execute("COMMIT").await
     }
