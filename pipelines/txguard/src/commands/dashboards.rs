@@ -297,11 +297,7 @@ struct Tally {
 }
 
 pub fn run(args: MetabaseArgs) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    rt.block_on(provision(args))
+    crate::commands::block_on(provision(args))
 }
 
 async fn provision(args: MetabaseArgs) -> Result<()> {

@@ -43,11 +43,7 @@ pub enum DbCommand {
 }
 
 pub fn run(args: DbArgs) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    rt.block_on(run_async(args))
+    crate::commands::block_on(run_async(args))
 }
 
 async fn run_async(args: DbArgs) -> Result<()> {

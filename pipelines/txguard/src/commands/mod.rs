@@ -11,3 +11,16 @@ pub mod score;
 pub mod train;
 pub mod train_pipeline;
 pub mod validate;
+
+/// Runs a command's async body on a single-threaded runtime (commands that only talk to a
+/// server and need no parallelism).
+pub fn block_on<T>(
+    body: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(body)
+}
