@@ -69,7 +69,7 @@ pub async fn open_sink(
     match table.connector.as_str() {
         "delta" => Ok(Box::new(delta::DeltaSink::open(table, schema).await?)),
         "postgres" => Ok(Box::new(postgres::PostgresSink::open(table, schema).await?)),
-        "kafka" => Ok(Box::new(kafka::KafkaSink::open(table)?)),
+        "kafka" => Ok(Box::new(kafka::KafkaSink::open(table, &schema)?)),
         "stdout" => Ok(Box::new(stdout::StdoutSink::from_table(
             std::io::stdout(),
             table,

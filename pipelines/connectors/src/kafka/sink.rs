@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Schema};
 use futures::future::BoxFuture;
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -80,7 +80,8 @@ pub struct KafkaSink {
 }
 
 impl KafkaSink {
-    pub fn open(table: &TableDef) -> Result<Self, ConnectorError> {
+    /// A producer for `table`'s topic, for rows of `schema` (which must hold the key field).
+    pub fn open(table: &TableDef, schema: &Schema) -> Result<Self, ConnectorError> {
         let mut cfg = super::client_config(table)?;
         for (k, v) in [
             ("enable.idempotence", "true"),
@@ -99,6 +100,14 @@ impl KafkaSink {
             .option("sink.key_field")
             .map(|o| o.value.as_text())
             .filter(|k| !k.is_empty());
+        if let Some(k) = &key_field
+            && schema.field_with_name(k).is_err()
+        {
+            return Err(ConnectorError::new(
+                &table.name,
+                format!("sink.key_field {k} is not one of the table's columns"),
+            ));
+        }
         Ok(KafkaSink {
             name: table.name.clone(),
             topic: super::topic(table)?,

@@ -62,12 +62,12 @@ async fn every_row_arrives_once_as_json_keyed_by_the_key_field() {
              connector = 'kafka', bootstrap_servers = '{servers}', topic = 'alerts',
              format = 'json', 'sink.key_field' = 'user_id')"
     ));
-    let mut sink = KafkaSink::open(&t).expect("sink");
     let schema = Arc::new(Schema::new(vec![
         Field::new("transaction_id", DataType::Utf8, false),
         Field::new("user_id", DataType::Utf8, true),
         Field::new("score", DataType::Float64, true),
     ]));
+    let mut sink = KafkaSink::open(&t, &schema).expect("sink");
     let n = 3000;
     for b in 0..3 {
         let ids: Vec<String> = (b * n / 3..(b + 1) * n / 3)
@@ -120,9 +120,22 @@ fn bad_client_configs_name_the_pair() {
         "CREATE TABLE a (x TEXT) WITH (connector = 'kafka', bootstrap_servers = 'localhost:1',
              topic = 't', client_configs = 'linger.ms=1;oops')",
     );
-    match KafkaSink::open(&t) {
+    let schema = Schema::new(vec![Field::new("x", DataType::Utf8, true)]);
+    match KafkaSink::open(&t, &schema) {
         Ok(_) => panic!("client_configs without = must fail"),
         Err(e) => assert!(e.to_string().contains("\"oops\" is not key=value"), "{e}"),
+    }
+    let t = table(
+        "CREATE TABLE a (x TEXT) WITH (connector = 'kafka', bootstrap_servers = 'localhost:1',
+             topic = 't', 'sink.key_field' = 'user_id')",
+    );
+    match KafkaSink::open(&t, &schema) {
+        Ok(_) => panic!("a key field that is not a column must fail at open"),
+        Err(e) => assert!(
+            e.to_string()
+                .contains("sink.key_field user_id is not one of"),
+            "{e}"
+        ),
     }
 }
 
