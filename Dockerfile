@@ -6,6 +6,10 @@
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
+# librdkafka is built from source (make, perl for its configure) against the system OpenSSL.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make perl pkg-config libssl-dev \
+    && rm -rf /var/lib/apt/lists/*
 COPY . .
 # Cache the registry and the target dir between builds (BuildKit).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
@@ -14,6 +18,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && cp target/release/txguard /usr/local/bin/txguard
 
 FROM debian:bookworm-slim
+# OpenSSL for Kafka TLS/SASL, CA roots for TLS to brokers and object stores.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libssl3 ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --create-home --uid 10001 txguard
 COPY --from=build /usr/local/bin/txguard /usr/local/bin/txguard
 COPY --chown=txguard sql /app/sql

@@ -1,10 +1,28 @@
 #!/usr/bin/env bash
-# Installs what the tests and benchmarks need beyond the Rust toolchain: the Python packages
+# Installs what the tests and benchmarks need beyond the Rust toolchain: OpenSSL headers and
+# socat (Debian packages, when missing), the Python packages
 # in requirements-dev.txt (scikit-learn for parity tests, deltalake to read back the Delta
 # tables, check-jsonschema for the compose file, kafka-python as an independent Kafka client)
 # and the tansu Kafka broker. Idempotent and quiet when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# System packages: OpenSSL headers for librdkafka's TLS/SASL (the rdkafka `ssl` feature links
+# the system OpenSSL), socat and the openssl command for the Kafka-over-TLS test.
+need=()
+pkg-config --exists openssl 2>/dev/null || need+=(pkg-config libssl-dev)
+command -v socat >/dev/null 2>&1 || need+=(socat)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing ${need[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "setup: missing ${need[*]}: install them (e.g. sudo apt-get install ${need[*]}) and run again" >&2
+    exit 1
+  fi
+fi
 
 PY="${TXGUARD_PYTHON:-python3}"
 if ! command -v "$PY" >/dev/null 2>&1; then

@@ -16,6 +16,7 @@ const COLLECT: ConnectorSpec = ConnectorSpec {
         required: false,
         help: "rows to keep",
     }],
+    metadata: &[],
 };
 
 fn connectors() -> Vec<ConnectorSpec> {
@@ -180,4 +181,95 @@ fn intervals() {
     assert_eq!(iv("1", Some("HOUR")), Ok(3_600_000_000));
     assert_eq!(iv("250 milliseconds", None), Ok(250_000));
     assert!(iv("x", Some("SECOND")).is_err());
+}
+
+/// A Kafka source with `metadata('…')` columns: the good form plans, and each mistake names
+/// the column's line and what to write instead.
+#[tokio::test]
+async fn metadata_columns_are_checked_against_the_connector() {
+    let kafka = |cols: &str, connector: &str| {
+        format!(
+            "CREATE TABLE tx (
+    transaction_id TEXT NOT NULL,
+    user_id TEXT,
+    amount DOUBLE,
+    ts TIMESTAMP NOT NULL,
+{cols},
+    WATERMARK FOR ts AS ts - INTERVAL '5' SECOND
+) WITH ({connector});
+CREATE TABLE out (transaction_id TEXT, p BIGINT) WITH (connector = 'collect');
+INSERT INTO out SELECT transaction_id, p FROM tx;"
+        )
+    };
+    let on_kafka =
+        "connector = 'kafka', type = 'source', bootstrap_servers = 'b:9092', topic = 't'";
+    let good = kafka(
+        "    p INT GENERATED ALWAYS AS (metadata('partition')) STORED,
+    o BIGINT GENERATED ALWAYS AS (metadata('offset_id')) STORED,
+    kts TIMESTAMP GENERATED ALWAYS AS (metadata('timestamp')) STORED,
+    k TEXT GENERATED ALWAYS AS (metadata('key')) STORED",
+        on_kafka,
+    );
+    let p = parse("pipeline.sql", &good).expect("parse");
+    let meta: Vec<(String, Option<String>)> = p.tables[0]
+        .columns
+        .iter()
+        .map(|c| (c.name.clone(), c.metadata.clone()))
+        .collect();
+    assert_eq!(meta[4], ("p".into(), Some("partition".into())));
+    assert_eq!(meta[7], ("k".into(), Some("key".into())));
+    assert_eq!(meta[0].1, None);
+    assert_eq!(p.tables[0].columns[5].loc.line, 7);
+    check(&p, &connectors(), &functions())
+        .await
+        .expect("metadata columns plan");
+
+    let cases = [
+        (
+            kafka(
+                "    p INT GENERATED ALWAYS AS (metadata('partiton')) STORED",
+                on_kafka,
+            ),
+            "pipeline.sql:6:5: column tx.p: no metadata field 'partiton' (did you mean partition?); connector kafka offers partition, offset_id, timestamp, key, topic",
+        ),
+        (
+            kafka(
+                "    p TEXT GENERATED ALWAYS AS (metadata('partition')) STORED",
+                on_kafka,
+            ),
+            "pipeline.sql:6:5: column tx.p: metadata('partition') (the message's partition) needs a BIGINT or INT column, not Utf8",
+        ),
+        (
+            kafka(
+                "    p BIGINT GENERATED ALWAYS AS (metadata('timestamp')) STORED",
+                on_kafka,
+            ),
+            "needs a TIMESTAMP column, not Int64",
+        ),
+        (
+            kafka(
+                "    p BIGINT GENERATED ALWAYS AS (amount * 2) STORED",
+                on_kafka,
+            ),
+            "pipeline.sql:6:5: column tx.p: GENERATED ALWAYS AS (amount * 2) is not supported; only metadata('key') columns are",
+        ),
+        (
+            kafka(
+                "    p BIGINT GENERATED ALWAYS AS (metadata('partition')) STORED",
+                "connector = 'generator'",
+            ),
+            "pipeline.sql:6:5: column tx.p: no metadata field 'partition'; connector generator offers no metadata fields",
+        ),
+        (
+            good.replace(
+                "CREATE TABLE out (transaction_id TEXT, p BIGINT)",
+                "CREATE TABLE out (transaction_id TEXT,\n p BIGINT GENERATED ALWAYS AS (metadata('partition')) STORED)",
+            ),
+            "pipeline.sql:13:2: column out.p: metadata('partition') columns are filled by a source; out is a sink",
+        ),
+    ];
+    for (sql, want) in cases {
+        let got = error_of(&sql).await;
+        assert!(got.contains(want), "\nwant: {want}\n got: {got}");
+    }
 }

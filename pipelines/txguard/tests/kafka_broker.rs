@@ -28,26 +28,38 @@ struct Broker {
     addr: String,
 }
 
+/// A free port on the loopback interface.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 impl Broker {
     fn start() -> Broker {
+        Self::start_advertising(None)
+    }
+
+    /// A broker that tells clients to connect to `advertised` (a port on 127.0.0.1) instead
+    /// of its own, e.g. a TLS front of it.
+    fn start_advertising(advertised: Option<u16>) -> Broker {
         let bin = tansu();
         assert!(
             bin.exists(),
             "{} is missing: run scripts/setup.sh (it builds the tansu broker once)",
             bin.display()
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised_url = format!("tcp://127.0.0.1:{}", advertised.unwrap_or(port));
         let child = Command::new(&bin)
             .args([
                 "broker",
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised_url,
                 "--storage-engine",
                 "memory://tansu/",
             ])
@@ -166,10 +178,7 @@ fn hundred_thousand_messages_from_an_independent_client_none_lost_none_doubled()
 
 #[test]
 fn an_unreachable_broker_is_reported_and_retried_without_a_crash() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let dir = tempfile::tempdir().expect("tempdir");
     let pipeline = repo().join("sql/pipeline_kafka.sql");
     let model = repo().join("models/default.json");
@@ -326,4 +335,146 @@ fn two_members_of_one_group_split_the_partitions_and_lose_nothing() {
     );
     drop(c);
     rt.block_on(db.drop_db()).expect("drop");
+}
+
+/// A TLS front for a broker: socat terminating TLS on `port` with `cert`/`key` and
+/// forwarding to `to`, killed on drop.
+struct TlsFront(Child);
+
+impl TlsFront {
+    fn start(port: u16, cert: &std::path::Path, key: &std::path::Path, to: &str) -> TlsFront {
+        let child = Command::new("socat")
+            .arg(format!(
+                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+                cert.display(),
+                key.display()
+            ))
+            .arg(format!("TCP:{to}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat (installed by scripts/setup.sh)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "socat did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        TlsFront(child)
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1 (it is its own CA): (cert, key).
+fn self_signed(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("broker.pem"), dir.join("broker.key"));
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (installed by scripts/setup.sh)");
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// Producer, pipeline source and alerts sink all reach the broker over TLS only (the broker
+/// advertises the TLS port), verifying its certificate against a CA file: every transaction
+/// is scored and the alerts topic holds the anomalies. A client without the CA is refused.
+#[test]
+fn the_pipeline_reads_and_writes_kafka_over_tls() {
+    let tls_port = free_port();
+    let broker = Broker::start_advertising(Some(tls_port));
+    broker.create_topic("transactions", 2);
+    broker.create_topic("alerts", 1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed(dir.path());
+    let _front = TlsFront::start(tls_port, &cert, &key, &broker.addr);
+    let servers = format!("127.0.0.1:{tls_port}");
+    let ca = format!("ssl.ca.location={}", cert.display());
+
+    let (ok, _, err) = common::txguard(
+        dir.path(),
+        &[
+            "produce",
+            "--bootstrap-servers",
+            &servers,
+            "--client-config",
+            "security.protocol=SSL",
+            "--client-config",
+            &ca,
+            "--count",
+            "5000",
+            "--quiet",
+        ],
+    );
+    assert!(ok, "produce over TLS failed:\n{err}");
+
+    let tls = format!("security.protocol=SSL;{ca}");
+    let sets = [
+        format!("transactions.bootstrap_servers={servers}"),
+        format!("transactions.client_configs={tls}"),
+        "transactions.source.stop_at_end=true".to_string(),
+        format!("alerts.bootstrap_servers={servers}"),
+        format!("alerts.client_configs={tls}"),
+    ];
+    let (ok, _, err) = run_pipeline(dir.path(), "pipeline_kafka.sql", &sets);
+    assert!(ok, "run over TLS failed:\n{err}");
+    let t = read_tables(&dir.path().join("data"));
+    assert_eq!(t["transactions_scored"]["rows"].as_i64(), Some(5000), "{t}");
+    let anomalies = t["anomalies"]["rows"].as_i64().expect("rows");
+    assert!(anomalies > 0, "{t}");
+
+    // The alerts, read back over TLS by an independent client checking the certificate:
+    // exactly the anomalies.
+    let alerts = client(&["read", &servers, "alerts", cert.to_str().expect("utf8")]);
+    assert_eq!(
+        alerts["messages"].as_i64(),
+        Some(anomalies),
+        "alerts = anomalies"
+    );
+
+    let (ok, out, err) = common::txguard(
+        dir.path(),
+        &[
+            "produce",
+            "--bootstrap-servers",
+            &servers,
+            "--client-config",
+            "security.protocol=SSL",
+            "--client-config",
+            "message.timeout.ms=3000",
+            "--count",
+            "10",
+            "--quiet",
+        ],
+    );
+    // Without the CA the broker's certificate does not verify: nothing is delivered.
+    assert!(
+        !ok,
+        "a client that cannot verify the broker must fail:\n{out}{err}"
+    );
+    assert!(
+        err.contains("certificate verify failed") || err.contains("SSL handshake failed"),
+        "the error says why:\n{err}"
+    );
 }

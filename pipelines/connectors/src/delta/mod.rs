@@ -46,6 +46,7 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
             help: "as a source: rows per batch (default 8192)",
         },
     ],
+    metadata: &[],
 };
 
 /// A Delta table as a source: the Parquet files of its current version, oldest first, each

@@ -42,6 +42,7 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
             help: "lines decoded per batch (default 8192)",
         },
     ],
+    metadata: &[],
 };
 
 /// Errors reading the file (bad lines are dead letters, not errors).

@@ -60,6 +60,7 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
             "largest lateness of a late transaction",
         ),
     ],
+    metadata: &[],
 };
 
 /// The generator configuration a table's options describe (validated by the SQL check).

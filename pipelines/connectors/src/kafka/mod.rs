@@ -1,9 +1,10 @@
 //! `kafka` connector, Arroyo's options: [`source`] reads JSON transactions as a consumer-group
-//! member with offsets committed at checkpoints; [`sink`] writes rows as JSON messages to a
+//! member with offsets committed at checkpoints (and `metadata('…')` columns, [`metadata`]); [`sink`] writes rows as JSON messages to a
 //! topic, keyed by a chosen field (the default pipeline's alerts). [`client_config`] turns a table's
 //! options into librdkafka settings, `client_configs` passing anything else through (SASL,
 //! SSL, tuning).
 
+mod metadata;
 pub mod sink;
 pub mod source;
 #[cfg(test)]
@@ -11,7 +12,9 @@ mod tests;
 
 use rdkafka::ClientConfig;
 use txguard_engine::connector::ConnectorError;
-use txguard_engine::sql::{ConnectorSpec, OptionKind, OptionSpec, Role, TableDef};
+use txguard_engine::sql::{
+    ConnectorSpec, MetadataKind, MetadataSpec, OptionKind, OptionSpec, Role, TableDef,
+};
 
 pub use sink::KafkaSink;
 pub use source::KafkaSource;
@@ -78,6 +81,33 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
                    (e.g. 'security.protocol=SASL_SSL;sasl.mechanism=PLAIN')",
         },
     ],
+    metadata: &[
+        MetadataSpec {
+            key: "partition",
+            kind: MetadataKind::Integer,
+            help: "the message's partition",
+        },
+        MetadataSpec {
+            key: "offset_id",
+            kind: MetadataKind::Integer,
+            help: "the message's offset in its partition",
+        },
+        MetadataSpec {
+            key: "timestamp",
+            kind: MetadataKind::Timestamp,
+            help: "the message's Kafka timestamp (create or log-append time)",
+        },
+        MetadataSpec {
+            key: "key",
+            kind: MetadataKind::Text,
+            help: "the message key as UTF-8 text (NULL when absent or not UTF-8)",
+        },
+        MetadataSpec {
+            key: "topic",
+            kind: MetadataKind::Text,
+            help: "the topic the message came from",
+        },
+    ],
 };
 
 /// librdkafka settings from a table's `bootstrap_servers` and `client_configs`.
@@ -104,6 +134,20 @@ pub fn client_config(table: &TableDef) -> Result<ClientConfig, ConnectorError> {
         }
     }
     Ok(cfg)
+}
+
+/// Why librdkafka refused to create a client, with what to do when it is a feature this
+/// build lacks (TLS and SASL PLAIN/SCRAM/OAUTHBEARER are compiled in; Kerberos is not).
+pub fn explain_client_error(e: &rdkafka::error::KafkaError) -> String {
+    let msg = e.to_string();
+    if msg.contains("GSSAPI") || (msg.contains("sasl.mechanism") && msg.contains("build time")) {
+        format!(
+            "kafka client: {msg}; this build has TLS and SASL PLAIN, SCRAM-SHA-256/512 and \
+             OAUTHBEARER, but not Kerberos (GSSAPI): use one of those mechanisms"
+        )
+    } else {
+        format!("kafka client: {msg}")
+    }
 }
 
 /// librdkafka's client-level errors (an unreachable broker, failed authentication), as

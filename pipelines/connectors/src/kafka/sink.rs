@@ -95,7 +95,7 @@ impl KafkaSink {
         let servers = cfg.get("bootstrap.servers").unwrap_or_default().to_string();
         let producer: ThreadedProducer<Deliveries> = cfg
             .create_with_context(Deliveries::new(servers))
-            .map_err(|e| ConnectorError::new(&table.name, format!("kafka producer: {e}")))?;
+            .map_err(|e| ConnectorError::new(&table.name, super::explain_client_error(&e)))?;
         let key_field = table
             .option("sink.key_field")
             .map(|o| o.value.as_text())

@@ -5,6 +5,11 @@
 //! whose row may still wait in the runtime's event-time buffer, and commits those offsets
 //! when the runtime reports the epoch durable. A restart (or the partition's next owner after
 //! a rebalance) resumes there; rows after it may be read twice, which upserting sinks absorb.
+//! A partition a rebalance hands back to the member that had it resumes after what that
+//! member already read (the re-read messages are skipped), so it turns nothing late.
+//!
+//! A reader thread polls the consumer and decodes ahead of the pipeline into Arrow chunks
+//! (bounded: back-pressure stops it), so fetching and JSON decoding use the second core.
 //!
 //! Per-partition event time: partitions are fetched in batches, so a backlog read from
 //! several partitions interleaves far-apart event times. The source holds each row until
@@ -13,8 +18,11 @@
 //! runtime's bounded-out-of-orderness watermark then sees each partition's own disorder only.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
@@ -24,6 +32,8 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use txguard_engine::connector::{ConnectorError, Poll, Source};
 use txguard_engine::decode::Decoder;
 use txguard_engine::sql::TableDef;
+
+use super::metadata::MetadataColumns;
 
 /// Partitions taken away by a rebalance, for the source to forget; client errors to the log.
 #[derive(Default)]
@@ -57,17 +67,21 @@ impl ConsumerContext for Rebalances {
     }
 }
 
-/// Reads one topic as a member of a consumer group.
+/// Reads one topic as a member of a consumer group. A reader thread polls the consumer and
+/// decodes messages into Arrow chunks ahead of the pipeline (so fetching and JSON decoding
+/// run beside the operators, not in series with them); the source applies the chunks in the
+/// order they were read.
 pub struct KafkaSource {
     name: String,
     topic: String,
-    consumer: BaseConsumer<Rebalances>,
-    decoder: Decoder,
+    consumer: Arc<BaseConsumer<Rebalances>>,
+    /// Chunks from the reader thread; `None` once the source is dropped.
+    chunks: Option<Receiver<Read>>,
+    reader: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
     stop_at_end: bool,
     /// Partitions read to their end (caught up) and not heard from since.
     at_end: HashSet<i32>,
-    /// (partition, offset) of the messages decoded since the last flush, in order.
-    accepted: Vec<(i32, i64)>,
     /// Per partition: (offset, event time) of rows not yet known to be released.
     waiting: HashMap<i32, VecDeque<(i64, i64)>>,
     /// Per partition: the offset after the last message read.
@@ -79,6 +93,150 @@ pub struct KafkaSource {
     held: Vec<Held>,
     /// Per partition: the latest event time read.
     max_ts: HashMap<i32, i64>,
+    /// The event contract's columns, then the metadata columns.
+    schema: SchemaRef,
+    /// Since when no partition has been assigned, if none is.
+    unassigned_since: Option<Instant>,
+}
+
+/// What the reader thread hands the source, in the order it read it.
+enum Read {
+    /// Decoded messages.
+    Chunk {
+        /// The accepted messages as rows (metadata columns included).
+        rows: RecordBatch,
+        /// The unusable ones, with reason and position.
+        dead: Option<RecordBatch>,
+        /// (partition, offset) of each row.
+        accepted: Vec<(i32, i64)>,
+        /// Per partition in the chunk: the offset after its last message.
+        next: Vec<(i32, i64)>,
+        /// Messages read, accepted or not.
+        read: u64,
+    },
+    /// A partition read to its current end.
+    Eof(i32),
+    /// Decoding failed in a way that is not the message's fault.
+    Failed(String),
+}
+
+/// How long rows are held while the member has no partition (a rebalance in progress)
+/// before they go on anyway (the group gave this member nothing).
+const UNASSIGNED_HOLD: Duration = Duration::from_secs(10);
+
+/// Messages the reader decodes into one chunk at most.
+const CHUNK_ROWS: usize = 8192;
+/// Chunks decoded ahead of the pipeline at most (back-pressure beyond).
+const CHUNKS_AHEAD: usize = 4;
+
+/// A message's place, formatted only when it becomes a dead letter.
+struct Position(i32, i64);
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "partition {} offset {}", self.0, self.1)
+    }
+}
+
+/// The reader thread: polls, decodes, sends chunks until `stop` or the source is gone.
+fn read_ahead(
+    consumer: Arc<BaseConsumer<Rebalances>>,
+    topic: String,
+    mut metadata: MetadataColumns,
+    schema: SchemaRef,
+    tx: SyncSender<Read>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut decoder = Decoder::default();
+    // Per partition: the offset after the last message this member read. After a rebalance
+    // hands a partition back (an eager rebalance revokes every partition and re-assigns
+    // some), librdkafka resumes it at the group's committed offset, behind what this member
+    // already read and still holds or has processed: those re-reads are skipped, else they
+    // would arrive behind the watermark as late rows.
+    let mut read_upto: HashMap<i32, i64> = HashMap::new();
+    let mut skipped = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let mut accepted = Vec::new();
+        let mut next: Vec<(i32, i64)> = Vec::new();
+        let mut read = 0u64;
+        let mut eof = None;
+        let mut timeout = Duration::from_millis(50);
+        while decoder.pending_rows() + decoder.pending_dead() < CHUNK_ROWS {
+            match consumer.poll(timeout) {
+                None => break,
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    eof = Some(p);
+                    break;
+                }
+                Some(Err(e)) => {
+                    consumer.context().errors.report(&e, &topic);
+                    break;
+                }
+                Some(Ok(m)) => {
+                    let (p, o) = (m.partition(), m.offset());
+                    let upto = read_upto.entry(p).or_insert(i64::MIN);
+                    if o < *upto {
+                        if skipped == 0 {
+                            tracing::info!(
+                                partition = p,
+                                from = o,
+                                to = *upto,
+                                "kafka: partition re-assigned behind what this member read; \
+                                 skipping the re-read messages"
+                            );
+                        }
+                        skipped += 1;
+                        timeout = Duration::ZERO;
+                        continue;
+                    }
+                    if skipped > 0 {
+                        tracing::info!(skipped, "kafka: re-read messages skipped");
+                        skipped = 0;
+                    }
+                    *upto = o + 1;
+                    match next.iter_mut().find(|(q, _)| *q == p) {
+                        Some(n) => n.1 = o + 1,
+                        None => next.push((p, o + 1)),
+                    }
+                    read += 1;
+                    if decoder.push(m.payload().unwrap_or_default(), &topic, &Position(p, o)) {
+                        accepted.push((p, o));
+                        metadata.push(&m);
+                    }
+                }
+            }
+            timeout = Duration::ZERO;
+        }
+        if read > 0 {
+            let chunk = decoder
+                .flush()
+                .and_then(|(rows, dead)| {
+                    let rows = if metadata.is_empty() {
+                        rows
+                    } else {
+                        let mut cols = rows.columns().to_vec();
+                        cols.extend(metadata.finish());
+                        RecordBatch::try_new(schema.clone(), cols)?
+                    };
+                    Ok(Read::Chunk {
+                        rows,
+                        dead: Some(dead).filter(|d| d.num_rows() > 0),
+                        accepted,
+                        next,
+                        read,
+                    })
+                })
+                .unwrap_or_else(|e| Read::Failed(format!("decoding: {e}")));
+            if tx.send(chunk).is_err() {
+                return;
+            }
+        }
+        if let Some(p) = eof
+            && tx.send(Read::Eof(p)).is_err()
+        {
+            return;
+        }
+    }
 }
 
 impl KafkaSource {
@@ -108,56 +266,84 @@ impl KafkaSource {
             }
         }
         let topic = super::topic(table)?;
+        let (metadata, schema) =
+            MetadataColumns::of(table, &txguard_engine::event::transaction_schema())?;
         let servers = cfg.get("bootstrap.servers").unwrap_or_default().to_string();
         let consumer: BaseConsumer<Rebalances> = cfg
             .create_with_context(Rebalances {
                 revoked: Mutex::default(),
                 errors: super::ErrorLog::new(servers),
             })
-            .map_err(|e| ConnectorError::new(&table.name, format!("kafka consumer: {e}")))?;
+            .map_err(|e| ConnectorError::new(&table.name, super::explain_client_error(&e)))?;
         consumer.subscribe(&[&topic]).map_err(|e| {
             ConnectorError::new(&table.name, format!("subscribing to {topic}: {e}"))
         })?;
         tracing::info!(topic = %topic, group = %group, "kafka source subscribed");
+        let consumer = Arc::new(consumer);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::sync_channel(CHUNKS_AHEAD);
+        let reader = {
+            let (consumer, topic, schema, stop) = (
+                consumer.clone(),
+                topic.clone(),
+                schema.clone(),
+                stop.clone(),
+            );
+            std::thread::Builder::new()
+                .name(format!("kafka-{}", table.name))
+                .spawn(move || read_ahead(consumer, topic, metadata, schema, tx, stop))
+                .map_err(|e| {
+                    ConnectorError::new(&table.name, format!("starting the reader: {e}"))
+                })?
+        };
         Ok(KafkaSource {
             name: table.name.clone(),
             topic,
             consumer,
-            decoder: Decoder::default(),
+            chunks: Some(rx),
+            reader: Some(reader),
+            stop,
             stop_at_end,
             at_end: HashSet::new(),
-            accepted: Vec::new(),
             waiting: HashMap::new(),
             next: HashMap::new(),
             barriers: VecDeque::new(),
             read: 0,
             held: Vec::new(),
             max_ts: HashMap::new(),
+            schema,
+            unassigned_since: None,
         })
     }
 
-    /// Forgets partitions a rebalance took away (their next owner resumes from the group's
-    /// committed offsets).
+    /// Takes note of partitions a rebalance took away (their next owner resumes from the
+    /// group's committed offsets).
     fn forget_revoked(&mut self) {
         let revoked: Vec<i32> = match self.consumer.context().revoked.lock() {
             Ok(mut r) => std::mem::take(&mut *r),
             Err(_) => return,
         };
+        // Their rows already read stay held and go on; the commit bookkeeping (`waiting`,
+        // `next`) stays too, for when a rebalance hands the partition back, but only
+        // assigned partitions are committed. Until it shows a message again, a re-assigned
+        // partition is not taken to be at its end.
         for p in revoked {
-            self.max_ts.remove(&p);
-            self.waiting.remove(&p);
-            self.next.remove(&p);
             self.at_end.remove(&p);
         }
     }
 
+    /// The partitions assigned to this member now.
+    fn assigned(&self) -> Option<Vec<i32>> {
+        self.consumer
+            .assignment()
+            .ok()
+            .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+    }
+
     /// Whether every assigned partition is at its end.
     fn all_at_end(&self) -> bool {
-        match self.consumer.assignment() {
-            Ok(a) if a.count() > 0 => a
-                .elements()
-                .iter()
-                .all(|e| self.at_end.contains(&e.partition())),
+        match self.assigned() {
+            Some(a) if !a.is_empty() => a.iter().all(|p| self.at_end.contains(p)),
             _ => false,
         }
     }
@@ -166,33 +352,43 @@ impl KafkaSource {
 impl KafkaSource {
     /// The event time every active partition has reached: rows up to it can go on. Partitions
     /// at their end do not hold time back; one that has shown nothing yet holds everything.
-    fn frontier(&self, ended: bool) -> i64 {
+    /// With no partition assigned (in the middle of a rebalance) everything is held, for up
+    /// to [`UNASSIGNED_HOLD`]: releasing it all would move the watermark past the partitions
+    /// about to come back.
+    fn frontier(&mut self, ended: bool) -> i64 {
         if ended {
             return i64::MAX;
         }
-        let Ok(assigned) = self.consumer.assignment() else {
+        let Some(assigned) = self.assigned() else {
             return i64::MIN;
         };
+        if assigned.is_empty() {
+            let since = *self.unassigned_since.get_or_insert_with(Instant::now);
+            return if since.elapsed() < UNASSIGNED_HOLD {
+                i64::MIN
+            } else {
+                i64::MAX
+            };
+        }
+        self.unassigned_since = None;
         assigned
-            .elements()
-            .iter()
-            .map(|e| e.partition())
+            .into_iter()
             .filter(|p| !self.at_end.contains(p))
             .map(|p| self.max_ts.get(&p).copied().unwrap_or(i64::MIN))
             .min()
             .unwrap_or(i64::MAX)
     }
 
-    /// Adds `rows` to the held rows and gives back those at or before the
+    /// Adds `rows` (chunks as read) to the held rows and gives back those at or before the
     /// frontier, in event-time order. Held rows stay in the chunks they came in; a chunk whose
     /// earliest row is past the frontier is not touched, so a partition far ahead costs
     /// nothing per poll.
     fn align(
         &mut self,
-        rows: Option<RecordBatch>,
+        rows: Vec<RecordBatch>,
         ended: bool,
     ) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
-        if let Some(r) = rows.filter(|r| r.num_rows() > 0) {
+        for r in rows.into_iter().filter(|r| r.num_rows() > 0) {
             let min_ts = event_times(&r).and_then(|t| t.iter().min().copied());
             self.held.push(Held {
                 rows: r,
@@ -260,59 +456,67 @@ fn sorted(rows: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
 
 impl Source for KafkaSource {
     fn schema(&self) -> SchemaRef {
-        txguard_engine::event::transaction_schema()
+        self.schema.clone()
     }
 
     fn poll(&mut self, max_rows: usize) -> Result<Poll, ConnectorError> {
         self.forget_revoked();
-        let mut timeout = Duration::from_millis(50);
-        while self.decoder.pending_rows() + self.decoder.pending_dead() < max_rows {
-            match self.consumer.poll(timeout) {
-                None => break,
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    self.at_end.insert(p);
-                    if self.stop_at_end && self.all_at_end() {
-                        break;
-                    }
-                }
-                Some(Err(e)) => {
-                    self.consumer.context().errors.report(&e, &self.topic);
+        let (mut rows, mut dead, mut n) = (Vec::new(), Vec::new(), 0usize);
+        let mut caught_up = false;
+        while n < max_rows {
+            let item = match self.chunks.as_ref().map(Receiver::try_recv) {
+                Some(Ok(item)) => item,
+                Some(Err(TryRecvError::Empty)) => {
+                    caught_up = true;
                     break;
                 }
-                Some(Ok(m)) => {
-                    let (p, o) = (m.partition(), m.offset());
-                    self.at_end.remove(&p);
-                    self.next.insert(p, o + 1);
-                    self.read += 1;
-                    let position = format!("partition {p} offset {o}");
-                    if self
-                        .decoder
-                        .push(m.payload().unwrap_or_default(), &self.topic, &position)
-                    {
-                        self.accepted.push((p, o));
+                Some(Err(TryRecvError::Disconnected)) | None => {
+                    return Err(ConnectorError::new(
+                        &self.name,
+                        "the Kafka reader thread stopped",
+                    ));
+                }
+            };
+            match item {
+                Read::Eof(p) => {
+                    self.at_end.insert(p);
+                }
+                Read::Failed(e) => return Err(ConnectorError::new(&self.name, e)),
+                Read::Chunk {
+                    rows: r,
+                    dead: d,
+                    accepted,
+                    next,
+                    read,
+                } => {
+                    self.read += read;
+                    for (p, o) in next {
+                        self.at_end.remove(&p);
+                        self.next.insert(p, o);
                     }
+                    if let Some(ts) = event_times(&r) {
+                        for (&(p, o), &t) in accepted.iter().zip(ts) {
+                            self.waiting.entry(p).or_default().push_back((o, t));
+                            let m = self.max_ts.entry(p).or_insert(t);
+                            *m = (*m).max(t);
+                        }
+                    }
+                    n += r.num_rows() + d.as_ref().map_or(0, RecordBatch::num_rows);
+                    rows.push(r);
+                    dead.extend(d);
                 }
             }
-            timeout = Duration::ZERO;
         }
-        let ended = self.stop_at_end && self.all_at_end();
-        let (rows, dead) = if self.decoder.pending_rows() + self.decoder.pending_dead() > 0 {
-            let (rows, dead) = self
-                .decoder
-                .flush()
-                .map_err(|e| ConnectorError::new(&self.name, e))?;
-            (Some(rows), Some(dead).filter(|d| d.num_rows() > 0))
-        } else {
-            (None, None)
+        // Only with nothing more waiting from the reader: its next chunk may hold rows
+        // older than what ending would release.
+        let ended = caught_up && self.stop_at_end && self.all_at_end();
+        let dead = match dead.first() {
+            None => None,
+            Some(first) => Some(
+                arrow::compute::concat_batches(&first.schema(), &dead)
+                    .map_err(|e| ConnectorError::new(&self.name, e))?,
+            ),
         };
-        if let Some(ts) = rows.as_ref().and_then(event_times) {
-            for (&(p, o), &t) in self.accepted.iter().zip(ts) {
-                self.waiting.entry(p).or_default().push_back((o, t));
-                let m = self.max_ts.entry(p).or_insert(t);
-                *m = (*m).max(t);
-            }
-        }
-        self.accepted.clear();
         let ready = self
             .align(rows, ended)
             .map_err(|e| ConnectorError::new(&self.name, e))?;
@@ -349,7 +553,10 @@ impl Source for KafkaSource {
 
     fn barrier(&mut self, epoch: u64, released_before: Option<i64>) {
         let mut offsets = BTreeMap::new();
-        for (&p, &next) in &self.next {
+        // Only partitions this member still owns: a revoked one's offsets are its next
+        // owner's to commit.
+        let assigned = self.assigned().unwrap_or_default();
+        for (&p, &next) in self.next.iter().filter(|(p, _)| assigned.contains(p)) {
             let q = self.waiting.entry(p).or_default();
             while q
                 .front()
@@ -393,6 +600,15 @@ impl Source for KafkaSource {
 /// after the session timeout.
 impl Drop for KafkaSource {
     fn drop(&mut self) {
+        // Stop the reader first (it polls at most 50 ms at a time; a full channel's send
+        // fails once the receiver is gone), then leave the group.
+        self.stop.store(true, Ordering::Relaxed);
+        self.chunks = None;
+        if let Some(r) = self.reader.take()
+            && r.join().is_err()
+        {
+            tracing::warn!(source = %self.name, "the Kafka reader thread panicked");
+        }
         self.consumer.unsubscribe();
     }
 }

@@ -299,3 +299,164 @@ fn a_caught_up_partition_does_not_hold_time_back() {
         "rows of partition 0 are released while partition 1 is quiet"
     );
 }
+
+#[test]
+fn metadata_columns_carry_partition_offset_timestamp_key_and_topic() {
+    use arrow::array::{Array, AsArray, Int64Array, TimestampMicrosecondArray};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use txguard_engine::connector::{Poll, Source};
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("meta", 2, 1).expect("topic");
+    let servers = cluster.bootstrap_servers();
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &servers)
+        .create()
+        .expect("producer");
+    let n = 400usize;
+    let base_ms = 1_780_000_000_000i64;
+    for (i, (_, payload)) in seed_messages(0, n).into_iter().enumerate() {
+        let part = (i % 2) as i32;
+        let key = format!("key-{i}");
+        let rec = BaseRecord::to("meta")
+            .partition(part)
+            .payload(&payload)
+            .timestamp(base_ms + i as i64);
+        // Every 50th message has no key, every 77th a key that is not UTF-8.
+        let res = if i % 50 == 0 {
+            p.send::<[u8], _>(rec)
+        } else if i % 77 == 0 {
+            p.send(rec.key(&[0xff, 0xfe][..]))
+        } else {
+            p.send(rec.key(key.as_bytes()))
+        };
+        res.map_err(|(e, _)| e).expect("send");
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+
+    let t = table(&format!(
+        "CREATE TABLE transactions (
+             transaction_id TEXT, user_id TEXT, amount DOUBLE, ts TIMESTAMP,
+             kafka_partition INT GENERATED ALWAYS AS (metadata('partition')) STORED,
+             kafka_offset BIGINT GENERATED ALWAYS AS (metadata('offset_id')) STORED,
+             kafka_ts TIMESTAMP GENERATED ALWAYS AS (metadata('timestamp')) STORED,
+             kafka_key TEXT GENERATED ALWAYS AS (metadata('key')) STORED,
+             kafka_topic TEXT GENERATED ALWAYS AS (metadata('topic')) STORED,
+             WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
+         WITH (connector = 'kafka', type = 'source', bootstrap_servers = '{servers}',
+               topic = 'meta', 'source.group_id' = 'g-meta', 'source.stop_at_end' = true,
+               client_configs = 'session.timeout.ms=6000;heartbeat.interval.ms=500')"
+    ));
+    let mut src = super::KafkaSource::open(&t).expect("source");
+    let schema = src.schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    for c in [
+        "kafka_partition",
+        "kafka_offset",
+        "kafka_ts",
+        "kafka_key",
+        "kafka_topic",
+    ] {
+        assert!(names.contains(&c), "{c} in {names:?}");
+    }
+    let mut seen = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "the source did not end");
+        match src.poll(1000).expect("poll") {
+            Poll::Data { rows, dead } => {
+                assert!(dead.is_none(), "every message decodes");
+                let col = |n: &str| rows.column_by_name(n).expect(n).clone();
+                let ids = col("transaction_id");
+                let ids = ids.as_string::<i32>();
+                let parts = col("kafka_partition");
+                let parts = parts.as_any().downcast_ref::<Int64Array>().expect("int");
+                let offs = col("kafka_offset");
+                let offs = offs.as_any().downcast_ref::<Int64Array>().expect("int");
+                let kts = col("kafka_ts");
+                let kts = kts
+                    .as_any()
+                    .downcast_ref::<TimestampMicrosecondArray>()
+                    .expect("ts");
+                assert_eq!(
+                    kts.data_type(),
+                    &DataType::Timestamp(
+                        arrow::datatypes::TimeUnit::Microsecond,
+                        Some("UTC".into())
+                    )
+                );
+                let keys = col("kafka_key");
+                let keys = keys.as_string::<i32>();
+                let topics = col("kafka_topic");
+                let topics = topics.as_string::<i32>();
+                for r in 0..rows.num_rows() {
+                    let id = ids.value(r).to_string();
+                    let i: usize = id[1..].parse().expect("t<i>");
+                    let key = keys.is_valid(r).then(|| keys.value(r).to_string());
+                    let got = (
+                        parts.value(r),
+                        offs.value(r),
+                        kts.value(r),
+                        key,
+                        topics.value(r).to_string(),
+                    );
+                    assert!(seen.insert(i, got).is_none(), "{id} twice");
+                }
+            }
+            Poll::Idle => std::thread::sleep(Duration::from_millis(10)),
+            Poll::End => break,
+        }
+    }
+    assert_eq!(seen.len(), n, "every message once");
+    for (i, (part, off, kts, key, topic)) in seen {
+        assert_eq!(part, (i % 2) as i64, "partition of t{i}");
+        assert_eq!(off, (i / 2) as i64, "offset of t{i} in its partition");
+        assert_eq!(kts, (base_ms + i as i64) * 1000, "Kafka timestamp of t{i}");
+        let want_key = (i % 50 != 0 && i % 77 != 0).then(|| format!("key-{i}"));
+        assert_eq!(key, want_key, "key of t{i} (NULL when absent or not UTF-8)");
+        assert_eq!(topic, "meta");
+    }
+}
+
+#[test]
+fn a_metadata_column_named_like_an_event_field_is_refused_at_open() {
+    let t = table(
+        "CREATE TABLE transactions (transaction_id TEXT, ts TIMESTAMP,
+             amount BIGINT GENERATED ALWAYS AS (metadata('offset_id')) STORED,
+             WATERMARK FOR ts AS ts)
+         WITH (connector = 'kafka', type = 'source', bootstrap_servers = 'localhost:1',
+               topic = 't')",
+    );
+    match super::KafkaSource::open(&t) {
+        Ok(_) => panic!("a metadata column may not shadow an event field"),
+        Err(e) => assert!(
+            e.to_string()
+                .contains("metadata column amount has the name of an event field"),
+            "{e}"
+        ),
+    }
+}
+
+/// TLS and SASL are compiled in: librdkafka accepts SASL_SSL with SCRAM and PLAIN (a build
+/// without OpenSSL refuses these settings at client creation). Kerberos is not, and the
+/// error says what to use instead.
+#[test]
+fn sasl_over_tls_is_built_in_and_kerberos_is_explained() {
+    let schema = Schema::new(vec![Field::new("x", DataType::Utf8, true)]);
+    for mechanism in ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] {
+        let t = table(&format!(
+            "CREATE TABLE a (x TEXT) WITH (connector = 'kafka', bootstrap_servers = '127.0.0.1:1',
+                 topic = 't', client_configs = 'security.protocol=SASL_SSL;sasl.mechanism={mechanism};sasl.username=u;sasl.password=p')"
+        ));
+        if let Err(e) = KafkaSink::open(&t, &schema) {
+            panic!("{mechanism} over TLS: {e}");
+        }
+    }
+    let t = table(
+        "CREATE TABLE a (x TEXT) WITH (connector = 'kafka', bootstrap_servers = '127.0.0.1:1',
+             topic = 't', client_configs = 'security.protocol=SASL_SSL;sasl.mechanism=GSSAPI')",
+    );
+    match KafkaSink::open(&t, &schema) {
+        Ok(_) => panic!("GSSAPI is not built in"),
+        Err(e) => assert!(e.to_string().contains("not Kerberos (GSSAPI)"), "{e}"),
+    }
+}

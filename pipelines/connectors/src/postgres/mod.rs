@@ -84,6 +84,7 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
             help: "longest a row waits before it is written, e.g. 500ms (default 1s); checkpoints also flush",
         },
     ],
+    metadata: &[],
 };
 
 /// A Postgres identifier, double-quoted (inner quotes doubled).

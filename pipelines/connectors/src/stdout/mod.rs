@@ -19,6 +19,7 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
         required: false,
         help: "json (one object per row, default) or table",
     }],
+    metadata: &[],
 };
 
 /// How rows are printed.

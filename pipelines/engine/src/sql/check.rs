@@ -13,7 +13,10 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 
-use super::{ConnectorSpec, OptionKind, OptionValue, Pipeline, Role, SqlError, TableDef};
+use super::{
+    Column, ConnectorSpec, MetadataKind, OptionKind, OptionValue, Pipeline, Role, SqlError,
+    TableDef,
+};
 
 /// Scalar functions the queries may call (the forest UDFs of the registered models).
 pub type PlanningFunctions = Vec<Arc<ScalarUDF>>;
@@ -129,6 +132,80 @@ fn check_options(p: &Pipeline, t: &TableDef, spec: &ConnectorSpec) -> Result<(),
     Ok(())
 }
 
+/// A table's `metadata('key')` columns: each must be on a source, name a field its connector
+/// offers, and have a type that field fits.
+fn check_metadata(
+    p: &Pipeline,
+    t: &TableDef,
+    spec: &ConnectorSpec,
+    role: Role,
+) -> Result<(), SqlError> {
+    for c in &t.columns {
+        let Some(key) = &c.metadata else { continue };
+        if role == Role::Sink {
+            return Err(p.err(
+                c.loc,
+                format!(
+                    "column {}.{}: metadata('{key}') columns are filled by a source; {} is a sink",
+                    t.name, c.name, t.name
+                ),
+            ));
+        }
+        let Some(m) = spec.metadata.iter().find(|m| m.key == key) else {
+            let offered = if spec.metadata.is_empty() {
+                format!("connector {} offers no metadata fields", spec.name)
+            } else {
+                format!(
+                    "connector {} offers {}",
+                    spec.name,
+                    spec.metadata
+                        .iter()
+                        .map(|m| m.key)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            return Err(p.err(
+                c.loc,
+                format!(
+                    "column {}.{}: no metadata field '{key}'{}; {offered}",
+                    t.name,
+                    c.name,
+                    did_you_mean(key, spec.metadata.iter().map(|m| m.key)),
+                ),
+            ));
+        };
+        let fits = match m.kind {
+            MetadataKind::Integer => c.data_type.is_numeric(),
+            MetadataKind::Text => c.data_type == DataType::Utf8,
+            MetadataKind::Timestamp => matches!(c.data_type, DataType::Timestamp(..)),
+        };
+        if !fits {
+            let want = match m.kind {
+                MetadataKind::Integer => "BIGINT or INT",
+                MetadataKind::Text => "TEXT",
+                MetadataKind::Timestamp => "TIMESTAMP",
+            };
+            return Err(p.err(
+                c.loc,
+                format!(
+                    "column {}.{}: metadata('{key}') ({}) needs a {want} column, not {}",
+                    t.name, c.name, m.help, c.data_type
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A source table's metadata columns with their keys, in declaration order.
+pub fn metadata_columns(t: &TableDef) -> Vec<(&Column, &str)> {
+    t.columns
+        .iter()
+        .filter_map(|c| c.metadata.as_deref().map(|k| (c, k)))
+        .collect()
+}
+
 fn schema_of(t: &TableDef) -> Schema {
     Schema::new(
         t.columns
@@ -216,6 +293,7 @@ pub async fn check(
             })?;
         let role = role_of(p, t, spec)?;
         check_options(p, t, spec)?;
+        check_metadata(p, t, spec, role)?;
         if role == Role::Source && t.watermark.is_none() {
             return Err(p.err(
                 t.loc,

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use arrow::datatypes::DataType;
 
-pub use check::{PlanningFunctions, check, role_of};
+pub use check::{PlanningFunctions, check, metadata_columns, role_of};
 pub(crate) use check::{strip, window_udfs};
 pub use parse::{parse, parse_interval_micros};
 
@@ -67,6 +67,11 @@ pub struct Column {
     pub name: String,
     pub data_type: DataType,
     pub nullable: bool,
+    /// `GENERATED ALWAYS AS (metadata('key')) STORED`: the connector fills the column from
+    /// the message's metadata (Kafka: `partition`, `offset_id`, `timestamp`, `key`, `topic`)
+    /// instead of the payload.
+    pub metadata: Option<String>,
+    pub loc: Loc,
 }
 
 /// `WATERMARK FOR column AS column - INTERVAL …`.
@@ -196,4 +201,25 @@ pub struct ConnectorSpec {
     /// The roles it can play; the first is the default when `type` is absent.
     pub roles: &'static [Role],
     pub options: &'static [OptionSpec],
+    /// The `metadata('key')` fields its source can fill columns from.
+    pub metadata: &'static [MetadataSpec],
+}
+
+/// Kind of value a metadata field holds, which decides the column types it may fill.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MetadataKind {
+    /// A whole number: any integer column (or DOUBLE).
+    Integer,
+    /// Text: a TEXT column.
+    Text,
+    /// A point in time: a TIMESTAMP column.
+    Timestamp,
+}
+
+/// One metadata field a source connector offers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetadataSpec {
+    pub key: &'static str,
+    pub kind: MetadataKind,
+    pub help: &'static str,
 }

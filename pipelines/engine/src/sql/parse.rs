@@ -285,9 +285,10 @@ fn parse_table(cx: &Ctx, sig: &[&TokenWithSpan], at: Loc) -> Result<TableDef, Sq
     };
     let mut columns = Vec::new();
     for c in &ct.columns {
+        let col_at = column_loc(&sig[4..close], &c.name.value).unwrap_or(at);
         let data_type = arrow_type(&c.data_type).ok_or_else(|| {
             cx.err(
-                at,
+                col_at,
                 format!(
                     "column {}.{}: type {} is not supported; use TEXT, BIGINT, DOUBLE, REAL, BOOLEAN or TIMESTAMP",
                     name, c.name, c.data_type
@@ -298,14 +299,40 @@ fn parse_table(cx: &Ctx, sig: &[&TokenWithSpan], at: Loc) -> Result<TableDef, Sq
             .options
             .iter()
             .any(|o| matches!(o.option, ColumnOption::NotNull));
+        let col_name = if c.name.quote_style.is_some() {
+            c.name.value.clone()
+        } else {
+            c.name.value.to_ascii_lowercase()
+        };
+        let mut metadata = None;
+        for o in &c.options {
+            if let ColumnOption::Generated {
+                generation_expr, ..
+            } = &o.option
+            {
+                let expr = generation_expr
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                let key = metadata_key(&expr).ok_or_else(|| {
+                    cx.err(
+                        col_at,
+                        format!(
+                            "column {name}.{col_name}: GENERATED ALWAYS AS ({expr}) is not supported; \
+                             only metadata('key') columns are, e.g. \
+                             offset BIGINT GENERATED ALWAYS AS (metadata('offset_id')) STORED"
+                        ),
+                    )
+                })?;
+                metadata = Some(key);
+            }
+        }
         columns.push(Column {
-            name: if c.name.quote_style.is_some() {
-                c.name.value.clone()
-            } else {
-                c.name.value.to_ascii_lowercase()
-            },
+            name: col_name,
             data_type,
             nullable,
+            metadata,
+            loc: col_at,
         });
     }
     if let Some(w) = &watermark
@@ -388,6 +415,25 @@ fn parse_table(cx: &Ctx, sig: &[&TokenWithSpan], at: Loc) -> Result<TableDef, Sq
         options,
         loc: at,
     })
+}
+
+/// The key of a `metadata('key')` expression, as sqlparser prints it.
+fn metadata_key(expr: &str) -> Option<String> {
+    let e = expr.trim();
+    let open = e.find('(')?;
+    if !e[..open].trim().eq_ignore_ascii_case("metadata") {
+        return None;
+    }
+    let inner = e[open + 1..].strip_suffix(')')?.trim();
+    let key = inner.strip_prefix('\'')?.strip_suffix('\'')?;
+    (!key.is_empty() && !key.contains('\'')).then(|| key.to_string())
+}
+
+/// Where the column named `name` is declared (its first word token), for error positions.
+fn column_loc(sig: &[&TokenWithSpan], name: &str) -> Option<Loc> {
+    sig.iter()
+        .find(|t| matches!(&t.token, Token::Word(w) if w.value == name))
+        .map(|t| loc(t))
 }
 
 /// `WATERMARK FOR col AS col - INTERVAL '5' SECOND` (or `AS col` for no delay).
