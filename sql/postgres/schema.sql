@@ -7,7 +7,7 @@
 -- the database and measures how fresh the data is (`txguard db stats`).
 
 CREATE TABLE IF NOT EXISTS transactions_scored (
-    transaction_id     text PRIMARY KEY,
+    transaction_id     text COLLATE "C" PRIMARY KEY,
     user_id            text NOT NULL,
     ts                 timestamptz NOT NULL,
     amount             double precision NOT NULL,
@@ -46,8 +46,8 @@ CREATE INDEX IF NOT EXISTS transactions_scored_inserted_at
 --   CREATE INDEX CONCURRENTLY transactions_scored_user_ts ON transactions_scored (user_id, ts);
 
 CREATE TABLE IF NOT EXISTS anomalies (
-    transaction_id text PRIMARY KEY,
-    user_id        text NOT NULL,
+    transaction_id text COLLATE "C" PRIMARY KEY,
+    user_id        text COLLATE "C" NOT NULL,
     ts             timestamptz NOT NULL,
     amount         double precision NOT NULL,
     merchant       text,
@@ -73,7 +73,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 CREATE INDEX IF NOT EXISTS dead_letters_received_at ON dead_letters (received_at);
 
 CREATE TABLE IF NOT EXISTS user_window_stats (
-    user_id      text NOT NULL,
+    user_id      text COLLATE "C" NOT NULL,
     window_start timestamptz NOT NULL,
     window_end   timestamptz NOT NULL,
     tx_count     bigint NOT NULL,

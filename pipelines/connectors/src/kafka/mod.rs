@@ -43,6 +43,14 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
             help: "json (one object per message; the only format)",
         },
         OptionSpec {
+            key: "bad_data",
+            kind: OptionKind::OneOf(&["dead_letter", "drop", "fail"]),
+            required: false,
+            help: "a message that cannot be used: dead_letter (default) and drop (Arroyo's \
+                   name; txguard never drops silently) send it to the dead letters with the \
+                   reason; fail stops the pipeline at it, uncommitted",
+        },
+        OptionSpec {
             key: "source.offset",
             kind: OptionKind::OneOf(&["earliest", "latest", "group"]),
             required: false,

@@ -80,6 +80,8 @@ pub struct KafkaSource {
     reader: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     stop_at_end: bool,
+    /// `bad_data = 'fail'`: an unusable message stops the pipeline.
+    fail_on_bad: bool,
     /// Partitions read to their end (caught up) and not heard from since.
     at_end: HashSet<i32>,
     /// Per partition: (offset, event time) of rows not yet known to be released.
@@ -253,6 +255,7 @@ impl KafkaSource {
             _ => "read_committed",
         };
         let stop_at_end = text("source.stop_at_end").is_some_and(|v| v == "true");
+        let fail_on_bad = text("bad_data").is_some_and(|v| v == "fail");
         for (k, v) in [
             ("group.id", group.as_str()),
             ("enable.auto.commit", "false"),
@@ -304,6 +307,7 @@ impl KafkaSource {
             reader: Some(reader),
             stop,
             stop_at_end,
+            fail_on_bad,
             at_end: HashSet::new(),
             waiting: HashMap::new(),
             next: HashMap::new(),
@@ -517,6 +521,26 @@ impl Source for KafkaSource {
                     .map_err(|e| ConnectorError::new(&self.name, e))?,
             ),
         };
+        if self.fail_on_bad
+            && let Some(d) = &dead
+        {
+            let text = |c: &str, i: usize| {
+                d.column_by_name(c)
+                    .and_then(|a| a.as_string_opt::<i32>().map(|s| s.value(i).to_string()))
+                    .unwrap_or_default()
+            };
+            return Err(ConnectorError::new(
+                &self.name,
+                format!(
+                    "bad_data = 'fail': message at {} of {}: {} (its offset is not committed, \
+                     so a restart reads it again; bad_data = 'dead_letter' sends such messages \
+                     to the dead letters instead)",
+                    text("position", 0),
+                    self.topic,
+                    text("reason", 0)
+                ),
+            ));
+        }
         let ready = self
             .align(rows, ended)
             .map_err(|e| ConnectorError::new(&self.name, e))?;

@@ -460,3 +460,54 @@ fn sasl_over_tls_is_built_in_and_kerberos_is_explained() {
         Err(e) => assert!(e.to_string().contains("not Kerberos (GSSAPI)"), "{e}"),
     }
 }
+
+/// `bad_data = 'fail'`: the first unusable message stops the source with its position and
+/// reason; `'drop'` (Arroyo's spelling) still sends it to the dead letters.
+#[test]
+fn bad_data_fail_stops_at_the_message_and_drop_keeps_it_as_a_dead_letter() {
+    use txguard_engine::connector::{Poll, Source};
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("strict", 1, 1).expect("topic");
+    let servers = cluster.bootstrap_servers();
+    let mut msgs = seed_messages(0, 20);
+    msgs.push((
+        "u1".into(),
+        br#"{"transaction_id": "x", "user_id": "u1"}"#.to_vec(),
+    ));
+    produce(&servers, "strict", &msgs);
+    let with = |bad_data: &str, group: &str| {
+        table(&format!(
+            "CREATE TABLE transactions (transaction_id TEXT, user_id TEXT, amount DOUBLE, ts TIMESTAMP)
+             WITH (connector = 'kafka', type = 'source', bootstrap_servers = '{servers}',
+                   topic = 'strict', 'source.group_id' = '{group}', 'source.stop_at_end' = true,
+                   bad_data = '{bad_data}',
+                   client_configs = 'session.timeout.ms=6000;heartbeat.interval.ms=500')"
+        ))
+    };
+    let mut src = super::KafkaSource::open(&with("fail", "g-fail")).expect("source");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let err = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the bad message never stopped the source"
+        );
+        match src.poll(1000) {
+            Err(e) => break e.to_string(),
+            Ok(Poll::End) => panic!("ended without failing"),
+            Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    assert!(
+        err.contains("bad_data = 'fail': message at partition 0 offset 20 of strict")
+            && err.contains("amount"),
+        "{err}"
+    );
+    drop(src);
+    let mut src = super::KafkaSource::open(&with("drop", "g-drop")).expect("source");
+    let (rows, dead, _) = drain(&mut src);
+    assert_eq!(
+        (rows, dead),
+        (20, 1),
+        "drop still keeps it as a dead letter"
+    );
+}
