@@ -410,21 +410,25 @@ fn the_pipeline_reads_and_writes_kafka_over_tls() {
     let servers = format!("127.0.0.1:{tls_port}");
     let ca = format!("ssl.ca.location={}", cert.display());
 
-    let (ok, _, err) = common::txguard(
-        dir.path(),
-        &[
-            "produce",
-            "--bootstrap-servers",
-            &servers,
-            "--client-config",
-            "security.protocol=SSL",
-            "--client-config",
-            &ca,
-            "--count",
-            "5000",
-            "--quiet",
-        ],
-    );
+    // `txguard produce` over TLS with one more librdkafka setting.
+    let produce_tls = |extra: &str, count: &str| {
+        common::txguard(
+            dir.path(),
+            &[
+                "produce",
+                "--bootstrap-servers",
+                &servers,
+                "--client-config",
+                "security.protocol=SSL",
+                "--client-config",
+                extra,
+                "--count",
+                count,
+                "--quiet",
+            ],
+        )
+    };
+    let (ok, _, err) = produce_tls(&ca, "5000");
     assert!(ok, "produce over TLS failed:\n{err}");
 
     let tls = format!("security.protocol=SSL;{ca}");
@@ -451,21 +455,7 @@ fn the_pipeline_reads_and_writes_kafka_over_tls() {
         "alerts = anomalies"
     );
 
-    let (ok, out, err) = common::txguard(
-        dir.path(),
-        &[
-            "produce",
-            "--bootstrap-servers",
-            &servers,
-            "--client-config",
-            "security.protocol=SSL",
-            "--client-config",
-            "message.timeout.ms=3000",
-            "--count",
-            "10",
-            "--quiet",
-        ],
-    );
+    let (ok, out, err) = produce_tls("message.timeout.ms=3000", "10");
     // Without the CA the broker's certificate does not verify: nothing is delivered.
     assert!(
         !ok,
