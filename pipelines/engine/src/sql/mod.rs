@@ -61,8 +61,9 @@ impl fmt::Display for Role {
     }
 }
 
-/// A declared column.
-#[derive(Debug, Clone, PartialEq)]
+/// A declared column. Two columns are equal when they mean the same (name, type, NULLs,
+/// metadata field), wherever they are written.
+#[derive(Debug, Clone)]
 pub struct Column {
     pub name: String,
     pub data_type: DataType,
@@ -72,6 +73,15 @@ pub struct Column {
     /// instead of the payload.
     pub metadata: Option<String>,
     pub loc: Loc,
+}
+
+impl PartialEq for Column {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.data_type == other.data_type
+            && self.nullable == other.nullable
+            && self.metadata == other.metadata
+    }
 }
 
 /// `WATERMARK FOR column AS column - INTERVAL …`.
