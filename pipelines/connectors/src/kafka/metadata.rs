@@ -20,7 +20,6 @@ enum Filler {
 }
 
 /// The metadata columns of one source table and the values gathered since the last flush.
-#[derive(Default)]
 pub struct MetadataColumns {
     fillers: Vec<Filler>,
 }

@@ -1,8 +1,8 @@
 //! `kafka` connector, Arroyo's options: [`source`] reads JSON transactions as a consumer-group
-//! member with offsets committed at checkpoints (and `metadata('…')` columns, [`metadata`]); [`sink`] writes rows as JSON messages to a
-//! topic, keyed by a chosen field (the default pipeline's alerts). [`client_config`] turns a table's
-//! options into librdkafka settings, `client_configs` passing anything else through (SASL,
-//! SSL, tuning).
+//! member with offsets committed at checkpoints (plus `metadata('…')` columns, filled by the
+//! `metadata` module); [`sink`] writes rows as JSON messages to a topic, keyed by a chosen
+//! field (the default pipeline's alerts). [`client_config`] turns a table's options into
+//! librdkafka settings, `client_configs` passing anything else through (TLS, SASL, tuning).
 
 mod metadata;
 pub mod sink;
