@@ -7,17 +7,22 @@
 //! dropped, so state is bounded by the windows, not by history. Semantics follow SQL (and
 //! DataFusion's batch execution): a RANGE frame includes the current row's peers (rows of the
 //! key with the same `ts`); aggregates over an empty input are NULL except COUNT.
+//!
+//! State layout (a million keys is a normal benchmark): keys live in a slab of [`Slot`]s found
+//! through a `HashTable<u32>` of slot numbers (one hash per row), a key's frame rows are one
+//! flat deque of words (`ts`, a NULL mask, the frame inputs), and LAG keeps only the LAG inputs
+//! of the previous row, in one flat array indexed by slot.
 
 use std::collections::VecDeque;
-
-use foldhash::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Float64Builder, Int64Builder, RecordBatch,
+    Array, ArrayRef, AsArray, Float64Array, Float64Builder, Int64Array, RecordBatch,
 };
 use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, TimestampMicrosecondType};
 use arrow::error::ArrowError;
+use hashbrown::HashTable;
 
 /// A window function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,20 +53,38 @@ pub struct OverAgg {
     pub range_micros: i64,
 }
 
-/// One key's rows within the widest frame, flat (no allocation per row): `ts[i]` and the
-/// input values `vals[i * k .. (i + 1) * k]` for `k` inputs.
-#[derive(Default)]
-struct Rows {
-    ts: VecDeque<i64>,
-    vals: VecDeque<Option<f64>>,
+/// Most distinct frame inputs (and, separately, LAG inputs) one operator takes: a row's NULLs
+/// are one 64-bit mask.
+pub const MAX_INPUTS: usize = 64;
+
+/// One key: its name, its rows within the widest frame while it is active (boxed, so an idle
+/// key costs a pointer), and which of its previous row's LAG inputs are NULL (all of them
+/// before its first row). The previous row's LAG values are `lag_values[slot * lag_k ..]`.
+struct Slot {
+    key: Box<str>,
+    /// Per row, `stride` words: `ts`, the NULL mask of the frame inputs, then their values
+    /// (`f64::to_bits`).
+    rows: Option<Box<VecDeque<u64>>>,
+    lag_nulls: u64,
 }
 
-/// A key's state: its rows while it is active (boxed, so an idle key costs a pointer), and
-/// its previous row for LAG (kept however old it is).
-#[derive(Default)]
-struct KeyState {
-    rows: Option<Box<Rows>>,
-    last: Option<Box<[Option<f64>]>>,
+/// Where one output column's values come from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// A frame function over frame input `input`, in frame group `frame`.
+    Frame {
+        func: OverFn,
+        input: usize,
+        frame: usize,
+    },
+    /// LAG of LAG input `input`.
+    Lag { input: usize },
+}
+
+/// An output column being built.
+enum Out {
+    Count(Vec<i64>),
+    Float(Float64Builder),
 }
 
 /// The OVER-window operator for one `PARTITION BY key ORDER BY ts`.
@@ -69,9 +92,22 @@ pub struct OverWindows {
     key_col: usize,
     ts_col: usize,
     aggs: Vec<OverAgg>,
-    inputs: Vec<usize>,
+    sources: Vec<Source>,
+    /// Columns of the frame inputs and of the LAG inputs (each distinct, ascending).
+    frame_inputs: Vec<usize>,
+    lag_inputs: Vec<usize>,
+    /// Distinct frame lengths (a row's frame start is searched once per length).
+    ranges: Vec<i64>,
     max_range: i64,
-    state: HashMap<Box<str>, KeyState>,
+    stride: usize,
+    hasher: foldhash::fast::RandomState,
+    table: HashTable<u32>,
+    slots: Vec<Slot>,
+    lag_values: Vec<f64>,
+    /// Slots with rows (evicted keys leave it at the next [`OverWindows::evict_idle`]).
+    active: Vec<u32>,
+    /// Slots of removed keys, for reuse (only without LAG: LAG keeps every key).
+    free: Vec<u32>,
     out_schema: SchemaRef,
 }
 
@@ -83,15 +119,24 @@ impl OverWindows {
         ts_col: usize,
         aggs: Vec<OverAgg>,
     ) -> Result<Self, ArrowError> {
-        // COUNT(*) reads no column.
-        let mut inputs: Vec<usize> = aggs
-            .iter()
-            .filter(|a| a.func != OverFn::CountRows)
-            .map(|a| a.input)
-            .collect();
-        inputs.sort_unstable();
-        inputs.dedup();
-        for &i in &inputs {
+        let distinct = |lag: bool| {
+            let mut cols: Vec<usize> = aggs
+                .iter()
+                .filter(|a| a.func != OverFn::CountRows && (a.func == OverFn::Lag) == lag)
+                .map(|a| a.input)
+                .collect();
+            cols.sort_unstable();
+            cols.dedup();
+            cols
+        };
+        let (frame_inputs, lag_inputs) = (distinct(false), distinct(true));
+        if frame_inputs.len() > MAX_INPUTS || lag_inputs.len() > MAX_INPUTS {
+            return Err(ArrowError::SchemaError(format!(
+                "OVER windows take at most {MAX_INPUTS} distinct inputs for frames and \
+                 {MAX_INPUTS} for LAG over one PARTITION BY; split the query"
+            )));
+        }
+        for &i in frame_inputs.iter().chain(&lag_inputs) {
             let f = input.fields().get(i).ok_or_else(|| {
                 ArrowError::SchemaError(format!("window input column {i} does not exist"))
             })?;
@@ -103,28 +148,56 @@ impl OverWindows {
                 )));
             }
         }
+        let mut ranges: Vec<i64> = aggs
+            .iter()
+            .filter(|a| a.func != OverFn::Lag)
+            .map(|a| a.range_micros)
+            .collect();
+        ranges.sort_unstable();
+        ranges.dedup();
+        let position = |v: &[usize], c: usize| v.iter().position(|&x| x == c).unwrap_or(0);
+        let sources = aggs
+            .iter()
+            .map(|a| match a.func {
+                OverFn::Lag => Source::Lag {
+                    input: position(&lag_inputs, a.input),
+                },
+                func => Source::Frame {
+                    func,
+                    input: position(&frame_inputs, a.input),
+                    frame: ranges
+                        .iter()
+                        .position(|&r| r == a.range_micros)
+                        .unwrap_or(0),
+                },
+            })
+            .collect();
         let mut fields: Vec<Arc<Field>> = input.fields().iter().cloned().collect();
         for a in &aggs {
-            let t = if matches!(a.func, OverFn::Count | OverFn::CountRows) {
+            let count = matches!(a.func, OverFn::Count | OverFn::CountRows);
+            let t = if count {
                 DataType::Int64
             } else {
                 DataType::Float64
             };
-            let nullable = !matches!(a.func, OverFn::Count | OverFn::CountRows);
-            fields.push(Arc::new(Field::new(&a.name, t, nullable)));
+            fields.push(Arc::new(Field::new(&a.name, t, !count)));
         }
         Ok(OverWindows {
             key_col,
             ts_col,
-            max_range: aggs
-                .iter()
-                .filter(|a| a.func != OverFn::Lag)
-                .map(|a| a.range_micros)
-                .max()
-                .unwrap_or(0),
+            max_range: ranges.last().copied().unwrap_or(0),
+            ranges,
+            stride: 2 + frame_inputs.len(),
+            frame_inputs,
+            lag_inputs,
+            sources,
             aggs,
-            inputs,
-            state: HashMap::default(),
+            hasher: foldhash::fast::RandomState::default(),
+            table: HashTable::new(),
+            slots: Vec::new(),
+            lag_values: Vec::new(),
+            active: Vec::new(),
+            free: Vec::new(),
             out_schema: Arc::new(Schema::new(fields)),
         })
     }
@@ -135,14 +208,15 @@ impl OverWindows {
 
     /// Keys with state.
     pub fn keys(&self) -> usize {
-        self.state.len()
+        self.table.len()
     }
 
     /// Rows held over all keys.
     pub fn rows_held(&self) -> usize {
-        self.state
-            .values()
-            .map(|s| s.rows.as_ref().map_or(0, |r| r.ts.len()))
+        self.active
+            .iter()
+            .filter_map(|&s| self.slots[s as usize].rows.as_ref())
+            .map(|r| r.len() / self.stride)
             .sum()
     }
 
@@ -151,17 +225,71 @@ impl OverWindows {
     /// last row, which is all that is kept of them.
     pub fn evict_idle(&mut self, watermark: i64) {
         let horizon = watermark.saturating_sub(self.max_range);
-        let keep_last = self.aggs.iter().any(|a| a.func == OverFn::Lag);
-        self.state.retain(|_, s| {
-            if s.rows
+        let keep_last = !self.lag_inputs.is_empty();
+        let stride = self.stride;
+        let Self {
+            slots,
+            active,
+            table,
+            free,
+            hasher,
+            ..
+        } = self;
+        active.retain(|&s| {
+            let slot = &mut slots[s as usize];
+            let newest = slot
+                .rows
                 .as_ref()
-                .is_some_and(|r| r.ts.back().is_some_and(|t| *t >= horizon))
-            {
+                .and_then(|r| r.len().checked_sub(stride).map(|i| r[i] as i64));
+            if newest.is_some_and(|t| t >= horizon) {
                 return true;
             }
-            s.rows = None;
-            keep_last
+            slot.rows = None;
+            if !keep_last {
+                let hash = hasher.hash_one(&*slot.key);
+                if let Ok(entry) = table.find_entry(hash, |&i| i == s) {
+                    entry.remove();
+                }
+                slot.key = Box::default();
+                free.push(s);
+            }
+            false
         });
+    }
+
+    /// The slot of `key`, made if it is new.
+    fn slot_of(&mut self, key: &str) -> u32 {
+        let hash = self.hasher.hash_one(key);
+        let Self {
+            slots,
+            table,
+            hasher,
+            free,
+            lag_values,
+            lag_inputs,
+            ..
+        } = self;
+        if let Some(&s) = table.find(hash, |&i| &*slots[i as usize].key == key) {
+            return s;
+        }
+        let slot = Slot {
+            key: key.into(),
+            rows: None,
+            lag_nulls: u64::MAX,
+        };
+        let s = match free.pop() {
+            Some(s) => {
+                slots[s as usize] = slot;
+                s
+            }
+            None => {
+                slots.push(slot);
+                lag_values.extend(std::iter::repeat_n(0.0, lag_inputs.len()));
+                (slots.len() - 1) as u32
+            }
+        };
+        table.insert_unique(hash, s, |&i| hasher.hash_one(&*slots[i as usize].key));
+        s
     }
 
     /// Processes rows in event-time order (all rows of one `ts` in the same call) and
@@ -176,109 +304,134 @@ impl OverWindows {
             .column(self.ts_col)
             .as_primitive_opt::<TimestampMicrosecondType>()
             .ok_or_else(|| ArrowError::SchemaError("ORDER BY column must be a timestamp".into()))?;
-        let cols: Vec<&Float64Array> = self
-            .inputs
+        let column = |i: &usize| batch.column(*i).as_primitive::<Float64Type>();
+        let frame_cols: Vec<&Float64Array> = self.frame_inputs.iter().map(column).collect();
+        let lag_cols: Vec<&Float64Array> = self.lag_inputs.iter().map(column).collect();
+        let mut outs: Vec<Out> = self
+            .aggs
             .iter()
-            .map(|&i| batch.column(i).as_primitive::<Float64Type>())
+            .map(|a| match a.func {
+                OverFn::Count | OverFn::CountRows => Out::Count(Vec::with_capacity(n)),
+                _ => Out::Float(Float64Builder::with_capacity(n)),
+            })
             .collect();
-        let slot = |col: usize| self.inputs.iter().position(|&c| c == col).unwrap_or(0);
-        let agg_slots: Vec<usize> = self.aggs.iter().map(|a| slot(a.input)).collect();
 
-        let mut counts: Vec<Int64Builder> = Vec::new();
-        let mut floats: Vec<Float64Builder> = Vec::new();
-        for a in &self.aggs {
-            if matches!(a.func, OverFn::Count | OverFn::CountRows) {
-                counts.push(Int64Builder::with_capacity(n));
-            } else {
-                floats.push(Float64Builder::with_capacity(n));
-            }
-        }
-        let mut results: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(n); self.aggs.len()];
-
-        // Rows are processed in groups of equal ts: all peers enter the state first.
-        let k = cols.len();
-        let mut lags: Vec<Option<f64>> = Vec::new();
+        let (stride, lag_k) = (self.stride, self.lag_inputs.len());
+        let framed = !self.ranges.is_empty();
+        let mut group: Vec<u32> = Vec::new();
+        let mut firsts: Vec<usize> = vec![0; self.ranges.len()];
         let mut start = 0;
+        // Rows are processed in groups of equal ts: all peers enter the state first.
         while start < n {
             let t = ts.value(start);
             let mut end = start + 1;
             while end < n && ts.value(end) == t {
                 end += 1;
             }
-            lags.clear();
+            let horizon = t.saturating_sub(self.max_range);
+            group.clear();
             for r in start..end {
                 let key = if keys.is_null(r) { "" } else { keys.value(r) };
-                // Look up without allocating; only a new key pays for its String.
-                if !self.state.contains_key(key) {
-                    self.state.insert(key.into(), KeyState::default());
-                }
-                let Some(st) = self.state.get_mut(key) else {
-                    continue;
-                };
-                let horizon = t.saturating_sub(self.max_range);
-                let rows = st.rows.get_or_insert_with(Box::default);
-                while rows.ts.front().is_some_and(|rt| *rt < horizon) {
-                    rows.ts.pop_front();
-                    rows.vals.drain(..k);
-                }
-                let row = cols.iter().map(|c| (!c.is_null(r)).then(|| c.value(r)));
-                match &st.last {
-                    Some(prev) => lags.extend_from_slice(prev),
-                    None => lags.extend(std::iter::repeat_n(None, k)),
-                }
-                let last = st
-                    .last
-                    .get_or_insert_with(|| vec![None; k].into_boxed_slice());
-                for (slot, v) in last.iter_mut().zip(row) {
-                    *slot = v;
-                    rows.vals.push_back(v);
-                }
-                rows.ts.push_back(t);
-            }
-            for (j, r) in (start..end).enumerate() {
-                let key = if keys.is_null(r) { "" } else { keys.value(r) };
-                let st = self.state.get(key).and_then(|s| s.rows.as_deref());
-                for (a, (agg, &sl)) in self.aggs.iter().zip(&agg_slots).enumerate() {
-                    let v = match (agg.func, st) {
-                        (OverFn::Lag, _) => lags[j * k + sl],
-                        (OverFn::CountRows, Some(st)) => {
-                            let from = t.saturating_sub(agg.range_micros);
-                            Some((st.ts.len() - st.ts.partition_point(|rt| *rt < from)) as f64)
+                let s = self.slot_of(key);
+                group.push(s);
+                let slot = &mut self.slots[s as usize];
+                if lag_k > 0 {
+                    // LAG: the previous row's values out, then this row's in.
+                    let last = &mut self.lag_values[s as usize * lag_k..][..lag_k];
+                    for (src, out) in self.sources.iter().zip(outs.iter_mut()) {
+                        if let (Source::Lag { input }, Out::Float(b)) = (src, out) {
+                            let null = slot.lag_nulls & (1u64 << input) != 0;
+                            b.append_option((!null).then(|| last[*input]));
                         }
-                        (_, None) => None,
-                        (f, Some(st)) => {
-                            let from = t.saturating_sub(agg.range_micros);
-                            let first = st.ts.partition_point(|rt| *rt < from);
-                            aggregate(f, (first..st.ts.len()).filter_map(|i| st.vals[i * k + sl]))
+                    }
+                    let mut nulls = 0u64;
+                    for (j, (col, v)) in lag_cols.iter().zip(last.iter_mut()).enumerate() {
+                        if col.is_null(r) {
+                            nulls |= 1u64 << j;
+                        } else {
+                            *v = col.value(r);
+                        }
+                    }
+                    slot.lag_nulls = nulls;
+                }
+                if framed {
+                    let rows = match &mut slot.rows {
+                        Some(rows) => rows,
+                        None => {
+                            self.active.push(s);
+                            slot.rows.insert(Box::default())
                         }
                     };
-                    results[a].push(v);
+                    while rows.front().is_some_and(|&rt| (rt as i64) < horizon) {
+                        rows.drain(..stride);
+                    }
+                    let mut nulls = 0u64;
+                    for (j, col) in frame_cols.iter().enumerate() {
+                        if col.is_null(r) {
+                            nulls |= 1u64 << j;
+                        }
+                    }
+                    rows.push_back(t as u64);
+                    rows.push_back(nulls);
+                    rows.extend(frame_cols.iter().map(|c| c.value(r).to_bits()));
+                }
+            }
+            if framed {
+                for &s in &group {
+                    let Some(rows) = self.slots[s as usize].rows.as_deref_mut() else {
+                        continue;
+                    };
+                    let rows = rows.make_contiguous();
+                    let len = rows.len() / stride;
+                    for (first, &range) in firsts.iter_mut().zip(&self.ranges) {
+                        let from = t.saturating_sub(range);
+                        *first = partition_point(len, |i| (rows[i * stride] as i64) < from);
+                    }
+                    for (src, out) in self.sources.iter().zip(outs.iter_mut()) {
+                        let Source::Frame { func, input, frame } = *src else {
+                            continue;
+                        };
+                        let frame_rows = &rows[firsts[frame] * stride..];
+                        let values = frame_rows.chunks_exact(stride).filter_map(|row| {
+                            (row[1] & (1u64 << input) == 0).then(|| f64::from_bits(row[2 + input]))
+                        });
+                        match out {
+                            Out::Count(v) => v.push(if func == OverFn::CountRows {
+                                (frame_rows.len() / stride) as i64
+                            } else {
+                                values.count() as i64
+                            }),
+                            Out::Float(b) => b.append_option(aggregate(func, values)),
+                        }
+                    }
                 }
             }
             start = end;
         }
 
         let mut out: Vec<ArrayRef> = batch.columns().to_vec();
-        let (mut ci, mut fi) = (0, 0);
-        for (a, agg) in self.aggs.iter().enumerate() {
-            if matches!(agg.func, OverFn::Count | OverFn::CountRows) {
-                let b = &mut counts[ci];
-                for v in &results[a] {
-                    b.append_value(v.unwrap_or(0.0) as i64);
-                }
-                out.push(Arc::new(b.finish()));
-                ci += 1;
-            } else {
-                let b = &mut floats[fi];
-                for v in &results[a] {
-                    b.append_option(*v);
-                }
-                out.push(Arc::new(b.finish()));
-                fi += 1;
+        out.extend(outs.into_iter().map(|o| -> ArrayRef {
+            match o {
+                Out::Count(v) => Arc::new(Int64Array::from(v)),
+                Out::Float(mut b) => Arc::new(b.finish()),
             }
-        }
+        }));
         RecordBatch::try_new(self.out_schema.clone(), out)
     }
+}
+
+/// The first `i` in `0..len` for which `before(i)` is false (`before` is true, then false).
+fn partition_point(len: usize, before: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, len);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if before(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 /// Aggregate of the non-null values in frame order.

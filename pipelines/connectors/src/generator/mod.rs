@@ -124,11 +124,103 @@ pub struct Generated {
 struct Draft {
     amount: f64,
     category: usize,
-    merchant: String,
+    merchant: Merchant,
     city: Option<usize>,
     channel: &'static str,
-    device: Option<String>,
+    device: Option<u32>,
     pattern: Option<FraudPattern>,
+}
+
+/// A merchant: the `n`-th of a category (`m-groceries-17`), or a card tester's online shop
+/// (`m-online_retail-t123`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Merchant {
+    Regular { category: u8, n: u16 },
+    CardTest(u16),
+}
+
+/// One generated transaction, compact and free of heap allocations: its text fields are
+/// formatted only on output ([`Generated`] for JSON, [`to_batch`] straight into Arrow).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Event {
+    pub ts_micros: i64,
+    /// The transaction's number in the stream (its id is `tx-{seed:x}-{seq}`).
+    seq: u64,
+    user: u32,
+    amount: f64,
+    category: u8,
+    merchant: Merchant,
+    city: u8,
+    /// Rounded to 4 decimals.
+    lat: f64,
+    lon: f64,
+    channel: &'static str,
+    device: u32,
+    pub pattern: Option<FraudPattern>,
+}
+
+impl Event {
+    fn currency(&self) -> &'static str {
+        CITIES[usize::from(self.city)].2
+    }
+    fn location(&self) -> &'static str {
+        CITIES[usize::from(self.city)].0
+    }
+    fn country(&self) -> &'static str {
+        CITIES[usize::from(self.city)].1
+    }
+    fn category(&self) -> &'static str {
+        CATEGORIES[usize::from(self.category)]
+    }
+
+    /// `tx-{seed:x}-{seq}` into `out`, after `prefix` (`tx-{seed:x}-`).
+    fn write_transaction_id(&self, prefix: &str, out: &mut String) {
+        out.push_str(prefix);
+        out.push_str(itoa::Buffer::new().format(self.seq));
+    }
+
+    /// `u` and (at least) six digits of the user's number.
+    fn write_user_id(&self, out: &mut String) {
+        out.push('u');
+        let mut b = itoa::Buffer::new();
+        let digits = b.format(self.user);
+        for _ in digits.len()..6 {
+            out.push('0');
+        }
+        out.push_str(digits);
+    }
+
+    /// `d` and eight hex digits.
+    fn write_device(&self, out: &mut String) {
+        out.push('d');
+        for shift in (0..8).rev() {
+            let nibble = (self.device >> (shift * 4)) & 0xf;
+            out.push(char::from(b"0123456789abcdef"[nibble as usize]));
+        }
+    }
+
+    fn write_merchant(&self, out: &mut String) {
+        let mut b = itoa::Buffer::new();
+        match self.merchant {
+            Merchant::Regular { category, n } => {
+                out.push_str("m-");
+                out.push_str(CATEGORIES[usize::from(category)]);
+                out.push('-');
+                out.push_str(b.format(n));
+            }
+            Merchant::CardTest(n) => {
+                out.push_str("m-online_retail-t");
+                out.push_str(b.format(n));
+            }
+        }
+    }
+}
+
+/// The text a `write_*` method of [`Event`] makes, as a `String`.
+fn text(f: impl FnOnce(&mut String)) -> String {
+    let mut s = String::new();
+    f(&mut s);
+    s
 }
 
 /// An event scheduled for the future (fraud episodes span minutes or hours).
@@ -154,8 +246,7 @@ enum PlannedKind {
 struct Arrival {
     arrival: i64,
     seq: u64,
-    /// Boxed: the heap moves 24-byte entries, not whole transactions.
-    event: Box<Generated>,
+    event: Event,
 }
 impl PartialEq for Arrival {
     fn eq(&self, o: &Self) -> bool {
@@ -187,21 +278,21 @@ pub struct Generator {
     emitted: u64,
     planned: BinaryHeap<Reverse<Planned>>,
     arrivals: BinaryHeap<Reverse<Arrival>>,
-    /// Whether `Transaction::timestamp` is filled in (JSON output needs it; Arrow output
-    /// uses `ts_micros`).
-    text_timestamps: bool,
+    /// `tx-{seed:x}-`, the start of every transaction id.
+    id_prefix: String,
 }
 
 impl Generator {
     pub fn new(cfg: GeneratorConfig) -> Result<Self, ConfigError> {
         cfg.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let users: Vec<User> = (0..cfg.users).map(|i| User::new(i, &mut rng)).collect();
-        let activity = WeightedAliasIndex::new(users.iter().map(|u| u.activity).collect())
-            .map_err(|e| ConfigError {
-                option: "users",
-                message: format!("cannot weight the users by activity: {e}"),
-            })?;
+        let (users, activity): (Vec<User>, Vec<f64>) =
+            (0..cfg.users).map(|_| User::new(&mut rng)).unzip();
+        let activity = WeightedAliasIndex::new(activity).map_err(|e| ConfigError {
+            option: "users",
+            message: format!("cannot weight the users by activity: {e}"),
+        })?;
+        let id_prefix = format!("tx-{:x}-", cfg.seed);
         Ok(Generator {
             clock: cfg.start_micros,
             cfg,
@@ -213,7 +304,7 @@ impl Generator {
             emitted: 0,
             planned: BinaryHeap::new(),
             arrivals: BinaryHeap::new(),
-            text_timestamps: true,
+            id_prefix,
         })
     }
 
@@ -221,11 +312,9 @@ impl Generator {
         &self.cfg
     }
 
-    /// Leave `Transaction::timestamp` empty (formatting it is a good part of the cost of an
-    /// event; Arrow output reads `ts_micros`).
-    pub fn without_text_timestamps(mut self) -> Self {
-        self.text_timestamps = false;
-        self
+    /// `tx-{seed:x}-`, the start of every transaction id.
+    pub(crate) fn id_prefix(&self) -> &str {
+        &self.id_prefix
     }
 
     /// Transactions emitted so far.
@@ -253,7 +342,7 @@ impl Generator {
         self.seq
     }
 
-    fn make(&mut self, ts: i64, user: usize, d: Draft) -> Generated {
+    fn make(&mut self, ts: i64, user: usize, d: Draft) -> Event {
         let Draft {
             amount,
             category,
@@ -271,51 +360,60 @@ impl Generator {
                 let (_, _, _, la, lo) = CITIES[c];
                 (la, lo, c)
             }
-            None => (u.lat, u.lon, u.city),
+            None => (u.lat, u.lon, u.city()),
         };
-        let (name, country, currency, _, _) = CITIES[city];
-        let device = device.unwrap_or_else(|| u.device(seq as usize));
-        Generated {
+        Event {
             ts_micros: ts,
+            seq,
+            user: user as u32,
+            amount: amount.max(0.01),
+            category: category as u8,
+            merchant,
+            city: city as u8,
+            lat: (lat * 1e4).round() / 1e4,
+            lon: (lon * 1e4).round() / 1e4,
+            channel,
+            device: device.unwrap_or_else(|| u.device(seq as usize)),
             pattern,
+        }
+    }
+
+    /// The transaction of `e` with its text fields formatted (the JSON output).
+    pub fn describe(&self, e: &Event) -> Generated {
+        Generated {
+            ts_micros: e.ts_micros,
+            pattern: e.pattern,
             transaction: Transaction {
-                transaction_id: format!("tx-{:x}-{seq}", self.cfg.seed),
-                user_id: u.id(),
-                amount: amount.max(0.01),
-                timestamp: if self.text_timestamps {
-                    format_micros(ts)
-                } else {
-                    String::new()
-                },
-                currency: Some(currency.to_string()),
-                merchant: Some(merchant),
-                category: Some(CATEGORIES[category].to_string()),
-                location: Some(name.to_string()),
-                country: Some(country.to_string()),
-                device_id: Some(device),
-                channel: Some(channel.to_string()),
-                lat: Some((lat * 1e4).round() / 1e4),
-                lon: Some((lon * 1e4).round() / 1e4),
-                is_fraud: Some(pattern.is_some()),
+                transaction_id: text(|s| e.write_transaction_id(&self.id_prefix, s)),
+                user_id: text(|s| e.write_user_id(s)),
+                amount: e.amount,
+                timestamp: format_micros(e.ts_micros),
+                currency: Some(e.currency().to_string()),
+                merchant: Some(text(|s| e.write_merchant(s))),
+                category: Some(e.category().to_string()),
+                location: Some(e.location().to_string()),
+                country: Some(e.country().to_string()),
+                device_id: Some(text(|s| e.write_device(s))),
+                channel: Some(e.channel.to_string()),
+                lat: Some(e.lat),
+                lon: Some(e.lon),
+                is_fraud: Some(e.pattern.is_some()),
             },
         }
     }
 
-    fn normal(&mut self, ts: i64, user: usize) -> Generated {
+    fn normal(&mut self, ts: i64, user: usize) -> Event {
         let u = &self.users[user];
         let category = u.draw_category(&mut self.rng);
         let amount = u.draw_amount(&mut self.rng);
-        let merchant = if category < RISKY_FROM && self.rng.random::<f64>() < 0.6 {
-            format!(
-                "m-{}-{}",
-                CATEGORIES[category], u.favourite_merchants[category]
-            )
+        let n = if category < RISKY_FROM && self.rng.random::<f64>() < 0.6 {
+            u.favourite_merchants[category]
         } else {
-            format!(
-                "m-{}-{}",
-                CATEGORIES[category],
-                self.rng.random_range(0..MERCHANTS_PER_CATEGORY)
-            )
+            self.rng.random_range(0..MERCHANTS_PER_CATEGORY) as u16
+        };
+        let merchant = Merchant::Regular {
+            category: category as u8,
+            n,
         };
         let r = self.rng.random::<f64>();
         let channel = if r < 0.7 {
@@ -363,7 +461,7 @@ impl Generator {
                 }
             }
             2 => {
-                let home = self.users[user].city;
+                let home = self.users[user].city();
                 let (_, _, _, hl, ho) = CITIES[home];
                 let far: Vec<usize> = (0..CITIES.len())
                     .filter(|&c| {
@@ -408,14 +506,13 @@ impl Generator {
         city: Option<usize>,
         channel: &'static str,
         pattern: FraudPattern,
-    ) -> Generated {
-        let typical = self.users[p.user].typical_amount;
+    ) -> Event {
+        let typical = self.users[p.user].typical_amount();
         let amount = (typical * self.rng.random_range(factor) * 100.0).round() / 100.0;
-        let merchant = format!(
-            "m-{}-{}",
-            CATEGORIES[category],
-            self.rng.random_range(0..MERCHANTS_PER_CATEGORY)
-        );
+        let merchant = Merchant::Regular {
+            category: category as u8,
+            n: self.rng.random_range(0..MERCHANTS_PER_CATEGORY) as u16,
+        };
         self.make(
             p.ts,
             p.user,
@@ -431,7 +528,7 @@ impl Generator {
         )
     }
 
-    fn realise(&mut self, p: Planned) -> Generated {
+    fn realise(&mut self, p: Planned) -> Event {
         let usual = self.users[p.user].draw_category(&mut self.rng);
         match p.kind {
             PlannedKind::Spike => self.fraud(
@@ -478,10 +575,10 @@ impl Generator {
                     Draft {
                         amount,
                         category: 4,
-                        merchant: format!("m-online_retail-t{}", tag % 997),
+                        merchant: Merchant::CardTest((tag % 997) as u16),
                         city: None,
                         channel: "online",
-                        device: Some(format!("d{tag:08x}")),
+                        device: Some(tag),
                         pattern: Some(FraudPattern::CardTesting),
                     },
                 )
@@ -490,7 +587,7 @@ impl Generator {
     }
 
     /// The next event in event-time order (before arrival delays).
-    fn next_in_event_time(&mut self) -> Generated {
+    fn next_in_event_time(&mut self) -> Event {
         if let Some(Reverse(p)) = self.planned.peek().copied()
             && p.ts <= self.clock
         {
@@ -514,20 +611,15 @@ impl Generator {
     }
 }
 
-impl Iterator for Generator {
-    type Item = Generated;
-
-    /// The next transaction in arrival order.
-    fn next(&mut self) -> Option<Generated> {
+impl Generator {
+    /// The next transaction in arrival order, compact.
+    pub fn next_event(&mut self) -> Option<Event> {
         if self.cfg.count.is_some_and(|c| self.emitted >= c) {
             return None;
         }
         loop {
             // An event whose arrival time has come goes out first.
-            let horizon = self
-                .planned
-                .peek()
-                .map_or(self.clock, |Reverse(p)| p.ts.min(self.clock));
+            let horizon = self.horizon();
             if let Some(Reverse(a)) = self.arrivals.peek()
                 && a.arrival <= horizon
             {
@@ -535,7 +627,7 @@ impl Iterator for Generator {
                     continue;
                 };
                 self.emitted += 1;
-                return Some(*a.event);
+                return Some(a.event);
             }
             let event = self.next_in_event_time();
             let delay = if self.rng.random::<f64>() < self.cfg.out_of_order {
@@ -545,12 +637,41 @@ impl Iterator for Generator {
                 0
             };
             let seq = self.next_seq();
+            let arrival = event.ts_micros + delay;
+            // What pushing it and taking the heap's first would do, without the heap: it is
+            // due and comes before every waiting event (theirs have smaller `seq`).
+            if arrival <= self.horizon()
+                && self
+                    .arrivals
+                    .peek()
+                    .is_none_or(|Reverse(a)| arrival < a.arrival)
+            {
+                self.emitted += 1;
+                return Some(event);
+            }
             self.arrivals.push(Reverse(Arrival {
-                arrival: event.ts_micros + delay,
+                arrival,
                 seq,
-                event: Box::new(event),
+                event,
             }));
         }
+    }
+
+    /// Event time up to which arrivals are due: nothing generated later can arrive earlier.
+    fn horizon(&self) -> i64 {
+        self.planned
+            .peek()
+            .map_or(self.clock, |Reverse(p)| p.ts.min(self.clock))
+    }
+}
+
+impl Iterator for Generator {
+    type Item = Generated;
+
+    /// The next transaction in arrival order.
+    fn next(&mut self) -> Option<Generated> {
+        let e = self.next_event()?;
+        Some(self.describe(&e))
     }
 }
 

@@ -8,54 +8,65 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::Instant;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, BooleanArray, Float64Array, RecordBatch, StringBuilder, TimestampMicrosecondArray,
 };
 use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
 use txguard_engine::connector::{ConnectorError, Poll, Source};
 use txguard_engine::event::transaction_schema;
 use txguard_engine::sql::TableDef;
 
-use super::{Generated, Generator, config_from, options::pace_from};
+use super::{Event, Generator, config_from, options::pace_from};
 
-/// Generated transactions as Arrow rows of [`transaction_schema`].
-pub fn to_batch(events: &[Generated]) -> Result<RecordBatch, arrow::error::ArrowError> {
+/// Generated transactions as Arrow rows of [`transaction_schema`], formatted straight into
+/// the column buffers. `id_prefix` is the generator's `tx-{seed:x}-`.
+pub fn to_batch(id_prefix: &str, events: &[Event]) -> Result<RecordBatch, ArrowError> {
     let n = events.len();
-    let strings = |f: &dyn Fn(&Generated) -> Option<&str>| -> ArrayRef {
-        let mut b = StringBuilder::with_capacity(n, n * 12);
+    let mut scratch = String::with_capacity(32);
+    let mut formatted = |f: &dyn Fn(&Event, &mut String), bytes: usize| -> ArrayRef {
+        let mut b = StringBuilder::with_capacity(n, n * bytes);
         for e in events {
-            b.append_option(f(e));
+            scratch.clear();
+            f(e, &mut scratch);
+            b.append_value(&scratch);
         }
         Arc::new(b.finish())
     };
-    let floats = |f: &dyn Fn(&Generated) -> Option<f64>| -> ArrayRef {
-        let mut b = Float64Builder::with_capacity(n);
+    let ids = formatted(
+        &|e, s| e.write_transaction_id(id_prefix, s),
+        id_prefix.len() + 8,
+    );
+    let users = formatted(&|e, s| e.write_user_id(s), 7);
+    let merchants = formatted(&|e, s| e.write_merchant(s), 18);
+    let devices = formatted(&|e, s| e.write_device(s), 9);
+    let fixed = |f: &dyn Fn(&Event) -> &'static str| -> ArrayRef {
+        let mut b = StringBuilder::with_capacity(n, n * 8);
         for e in events {
-            b.append_option(f(e));
+            b.append_value(f(e));
         }
         Arc::new(b.finish())
     };
-    let mut ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut fraud = BooleanBuilder::with_capacity(n);
-    for e in events {
-        ts.append_value(e.ts_micros);
-        fraud.append_option(e.transaction.is_fraud);
-    }
+    let floats = |f: &dyn Fn(&Event) -> f64| -> ArrayRef {
+        Arc::new(Float64Array::from_iter_values(events.iter().map(f)))
+    };
+    let ts = TimestampMicrosecondArray::from_iter_values(events.iter().map(|e| e.ts_micros))
+        .with_timezone("UTC");
+    let fraud: BooleanArray = events.iter().map(|e| Some(e.pattern.is_some())).collect();
     let cols: Vec<ArrayRef> = vec![
-        strings(&|e| Some(&e.transaction.transaction_id)),
-        strings(&|e| Some(&e.transaction.user_id)),
-        floats(&|e| Some(e.transaction.amount)),
-        Arc::new(ts.finish()),
-        strings(&|e| e.transaction.currency.as_deref()),
-        strings(&|e| e.transaction.merchant.as_deref()),
-        strings(&|e| e.transaction.category.as_deref()),
-        strings(&|e| e.transaction.location.as_deref()),
-        strings(&|e| e.transaction.country.as_deref()),
-        strings(&|e| e.transaction.device_id.as_deref()),
-        strings(&|e| e.transaction.channel.as_deref()),
-        floats(&|e| e.transaction.lat),
-        floats(&|e| e.transaction.lon),
-        Arc::new(fraud.finish()),
+        ids,
+        users,
+        floats(&|e| e.amount),
+        Arc::new(ts),
+        fixed(&|e| e.currency()),
+        merchants,
+        fixed(&|e| e.category()),
+        fixed(&|e| e.location()),
+        fixed(&|e| e.country()),
+        devices,
+        fixed(&|e| e.channel),
+        floats(&|e| e.lat),
+        floats(&|e| e.lon),
+        Arc::new(fraud),
     ];
     RecordBatch::try_new(transaction_schema(), cols)
 }
@@ -74,7 +85,7 @@ enum Mode {
         generator: Box<Generator>,
         rate: f64,
         started: Option<Instant>,
-        buf: Vec<Generated>,
+        buf: Vec<Event>,
     },
     Ahead(Receiver<Result<RecordBatch, String>>),
 }
@@ -84,7 +95,6 @@ const AHEAD_BATCH: usize = 8192;
 
 impl GeneratorSource {
     pub fn new(generator: Generator, pace: Option<f64>) -> Self {
-        let generator = generator.without_text_timestamps();
         let emitted = Arc::new(AtomicU64::new(0));
         let mode = match pace {
             Some(rate) => Mode::Paced {
@@ -131,12 +141,12 @@ fn run_ahead(
     let mut buf = Vec::with_capacity(AHEAD_BATCH);
     loop {
         buf.clear();
-        buf.extend(generator.by_ref().take(AHEAD_BATCH));
+        buf.extend(std::iter::from_fn(|| generator.next_event()).take(AHEAD_BATCH));
         if buf.is_empty() {
             return;
         }
         count.fetch_add(buf.len() as u64, Ordering::Relaxed);
-        let batch = to_batch(&buf).map_err(|e| e.to_string());
+        let batch = to_batch(generator.id_prefix(), &buf).map_err(|e| e.to_string());
         if tx.send(batch).is_err() {
             return;
         }
@@ -169,12 +179,13 @@ impl Source for GeneratorSource {
                 }
                 let want = max_rows.max(1).min(ahead as usize);
                 buf.clear();
-                buf.extend(generator.by_ref().take(want));
+                buf.extend(std::iter::from_fn(|| generator.next_event()).take(want));
                 if buf.is_empty() {
                     return Ok(Poll::End);
                 }
                 self.emitted.fetch_add(buf.len() as u64, Ordering::Relaxed);
-                let rows = to_batch(buf).map_err(|e| ConnectorError::new("generator", e))?;
+                let rows = to_batch(generator.id_prefix(), buf)
+                    .map_err(|e| ConnectorError::new("generator", e))?;
                 Ok(Poll::Data { rows, dead: None })
             }
         }

@@ -63,46 +63,42 @@ pub fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
     2.0 * 6371.0 * a.sqrt().asin()
 }
 
-/// One card holder.
 /// A card holder. Kept small and free of heap allocations (a million users is a normal
-/// benchmark): ids and device names are formatted when a transaction needs them.
+/// benchmark): the user's number is its index in the generator's list, and ids and device
+/// names are formatted when a transaction needs them.
 pub struct User {
-    /// The user's number; [`User::id`] is `u` and six digits of it.
-    pub index: u32,
-    pub city: usize,
     pub lat: f64,
     pub lon: f64,
     /// Log-normal parameters of the user's amounts.
     pub mu: f64,
     pub sigma: f64,
-    /// Median amount, `exp(mu)`.
-    pub typical_amount: f64,
-    /// Relative number of transactions per day.
-    pub activity: f64,
     /// Hour of day (UTC) the user is most active.
     pub peak_hour: f64,
-    /// Cumulative category weights (last entry = total).
-    pub category_cdf: [f64; CATEGORIES.len()],
+    /// Cumulative weights of the everyday categories and of electronics; the other risky
+    /// categories weigh nothing, so the last entry is the total.
+    category_cdf: [f64; RISKY_FROM + 1],
     /// The user's usual merchant in each everyday category.
     pub favourite_merchants: [u16; RISKY_FROM],
     /// The user's devices (the first `n_devices` are used).
     devices: [u32; 2],
     n_devices: u8,
+    city: u8,
 }
 
 impl User {
-    pub fn new(index: usize, rng: &mut impl Rng) -> User {
+    /// A new user and their relative number of transactions per day.
+    pub fn new(rng: &mut impl Rng) -> (User, f64) {
         let city = rng.random_range(0..CITIES.len());
         let (_, _, _, lat, lon) = CITIES[city];
         let z: f64 = rng.sample(StandardNormal);
         let mu = 3.4 + 0.7 * z;
         let sigma = rng.random_range(0.35..0.8);
-        let mut weights = [0.0f64; CATEGORIES.len()];
+        let mut weights = [0.0f64; RISKY_FROM + 1];
         for w in weights.iter_mut().take(RISKY_FROM) {
             *w = rng.random::<f64>().powi(3) + 0.01;
         }
         weights[0] += 1.0; // everyone buys groceries
-        // Occasional electronics, almost never the rest of the risky categories.
+        // Occasional electronics, never the rest of the risky categories.
         weights[RISKY_FROM] = 0.02;
         let favourite_merchants =
             std::array::from_fn(|_| rng.random_range(0..MERCHANTS_PER_CATEGORY) as u16);
@@ -111,38 +107,47 @@ impl User {
         for d in devices.iter_mut().take(usize::from(n_devices)) {
             *d = rng.random::<u32>();
         }
-        let mut category_cdf = [0.0; CATEGORIES.len()];
+        let mut category_cdf = [0.0; RISKY_FROM + 1];
         let mut acc = 0.0;
         for (c, w) in category_cdf.iter_mut().zip(&weights) {
             acc += w;
             *c = acc;
         }
-        User {
-            index: index as u32,
-            city,
-            lat: lat + rng.random_range(-0.05..0.05),
-            lon: lon + rng.random_range(-0.05..0.05),
+        // The draws in this order (the generator's output depends on it).
+        let lat = lat + rng.random_range(-0.05..0.05);
+        let lon = lon + rng.random_range(-0.05..0.05);
+        let activity = (0.8 * rng.sample::<f64, _>(StandardNormal)).exp();
+        let peak_hour = rng.random_range(7.0..22.0);
+        let user = User {
+            lat,
+            lon,
             mu,
             sigma,
-            typical_amount: mu.exp(),
-            activity: (0.8 * rng.sample::<f64, _>(StandardNormal)).exp(),
-            peak_hour: rng.random_range(7.0..22.0),
+            peak_hour,
             category_cdf,
             favourite_merchants,
             devices,
             n_devices,
-        }
+            city: city as u8,
+        };
+        (user, activity)
     }
 
-    /// The user's id, e.g. `u000042`.
-    pub fn id(&self) -> String {
-        format!("u{:06}", self.index)
+    /// Index of the user's home city in [`CITIES`].
+    pub fn city(&self) -> usize {
+        usize::from(self.city)
     }
 
-    /// The user's `k`-th device (cycling through the ones they have), e.g. `d1a2b3c4d`.
-    pub fn device(&self, k: usize) -> String {
+    /// Median amount, `exp(mu)`.
+    pub fn typical_amount(&self) -> f64 {
+        self.mu.exp()
+    }
+
+    /// The user's `k`-th device (cycling through the ones they have); its id is `d` and
+    /// eight hex digits of it.
+    pub fn device(&self, k: usize) -> u32 {
         let n = usize::from(self.n_devices.max(1));
-        format!("d{:08x}", self.devices[k % n])
+        self.devices[k % n]
     }
 
     /// A typical amount for this user, rounded to cents.
@@ -155,9 +160,12 @@ impl User {
     pub fn draw_category(&self, rng: &mut impl Rng) -> usize {
         let total = self.category_cdf.last().copied().unwrap_or(1.0);
         let x = rng.random::<f64>() * total;
-        self.category_cdf
-            .partition_point(|&c| c <= x)
-            .min(CATEGORIES.len() - 1)
+        // At or past the total: the last category, as a CDF over all of them (the weightless
+        // ones repeating the total) would say.
+        match self.category_cdf.partition_point(|&c| c <= x) {
+            i if i == self.category_cdf.len() => CATEGORIES.len() - 1,
+            i => i,
+        }
     }
 
     /// Probability the user transacts at `hour` (UTC), relative to their peak.
