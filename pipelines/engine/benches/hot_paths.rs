@@ -1,5 +1,6 @@
 //! Throughput of the engine's hot paths on generator data, one thread:
-//! generate → JSON, JSON → Arrow (decode), event-time buffer, OVER windows, TUMBLE aggregation.
+//! generate → JSON, generate → Arrow (the pipeline's source), JSON → Arrow (decode), event-time
+//! buffer, OVER windows, TUMBLE aggregation.
 //!
 //!     cargo bench -p txguard-engine --bench hot_paths [-- --rows N]
 
@@ -7,7 +8,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
-use txguard_connectors::generator::{Generator, GeneratorConfig};
+use txguard_connectors::generator::{Generator, GeneratorConfig, to_batch};
 use txguard_engine::decode::Decoder;
 use txguard_engine::event::transaction_schema;
 use txguard_engine::over::{OverAgg, OverFn, OverWindows};
@@ -31,17 +32,32 @@ fn main() {
         .unwrap_or(1_000_000usize);
     let users = 100_000;
 
-    let t = Instant::now();
-    let lines: Vec<Vec<u8>> = Generator::new(GeneratorConfig {
+    let cfg = GeneratorConfig {
         users,
         count: Some(rows as u64),
         events_per_second: 50.0,
         ..Default::default()
-    })
-    .expect("generator")
-    .map(|e| serde_json::to_vec(&e.transaction).expect("json"))
-    .collect();
+    };
+    let t = Instant::now();
+    let lines: Vec<Vec<u8>> = Generator::new(cfg.clone())
+        .expect("generator")
+        .map(|e| serde_json::to_vec(&e.transaction).expect("json"))
+        .collect();
     let t_gen = t.elapsed().as_secs_f64();
+
+    // What the generator source does on its thread.
+    let (t_arrow, ()) = best_of(|| {
+        let mut g = Generator::new(cfg.clone()).expect("generator");
+        let mut buf = Vec::with_capacity(BATCH);
+        loop {
+            buf.clear();
+            buf.extend(std::iter::from_fn(|| g.next_event()).take(BATCH));
+            if buf.is_empty() {
+                break;
+            }
+            black_box(to_batch(g.id_prefix(), &buf).expect("batch"));
+        }
+    });
 
     let (t_decode, batches) = best_of(|| {
         let mut d = Decoder::default();
@@ -105,6 +121,10 @@ fn main() {
     println!("| stage | throughput |");
     println!("|---|---|");
     println!("| generate + serialise JSON | {} |", rate(rows, t_gen));
+    println!(
+        "| generate → Arrow batches (incl. making {users} users) | {} |",
+        rate(rows, t_arrow)
+    );
     println!(
         "| decode JSON → Arrow (dead-letter checks) | {} |",
         rate(rows, t_decode)

@@ -313,7 +313,7 @@ impl Generator {
     }
 
     /// `tx-{seed:x}-`, the start of every transaction id.
-    pub(crate) fn id_prefix(&self) -> &str {
+    pub fn id_prefix(&self) -> &str {
         &self.id_prefix
     }
 
