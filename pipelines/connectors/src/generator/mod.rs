@@ -269,6 +269,9 @@ impl Ord for Arrival {
 pub struct Generator {
     cfg: GeneratorConfig,
     rng: ChaCha8Rng,
+    /// The same stream as `rng` was when the users were made, to redraw a user's exact
+    /// category weights (see [`User::draw_category`]).
+    replay: ChaCha8Rng,
     users: Vec<User>,
     /// Users weighted by activity, sampled in O(1) (a million users is a normal benchmark).
     activity: WeightedAliasIndex<f64>,
@@ -295,6 +298,7 @@ impl Generator {
         let id_prefix = format!("tx-{:x}-", cfg.seed);
         Ok(Generator {
             clock: cfg.start_micros,
+            replay: ChaCha8Rng::seed_from_u64(cfg.seed),
             cfg,
             rng,
             users,
@@ -404,10 +408,10 @@ impl Generator {
 
     fn normal(&mut self, ts: i64, user: usize) -> Event {
         let u = &self.users[user];
-        let category = u.draw_category(&mut self.rng);
+        let category = u.draw_category(&mut self.rng, &mut self.replay);
         let amount = u.draw_amount(&mut self.rng);
         let n = if category < RISKY_FROM && self.rng.random::<f64>() < 0.6 {
-            u.favourite_merchants[category]
+            u16::from(u.favourite_merchants[category])
         } else {
             self.rng.random_range(0..MERCHANTS_PER_CATEGORY) as u16
         };
@@ -529,7 +533,7 @@ impl Generator {
     }
 
     fn realise(&mut self, p: Planned) -> Event {
-        let usual = self.users[p.user].draw_category(&mut self.rng);
+        let usual = self.users[p.user].draw_category(&mut self.rng, &mut self.replay);
         match p.kind {
             PlannedKind::Spike => self.fraud(
                 &p,

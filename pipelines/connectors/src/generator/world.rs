@@ -2,6 +2,7 @@
 //! spending profiles, home locations, merchants, devices and daily rhythms.
 
 use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
 /// (name, country, currency, lat, lon)
@@ -51,8 +52,31 @@ pub const CATEGORIES: [&str; 14] = [
 ];
 /// Index of the first category fraudsters favour.
 pub const RISKY_FROM: usize = 10;
-/// Merchants per category.
+/// Merchants per category (a user's favourites are kept as `u8`).
 pub const MERCHANTS_PER_CATEGORY: usize = 200;
+const _: () = assert!(MERCHANTS_PER_CATEGORY <= 256);
+
+/// Steps of the quantised category CDF a user keeps (its exact values are drawn again from
+/// the random stream when a draw falls too close to a step to tell).
+const CDF_STEPS: f64 = 65536.0;
+
+/// Cumulative category weights drawn from `rng`: random everyday weights (groceries for
+/// everyone), occasional electronics, never the other risky categories.
+fn category_cdf(rng: &mut ChaCha8Rng) -> [f64; RISKY_FROM + 1] {
+    let mut weights = [0.0f64; RISKY_FROM + 1];
+    for w in weights.iter_mut().take(RISKY_FROM) {
+        *w = rng.random::<f64>().powi(3) + 0.01;
+    }
+    weights[0] += 1.0;
+    weights[RISKY_FROM] = 0.02;
+    let mut cdf = [0.0; RISKY_FROM + 1];
+    let mut acc = 0.0;
+    for (c, w) in cdf.iter_mut().zip(&weights) {
+        acc += w;
+        *c = acc;
+    }
+    cdf
+}
 
 /// Great-circle distance in km.
 pub fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
@@ -74,44 +98,44 @@ pub struct User {
     pub sigma: f64,
     /// Hour of day (UTC) the user is most active.
     pub peak_hour: f64,
-    /// Cumulative weights of the everyday categories and of electronics; the other risky
-    /// categories weigh nothing, so the last entry is the total.
-    category_cdf: [f64; RISKY_FROM + 1],
+    /// Sum of the category weights (the everyday ones and electronics; the other risky
+    /// categories weigh nothing).
+    category_total: f64,
+    /// Where in the generator's random stream (ChaCha word position) the weights were drawn.
+    weights_at: u64,
+    /// The cumulative weights of the everyday categories as steps of `total / CDF_STEPS`,
+    /// rounded down: 20 bytes instead of the 88 of the exact CDF.
+    category_steps: [u16; RISKY_FROM],
     /// The user's usual merchant in each everyday category.
-    pub favourite_merchants: [u16; RISKY_FROM],
+    pub favourite_merchants: [u8; RISKY_FROM],
     /// The user's devices (the first `n_devices` are used).
     devices: [u32; 2],
     n_devices: u8,
     city: u8,
 }
 
+// A million users is 96 MB.
+const _: () = assert!(std::mem::size_of::<User>() <= 96);
+
 impl User {
     /// A new user and their relative number of transactions per day.
-    pub fn new(rng: &mut impl Rng) -> (User, f64) {
+    pub fn new(rng: &mut ChaCha8Rng) -> (User, f64) {
         let city = rng.random_range(0..CITIES.len());
         let (_, _, _, lat, lon) = CITIES[city];
         let z: f64 = rng.sample(StandardNormal);
         let mu = 3.4 + 0.7 * z;
         let sigma = rng.random_range(0.35..0.8);
-        let mut weights = [0.0f64; RISKY_FROM + 1];
-        for w in weights.iter_mut().take(RISKY_FROM) {
-            *w = rng.random::<f64>().powi(3) + 0.01;
-        }
-        weights[0] += 1.0; // everyone buys groceries
-        // Occasional electronics, never the rest of the risky categories.
-        weights[RISKY_FROM] = 0.02;
+        let weights_at = rng.get_word_pos() as u64;
+        let category_cdf = category_cdf(rng);
+        let category_total = category_cdf[RISKY_FROM];
+        let category_steps =
+            std::array::from_fn(|i| (category_cdf[i] / category_total * CDF_STEPS).floor() as u16);
         let favourite_merchants =
-            std::array::from_fn(|_| rng.random_range(0..MERCHANTS_PER_CATEGORY) as u16);
+            std::array::from_fn(|_| rng.random_range(0..MERCHANTS_PER_CATEGORY) as u8);
         let n_devices: u8 = rng.random_range(1..=2);
         let mut devices = [0u32; 2];
         for d in devices.iter_mut().take(usize::from(n_devices)) {
             *d = rng.random::<u32>();
-        }
-        let mut category_cdf = [0.0; RISKY_FROM + 1];
-        let mut acc = 0.0;
-        for (c, w) in category_cdf.iter_mut().zip(&weights) {
-            acc += w;
-            *c = acc;
         }
         // The draws in this order (the generator's output depends on it).
         let lat = lat + rng.random_range(-0.05..0.05);
@@ -124,7 +148,9 @@ impl User {
             mu,
             sigma,
             peak_hour,
-            category_cdf,
+            category_total,
+            weights_at,
+            category_steps,
             favourite_merchants,
             devices,
             n_devices,
@@ -156,15 +182,42 @@ impl User {
         ((self.mu + self.sigma * z).exp() * 100.0).round() / 100.0
     }
 
-    /// A category index drawn from the user's preferences.
-    pub fn draw_category(&self, rng: &mut impl Rng) -> usize {
-        let total = self.category_cdf.last().copied().unwrap_or(1.0);
-        let x = rng.random::<f64>() * total;
+    /// A category index drawn from the user's preferences. `replay` is a generator of the
+    /// same seed as the one that made the user: it redraws the exact weights when the steps
+    /// cannot tell (about one draw in 2000).
+    pub fn draw_category(&self, rng: &mut impl Rng, replay: &mut ChaCha8Rng) -> usize {
+        let x = rng.random::<f64>() * self.category_total;
+        self.category_for(x, replay)
+    }
+
+    /// The category at `x` in `0..=total` of the user's cumulative weights.
+    fn category_for(&self, x: f64, replay: &mut ChaCha8Rng) -> usize {
+        let total = self.category_total;
+        let step = (x / total * CDF_STEPS).floor();
+        // How many cumulative weights are <= x; a step of rounding either side is certain.
+        let mut below = 0;
+        for &s in &self.category_steps {
+            let s = f64::from(s);
+            if step > s + 1.0 {
+                below += 1;
+            } else if step + 1.0 < s {
+                break;
+            } else {
+                replay.set_word_pos(u128::from(self.weights_at));
+                let cdf = category_cdf(replay);
+                below = cdf.partition_point(|&c| c <= x);
+                break;
+            }
+        }
+        if below == RISKY_FROM && total <= x {
+            below += 1;
+        }
         // At or past the total: the last category, as a CDF over all of them (the weightless
         // ones repeating the total) would say.
-        match self.category_cdf.partition_point(|&c| c <= x) {
-            i if i == self.category_cdf.len() => CATEGORIES.len() - 1,
-            i => i,
+        if below == RISKY_FROM + 1 {
+            CATEGORIES.len() - 1
+        } else {
+            below
         }
     }
 
@@ -173,5 +226,46 @@ impl User {
         let d = (hour - self.peak_hour).abs();
         let d = d.min(24.0 - d);
         0.05 + 0.95 * (-(d * d) / (2.0 * 3.5 * 3.5)).exp()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    /// The quantised steps (with their exact redraws) pick the category the exact CDF picks,
+    /// including the draws that land next to a step.
+    #[test]
+    fn category_draws_equal_the_exact_cdf() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let users: Vec<User> = (0..500).map(|_| User::new(&mut rng).0).collect();
+        let mut replay = ChaCha8Rng::seed_from_u64(7);
+        let mut exact_rng = ChaCha8Rng::seed_from_u64(7);
+        let (mut draws, mut near_a_step) = (ChaCha8Rng::seed_from_u64(99), 0);
+        for u in &users {
+            exact_rng.set_word_pos(u128::from(u.weights_at));
+            let cdf = category_cdf(&mut exact_rng);
+            let exact = |x: f64| match cdf.partition_point(|&c| c <= x) {
+                i if i == cdf.len() => CATEGORIES.len() - 1,
+                i => i,
+            };
+            for _ in 0..400 {
+                let mut probe = draws.clone();
+                let x = probe.random::<f64>() * u.category_total;
+                assert_eq!(u.draw_category(&mut draws, &mut replay), exact(x));
+            }
+            // Right at each cumulative weight and one ulp either side.
+            for &c in &cdf {
+                for x in [c.next_down(), c, c.next_up()] {
+                    near_a_step += 1;
+                    let r = x / u.category_total;
+                    let got = u.category_for(r * u.category_total, &mut replay);
+                    assert_eq!(got, exact(r * u.category_total), "x = {x}");
+                }
+            }
+        }
+        assert!(near_a_step > 0);
     }
 }
