@@ -2,7 +2,8 @@
 # Installs what the tests and benchmarks need beyond the Rust toolchain: OpenSSL headers and
 # socat (Debian packages, when missing), the Python packages
 # in requirements-dev.txt (scikit-learn for parity tests, deltalake to read back the Delta
-# tables, check-jsonschema for the compose file, kafka-python as an independent Kafka client)
+# tables, check-jsonschema for the compose file, kafka-python as an independent Kafka client,
+# moto's S3-compatible server for the Delta-on-S3 test)
 # and the tansu Kafka broker. Idempotent and quiet when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +37,7 @@ for line in open("requirements-dev.txt"):
     line = line.split("#")[0].strip()
     if line:
         name, ver = line.split("==")
-        want[name] = ver
+        want[name.split("[")[0]] = ver
 sys.exit(0 if all(m.version(k) == v for k, v in want.items()) else 1)
 PYEOF
 then

@@ -15,6 +15,27 @@ use arrow::datatypes::SchemaRef;
 use txguard_engine::connector::{ConnectorError, Sink, Source};
 use txguard_engine::sql::{ConnectorSpec, TableDef};
 
+/// The `key=value` pairs of a text option (separated by commas or semicolons), such as
+/// Kafka's `client_configs` and Delta's `storage_options`; none when the option is absent.
+pub fn key_value_option(
+    table: &TableDef,
+    option: &str,
+) -> Result<Vec<(String, String)>, ConnectorError> {
+    let Some(text) = table.option(option).map(|o| o.value.as_text()) else {
+        return Ok(Vec::new());
+    };
+    text.split([',', ';'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').ok_or_else(|| {
+                ConnectorError::new(&table.name, format!("{option}: {pair:?} is not key=value"))
+            })?;
+            Ok((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
 /// Every connector's `WITH (...)` specification, for validating pipeline files.
 pub fn specs() -> Vec<ConnectorSpec> {
     vec![

@@ -2,8 +2,9 @@
 //! creating it with the sink table's columns on first use. Rows are encoded to Parquet as they
 //! arrive; each checkpoint epoch becomes one Delta commit carrying the application
 //! transaction `txn(app_id = "txguard-<table>", version = epoch)`, so a restarted run knows
-//! the last epoch that landed and never commits one twice. Local paths (and `memory://`);
-//! object stores need deltalake's cloud features, which this build does not enable yet.
+//! the last epoch that landed and never commits one twice. Local paths, `memory://` and S3
+//! (`s3://bucket/path`, or any S3-compatible store through `AWS_ENDPOINT_URL`), configured by
+//! `storage_options` and the usual `AWS_*` environment variables.
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Schema, SchemaRef};
@@ -31,7 +32,16 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
             key: "path",
             kind: OptionKind::Text,
             required: true,
-            help: "the table's location: a local directory (created if missing)",
+            help: "the table's location: a local directory (created if missing) or \
+                   s3://bucket/path",
+        },
+        OptionSpec {
+            key: "storage_options",
+            kind: OptionKind::Text,
+            required: false,
+            help: "object-store settings, 'key=value' separated by commas (e.g. \
+                   'AWS_ENDPOINT_URL=http://minio:9000,AWS_ALLOW_HTTP=true'); credentials \
+                   are best left to the AWS_* environment variables",
         },
         OptionSpec {
             key: "format",
@@ -182,13 +192,16 @@ impl DeltaSink {
             .option("path")
             .map(|o| o.value.as_text())
             .ok_or_else(|| ConnectorError::new(&table.name, "needs option path"))?;
-        DeltaSink::open_at(&table.name, &location, schema).await
+        let storage = crate::key_value_option(table, "storage_options")?;
+        DeltaSink::open_at(&table.name, &location, schema, storage).await
     }
 
+    /// Opens (or creates) the table at `location` with object-store settings `storage`.
     pub async fn open_at(
         name: &str,
         location: &str,
         schema: SchemaRef,
+        storage: Vec<(String, String)>,
     ) -> Result<Self, ConnectorError> {
         let err = |e: &dyn std::fmt::Display| delta_err(name, location, e);
         let url = deltalake::ensure_table_uri(location).map_err(|e| err(&e))?;
@@ -197,13 +210,20 @@ impl DeltaSink {
         let is_new_local = url
             .to_file_path()
             .is_ok_and(|p| !p.join("_delta_log").exists());
-        let mut table = if is_new_local {
-            deltalake::DeltaTableBuilder::from_url(url.clone())
-                .and_then(|b| b.build())
-                .map_err(|e| err(&e))?
-        } else {
-            DeltaTable::try_from_url(url).await.map_err(|e| err(&e))?
-        };
+        let mut table = deltalake::DeltaTableBuilder::from_url(url)
+            .and_then(|b| {
+                b.with_storage_options(storage.into_iter().collect())
+                    .build()
+            })
+            .map_err(|e| err(&e))?;
+        if !is_new_local {
+            match table.load().await {
+                Ok(()) => {}
+                // An empty location (e.g. a new S3 prefix): the table is created below.
+                Err(deltalake::DeltaTableError::NotATable(_)) => {}
+                Err(e) => return Err(err(&e)),
+            }
+        }
         if table.version().is_none() {
             let delta_schema: StructType = schema
                 .as_ref()

@@ -56,7 +56,7 @@ async fn creates_appends_and_remembers_its_epochs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("scored");
     let loc = path.to_string_lossy().to_string();
-    let mut s = DeltaSink::open_at("scored", &loc, schema())
+    let mut s = DeltaSink::open_at("scored", &loc, schema(), Vec::new())
         .await
         .expect("open");
     assert_eq!(s.last_epoch(), None);
@@ -75,7 +75,7 @@ async fn creates_appends_and_remembers_its_epochs() {
     assert_eq!(log.len(), 3, "create + two commits");
 
     // A new run sees the last epoch and does not commit an old one again.
-    let mut again = DeltaSink::open_at("scored", &loc, schema())
+    let mut again = DeltaSink::open_at("scored", &loc, schema(), Vec::new())
         .await
         .expect("reopen");
     assert_eq!(again.last_epoch(), Some(3));
@@ -95,11 +95,11 @@ async fn creates_appends_and_remembers_its_epochs() {
 async fn refuses_a_table_with_other_columns() {
     let dir = tempfile::tempdir().expect("tempdir");
     let loc = dir.path().join("t").to_string_lossy().to_string();
-    DeltaSink::open_at("t", &loc, schema())
+    DeltaSink::open_at("t", &loc, schema(), Vec::new())
         .await
         .expect("create");
     let other = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
-    let e = DeltaSink::open_at("t", &loc, other)
+    let e = DeltaSink::open_at("t", &loc, other, Vec::new())
         .await
         .err()
         .expect("mismatch");
@@ -109,4 +109,126 @@ async fn refuses_a_table_with_other_columns() {
         "{msg}"
     );
     assert!(msg.contains("pipeline writes (x Int64)"), "{msg}");
+}
+
+/// An S3-compatible server for the test: moto's standalone server (installed by
+/// scripts/setup.sh), on a free port, with a bucket `lake`. Stopped when dropped.
+struct S3Server {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl S3Server {
+    fn start() -> S3Server {
+        let py = std::env::var("TXGUARD_PYTHON").unwrap_or_else(|_| "python3".into());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = std::process::Command::new(&py)
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m moto.server (run scripts/setup.sh)");
+        let server = S3Server {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        server.python(&format!(
+            "import boto3; boto3.client('s3', endpoint_url='{}', aws_access_key_id='test', \
+             aws_secret_access_key='test', region_name='us-east-1').create_bucket(Bucket='lake')",
+            server.endpoint
+        ));
+        server
+    }
+
+    /// The storage options of a table in the server's bucket.
+    fn options(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_CONDITIONAL_PUT", "etag"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// Runs Python code (with moto's boto3 and delta-rs at hand) and returns what it printed.
+    fn python(&self, code: &str) -> String {
+        let py = std::env::var("TXGUARD_PYTHON").unwrap_or_else(|_| "python3".into());
+        let out = std::process::Command::new(py)
+            .args(["-c", code])
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "python failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A table on an S3-compatible store: created under an empty prefix, appended in two epochs
+/// by two sink instances (the second learns the first's epoch from the log), and read back
+/// by delta-rs's Python package from the same bucket.
+#[tokio::test]
+async fn writes_a_table_to_an_s3_compatible_store() {
+    let s3 = S3Server::start();
+    let loc = "s3://lake/tables/scored";
+    let mut s = DeltaSink::open_at("scored", loc, schema(), s3.options())
+        .await
+        .expect("open on s3");
+    assert_eq!(s.last_epoch(), None);
+    s.write(batch(&["a", "b", "c"])).await.expect("write");
+    s.commit(1).await.expect("commit 1");
+    drop(s);
+
+    let mut again = DeltaSink::open_at("scored", loc, schema(), s3.options())
+        .await
+        .expect("reopen on s3");
+    assert_eq!(again.last_epoch(), Some(1));
+    again.write(batch(&["d", "e"])).await.expect("write");
+    again.commit(2).await.expect("commit 2");
+
+    let opts: Vec<String> = s3
+        .options()
+        .iter()
+        .map(|(k, v)| format!("'{k}': '{v}'"))
+        .collect();
+    let read = s3.python(&format!(
+        "from deltalake import DeltaTable, QueryBuilder\n\
+         dt = DeltaTable('{loc}', storage_options={{{}}})\n\
+         t = QueryBuilder().register('t', dt).execute(\
+         'SELECT COUNT(*), COUNT(DISTINCT transaction_id) FROM t').read_all()\n\
+         print(dt.version(), t.column(0)[0].as_py(), t.column(1)[0].as_py())",
+        opts.join(", ")
+    ));
+    // Version 0 creates the table; epochs 1 and 2 are versions 1 and 2.
+    assert_eq!(read, "2 5 5");
 }

@@ -126,20 +126,8 @@ pub fn client_config(table: &TableDef) -> Result<ClientConfig, ConnectorError> {
         .ok_or_else(|| ConnectorError::new(&table.name, "needs option bootstrap_servers"))?;
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", servers);
-    if let Some(extra) = table.option("client_configs").map(|o| o.value.as_text()) {
-        for pair in extra
-            .split([',', ';'])
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
-            let (k, v) = pair.split_once('=').ok_or_else(|| {
-                ConnectorError::new(
-                    &table.name,
-                    format!("client_configs: {pair:?} is not key=value"),
-                )
-            })?;
-            cfg.set(k.trim(), v.trim());
-        }
+    for (k, v) in crate::key_value_option(table, "client_configs")? {
+        cfg.set(k, v);
     }
     Ok(cfg)
 }
