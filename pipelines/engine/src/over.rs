@@ -384,8 +384,7 @@ impl OverWindows {
             }
             let horizon = t.saturating_sub(self.max_range);
             group.clear();
-            for r in start..end {
-                let s = slot_ids[r];
+            for (r, &s) in (start..end).zip(&slot_ids[start..end]) {
                 group.push(s);
                 let slot = &mut self.slots[s as usize];
                 if lag_k > 0 {
@@ -439,9 +438,10 @@ impl OverWindows {
                             continue;
                         };
                         let frame_rows = &rows[firsts[frame] * stride..];
-                        let values = frame_rows.chunks_exact(stride).filter_map(|row| {
-                            (row[1] & (1u64 << input) == 0).then(|| f64::from_bits(row[2 + input]))
-                        });
+                        let values = frame_rows
+                            .chunks_exact(stride)
+                            .filter(|row| row[1] & (1u64 << input) == 0)
+                            .map(|row| f64::from_bits(row[2 + input]));
                         match out {
                             Out::Count(v) => v.push(if func == OverFn::CountRows {
                                 (frame_rows.len() / stride) as i64
