@@ -308,7 +308,12 @@ fn sessions_terminated_mid_run_lose_nothing() {
         "the test must have terminated the pipeline's sessions (did {})",
         kills.load(Ordering::Relaxed)
     );
-    assert!(err.contains("retrying in"), "retries are logged:\n{err}");
+    // A session killed mid-write is retried; one killed while idle is replaced before the
+    // next write. Either way the log says so.
+    assert!(
+        err.contains("retrying in") || err.contains("closed while idle; opening a new one"),
+        "lost sessions are logged:\n{err}"
+    );
     let c = rt.block_on(client(&conn));
     let (rows, flagged, anomalies) = rt.block_on(async {
         (

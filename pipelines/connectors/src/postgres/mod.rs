@@ -177,7 +177,7 @@ async fn open_session(cfg: &Config) -> Result<Client, tokio_postgres::Error> {
     let (client, conn) = cfg.connect(NoTls).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
-            tracing::debug!("postgres connection ended: {e}");
+            tracing::warn!("Postgres session ended: {e}");
         }
     });
     Ok(client)
@@ -569,6 +569,13 @@ impl PostgresSink {
     /// into the staging table and merged with `ON CONFLICT`, for this and the next
     /// [`UPSERT_RUN`] batches.
     async fn try_flush(&mut self, data: &Bytes) -> Result<(), tokio_postgres::Error> {
+        if self.session.as_ref().is_some_and(|s| s.client.is_closed()) {
+            tracing::warn!(
+                table = %self.name,
+                "the Postgres session at {} was closed while idle; opening a new one",
+                describe(&self.cfg)
+            );
+        }
         if self.session.as_ref().is_none_or(|s| s.client.is_closed()) {
             let client = open_session(&self.cfg).await?;
             self.session = Some(self.prepare(client).await?);
