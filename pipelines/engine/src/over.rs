@@ -8,7 +8,7 @@
 //! DataFusion's batch execution): a RANGE frame includes the current row's peers (rows of the
 //! key with the same `ts`); aggregates over an empty input are NULL except COUNT.
 //!
-//! State layout (a million keys is a normal benchmark): keys live in a slab of [`Slot`]s found
+//! State layout (a million keys is a normal benchmark): keys live in a slab of slots found
 //! through a `HashTable<u32>` of slot numbers (one hash per row), a key's frame rows are one
 //! flat deque of words (`ts`, a NULL mask, the frame inputs), and LAG keeps only the LAG inputs
 //! of the previous row, in one flat array indexed by slot.
