@@ -205,24 +205,21 @@ impl DeltaSink {
     ) -> Result<Self, ConnectorError> {
         let err = |e: &dyn std::fmt::Display| delta_err(name, location, e);
         let url = deltalake::ensure_table_uri(location).map_err(|e| err(&e))?;
-        // A local directory without a log is a new table: create it without first asking
-        // deltalake to load it (which logs an error for the missing log).
-        let is_new_local = url
-            .to_file_path()
-            .is_ok_and(|p| !p.join("_delta_log").exists());
         let mut table = deltalake::DeltaTableBuilder::from_url(url)
             .and_then(|b| {
                 b.with_storage_options(storage.into_iter().collect())
                     .build()
             })
             .map_err(|e| err(&e))?;
-        if !is_new_local {
-            match table.load().await {
-                Ok(()) => {}
-                // An empty location (e.g. a new S3 prefix): the table is created below.
-                Err(deltalake::DeltaTableError::NotATable(_)) => {}
-                Err(e) => return Err(err(&e)),
-            }
+        // A location without a log (a new directory or S3 prefix) is a new table: it is
+        // created below without first asking deltalake to load it (which logs an error for
+        // the missing log).
+        if table
+            .verify_deltatable_existence()
+            .await
+            .map_err(|e| err(&e))?
+        {
+            table.load().await.map_err(|e| err(&e))?;
         }
         if table.version().is_none() {
             let delta_schema: StructType = schema
