@@ -131,11 +131,11 @@ struct Draft {
     pattern: Option<FraudPattern>,
 }
 
-/// A merchant: the `n`-th of a category (`m-groceries-17`), or a card tester's online shop
-/// (`m-online_retail-t123`).
+/// A merchant of the transaction's category: its `n`-th (`m-groceries-17`), or a card
+/// tester's shop (`m-online_retail-t123`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Merchant {
-    Regular { category: u8, n: u16 },
+    Regular(u16),
     CardTest(u16),
 }
 
@@ -199,20 +199,19 @@ impl Event {
         }
     }
 
+    /// `m-`, the category, `-`, and the merchant's number (after a `t` for card testers).
     fn write_merchant(&self, out: &mut String) {
-        let mut b = itoa::Buffer::new();
-        match self.merchant {
-            Merchant::Regular { category, n } => {
-                out.push_str("m-");
-                out.push_str(CATEGORIES[usize::from(category)]);
-                out.push('-');
-                out.push_str(b.format(n));
-            }
+        out.push_str("m-");
+        out.push_str(self.category());
+        out.push('-');
+        let n = match self.merchant {
+            Merchant::Regular(n) => n,
             Merchant::CardTest(n) => {
-                out.push_str("m-online_retail-t");
-                out.push_str(b.format(n));
+                out.push('t');
+                n
             }
-        }
+        };
+        out.push_str(itoa::Buffer::new().format(n));
     }
 }
 
@@ -415,10 +414,7 @@ impl Generator {
         } else {
             self.rng.random_range(0..MERCHANTS_PER_CATEGORY) as u16
         };
-        let merchant = Merchant::Regular {
-            category: category as u8,
-            n,
-        };
+        let merchant = Merchant::Regular(n);
         let r = self.rng.random::<f64>();
         let channel = if r < 0.7 {
             "pos"
@@ -513,10 +509,7 @@ impl Generator {
     ) -> Event {
         let typical = self.users[p.user].typical_amount();
         let amount = (typical * self.rng.random_range(factor) * 100.0).round() / 100.0;
-        let merchant = Merchant::Regular {
-            category: category as u8,
-            n: self.rng.random_range(0..MERCHANTS_PER_CATEGORY) as u16,
-        };
+        let merchant = Merchant::Regular(self.rng.random_range(0..MERCHANTS_PER_CATEGORY) as u16);
         self.make(
             p.ts,
             p.user,
@@ -578,7 +571,7 @@ impl Generator {
                     p.user,
                     Draft {
                         amount,
-                        category: 4,
+                        category: 4, // online_retail
                         merchant: Merchant::CardTest((tag % 997) as u16),
                         city: None,
                         channel: "online",
