@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
-use txguard_connectors::generator::{Generator, GeneratorConfig, to_batch};
+use txguard_connectors::generator::{Generator, GeneratorConfig};
 use txguard_engine::decode::Decoder;
 use txguard_engine::event::transaction_schema;
 use txguard_engine::over::{OverAgg, OverFn, OverWindows};
@@ -48,14 +48,8 @@ fn main() {
     // What the generator source does on its thread.
     let (t_arrow, ()) = best_of(|| {
         let mut g = Generator::new(cfg.clone()).expect("generator");
-        let mut buf = Vec::with_capacity(BATCH);
-        loop {
-            buf.clear();
-            buf.extend(std::iter::from_fn(|| g.next_event()).take(BATCH));
-            if buf.is_empty() {
-                break;
-            }
-            black_box(to_batch(g.id_prefix(), &buf).expect("batch"));
+        while let Some(b) = g.next_batch(BATCH) {
+            black_box(b.expect("batch"));
         }
     });
 

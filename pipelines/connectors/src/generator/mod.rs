@@ -18,7 +18,7 @@ mod source;
 mod world;
 
 pub use options::{SPEC, config_from, pace_from};
-pub use source::{GeneratorSource, to_batch};
+pub use source::GeneratorSource;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -140,7 +140,8 @@ enum Merchant {
 }
 
 /// One generated transaction, compact and free of heap allocations: its text fields are
-/// formatted only on output ([`Generated`] for JSON, [`to_batch`] straight into Arrow).
+/// formatted only on output ([`Generated`] for JSON, [`Generator::next_batch`] straight into
+/// Arrow).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Event {
     pub ts_micros: i64,
@@ -282,6 +283,8 @@ pub struct Generator {
     arrivals: BinaryHeap<Reverse<Arrival>>,
     /// `tx-{seed:x}-`, the start of every transaction id.
     id_prefix: String,
+    /// The events of the batch being made, kept for the next ([`Generator::next_batch`]).
+    batch: Vec<Event>,
 }
 
 impl Generator {
@@ -308,16 +311,12 @@ impl Generator {
             planned: BinaryHeap::new(),
             arrivals: BinaryHeap::new(),
             id_prefix,
+            batch: Vec::new(),
         })
     }
 
     pub fn config(&self) -> &GeneratorConfig {
         &self.cfg
-    }
-
-    /// `tx-{seed:x}-`, the start of every transaction id.
-    pub fn id_prefix(&self) -> &str {
-        &self.id_prefix
     }
 
     /// Transactions emitted so far.

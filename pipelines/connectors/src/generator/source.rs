@@ -18,9 +18,22 @@ use txguard_engine::sql::TableDef;
 
 use super::{Event, Generator, config_from, options::pace_from};
 
+impl Generator {
+    /// The next (up to) `rows` transactions in arrival order as Arrow rows of
+    /// [`transaction_schema`]; `None` once the generator has ended.
+    pub fn next_batch(&mut self, rows: usize) -> Option<Result<RecordBatch, ArrowError>> {
+        let mut events = std::mem::take(&mut self.batch);
+        events.clear();
+        events.extend(std::iter::from_fn(|| self.next_event()).take(rows));
+        let batch = (!events.is_empty()).then(|| to_batch(&self.id_prefix, &events));
+        self.batch = events;
+        batch
+    }
+}
+
 /// Generated transactions as Arrow rows of [`transaction_schema`], formatted straight into
 /// the column buffers. `id_prefix` is the generator's `tx-{seed:x}-`.
-pub fn to_batch(id_prefix: &str, events: &[Event]) -> Result<RecordBatch, ArrowError> {
+fn to_batch(id_prefix: &str, events: &[Event]) -> Result<RecordBatch, ArrowError> {
     let n = events.len();
     let mut scratch = String::with_capacity(32);
     let mut formatted = |f: &dyn Fn(&Event, &mut String), bytes: usize| -> ArrayRef {
@@ -85,7 +98,6 @@ enum Mode {
         generator: Box<Generator>,
         rate: f64,
         started: Option<Instant>,
-        buf: Vec<Event>,
     },
     Ahead(Receiver<Result<RecordBatch, String>>),
 }
@@ -101,7 +113,6 @@ impl GeneratorSource {
                 generator: Box::new(generator),
                 rate,
                 started: None,
-                buf: Vec::new(),
             },
             None => {
                 let (tx, rx) = sync_channel(4);
@@ -138,16 +149,11 @@ fn run_ahead(
     tx: &SyncSender<Result<RecordBatch, String>>,
     count: &AtomicU64,
 ) {
-    let mut buf = Vec::with_capacity(AHEAD_BATCH);
-    loop {
-        buf.clear();
-        buf.extend(std::iter::from_fn(|| generator.next_event()).take(AHEAD_BATCH));
-        if buf.is_empty() {
-            return;
+    while let Some(batch) = generator.next_batch(AHEAD_BATCH) {
+        if let Ok(b) = &batch {
+            count.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
         }
-        count.fetch_add(buf.len() as u64, Ordering::Relaxed);
-        let batch = to_batch(generator.id_prefix(), &buf).map_err(|e| e.to_string());
-        if tx.send(batch).is_err() {
+        if tx.send(batch.map_err(|e| e.to_string())).is_err() {
             return;
         }
     }
@@ -169,7 +175,6 @@ impl Source for GeneratorSource {
                 generator,
                 rate,
                 started,
-                buf,
             } => {
                 let started = *started.get_or_insert_with(Instant::now);
                 let due = (started.elapsed().as_secs_f64() * *rate) as u64;
@@ -178,14 +183,12 @@ impl Source for GeneratorSource {
                     return Ok(Poll::Idle);
                 }
                 let want = max_rows.max(1).min(ahead as usize);
-                buf.clear();
-                buf.extend(std::iter::from_fn(|| generator.next_event()).take(want));
-                if buf.is_empty() {
+                let Some(batch) = generator.next_batch(want) else {
                     return Ok(Poll::End);
-                }
-                self.emitted.fetch_add(buf.len() as u64, Ordering::Relaxed);
-                let rows = to_batch(generator.id_prefix(), buf)
-                    .map_err(|e| ConnectorError::new("generator", e))?;
+                };
+                let rows = batch.map_err(|e| ConnectorError::new("generator", e))?;
+                self.emitted
+                    .fetch_add(rows.num_rows() as u64, Ordering::Relaxed);
                 Ok(Poll::Data { rows, dead: None })
             }
         }
