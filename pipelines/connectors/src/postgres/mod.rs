@@ -569,14 +569,14 @@ impl PostgresSink {
     /// into the staging table and merged with `ON CONFLICT`, for this and the next
     /// [`UPSERT_RUN`] batches.
     async fn try_flush(&mut self, data: &Bytes) -> Result<(), tokio_postgres::Error> {
-        if self.session.as_ref().is_some_and(|s| s.client.is_closed()) {
-            tracing::warn!(
-                table = %self.name,
-                "the Postgres session at {} was closed while idle; opening a new one",
-                describe(&self.cfg)
-            );
-        }
         if self.session.as_ref().is_none_or(|s| s.client.is_closed()) {
+            if self.session.is_some() {
+                tracing::warn!(
+                    table = %self.name,
+                    "the Postgres session at {} was closed while idle; opening a new one",
+                    describe(&self.cfg)
+                );
+            }
             let client = open_session(&self.cfg).await?;
             self.session = Some(self.prepare(client).await?);
         }
