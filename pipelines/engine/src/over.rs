@@ -372,7 +372,6 @@ impl OverWindows {
             }
             slot_ids.push(s);
         }
-        let mut group: Vec<u32> = Vec::new();
         let mut firsts: Vec<usize> = vec![0; self.ranges.len()];
         let mut start = 0;
         // Rows are processed in groups of equal ts: all peers enter the state first.
@@ -383,9 +382,8 @@ impl OverWindows {
                 end += 1;
             }
             let horizon = t.saturating_sub(self.max_range);
-            group.clear();
-            for (r, &s) in (start..end).zip(&slot_ids[start..end]) {
-                group.push(s);
+            let group = &slot_ids[start..end];
+            for (r, &s) in (start..end).zip(group) {
                 let slot = &mut self.slots[s as usize];
                 if lag_k > 0 {
                     // LAG: the previous row's values out, then this row's in.
@@ -426,7 +424,7 @@ impl OverWindows {
                 }
             }
             if framed {
-                for &s in &group {
+                for &s in group {
                     let rows = self.slots[s as usize].rows.make_contiguous();
                     let len = rows.len() / stride;
                     for (first, &range) in firsts.iter_mut().zip(&self.ranges) {
