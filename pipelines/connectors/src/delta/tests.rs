@@ -116,6 +116,8 @@ async fn refuses_a_table_with_other_columns() {
 struct S3Server {
     child: std::process::Child,
     endpoint: String,
+    /// The Python with moto and delta-rs (`TXGUARD_PYTHON`, default `python3`).
+    py: String,
 }
 
 impl S3Server {
@@ -141,6 +143,7 @@ impl S3Server {
         let server = S3Server {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
+            py,
         };
         for _ in 0..300 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -173,8 +176,7 @@ impl S3Server {
 
     /// Runs Python code (with moto's boto3 and delta-rs at hand) and returns what it printed.
     fn python(&self, code: &str) -> String {
-        let py = std::env::var("TXGUARD_PYTHON").unwrap_or_else(|_| "python3".into());
-        let out = std::process::Command::new(py)
+        let out = std::process::Command::new(&self.py)
             .args(["-c", code])
             .output()
             .expect("python3");
