@@ -21,9 +21,6 @@ cargo clippy --manifest-path udfs/arroyo/harness/Cargo.toml --all-targets --lock
 echo "== cargo test (workspace)" >&2
 run_tests cargo test --workspace --locked
 
-echo "== scikit-learn parity with the portable (non-AVX-512) kernel" >&2
-TXGUARD_FOREST_KERNEL=portable run_tests cargo test -p txguard-iforest --locked --test sklearn_parity
-
 echo "== cargo test (Arroyo UDF harness)" >&2
 run_tests cargo test --manifest-path udfs/arroyo/harness/Cargo.toml --locked --tests
 

@@ -26,6 +26,9 @@ pub enum ForestError {
         param: &'static str,
         message: String,
     },
+    /// A setting (such as `TXGUARD_FOREST_KERNEL`) is not usable here.
+    #[error("{0}")]
+    Setting(String),
     /// Training or scoring data does not fit the model or is unusable.
     #[error("invalid data: {0}")]
     Data(String),

@@ -22,4 +22,5 @@ pub use fit::{Contamination, FitParams, MaxFeatures, MaxSamples, TrainingSet, fi
 pub use model::{
     FORMAT, FORMAT_VERSION, FeatureColumn, Forest, Metrics, ModelCard, ModelFile, RowScore,
 };
+pub use score::{KERNEL_ENV, ScoringKernel};
 pub use tree::Tree;

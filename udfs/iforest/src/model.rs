@@ -13,7 +13,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ForestError, Result};
-use crate::score::{BLOCK_ROWS, Compiled, GROUP, block_pos};
+use crate::score::{BLOCK_ROWS, Compiled, GROUP, ScoringKernel, block_pos};
 use crate::tree::{Tree, average_path_length};
 
 /// Value of the `format` field of every model file.
@@ -188,7 +188,8 @@ impl Forest {
             t.validate(i, file.features.len())?;
         }
         let denominator = file.trees.len() as f64 * average_path_length(file.max_samples as f64);
-        let compiled = Compiled::new(&file.trees);
+        let kernel = ScoringKernel::detect().map_err(ForestError::Setting)?;
+        let compiled = Compiled::new(&file.trees, kernel);
         let version = content_version(&file);
         Ok(Forest {
             file,
@@ -274,6 +275,24 @@ impl Forest {
     /// Short content hash of features, trees and offset: identifies the model in outputs.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// The kernel batches are scored with ([`ScoringKernel::detect`] at load).
+    pub fn kernel(&self) -> ScoringKernel {
+        self.compiled.kernel()
+    }
+
+    /// Scores batches with another kernel (all give identical scores); fails when this CPU
+    /// cannot run it.
+    pub fn set_kernel(&mut self, kernel: ScoringKernel) -> Result<()> {
+        if !kernel.is_supported() {
+            return Err(ForestError::Setting(format!(
+                "the {} scoring kernel needs a CPU with AVX-512",
+                kernel.name()
+            )));
+        }
+        self.compiled.set_kernel(kernel);
+        Ok(())
     }
 
     fn score_samples_from_path_sum(&self, sum: f64) -> f64 {

@@ -69,21 +69,164 @@ fn threshold_to_f32(t: f64) -> f32 {
     if f as f64 > t { f.next_down() } else { f }
 }
 
+/// How a batch walks the complete trees. Every kernel gives bit-identical results; they
+/// differ only in speed, which depends on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoringKernel {
+    /// A scalar loop over 16 interleaved rows; runs on any CPU.
+    Portable,
+    /// AVX-512: 16 rows per register. The first three levels of a tree select each row's
+    /// feature column and split with blends on the path taken; deeper levels look values up
+    /// with permutes or gathers as set here.
+    Avx512 {
+        /// A row's feature value at levels 3 and deeper is gathered from the block (else
+        /// selected with two-register permutes: AMD's gathers are slow).
+        gather_values: bool,
+        /// The splits of levels 6 to 8 are gathered (else selected with permutes; levels 9
+        /// and deeper are always gathered).
+        gather_splits: bool,
+    },
+}
+
+/// The environment variable that overrides [`ScoringKernel::detect`].
+pub const KERNEL_ENV: &str = "TXGUARD_FOREST_KERNEL";
+
+impl ScoringKernel {
+    /// Every kernel with its name as `TXGUARD_FOREST_KERNEL` takes it.
+    pub const ALL: [(&'static str, ScoringKernel); 5] = [
+        ("portable", ScoringKernel::Portable),
+        (
+            "avx512-permute",
+            ScoringKernel::Avx512 {
+                gather_values: false,
+                gather_splits: false,
+            },
+        ),
+        (
+            "avx512-gather",
+            ScoringKernel::Avx512 {
+                gather_values: true,
+                gather_splits: true,
+            },
+        ),
+        (
+            "avx512-gather-values",
+            ScoringKernel::Avx512 {
+                gather_values: true,
+                gather_splits: false,
+            },
+        ),
+        (
+            "avx512-gather-splits",
+            ScoringKernel::Avx512 {
+                gather_values: false,
+                gather_splits: true,
+            },
+        ),
+    ];
+
+    /// The kernel's name (as in [`ScoringKernel::ALL`]).
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map_or("portable", |(n, _)| n)
+    }
+
+    /// Whether this CPU can run the kernel.
+    pub fn is_supported(self) -> bool {
+        match self {
+            ScoringKernel::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            ScoringKernel::Avx512 { .. } => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            ScoringKernel::Avx512 { .. } => false,
+        }
+    }
+
+    /// The fastest kernel measured for this CPU (docs/benchmarks.md): AVX-512 with gathered
+    /// feature values on Intel cores, with permutes only elsewhere (AMD), the portable loop
+    /// without AVX-512.
+    pub fn for_this_cpu() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return ScoringKernel::Avx512 {
+                gather_values: cpu_vendor() == *b"GenuineIntel",
+                gather_splits: false,
+            };
+        }
+        ScoringKernel::Portable
+    }
+
+    /// The kernel named by `TXGUARD_FOREST_KERNEL` (`auto` or unset: [`Self::for_this_cpu`]),
+    /// read once per process. Fails for an unknown name or a kernel this CPU cannot run.
+    pub fn detect() -> Result<Self, String> {
+        static KERNEL: std::sync::OnceLock<Result<ScoringKernel, String>> =
+            std::sync::OnceLock::new();
+        KERNEL
+            .get_or_init(|| match std::env::var(KERNEL_ENV) {
+                Err(_) => Ok(Self::for_this_cpu()),
+                Ok(v) if v.is_empty() || v == "auto" => Ok(Self::for_this_cpu()),
+                Ok(v) => Self::parse(&v),
+            })
+            .clone()
+    }
+
+    /// Parses a kernel name; fails naming the choices, or when this CPU cannot run it.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let Some((_, k)) = Self::ALL.iter().find(|(n, _)| *n == name) else {
+            let names: Vec<&str> = Self::ALL.iter().map(|(n, _)| *n).collect();
+            return Err(format!(
+                "{KERNEL_ENV}={name:?} is not a scoring kernel; use auto or one of {}",
+                names.join(", ")
+            ));
+        };
+        if !k.is_supported() {
+            return Err(format!(
+                "{KERNEL_ENV}={name:?} needs AVX-512, which this CPU does not have; use portable or auto"
+            ));
+        }
+        Ok(*k)
+    }
+}
+
+/// The CPU's vendor string (`GenuineIntel`, `AuthenticAMD`, ...).
+#[cfg(target_arch = "x86_64")]
+fn cpu_vendor() -> [u8; 12] {
+    let r = std::arch::x86_64::__cpuid(0);
+    let mut v = [0u8; 12];
+    v[..4].copy_from_slice(&r.ebx.to_le_bytes());
+    v[4..8].copy_from_slice(&r.edx.to_le_bytes());
+    v[8..].copy_from_slice(&r.ecx.to_le_bytes());
+    v
+}
+
 /// All trees of a forest, compiled for scoring.
 #[derive(Debug, Clone)]
 pub(crate) struct Compiled {
     trees: Vec<Layout>,
+    kernel: ScoringKernel,
 }
 
 impl Compiled {
-    /// Compiles validated trees.
-    pub(crate) fn new(trees: &[Tree]) -> Self {
+    /// Compiles validated trees for a kernel this CPU supports.
+    pub(crate) fn new(trees: &[Tree], kernel: ScoringKernel) -> Self {
         Compiled {
             trees: trees
                 .iter()
                 .map(|t| compile(t, MAX_COMPLETE_DEPTH))
                 .collect(),
+            kernel,
         }
+    }
+
+    pub(crate) fn kernel(&self) -> ScoringKernel {
+        self.kernel
+    }
+
+    /// Switches to another kernel (the caller checked that this CPU supports it).
+    pub(crate) fn set_kernel(&mut self, kernel: ScoringKernel) {
+        self.kernel = kernel;
     }
 
     /// Sum over trees (in order) of the path length of one f32 row.
@@ -119,8 +262,6 @@ impl Compiled {
     /// out by [`block_pos`] with `nf` features. `acc.len()` must be a multiple of [`GROUP`].
     pub(crate) fn path_sum_block(&self, block: &[f32], nf: usize, acc: &mut [f64]) {
         assert!(acc.len().is_multiple_of(GROUP) && block.len() >= acc.len() * nf);
-        #[cfg(target_arch = "x86_64")]
-        let simd = avx512_enabled();
         let mut row = vec![0f32; nf];
         for t in &self.trees {
             match t {
@@ -132,11 +273,29 @@ impl Compiled {
                     ..
                 } => {
                     #[cfg(target_arch = "x86_64")]
-                    if simd {
-                        // SAFETY: avx512f is present; the layout invariants documented on
-                        // `avx512::walk_complete` hold for every compiled complete tree.
+                    if let ScoringKernel::Avx512 {
+                        gather_values,
+                        gather_splits,
+                    } = self.kernel
+                    {
+                        let tree = avx512::TreeRef {
+                            depth: *depth,
+                            thr,
+                            feat16,
+                            leaves,
+                        };
+                        // SAFETY: the kernel was checked to be supported (avx512f present);
+                        // the layout invariants documented on `avx512::walk_complete` hold for
+                        // every compiled complete tree.
                         unsafe {
-                            avx512::walk_complete(*depth, thr, feat16, leaves, block, nf, acc)
+                            avx512::walk_complete(
+                                &tree,
+                                block,
+                                nf,
+                                acc,
+                                gather_values,
+                                gather_splits,
+                            )
                         };
                         continue;
                     }
@@ -157,17 +316,6 @@ impl Compiled {
             }
         }
     }
-}
-
-/// Whether the AVX-512 kernel runs: the CPU has avx512f and `TXGUARD_FOREST_KERNEL` is not
-/// `portable` (read once per process; the two kernels give identical results).
-#[cfg(target_arch = "x86_64")]
-fn avx512_enabled() -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ENABLED.get_or_init(|| {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::env::var("TXGUARD_FOREST_KERNEL").as_deref() != Ok("portable")
-    })
 }
 
 #[inline]
@@ -221,8 +369,21 @@ mod avx512 {
 
     /// Levels whose splits (at most 16) are fetched with a permute instead of a gather.
     const PERMUTE_LEVELS: u32 = 5;
+    /// Levels walked by blends on the path taken ([`top_levels`]).
+    const TOP_LEVELS: u32 = 3;
+    /// Nodes of the top levels.
+    const TOP_NODES: usize = (1 << TOP_LEVELS) - 1;
 
-    /// AVX-512 batch kernel: one group of 16 rows per register.
+    /// One compiled complete tree, as [`super::Layout::Complete`] holds it.
+    pub(super) struct TreeRef<'a> {
+        pub depth: u32,
+        pub thr: &'a [f32],
+        pub feat16: &'a [i32],
+        pub leaves: &'a [f64],
+    }
+
+    /// AVX-512 batch kernel: one group of 16 rows per register. `gather_values` and
+    /// `gather_splits` as on [`super::ScoringKernel::Avx512`].
     ///
     /// # Safety
     /// The CPU supports avx512f. `thr`/`feat16` have `2^depth - 1 + GROUP` entries, every
@@ -230,19 +391,21 @@ mod avx512 {
     /// entries, `acc.len()` is a multiple of 16 and `block` holds `acc.len() * nf` values.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn walk_complete(
-        depth: u32,
-        thr: &[f32],
-        feat16: &[i32],
-        leaves: &[f64],
+        tree: &TreeRef<'_>,
         block: &[f32],
         nf: usize,
         acc: &mut [f64],
+        gather_values: bool,
+        gather_splits: bool,
     ) {
+        let TreeRef {
+            depth,
+            thr,
+            feat16,
+            leaves,
+        } = *tree;
         debug_assert!(thr.len() >= (1usize << depth) - 1 + GROUP);
         debug_assert!(feat16.len() == thr.len() && leaves.len() == 1usize << depth);
-        let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        let one = _mm512_set1_epi32(1);
-        let first_leaf = _mm512_set1_epi32((1i32 << depth) - 1);
         let shallow = depth.min(PERMUTE_LEVELS);
         // The splits of each shallow level, one register each.
         let mut lvl_thr = [_mm512_setzero_ps(); PERMUTE_LEVELS as usize];
@@ -255,26 +418,58 @@ mod avx512 {
                 lvl_feat[d] = _mm512_loadu_si512(feat16.as_ptr().add(base).cast());
             }
         }
-        let groups = acc.len() / GROUP;
+        let mut top_thr = [_mm512_setzero_ps(); TOP_NODES];
+        let mut top_col = [0usize; TOP_NODES];
+        if depth >= TOP_LEVELS {
+            for (n, (t, c)) in top_thr.iter_mut().zip(&mut top_col).enumerate() {
+                *t = _mm512_set1_ps(thr[n]);
+                *c = feat16[n] as usize;
+            }
+        }
         let k = &Kernel {
             depth,
             shallow,
-            lane,
-            one,
-            first_leaf,
+            lane: _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            one: _mm512_set1_epi32(1),
+            first_leaf: _mm512_set1_epi32((1i32 << depth) - 1),
             lvl_thr,
             lvl_feat,
+            top_thr,
+            top_col,
             thr: thr.as_ptr(),
             feat16: feat16.as_ptr(),
             leaves: leaves.as_ptr(),
         };
+        // SAFETY: forwarded.
+        unsafe {
+            match (gather_values, gather_splits) {
+                (false, false) => walk_all::<false, false>(k, block, nf, acc),
+                (false, true) => walk_all::<false, true>(k, block, nf, acc),
+                (true, false) => walk_all::<true, false>(k, block, nf, acc),
+                (true, true) => walk_all::<true, true>(k, block, nf, acc),
+            }
+        }
+    }
+
+    /// Walks every group of the block, [`INTERLEAVE`] groups at a time.
+    ///
+    /// # Safety
+    /// As [`walk_complete`].
+    #[target_feature(enable = "avx512f")]
+    unsafe fn walk_all<const GV: bool, const GS: bool>(
+        k: &Kernel,
+        block: &[f32],
+        nf: usize,
+        acc: &mut [f64],
+    ) {
+        let groups = acc.len() / GROUP;
         let mut g = 0;
-        // Several groups at once: their dependency chains (gather -> compare -> index)
+        // Several groups at once: their dependency chains (lookup -> compare -> index)
         // are independent and overlap in the CPU.
         while g + INTERLEAVE <= groups {
             // SAFETY: groups g..g+INTERLEAVE are inside block and acc.
             unsafe {
-                walk_groups_np::<INTERLEAVE>(
+                walk_groups_np::<INTERLEAVE, GV, GS>(
                     k,
                     block.as_ptr().add(g * GROUP * nf),
                     nf,
@@ -286,7 +481,7 @@ mod avx512 {
         while g < groups {
             // SAFETY: group g is inside block and acc.
             unsafe {
-                walk_groups_np::<1>(
+                walk_groups_np::<1, GV, GS>(
                     k,
                     block.as_ptr().add(g * GROUP * nf),
                     nf,
@@ -297,7 +492,7 @@ mod avx512 {
         }
     }
 
-    /// Groups walked together by [`walk_complete`].
+    /// Groups walked together by [`walk_all`].
     const INTERLEAVE: usize = 4;
 
     /// Per-tree constants of the kernel.
@@ -309,32 +504,80 @@ mod avx512 {
         first_leaf: __m512i,
         lvl_thr: [__m512; PERMUTE_LEVELS as usize],
         lvl_feat: [__m512i; PERMUTE_LEVELS as usize],
+        /// Thresholds (broadcast) and feature offsets (`feature * 16`) of the top nodes;
+        /// set when `depth >= TOP_LEVELS`.
+        top_thr: [__m512; TOP_NODES],
+        top_col: [usize; TOP_NODES],
         thr: *const f32,
         feat16: *const i32,
         leaves: *const f64,
     }
 
-    /// Dispatches [`walk_groups`] on the number of feature pairs.
+    /// Dispatches [`walk_groups`] on the number of feature pairs (gathered values need none).
     ///
     /// # Safety
     /// As [`walk_groups`].
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn walk_groups_np<const N: usize>(k: &Kernel, x: *const f32, nf: usize, acc: *mut f64) {
+    unsafe fn walk_groups_np<const N: usize, const GV: bool, const GS: bool>(
+        k: &Kernel,
+        x: *const f32,
+        nf: usize,
+        acc: *mut f64,
+    ) {
         // SAFETY: forwarded.
         unsafe {
+            if GV {
+                return walk_groups::<N, 0, GS>(k, x, nf, acc);
+            }
             match nf.div_ceil(2) {
-                1 => walk_groups::<N, 1>(k, x, nf, acc),
-                2 => walk_groups::<N, 2>(k, x, nf, acc),
-                3 => walk_groups::<N, 3>(k, x, nf, acc),
-                4 => walk_groups::<N, 4>(k, x, nf, acc),
-                5 => walk_groups::<N, 5>(k, x, nf, acc),
-                6 => walk_groups::<N, 6>(k, x, nf, acc),
-                7 => walk_groups::<N, 7>(k, x, nf, acc),
-                8 => walk_groups::<N, 8>(k, x, nf, acc),
-                _ => walk_groups::<N, 0>(k, x, nf, acc),
+                1 => walk_groups::<N, 1, GS>(k, x, nf, acc),
+                2 => walk_groups::<N, 2, GS>(k, x, nf, acc),
+                3 => walk_groups::<N, 3, GS>(k, x, nf, acc),
+                4 => walk_groups::<N, 4, GS>(k, x, nf, acc),
+                5 => walk_groups::<N, 5, GS>(k, x, nf, acc),
+                6 => walk_groups::<N, 6, GS>(k, x, nf, acc),
+                7 => walk_groups::<N, 7, GS>(k, x, nf, acc),
+                8 => walk_groups::<N, 8, GS>(k, x, nf, acc),
+                _ => walk_groups::<N, 0, GS>(k, x, nf, acc),
             }
         }
+    }
+
+    /// The first [`TOP_LEVELS`] levels for one group: the node of level `d` is one of `2^d`
+    /// known to the kernel, so the row's feature column and threshold are chosen by blends on
+    /// the comparisons already made (no permutes, no gathers). Returns the heap index reached.
+    ///
+    /// # Safety
+    /// As [`walk_groups`]; `k.depth >= TOP_LEVELS`; `xg` points at the group's `16 * nf`
+    /// values.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn top_levels(k: &Kernel, xg: *const f32) -> __m512i {
+        // SAFETY: top_col[n] = feature * 16 with feature < nf: 16 values inside the group.
+        let c: [__m512; TOP_NODES] =
+            std::array::from_fn(|n| unsafe { _mm512_loadu_ps(xg.add(k.top_col[n])) });
+        let t = &k.top_thr;
+        let g0 = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(c[0], t[0]);
+        let v1 = _mm512_mask_blend_ps(g0, c[1], c[2]);
+        let t1 = _mm512_mask_blend_ps(g0, t[1], t[2]);
+        let g1 = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v1, t1);
+        let v2 = _mm512_mask_blend_ps(
+            g0,
+            _mm512_mask_blend_ps(g1, c[3], c[4]),
+            _mm512_mask_blend_ps(g1, c[5], c[6]),
+        );
+        let t2 = _mm512_mask_blend_ps(
+            g0,
+            _mm512_mask_blend_ps(g1, t[3], t[4]),
+            _mm512_mask_blend_ps(g1, t[5], t[6]),
+        );
+        let g2 = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v2, t2);
+        // Heap index at level 3: 7 + 4 g0 + 2 g1 + g2.
+        let ix = _mm512_set1_epi32(7);
+        let ix = _mm512_mask_add_epi32(ix, g0, ix, _mm512_set1_epi32(4));
+        let ix = _mm512_mask_add_epi32(ix, g1, ix, _mm512_set1_epi32(2));
+        _mm512_mask_add_epi32(ix, g2, ix, k.one)
     }
 
     /// One step of `N` groups through level `d >= PERMUTE_LEVELS`, whose `2^d` splits are
@@ -428,20 +671,28 @@ mod avx512 {
     }
 
     /// Walks `N` consecutive groups starting at `x` (block) and adds to `acc`; feature values
-    /// come from [`select_x::<NP>`].
+    /// come from [`select_x::<NP>`], deep splits from gathers when `GS`.
     ///
     /// # Safety
     /// As [`walk_complete`]; `x` points at `N * 16 * nf` values and `acc` at `N * 16` slots.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn walk_groups<const N: usize, const NP: usize>(
+    unsafe fn walk_groups<const N: usize, const NP: usize, const GS: bool>(
         k: &Kernel,
         x: *const f32,
         nf: usize,
         acc: *mut f64,
     ) {
         let mut idx = [_mm512_setzero_si512(); N];
-        for d in 0..k.shallow as usize {
+        let mut first = 0;
+        if k.depth >= TOP_LEVELS {
+            for (i, ix) in idx.iter_mut().enumerate() {
+                // SAFETY: group i is inside the block.
+                *ix = unsafe { top_levels(k, x.add(i * GROUP * nf)) };
+            }
+            first = TOP_LEVELS as usize;
+        }
+        for d in first..k.shallow as usize {
             let base = _mm512_set1_epi32((1i32 << d) - 1);
             for (i, ix) in idx.iter_mut().enumerate() {
                 let rel = _mm512_sub_epi32(*ix, base);
@@ -457,24 +708,31 @@ mod avx512 {
             }
         }
         // Deeper levels: the level's splits come from memory with permutes up to 256 nodes
-        // (level 8), then with gathers. The level's lookup width is a constant per call.
+        // (level 8), or with gathers (from level 6 when `GS`, always from level 9). The
+        // level's lookup width is a constant per call.
         let depth = k.depth as usize;
         // SAFETY (all steps): level d's 2^d splits start at 2^d - 1; idx < 2^depth - 1.
         unsafe {
             if depth > 5 {
                 deep_step::<N, NP, 1>(k, &mut idx, 5, x, nf);
             }
-            if depth > 6 {
-                deep_step::<N, NP, 2>(k, &mut idx, 6, x, nf);
-            }
-            if depth > 7 {
-                deep_step::<N, NP, 4>(k, &mut idx, 7, x, nf);
-            }
-            if depth > 8 {
-                deep_step::<N, NP, 8>(k, &mut idx, 8, x, nf);
-            }
-            for d in 9..depth {
-                deep_step::<N, NP, 0>(k, &mut idx, d, x, nf);
+            if GS {
+                for d in 6..depth {
+                    deep_step::<N, NP, 0>(k, &mut idx, d, x, nf);
+                }
+            } else {
+                if depth > 6 {
+                    deep_step::<N, NP, 2>(k, &mut idx, 6, x, nf);
+                }
+                if depth > 7 {
+                    deep_step::<N, NP, 4>(k, &mut idx, 7, x, nf);
+                }
+                if depth > 8 {
+                    deep_step::<N, NP, 8>(k, &mut idx, 8, x, nf);
+                }
+                for d in 9..depth {
+                    deep_step::<N, NP, 0>(k, &mut idx, d, x, nf);
+                }
             }
         }
         for (i, ix) in idx.iter().enumerate() {
@@ -610,9 +868,10 @@ mod tests {
     fn complete_and_sparse_layouts_agree_with_the_arrays() {
         let t = lopsided();
         let vals = t.leaf_values();
-        let c = Compiled::new(std::slice::from_ref(&t));
+        let c = Compiled::new(std::slice::from_ref(&t), ScoringKernel::for_this_cpu());
         let sparse = Compiled {
             trees: vec![compile(&t, 0)],
+            kernel: ScoringKernel::Portable,
         };
         assert!(matches!(sparse.trees[0], Layout::Sparse { .. }));
         assert!(matches!(c.trees[0], Layout::Complete { depth: 2, .. }));

@@ -1,7 +1,8 @@
 //! Parity with real scikit-learn: `tests/parity/make_cases.py` fits `IsolationForest` over
 //! many configurations and exports them with `models/export_sklearn.py`; every txguard entry
 //! point (batch rows, batch f64/f32 columns, single row) must reproduce `score_samples`,
-//! `decision_function` and `predict` on 100k rows per case to 1e-12.
+//! `decision_function` and `predict` on 100k rows per case to 1e-12, and every batch kernel
+//! this CPU runs must give the same scores bit for bit.
 //!
 //! Needs python3 with scikit-learn (installed by `scripts/setup.sh`); `TXGUARD_PYTHON`
 //! overrides the interpreter.
@@ -9,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use txguard_iforest::{FeatureColumn, Forest};
+use txguard_iforest::{FeatureColumn, Forest, ScoringKernel};
 
 const TOL: f64 = 1e-12;
 
@@ -55,7 +56,7 @@ fn scores_equal_scikit_learn_on_every_configuration() {
         let name = case["name"].as_str().expect("name");
         let nf = case["features"].as_u64().expect("features") as usize;
         let d = tmp.path().join(name);
-        let forest = Forest::load(d.join("model.json"))
+        let mut forest = Forest::load(d.join("model.json"))
             .unwrap_or_else(|e| panic!("case {name}: model does not load: {e}"));
         let x = read_f64(&d.join("X.bin"));
         let want_s = read_f64(&d.join("score_samples.bin"));
@@ -72,6 +73,27 @@ fn scores_equal_scikit_learn_on_every_configuration() {
         // Batch, row-major.
         let mut got = vec![0.0; n];
         forest.score_samples_rows(&x, &mut got).expect("score rows");
+        // Every other kernel: the same bits.
+        let chosen = forest.kernel();
+        for (kname, k) in ScoringKernel::ALL {
+            if !k.is_supported() || k == chosen {
+                continue;
+            }
+            forest.set_kernel(k).expect("supported kernel");
+            let mut other = vec![0.0; n];
+            forest
+                .score_samples_rows(&x, &mut other)
+                .expect("score rows");
+            if let Some(r) = (0..n).find(|&r| other[r].to_bits() != got[r].to_bits()) {
+                panic!(
+                    "case {name}, row {r}: kernel {kname} gives {} where {} gives {}",
+                    other[r],
+                    chosen.name(),
+                    got[r]
+                );
+            }
+        }
+        forest.set_kernel(chosen).expect("supported kernel");
         // Batch, f64 columns.
         let cols: Vec<Vec<f64>> = (0..nf)
             .map(|j| (0..n).map(|r| x[r * nf + j]).collect())
