@@ -52,6 +52,8 @@ enum Layout {
         nodes: Vec<Split>,
         thr: Vec<f32>,
         feat16: Vec<i32>,
+        /// The same splits as (threshold, `feature * GROUP`) pairs, one 64-bit gather each.
+        pairs: Vec<Split>,
         leaves: Vec<f64>,
     },
     /// Pointer layout for trees deeper than [`MAX_COMPLETE_DEPTH`].
@@ -269,6 +271,7 @@ impl Compiled {
                     depth,
                     thr,
                     feat16,
+                    pairs,
                     leaves,
                     ..
                 } => {
@@ -282,6 +285,7 @@ impl Compiled {
                             depth: *depth,
                             thr,
                             feat16,
+                            pairs,
                             leaves,
                         };
                         // SAFETY: the kernel was checked to be supported (avx512f present);
@@ -379,6 +383,7 @@ mod avx512 {
         pub depth: u32,
         pub thr: &'a [f32],
         pub feat16: &'a [i32],
+        pub pairs: &'a [super::Split],
         pub leaves: &'a [f64],
     }
 
@@ -402,6 +407,7 @@ mod avx512 {
             depth,
             thr,
             feat16,
+            pairs,
             leaves,
         } = *tree;
         debug_assert!(thr.len() >= (1usize << depth) - 1 + GROUP);
@@ -438,6 +444,8 @@ mod avx512 {
             top_col,
             thr: thr.as_ptr(),
             feat16: feat16.as_ptr(),
+            pairs: pairs.as_ptr().cast(),
+            even: _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
             leaves: leaves.as_ptr(),
         };
         // SAFETY: forwarded.
@@ -493,7 +501,7 @@ mod avx512 {
     }
 
     /// Groups walked together by [`walk_all`].
-    const INTERLEAVE: usize = 4;
+    const INTERLEAVE: usize = 8;
 
     /// Per-tree constants of the kernel.
     struct Kernel {
@@ -510,6 +518,10 @@ mod avx512 {
         top_col: [usize; TOP_NODES],
         thr: *const f32,
         feat16: *const i32,
+        /// `pairs` as 64-bit words (threshold bits low, `feature * GROUP` high).
+        pairs: *const i64,
+        /// Lane indices 0, 2, .., 30: the low halves of two registers of 64-bit words.
+        even: __m512i,
         leaves: *const f64,
     }
 
@@ -600,9 +612,14 @@ mod avx512 {
             // SAFETY: rel < 2^d entries from `base`; idx inside the split arrays.
             let (t, f) = unsafe {
                 if LP == 0 {
+                    // Two 8-lane gathers of (threshold, feature) pairs, split into halves.
+                    let lo = _mm512_i32gather_epi64::<8>(_mm512_castsi512_si256(*ix), k.pairs);
+                    let hi =
+                        _mm512_i32gather_epi64::<8>(_mm512_extracti64x4_epi64::<1>(*ix), k.pairs);
+                    let odd = _mm512_add_epi32(k.even, k.one);
                     (
-                        _mm512_i32gather_ps::<4>(*ix, k.thr),
-                        _mm512_i32gather_epi32::<4>(*ix, k.feat16),
+                        _mm512_castsi512_ps(_mm512_permutex2var_epi32(lo, k.even, hi)),
+                        _mm512_permutex2var_epi32(lo, odd, hi),
                     )
                 } else {
                     let rel = _mm512_sub_epi32(*ix, basev);
@@ -814,11 +831,19 @@ fn compile(tree: &Tree, max_complete_depth: u32) -> Layout {
         .collect();
     thr.resize(n_internal + GROUP, f32::INFINITY);
     feat16.resize(n_internal + GROUP, 0);
+    let pairs = nodes
+        .iter()
+        .map(|s| Split {
+            threshold: s.threshold,
+            feature: s.feature * GROUP as u32,
+        })
+        .collect();
     Layout::Complete {
         depth,
         nodes,
         thr,
         feat16,
+        pairs,
         leaves,
     }
 }
