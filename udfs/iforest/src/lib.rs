@@ -14,6 +14,8 @@ mod error;
 pub mod fit;
 pub mod metrics;
 mod model;
+#[cfg(target_arch = "x86_64")]
+mod rank;
 mod score;
 pub mod tree;
 

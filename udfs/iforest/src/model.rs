@@ -189,7 +189,7 @@ impl Forest {
         }
         let denominator = file.trees.len() as f64 * average_path_length(file.max_samples as f64);
         let kernel = ScoringKernel::detect().map_err(ForestError::Setting)?;
-        let compiled = Compiled::new(&file.trees, kernel);
+        let compiled = Compiled::new(&file.trees, file.features.len(), kernel);
         let version = content_version(&file);
         Ok(Forest {
             file,

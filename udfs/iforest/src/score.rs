@@ -88,6 +88,10 @@ pub enum ScoringKernel {
         /// and deeper are always gathered).
         gather_splits: bool,
     },
+    /// AVX-512 (with BW) on 16-bit threshold ranks, 32 rows per register (see the `rank`
+    /// module); forests it does not fit (trees deeper than 8 levels, more than 16 features)
+    /// use the CPU's AVX-512 default instead.
+    Avx512Ranks,
 }
 
 /// The environment variable that overrides [`ScoringKernel::detect`].
@@ -95,8 +99,9 @@ pub const KERNEL_ENV: &str = "TXGUARD_FOREST_KERNEL";
 
 impl ScoringKernel {
     /// Every kernel with its name as `TXGUARD_FOREST_KERNEL` takes it.
-    pub const ALL: [(&'static str, ScoringKernel); 5] = [
+    pub const ALL: [(&'static str, ScoringKernel); 6] = [
         ("portable", ScoringKernel::Portable),
+        ("avx512-ranks", ScoringKernel::Avx512Ranks),
         (
             "avx512-permute",
             ScoringKernel::Avx512 {
@@ -141,8 +146,13 @@ impl ScoringKernel {
             ScoringKernel::Portable => true,
             #[cfg(target_arch = "x86_64")]
             ScoringKernel::Avx512 { .. } => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            ScoringKernel::Avx512Ranks => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+            }
             #[cfg(not(target_arch = "x86_64"))]
-            ScoringKernel::Avx512 { .. } => false,
+            ScoringKernel::Avx512 { .. } | ScoringKernel::Avx512Ranks => false,
         }
     }
 
@@ -150,6 +160,15 @@ impl ScoringKernel {
     /// feature values on Intel cores, with permutes only elsewhere (AMD), the portable loop
     /// without AVX-512.
     pub fn for_this_cpu() -> Self {
+        if ScoringKernel::Avx512Ranks.is_supported() {
+            return ScoringKernel::Avx512Ranks;
+        }
+        Self::f32_for_this_cpu()
+    }
+
+    /// The fastest kernel on f32 values for this CPU (for forests the rank kernel does not
+    /// fit).
+    fn f32_for_this_cpu() -> Self {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512f") {
             return ScoringKernel::Avx512 {
@@ -192,6 +211,40 @@ impl ScoringKernel {
     }
 }
 
+/// The complete trees of a forest as the rank kernel takes them; `None` when a tree is not
+/// complete or the forest does not fit the kernel.
+#[cfg(target_arch = "x86_64")]
+fn rank_forest(trees: &[Layout], nf: usize) -> Option<crate::rank::RankForest> {
+    let complete: Vec<(u32, Vec<(f32, usize)>, &[f64])> = trees
+        .iter()
+        .map(|t| match t {
+            Layout::Complete {
+                depth,
+                nodes,
+                leaves,
+                ..
+            } => Some((
+                *depth,
+                nodes
+                    .iter()
+                    .map(|s| (s.threshold, s.feature as usize))
+                    .collect(),
+                leaves.as_slice(),
+            )),
+            Layout::Sparse { .. } => None,
+        })
+        .collect::<Option<_>>()?;
+    let refs: Vec<crate::rank::CompleteTree<'_>> = complete
+        .iter()
+        .map(|(depth, splits, leaves)| crate::rank::CompleteTree {
+            depth: *depth,
+            splits,
+            leaves,
+        })
+        .collect();
+    crate::rank::RankForest::new(&refs, nf)
+}
+
 /// The CPU's vendor string (`GenuineIntel`, `AuthenticAMD`, ...).
 #[cfg(target_arch = "x86_64")]
 fn cpu_vendor() -> [u8; 12] {
@@ -208,17 +261,31 @@ fn cpu_vendor() -> [u8; 12] {
 pub(crate) struct Compiled {
     trees: Vec<Layout>,
     kernel: ScoringKernel,
+    /// The forest for [`ScoringKernel::Avx512Ranks`], when it fits and the CPU runs it.
+    #[cfg(target_arch = "x86_64")]
+    ranks: Option<crate::rank::RankForest>,
 }
 
 impl Compiled {
     /// Compiles validated trees for a kernel this CPU supports.
-    pub(crate) fn new(trees: &[Tree], kernel: ScoringKernel) -> Self {
+    pub(crate) fn new(trees: &[Tree], nf: usize, kernel: ScoringKernel) -> Self {
+        let trees: Vec<Layout> = trees
+            .iter()
+            .map(|t| compile(t, MAX_COMPLETE_DEPTH))
+            .collect();
+        #[cfg(target_arch = "x86_64")]
+        let ranks = if ScoringKernel::Avx512Ranks.is_supported() {
+            rank_forest(&trees, nf)
+        } else {
+            None
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = nf;
         Compiled {
-            trees: trees
-                .iter()
-                .map(|t| compile(t, MAX_COMPLETE_DEPTH))
-                .collect(),
+            trees,
             kernel,
+            #[cfg(target_arch = "x86_64")]
+            ranks,
         }
     }
 
@@ -264,6 +331,16 @@ impl Compiled {
     /// out by [`block_pos`] with `nf` features. `acc.len()` must be a multiple of [`GROUP`].
     pub(crate) fn path_sum_block(&self, block: &[f32], nf: usize, acc: &mut [f64]) {
         assert!(acc.len().is_multiple_of(GROUP) && block.len() >= acc.len() * nf);
+        let mut kernel = self.kernel;
+        #[cfg(target_arch = "x86_64")]
+        if kernel == ScoringKernel::Avx512Ranks {
+            if let Some(r) = &self.ranks {
+                // SAFETY: `ranks` exists only when the CPU has avx512f and avx512bw.
+                unsafe { r.path_sum_block(block, acc) };
+                return;
+            }
+            kernel = ScoringKernel::f32_for_this_cpu();
+        }
         let mut row = vec![0f32; nf];
         for t in &self.trees {
             match t {
@@ -279,7 +356,7 @@ impl Compiled {
                     if let ScoringKernel::Avx512 {
                         gather_values,
                         gather_splits,
-                    } = self.kernel
+                    } = kernel
                     {
                         let tree = avx512::TreeRef {
                             depth: *depth,
@@ -893,10 +970,12 @@ mod tests {
     fn complete_and_sparse_layouts_agree_with_the_arrays() {
         let t = lopsided();
         let vals = t.leaf_values();
-        let c = Compiled::new(std::slice::from_ref(&t), ScoringKernel::for_this_cpu());
+        let c = Compiled::new(std::slice::from_ref(&t), 2, ScoringKernel::for_this_cpu());
         let sparse = Compiled {
             trees: vec![compile(&t, 0)],
             kernel: ScoringKernel::Portable,
+            #[cfg(target_arch = "x86_64")]
+            ranks: None,
         };
         assert!(matches!(sparse.trees[0], Layout::Sparse { .. }));
         assert!(matches!(c.trees[0], Layout::Complete { depth: 2, .. }));
