@@ -215,31 +215,28 @@ impl ScoringKernel {
 /// complete or the forest does not fit the kernel.
 #[cfg(target_arch = "x86_64")]
 fn rank_forest(trees: &[Layout], nf: usize) -> Option<crate::rank::RankForest> {
-    let complete: Vec<(u32, Vec<(f32, usize)>, &[f64])> = trees
+    let splits: Vec<Vec<(f32, usize)>> = trees
         .iter()
         .map(|t| match t {
-            Layout::Complete {
-                depth,
-                nodes,
-                leaves,
-                ..
-            } => Some((
-                *depth,
+            Layout::Complete { nodes, .. } => Some(
                 nodes
                     .iter()
                     .map(|s| (s.threshold, s.feature as usize))
                     .collect(),
-                leaves.as_slice(),
-            )),
+            ),
             Layout::Sparse { .. } => None,
         })
         .collect::<Option<_>>()?;
-    let refs: Vec<crate::rank::CompleteTree<'_>> = complete
+    let refs: Vec<crate::rank::CompleteTree<'_>> = trees
         .iter()
-        .map(|(depth, splits, leaves)| crate::rank::CompleteTree {
-            depth: *depth,
-            splits,
-            leaves,
+        .zip(&splits)
+        .filter_map(|(t, splits)| match t {
+            Layout::Complete { depth, leaves, .. } => Some(crate::rank::CompleteTree {
+                depth: *depth,
+                splits,
+                leaves,
+            }),
+            Layout::Sparse { .. } => None,
         })
         .collect();
     crate::rank::RankForest::new(&refs, nf)
