@@ -86,8 +86,8 @@ impl RankForest {
                 return None;
             }
         }
-        // Room for four whole registers of keys from any level's start.
-        let key_len = (1usize << MAX_DEPTH) - 1 + 4 * LANES;
+        // Node j (1-based) at keys[j]; room for four whole registers from any level's start.
+        let key_len = (1usize << MAX_DEPTH) + 4 * LANES;
         let trees = trees
             .iter()
             .map(|t| {
@@ -95,7 +95,7 @@ impl RankForest {
                 for (i, &(thr, f)) in t.splits.iter().enumerate() {
                     if thr.is_finite() {
                         let k = thresholds[f].partition_point(|&x| x < thr);
-                        keys[i] = ((f as u32) << shift | k as u32) as u16;
+                        keys[i + 1] = ((f as u32) << shift | k as u32) as u16;
                     }
                 }
                 let step = depth - t.depth;
@@ -196,13 +196,13 @@ impl RankForest {
 }
 
 /// Groups walked together (independent dependency chains overlap in the CPU).
-const INTERLEAVE: usize = 4;
+const INTERLEAVE: usize = 8;
 
 /// Walks `groups` groups of 32 rows through one tree, adding leaf values to `sums`.
 ///
 /// # Safety
 /// avx512f and avx512bw; `keys` holds `groups * 32 * nf` row keys, `sums` `groups * 32`
-/// values; the tree has `2^MAX_DEPTH - 1 + 128` keys and `2^depth` leaves.
+/// values; the tree has `2^MAX_DEPTH + 128` keys and `2^depth` leaves.
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn walk(f: &RankForest, tree: &RankTree, keys: *const u16, groups: usize, sums: *mut f64) {
     let np = f.nf.div_ceil(2);
@@ -300,9 +300,9 @@ unsafe fn walk_groups<const N: usize, const NP: usize>(
     let nf = f.nf;
     let k = tree.keys.as_ptr();
     let one = _mm512_set1_epi16(1);
-    let col = |n: usize| (u32::from(tree.keys[n]) >> f.shift) as usize * LANES;
+    let col = |n: usize| (u32::from(tree.keys[n + 1]) >> f.shift) as usize * LANES;
     let top_col: [usize; 7] = std::array::from_fn(col);
-    let top: [__m512i; 7] = std::array::from_fn(|n| _mm512_set1_epi16(tree.keys[n] as i16));
+    let top: [__m512i; 7] = std::array::from_fn(|n| _mm512_set1_epi16(tree.keys[n + 1] as i16));
     let mut idx = [_mm512_setzero_si512(); N];
     for (i, ix) in idx.iter_mut().enumerate() {
         let xg = x.wrapping_add(i * LANES * nf);
@@ -324,16 +324,18 @@ unsafe fn walk_groups<const N: usize, const NP: usize>(
             _mm512_mask_blend_epi16(g1, top[5], top[6]),
         );
         let g2 = _mm512_cmpgt_epu16_mask(v2, t2);
-        let v = _mm512_set1_epi16(7);
+        // Node number (1-based heap order) at level 3: 8 + 4 g0 + 2 g1 + g2.
+        let v = _mm512_set1_epi16(8);
         let v = _mm512_mask_add_epi16(v, g0, v, _mm512_set1_epi16(4));
         let v = _mm512_mask_add_epi16(v, g1, v, _mm512_set1_epi16(2));
         *ix = _mm512_mask_add_epi16(v, g2, v, one);
     }
     let depth = f.depth as usize;
     for d in 3..depth {
-        let base = (1usize << d) - 1;
-        let basev = _mm512_set1_epi16(base as i16);
-        // SAFETY: keys has 2^MAX_DEPTH - 1 + 128 entries; base + 128 is within.
+        // Level d's nodes are 2^d..2^(d+1); a permute reads only an index's low bits, so
+        // the node number indexes registers loaded from a multiple of 32 below them.
+        let base = if d < 5 { 0 } else { 1usize << d };
+        // SAFETY: keys has 2^MAX_DEPTH + 128 entries; base + 128 is within.
         let (a0, b0, a1, b1) = unsafe {
             (
                 _mm512_loadu_si512(k.add(base).cast()),
@@ -343,7 +345,7 @@ unsafe fn walk_groups<const N: usize, const NP: usize>(
             )
         };
         for (i, ix) in idx.iter_mut().enumerate() {
-            let rel = _mm512_sub_epi16(*ix, basev);
+            let rel = *ix;
             let node = match d {
                 3..=5 => _mm512_permutexvar_epi16(rel, a0),
                 6 => _mm512_permutex2var_epi16(a0, rel, b0),
@@ -357,11 +359,11 @@ unsafe fn walk_groups<const N: usize, const NP: usize>(
             // SAFETY: group i is inside the block.
             let v = unsafe { select::<NP>(x.wrapping_add(i * LANES * nf), nf, node, f.shift) };
             let gt = _mm512_cmpgt_epu16_mask(v, node);
-            let next = _mm512_add_epi16(_mm512_add_epi16(*ix, *ix), one);
+            let next = _mm512_add_epi16(*ix, *ix);
             *ix = _mm512_mask_add_epi16(next, gt, next, one);
         }
     }
-    let first_leaf = _mm512_set1_epi16(((1usize << depth) - 1) as i16);
+    let first_leaf = _mm512_set1_epi16((1usize << depth) as i16);
     let leaves = tree.leaves.as_ptr();
     for (i, ix) in idx.iter().enumerate() {
         let leaf = _mm512_sub_epi16(*ix, first_leaf);
@@ -469,7 +471,7 @@ mod tests {
         for (x, feat) in [(0.5f32, 0usize), (0.6, 0), (-1.0, 0), (7.5, 0), (0.4, 1)] {
             for (i, &(thr, sf)) in splits.iter().enumerate() {
                 if thr.is_finite() && sf == feat {
-                    let k = usize::from(f.trees[0].keys[i] & 0x7fff);
+                    let k = usize::from(f.trees[0].keys[i + 1] & 0x7fff);
                     assert_eq!(x > thr, rank(feat, x) > k, "x={x} thr={thr}");
                 }
             }

@@ -963,6 +963,22 @@ mod tests {
         }
     }
 
+    /// The shipped model (14 features, max_samples 256) fits the rank kernel, so the default
+    /// pipeline scores with it wherever the CPU has AVX-512 BW.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_shipped_model_fits_the_rank_kernel() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default.json");
+        let text = std::fs::read_to_string(path).expect("models/default.json");
+        let file: crate::ModelFile = serde_json::from_str(&text).expect("model parses");
+        let trees: Vec<Layout> = file
+            .trees
+            .iter()
+            .map(|t| compile(t, MAX_COMPLETE_DEPTH))
+            .collect();
+        assert!(rank_forest(&trees, file.features.len()).is_some());
+    }
+
     #[test]
     fn complete_and_sparse_layouts_agree_with_the_arrays() {
         let t = lopsided();
