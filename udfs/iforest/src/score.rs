@@ -156,11 +156,16 @@ impl ScoringKernel {
         }
     }
 
-    /// The fastest kernel measured for this CPU (docs/benchmarks.md): AVX-512 with gathered
-    /// feature values on Intel cores, with permutes only elsewhere (AMD), the portable loop
+    /// The fastest kernel measured for this CPU (docs/benchmarks.md): the rank kernel on Intel
+    /// cores with AVX-512 BW, AVX-512 with permutes elsewhere (AMD), the portable loop
     /// without AVX-512.
+    ///
+    /// The rank kernel is the default on Intel cores with AVX-512 BW; on AMD's it is not yet
+    /// measured (its rank search gathers, and AMD's gathers are slow), so they keep the
+    /// permute kernel until a run of `benches/vs_sklearn.rs` there says otherwise.
     pub fn for_this_cpu() -> Self {
-        if ScoringKernel::Avx512Ranks.is_supported() {
+        #[cfg(target_arch = "x86_64")]
+        if ScoringKernel::Avx512Ranks.is_supported() && cpu_vendor() == *b"GenuineIntel" {
             return ScoringKernel::Avx512Ranks;
         }
         Self::f32_for_this_cpu()
