@@ -3,8 +3,9 @@
 # socat (Debian packages, when missing), the Python packages
 # in requirements-dev.txt (scikit-learn for parity tests, deltalake to read back the Delta
 # tables, check-jsonschema for the compose file, kafka-python as an independent Kafka client,
-# moto's S3-compatible server for the Delta-on-S3 test)
-# and the tansu Kafka broker. Idempotent and quiet when done.
+# moto's S3-compatible server for the Delta-on-S3 test, azure-storage-blob to create the
+# Azurite container), Azurite (npm; Azure Blob Storage's emulator, for the Delta-on-Azure
+# test) and the tansu Kafka broker. Idempotent and quiet when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,4 +54,15 @@ if [ -z "${TXGUARD_TANSU:-}" ] && [ ! -x "$TANSU_ROOT/bin/tansu" ]; then
   echo "setup: building the tansu Kafka broker for the tests (once per machine, ~25 min)" >&2
   CARGO_TARGET_DIR="$HOME/.cache/txguard/tansu-target" \
     cargo install --quiet --locked --root "$TANSU_ROOT" tansu --version 0.6.0 --features dynostore
+fi
+
+# Azure Blob Storage's emulator for the Delta-on-Azure test: Azurite from the npm registry,
+# into ~/.cache/txguard/azurite (needs Node.js and npm; ~15 s).
+AZURITE_ROOT="$HOME/.cache/txguard/azurite"
+AZURITE_VERSION=3.35.0
+if [ -z "${TXGUARD_AZURITE:-}" ] && ! grep -qs "\"version\": \"$AZURITE_VERSION\"" "$AZURITE_ROOT/node_modules/azurite/package.json"; then
+  command -v npm >/dev/null 2>&1 || { echo "setup: npm not found; install Node.js and npm (Azurite for the Delta-on-Azure test)" >&2; exit 1; }
+  echo "setup: installing Azurite $AZURITE_VERSION (npm)" >&2
+  mkdir -p "$AZURITE_ROOT"
+  npm install --prefix "$AZURITE_ROOT" --silent --no-audit --no-fund "azurite@$AZURITE_VERSION" >/dev/null
 fi

@@ -2,9 +2,10 @@
 //! creating it with the sink table's columns on first use. Rows are encoded to Parquet as they
 //! arrive; each checkpoint epoch becomes one Delta commit carrying the application
 //! transaction `txn(app_id = "txguard-<table>", version = epoch)`, so a restarted run knows
-//! the last epoch that landed and never commits one twice. Local paths, `memory://` and S3
-//! (`s3://bucket/path`, or any S3-compatible store through `AWS_ENDPOINT_URL`), configured by
-//! `storage_options` and the usual `AWS_*` environment variables.
+//! the last epoch that landed and never commits one twice. Local paths, `memory://`, S3
+//! (`s3://bucket/path`, or any S3-compatible store through `AWS_ENDPOINT_URL`), Azure
+//! (`az://container/path`, `abfss://…`) and Google Cloud Storage (`gs://bucket/path`),
+//! configured by `storage_options` and the usual `AWS_*` / `AZURE_*` / `GOOGLE_*` variables.
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Schema, SchemaRef};
@@ -32,8 +33,8 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
             key: "path",
             kind: OptionKind::Text,
             required: true,
-            help: "the table's location: a local directory (created if missing) or \
-                   s3://bucket/path",
+            help: "the table's location: a local directory (created if missing), \
+                   s3://bucket/path, az://container/path or gs://bucket/path",
         },
         OptionSpec {
             key: "storage_options",
