@@ -209,7 +209,7 @@ impl ScoringKernel {
         };
         if !k.is_supported() {
             return Err(format!(
-                "{KERNEL_ENV}={name:?} needs AVX-512, which this CPU does not have; use portable or auto"
+                "{KERNEL_ENV}={name:?} needs AVX-512 (AVX-512 BW for avx512-ranks), which this CPU does not have; use portable or auto"
             ));
         }
         Ok(*k)
