@@ -41,8 +41,8 @@ CREATE INDEX IF NOT EXISTS transactions_scored_inserted_at
     ON transactions_scored USING brin (inserted_at);
 -- No per-user index here on purpose: at the default pipeline's rate a B-tree on
 -- (user_id, ts) costs a third of the sink's throughput (208k -> 133k rows/s measured,
--- docs/benchmarks.md). Per-user questions go to `anomalies` and `user_window_stats`, which
--- have one. An application that looks up one user's full history can add it:
+-- docs/benchmarks.md). Per-user questions go to `anomalies`, which has one. An application
+-- that looks up one user's full history can add it:
 --   CREATE INDEX CONCURRENTLY transactions_scored_user_ts ON transactions_scored (user_id, ts);
 
 CREATE TABLE IF NOT EXISTS anomalies (
@@ -84,4 +84,7 @@ CREATE TABLE IF NOT EXISTS user_window_stats (
     -- Windows close in time order, so a time-leading key is appended at its right edge.
     PRIMARY KEY (window_start, user_id)
 );
-CREATE INDEX IF NOT EXISTS user_window_stats_user ON user_window_stats (user_id, window_start);
+-- No per-user index by default either: it costs ~15% of the whole Postgres pipeline's
+-- throughput (229k -> 195k tx/s measured, docs/benchmarks.md), and no view or dashboard here
+-- needs it. An application that reads one user's windows can add it:
+--   CREATE INDEX CONCURRENTLY user_window_stats_user ON user_window_stats (user_id, window_start);
