@@ -1,4 +1,5 @@
-//! Compiled scoring layouts and the batch traversal kernel.
+//! Compiled scoring layouts, the choice of batch kernel ([`ScoringKernel`]) and the f32
+//! traversal kernels (the rank kernel lives in `rank.rs`).
 //!
 //! Each tree is compiled once at load time. Trees up to [`MAX_COMPLETE_DEPTH`] split levels
 //! (every forest trained with `max_samples <= 4096`) become a *complete* binary tree in heap
@@ -9,9 +10,10 @@
 //!
 //! Batches are laid out in groups of [`GROUP`] rows, column-major inside a group
 //! (see [`block_pos`]). A group walks a tree together: with AVX-512 (detected at run time) the
-//! 16 rows are the 16 lanes of one register — the split of the shallow levels (up to 16
-//! nodes) is fetched with a permute, deeper ones with a gather — and elsewhere a scalar loop
-//! walks the 16 independent rows level by level so their dependency chains overlap.
+//! 16 rows are the 16 lanes of one register — the first three levels by blends on the path
+//! taken, the splits of deeper levels by permutes (or gathers), each row's feature value by
+//! permutes or a gather ([`ScoringKernel::Avx512`]) — and elsewhere a scalar loop walks the
+//! 16 independent rows level by level so their dependency chains overlap.
 //!
 //! Thresholds are stored as f32: scikit-learn compares the f32-cast input, widened to f64,
 //! against an f64 threshold `t`; for every f32 `x`, `x <= t` iff `x <= t'` where `t'` is the
@@ -157,12 +159,9 @@ impl ScoringKernel {
     }
 
     /// The fastest kernel measured for this CPU (docs/benchmarks.md): the rank kernel on Intel
-    /// cores with AVX-512 BW, AVX-512 with permutes elsewhere (AMD), the portable loop
-    /// without AVX-512.
-    ///
-    /// The rank kernel is the default on Intel cores with AVX-512 BW; on AMD's it is not yet
-    /// measured (its rank search gathers, and AMD's gathers are slow), so they keep the
-    /// permute kernel until a run of `benches/vs_sklearn.rs` there says otherwise.
+    /// cores with AVX-512 BW, AVX-512 with permutes elsewhere, the portable loop without
+    /// AVX-512. AMD cores keep the permute kernel until `benches/vs_sklearn.rs` has measured
+    /// the rank kernel there (its rank search gathers, and AMD's gathers are slow).
     pub fn for_this_cpu() -> Self {
         #[cfg(target_arch = "x86_64")]
         if ScoringKernel::Avx512Ranks.is_supported() && cpu_vendor() == *b"GenuineIntel" {
