@@ -435,9 +435,12 @@ async fn drive(
     stop: &AtomicBool,
     epoch: &mut u64,
 ) -> Result<(), RunError> {
-    // The first checkpoint comes early, so the first results are visible within a fraction
-    // of a second; then one every `checkpoint_interval`.
-    let mut next_commit = Instant::now() + opts.checkpoint_interval.min(Duration::from_millis(250));
+    // Checkpoints come early (every 250 ms) until one has carried rows, so the first results
+    // are visible within a fraction of a second even when a source's first rows take a while
+    // to be released (a Kafka backlog aligning its partitions); then one every
+    // `checkpoint_interval`.
+    let early = opts.checkpoint_interval.min(Duration::from_millis(250));
+    let mut next_commit = Instant::now() + early;
     let mut acked = 0u64;
     loop {
         let stopping = stop.load(Ordering::Relaxed);
@@ -545,7 +548,13 @@ async fn drive(
             }
             *epoch += 1;
             metrics.epoch.store(*epoch, Ordering::Relaxed);
-            next_commit = Instant::now() + opts.checkpoint_interval;
+            let rows_committed = metrics.first_commit_micros.load(Ordering::Relaxed) != 0;
+            next_commit = Instant::now()
+                + if rows_committed {
+                    opts.checkpoint_interval
+                } else {
+                    early
+                };
         }
         if !busy {
             tokio::time::sleep(Duration::from_millis(5)).await;
