@@ -16,7 +16,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::score::{GROUP, block_pos};
+use crate::score::{GROUP, Split, block_pos};
 
 /// Deepest tree the rank kernel walks.
 pub(crate) const MAX_DEPTH: u32 = 8;
@@ -54,7 +54,7 @@ pub(crate) struct RankForest {
 /// (threshold, feature) splits (`+inf` thresholds are padding) and bottom-level leaves.
 pub(crate) struct CompleteTree<'a> {
     pub depth: u32,
-    pub splits: &'a [(f32, usize)],
+    pub splits: &'a [Split],
     pub leaves: &'a [f64],
 }
 
@@ -72,9 +72,9 @@ impl RankForest {
         let always_left = (1u32 << shift) - 1;
         let mut thresholds: Vec<Vec<f32>> = vec![Vec::new(); nf];
         for t in trees {
-            for &(thr, f) in t.splits {
-                if thr.is_finite() {
-                    thresholds[f].push(thr);
+            for s in t.splits {
+                if s.threshold.is_finite() {
+                    thresholds[s.feature as usize].push(s.threshold);
                 }
             }
         }
@@ -92,10 +92,11 @@ impl RankForest {
             .iter()
             .map(|t| {
                 let mut keys = vec![always_left as u16; key_len];
-                for (i, &(thr, f)) in t.splits.iter().enumerate() {
-                    if thr.is_finite() {
-                        let k = thresholds[f].partition_point(|&x| x < thr);
-                        keys[i + 1] = ((f as u32) << shift | k as u32) as u16;
+                for (i, s) in t.splits.iter().enumerate() {
+                    if s.threshold.is_finite() {
+                        let k =
+                            thresholds[s.feature as usize].partition_point(|&x| x < s.threshold);
+                        keys[i + 1] = (s.feature << shift | k as u32) as u16;
                     }
                 }
                 let step = depth - t.depth;
@@ -386,11 +387,15 @@ unsafe fn walk_groups<const N: usize, const NP: usize>(
 mod tests {
     use super::*;
 
+    fn split(threshold: f32, feature: u32) -> Split {
+        Split { threshold, feature }
+    }
+
     /// A forest of one depth-3 tree whose only splits are on feature 0 at `thresholds`
     /// (the first 7), over `nf` features.
     fn forest_with(thresholds: &[f32], nf: usize) -> RankForest {
-        let splits: Vec<(f32, usize)> = (0..7)
-            .map(|i| (thresholds.get(i).copied().unwrap_or(f32::INFINITY), 0))
+        let splits: Vec<Split> = (0..7)
+            .map(|i| split(thresholds.get(i).copied().unwrap_or(f32::INFINITY), 0))
             .collect();
         let mut f = RankForest::new(
             &[CompleteTree {
@@ -449,13 +454,13 @@ mod tests {
     #[test]
     fn keys_order_like_the_thresholds() {
         let splits = [
-            (0.5f32, 0usize),
-            (2.0, 1),
-            (-1.0, 0),
-            (f32::INFINITY, 0),
-            (f32::INFINITY, 0),
-            (0.5, 1),
-            (7.0, 0),
+            split(0.5, 0),
+            split(2.0, 1),
+            split(-1.0, 0),
+            split(f32::INFINITY, 0),
+            split(f32::INFINITY, 0),
+            split(0.5, 1),
+            split(7.0, 0),
         ];
         let leaves = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
         let tree = CompleteTree {
@@ -469,7 +474,8 @@ mod tests {
             f.thresholds[feat * f.span..(feat + 1) * f.span].partition_point(|&t| t < x)
         };
         for (x, feat) in [(0.5f32, 0usize), (0.6, 0), (-1.0, 0), (7.5, 0), (0.4, 1)] {
-            for (i, &(thr, sf)) in splits.iter().enumerate() {
+            for (i, s) in splits.iter().enumerate() {
+                let (thr, sf) = (s.threshold, s.feature as usize);
                 if thr.is_finite() && sf == feat {
                     let k = usize::from(f.trees[0].keys[i + 1] & 0x7fff);
                     assert_eq!(x > thr, rank(feat, x) > k, "x={x} thr={thr}");

@@ -38,9 +38,9 @@ pub(crate) fn block_pos(r: usize, f: usize, nf: usize) -> usize {
 /// One split in a compiled tree: 8 bytes so one load fetches both halves.
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
-struct Split {
-    threshold: f32,
-    feature: u32,
+pub(crate) struct Split {
+    pub(crate) threshold: f32,
+    pub(crate) feature: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -54,8 +54,6 @@ enum Layout {
         nodes: Vec<Split>,
         thr: Vec<f32>,
         feat16: Vec<i32>,
-        /// The same splits as (threshold, `feature * GROUP`) pairs, one 64-bit gather each.
-        pairs: Vec<Split>,
         leaves: Vec<f64>,
     },
     /// Pointer layout for trees deeper than [`MAX_COMPLETE_DEPTH`].
@@ -219,50 +217,51 @@ impl ScoringKernel {
 /// complete or the forest does not fit the kernel.
 #[cfg(target_arch = "x86_64")]
 fn rank_forest(trees: &[Layout], nf: usize) -> Option<crate::rank::RankForest> {
-    let splits: Vec<Vec<(f32, usize)>> = trees
+    let complete: Vec<crate::rank::CompleteTree<'_>> = trees
         .iter()
         .map(|t| match t {
-            Layout::Complete { nodes, .. } => Some(
-                nodes
-                    .iter()
-                    .map(|s| (s.threshold, s.feature as usize))
-                    .collect(),
-            ),
-            Layout::Sparse { .. } => None,
-        })
-        .collect::<Option<_>>()?;
-    let refs: Vec<crate::rank::CompleteTree<'_>> = trees
-        .iter()
-        .zip(&splits)
-        .filter_map(|(t, splits)| match t {
-            Layout::Complete { depth, leaves, .. } => Some(crate::rank::CompleteTree {
+            Layout::Complete {
+                depth,
+                nodes,
+                leaves,
+                ..
+            } => Some(crate::rank::CompleteTree {
                 depth: *depth,
-                splits,
+                splits: nodes,
                 leaves,
             }),
             Layout::Sparse { .. } => None,
         })
-        .collect();
-    crate::rank::RankForest::new(&refs, nf)
+        .collect::<Option<_>>()?;
+    crate::rank::RankForest::new(&complete, nf)
 }
 
 /// The CPU's vendor string (`GenuineIntel`, `AuthenticAMD`, ...).
 #[cfg(target_arch = "x86_64")]
 fn cpu_vendor() -> [u8; 12] {
-    let r = std::arch::x86_64::__cpuid(0);
-    let mut v = [0u8; 12];
-    v[..4].copy_from_slice(&r.ebx.to_le_bytes());
-    v[4..8].copy_from_slice(&r.edx.to_le_bytes());
-    v[8..].copy_from_slice(&r.ecx.to_le_bytes());
-    v
+    // Read once: `cpuid` traps to the hypervisor in a VM.
+    static VENDOR: std::sync::OnceLock<[u8; 12]> = std::sync::OnceLock::new();
+    *VENDOR.get_or_init(|| {
+        let r = std::arch::x86_64::__cpuid(0);
+        let mut v = [0u8; 12];
+        v[..4].copy_from_slice(&r.ebx.to_le_bytes());
+        v[4..8].copy_from_slice(&r.edx.to_le_bytes());
+        v[8..].copy_from_slice(&r.ecx.to_le_bytes());
+        v
+    })
 }
 
 /// All trees of a forest, compiled for scoring.
 #[derive(Debug, Clone)]
 pub(crate) struct Compiled {
     trees: Vec<Layout>,
+    nf: usize,
+    /// The kernel chosen.
     kernel: ScoringKernel,
-    /// The forest for [`ScoringKernel::Avx512Ranks`], when it fits and the CPU runs it.
+    /// The kernel the complete trees are walked with: `kernel`, or for the rank kernel the
+    /// CPU's f32 kernel (for a forest it does not fit).
+    f32_kernel: ScoringKernel,
+    /// The forest for the rank kernel, when it is chosen and fits.
     #[cfg(target_arch = "x86_64")]
     ranks: Option<crate::rank::RankForest>,
 }
@@ -270,33 +269,41 @@ pub(crate) struct Compiled {
 impl Compiled {
     /// Compiles validated trees for a kernel this CPU supports.
     pub(crate) fn new(trees: &[Tree], nf: usize, kernel: ScoringKernel) -> Self {
-        let trees: Vec<Layout> = trees
-            .iter()
-            .map(|t| compile(t, MAX_COMPLETE_DEPTH))
-            .collect();
-        #[cfg(target_arch = "x86_64")]
-        let ranks = if ScoringKernel::Avx512Ranks.is_supported() {
-            rank_forest(&trees, nf)
-        } else {
-            None
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = nf;
-        Compiled {
-            trees,
+        let mut c = Compiled {
+            trees: trees
+                .iter()
+                .map(|t| compile(t, MAX_COMPLETE_DEPTH))
+                .collect(),
+            nf,
             kernel,
+            f32_kernel: kernel,
             #[cfg(target_arch = "x86_64")]
-            ranks,
-        }
+            ranks: None,
+        };
+        c.set_kernel(kernel);
+        c
     }
 
     pub(crate) fn kernel(&self) -> ScoringKernel {
         self.kernel
     }
 
-    /// Switches to another kernel (the caller checked that this CPU supports it).
+    /// Switches to another kernel (the caller checked that this CPU supports it); the rank
+    /// kernel's forest is built here, only when it is chosen.
     pub(crate) fn set_kernel(&mut self, kernel: ScoringKernel) {
         self.kernel = kernel;
+        self.f32_kernel = kernel;
+        if kernel == ScoringKernel::Avx512Ranks {
+            self.f32_kernel = ScoringKernel::f32_for_this_cpu();
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.ranks = if kernel == ScoringKernel::Avx512Ranks {
+                rank_forest(&self.trees, self.nf)
+            } else {
+                None
+            };
+        }
     }
 
     /// Sum over trees (in order) of the path length of one f32 row.
@@ -332,15 +339,12 @@ impl Compiled {
     /// out by [`block_pos`] with `nf` features. `acc.len()` must be a multiple of [`GROUP`].
     pub(crate) fn path_sum_block(&self, block: &[f32], nf: usize, acc: &mut [f64]) {
         assert!(acc.len().is_multiple_of(GROUP) && block.len() >= acc.len() * nf);
-        let mut kernel = self.kernel;
         #[cfg(target_arch = "x86_64")]
-        if kernel == ScoringKernel::Avx512Ranks {
-            if let Some(r) = &self.ranks {
-                // SAFETY: `ranks` exists only when the CPU has avx512f and avx512bw.
-                unsafe { r.path_sum_block(block, acc) };
-                return;
-            }
-            kernel = ScoringKernel::f32_for_this_cpu();
+        if let Some(r) = &self.ranks {
+            // SAFETY: `ranks` exists only for the rank kernel, which the caller checked this
+            // CPU supports (avx512f and avx512bw).
+            unsafe { r.path_sum_block(block, acc) };
+            return;
         }
         let mut row = vec![0f32; nf];
         for t in &self.trees {
@@ -348,8 +352,8 @@ impl Compiled {
                 Layout::Complete {
                     depth,
                     thr,
+                    nodes,
                     feat16,
-                    pairs,
                     leaves,
                     ..
                 } => {
@@ -357,13 +361,13 @@ impl Compiled {
                     if let ScoringKernel::Avx512 {
                         gather_values,
                         gather_splits,
-                    } = kernel
+                    } = self.f32_kernel
                     {
                         let tree = avx512::TreeRef {
                             depth: *depth,
                             thr,
                             feat16,
-                            pairs,
+                            nodes,
                             leaves,
                         };
                         // SAFETY: the kernel was checked to be supported (avx512f present);
@@ -461,7 +465,7 @@ mod avx512 {
         pub depth: u32,
         pub thr: &'a [f32],
         pub feat16: &'a [i32],
-        pub pairs: &'a [super::Split],
+        pub nodes: &'a [super::Split],
         pub leaves: &'a [f64],
     }
 
@@ -485,7 +489,7 @@ mod avx512 {
             depth,
             thr,
             feat16,
-            pairs,
+            nodes,
             leaves,
         } = *tree;
         debug_assert!(thr.len() >= (1usize << depth) - 1 + GROUP);
@@ -522,7 +526,7 @@ mod avx512 {
             top_col,
             thr: thr.as_ptr(),
             feat16: feat16.as_ptr(),
-            pairs: pairs.as_ptr().cast(),
+            nodes: nodes.as_ptr().cast(),
             even: _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
             leaves: leaves.as_ptr(),
         };
@@ -596,8 +600,8 @@ mod avx512 {
         top_col: [usize; TOP_NODES],
         thr: *const f32,
         feat16: *const i32,
-        /// `pairs` as 64-bit words (threshold bits low, `feature * GROUP` high).
-        pairs: *const i64,
+        /// The tree's splits as 64-bit words (threshold bits low, feature high).
+        nodes: *const i64,
         /// Lane indices 0, 2, .., 30: the low halves of two registers of 64-bit words.
         even: __m512i,
         leaves: *const f64,
@@ -690,14 +694,15 @@ mod avx512 {
             // SAFETY: rel < 2^d entries from `base`; idx inside the split arrays.
             let (t, f) = unsafe {
                 if LP == 0 {
-                    // Two 8-lane gathers of (threshold, feature) pairs, split into halves.
-                    let lo = _mm512_i32gather_epi64::<8>(_mm512_castsi512_si256(*ix), k.pairs);
+                    // Two 8-lane gathers of (threshold, feature) splits, split into halves;
+                    // the feature times GROUP (16) is the offset of its column.
+                    let lo = _mm512_i32gather_epi64::<8>(_mm512_castsi512_si256(*ix), k.nodes);
                     let hi =
-                        _mm512_i32gather_epi64::<8>(_mm512_extracti64x4_epi64::<1>(*ix), k.pairs);
+                        _mm512_i32gather_epi64::<8>(_mm512_extracti64x4_epi64::<1>(*ix), k.nodes);
                     let odd = _mm512_add_epi32(k.even, k.one);
                     (
                         _mm512_castsi512_ps(_mm512_permutex2var_epi32(lo, k.even, hi)),
-                        _mm512_permutex2var_epi32(lo, odd, hi),
+                        _mm512_slli_epi32::<4>(_mm512_permutex2var_epi32(lo, odd, hi)),
                     )
                 } else {
                     let rel = _mm512_sub_epi32(*ix, basev);
@@ -909,19 +914,11 @@ fn compile(tree: &Tree, max_complete_depth: u32) -> Layout {
         .collect();
     thr.resize(n_internal + GROUP, f32::INFINITY);
     feat16.resize(n_internal + GROUP, 0);
-    let pairs = nodes
-        .iter()
-        .map(|s| Split {
-            threshold: s.threshold,
-            feature: s.feature * GROUP as u32,
-        })
-        .collect();
     Layout::Complete {
         depth,
         nodes,
         thr,
         feat16,
-        pairs,
         leaves,
     }
 }
@@ -990,7 +987,9 @@ mod tests {
         let c = Compiled::new(std::slice::from_ref(&t), 2, ScoringKernel::for_this_cpu());
         let sparse = Compiled {
             trees: vec![compile(&t, 0)],
+            nf: 2,
             kernel: ScoringKernel::Portable,
+            f32_kernel: ScoringKernel::Portable,
             #[cfg(target_arch = "x86_64")]
             ranks: None,
         };

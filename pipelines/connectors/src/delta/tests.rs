@@ -119,14 +119,19 @@ struct StoreServer {
     /// Azurite's data directory (removed when dropped).
     dir: Option<tempfile::TempDir>,
     options: Vec<(String, String)>,
-    /// The Python with moto, azure-storage-blob and delta-rs (`TXGUARD_PYTHON`, default
-    /// `python3`).
+    /// [`python_bin`].
     py: String,
 }
 
 /// Azurite's well-known development account key (public, in Azure's documentation).
 const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// The Python with moto, azure-storage-blob and delta-rs (`TXGUARD_PYTHON`, default
+/// `python3`).
+fn python_bin() -> String {
+    std::env::var("TXGUARD_PYTHON").unwrap_or_else(|_| "python3".into())
+}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -147,7 +152,7 @@ impl StoreServer {
             child,
             dir: None,
             options: Vec::new(),
-            py: std::env::var("TXGUARD_PYTHON").unwrap_or_else(|_| "python3".into()),
+            py: python_bin(),
         };
         for _ in 0..300 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -159,10 +164,9 @@ impl StoreServer {
     }
 
     fn s3() -> StoreServer {
-        let py = std::env::var("TXGUARD_PYTHON").unwrap_or_else(|_| "python3".into());
         let port = free_port();
         let mut server = StoreServer::spawn(
-            &py,
+            &python_bin(),
             &[
                 "-m",
                 "moto.server",
