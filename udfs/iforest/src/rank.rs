@@ -3,16 +3,19 @@
 //! default) over at most [`MAX_FEATURES`] features.
 //!
 //! Each feature's distinct split thresholds are sorted once at load. A row's value `x` of
-//! feature `f` becomes its *rank* `r(x)`, the number of those thresholds below `x`; a split
-//! on threshold number `k` of `f` (0-based) sends `x` right exactly when `r(x) > k`
-//! (`x > T_k` ⇔ `T_0..=T_k` are all below `x`). Ranks fit in 16 bits together with the
-//! feature number in the top bits, so one 16-bit key per node carries both the split's feature
-//! and threshold, and a 512-bit register walks 32 rows through a tree where the f32 kernel
-//! walks 16: half the vector work per row. The comparisons are the same comparisons, so the
-//! scores are bit-identical to the other kernels'.
+//! feature `f` becomes its *rank* `r(x)`, the number of those thresholds below `x`, found by a
+//! branchless binary search (16 rows per gather, all features interleaved). A split on a
+//! threshold `t` of `f` sends `x` right exactly when `x > t`, i.e. when more thresholds lie
+//! below `x` than below `t`: the comparison of two ranks is the comparison of the values.
 //!
-//! Ranks are found by a branchless binary search over each feature's thresholds (padded to a
-//! power of two with `+inf`), 16 rows per gather, all features' searches interleaved.
+//! Ranks are counted within a *tree group*: consecutive trees whose thresholds of any one
+//! feature number at most 255 (about eight trees of 256 samples). A row's rank in a group is
+//! looked up from its forest-wide rank (one table per group and feature, 16 rows per gather),
+//! so it fits in a byte and one 512-bit register walks 64 rows through a tree, where the f32
+//! kernel walks 16: a quarter of the vector work per row. A node is a byte key (its
+//! threshold's rank in the group; 255 = padding, never passed) and a feature byte, both read by
+//! byte permutes from the node number. The comparisons are the same comparisons, so the scores
+//! are bit-identical to the other kernels'.
 
 use std::arch::x86_64::*;
 
@@ -20,20 +23,37 @@ use crate::score::{GROUP, Split, block_pos};
 
 /// Deepest tree the rank kernel walks.
 pub(crate) const MAX_DEPTH: u32 = 8;
-/// Most features the rank kernel selects among (4 bits of the key).
+/// Most features the rank kernel selects among.
 pub(crate) const MAX_FEATURES: usize = 16;
-/// Rows per register (16-bit lanes).
-const LANES: usize = 32;
+/// Rows per register (8-bit lanes).
+const LANES: usize = 64;
 /// Rows converted and walked per call (as many as the f32 block holds).
 const BLOCK: usize = crate::score::BLOCK_ROWS;
+/// Most distinct thresholds of one feature in a tree group (ranks 0..=255 fit a byte, and
+/// key 255 is never passed).
+const GROUP_THRESHOLDS: usize = 255;
+/// Largest forest-wide threshold table per feature (ranks are kept as 16 bits).
+const MAX_SPAN: usize = 1 << 16;
+/// Largest total size of the groups' rank tables, in bytes (else the f32 kernel is used).
+const MAX_TABLE_BYTES: usize = 64 << 20;
 
-/// One tree in heap order, padded to the forest's depth: `keys[i]` is
-/// `feature << shift | threshold rank` (all rank bits set for padding), with spare entries so
-/// four registers of keys load from any level's start.
+/// One tree in heap order with 1-based node numbers, padded to the forest's depth.
 #[derive(Debug, Clone)]
 struct RankTree {
-    keys: Vec<u16>,
+    /// `keys[n]`: node `n`'s threshold rank in its group (255 for padding).
+    keys: Vec<u8>,
+    /// `features[n]`: node `n`'s feature (0 for padding).
+    features: Vec<u8>,
     leaves: Vec<f64>,
+}
+
+/// Consecutive trees sharing one byte rank per feature.
+#[derive(Debug, Clone)]
+struct TreeGroup {
+    /// `ranks[f * span + r]`: the group rank of forest-wide rank `r` of feature `f`, with
+    /// spare bytes so a 4-byte gather reads inside the table.
+    ranks: Vec<u8>,
+    trees: Vec<RankTree>,
 }
 
 /// A forest compiled for the rank kernel.
@@ -41,13 +61,11 @@ struct RankTree {
 pub(crate) struct RankForest {
     depth: u32,
     nf: usize,
-    /// Bits of the rank; the feature number sits above them.
-    shift: u32,
     /// Entries per feature in `thresholds`: a power of two above every feature's count.
     span: usize,
     /// Feature `f`'s sorted distinct thresholds at `f * span..`, padded with `+inf`.
     thresholds: Vec<f32>,
-    trees: Vec<RankTree>,
+    groups: Vec<TreeGroup>,
 }
 
 /// A tree of the complete layout, as [`RankForest::new`] takes it: heap-ordered
@@ -58,18 +76,28 @@ pub(crate) struct CompleteTree<'a> {
     pub leaves: &'a [f64],
 }
 
+/// Forest-wide threshold numbers of a tree's real splits, as (split index, feature, number).
+fn numbered<'a>(
+    t: &'a CompleteTree<'_>,
+    thresholds: &'a [Vec<f32>],
+) -> impl Iterator<Item = (usize, usize, usize)> + 'a {
+    t.splits.iter().enumerate().filter_map(|(i, s)| {
+        let f = s.feature as usize;
+        s.threshold
+            .is_finite()
+            .then(|| (i, f, thresholds[f].partition_point(|&x| x < s.threshold)))
+    })
+}
+
 impl RankForest {
     /// Compiles a forest of complete trees, or `None` when it does not fit the kernel (a tree
     /// deeper than [`MAX_DEPTH`], shallower than 3 levels overall, more than [`MAX_FEATURES`]
-    /// features, or more distinct thresholds of a feature than its rank bits hold).
+    /// features, or rank tables too large).
     pub(crate) fn new(trees: &[CompleteTree<'_>], nf: usize) -> Option<Self> {
         let depth = trees.iter().map(|t| t.depth).max()?;
         if !(3..=MAX_DEPTH).contains(&depth) || nf == 0 || nf > MAX_FEATURES {
             return None;
         }
-        let feature_bits = usize::BITS - (nf - 1).leading_zeros();
-        let shift = 16 - feature_bits;
-        let always_left = (1u32 << shift) - 1;
         let mut thresholds: Vec<Vec<f32>> = vec![Vec::new(); nf];
         for t in trees {
             for s in t.splits {
@@ -81,49 +109,93 @@ impl RankForest {
         for th in &mut thresholds {
             th.sort_by(f32::total_cmp);
             th.dedup();
-            // A rank reaches th.len(), which must stay below the padding key.
-            if th.len() + 1 >= always_left as usize {
-                return None;
-            }
         }
-        // Node j (1-based) at keys[j]; room for four whole registers from any level's start.
-        let key_len = (1usize << MAX_DEPTH) + 4 * LANES;
-        let trees = trees
-            .iter()
-            .map(|t| {
-                let mut keys = vec![always_left as u16; key_len];
-                for (i, s) in t.splits.iter().enumerate() {
-                    if s.threshold.is_finite() {
-                        let k =
-                            thresholds[s.feature as usize].partition_point(|&x| x < s.threshold);
-                        keys[i + 1] = (s.feature << shift | k as u32) as u16;
-                    }
-                }
-                let step = depth - t.depth;
-                let mut leaves = vec![0.0; 1usize << depth];
-                for (p, &v) in t.leaves.iter().enumerate() {
-                    leaves[p << step] = v;
-                }
-                RankTree { keys, leaves }
-            })
-            .collect();
         let span = thresholds
             .iter()
             .map(|t| t.len() + 1)
             .max()
             .unwrap_or(1)
             .next_power_of_two();
+        if span > MAX_SPAN {
+            return None;
+        }
         let mut flat = vec![f32::INFINITY; nf * span];
         for (f, th) in thresholds.iter().enumerate() {
             flat[f * span..f * span + th.len()].copy_from_slice(th);
         }
+
+        // Groups of consecutive trees, each feature's thresholds in a group at most 255.
+        let mut groups = Vec::new();
+        let mut start = 0;
+        while start < trees.len() {
+            let mut member = vec![false; nf * span];
+            let mut count = vec![0usize; nf];
+            let mut end = start;
+            while end < trees.len() {
+                let mut added = count.clone();
+                let mut fresh = Vec::new();
+                for (_, f, k) in numbered(&trees[end], &thresholds) {
+                    if !member[f * span + k] && !fresh.contains(&(f * span + k)) {
+                        fresh.push(f * span + k);
+                        added[f] += 1;
+                    }
+                }
+                if added.iter().any(|&c| c > GROUP_THRESHOLDS) {
+                    break;
+                }
+                for m in fresh {
+                    member[m] = true;
+                }
+                count = added;
+                end += 1;
+            }
+            // A tree alone always fits: it has at most 2^MAX_DEPTH - 1 = 255 splits.
+            debug_assert!(end > start);
+            let mut ranks = vec![0u8; nf * span + 4];
+            for f in 0..nf {
+                let mut below = 0u8;
+                for r in 0..span {
+                    ranks[f * span + r] = below;
+                    below += u8::from(member[f * span + r]);
+                }
+            }
+            let group_trees = trees[start..end]
+                .iter()
+                .map(|t| {
+                    let nodes = 1usize << MAX_DEPTH;
+                    let mut keys = vec![u8::MAX; nodes];
+                    let mut features = vec![0u8; nodes];
+                    for (i, f, k) in numbered(t, &thresholds) {
+                        keys[i + 1] = ranks[f * span + k];
+                        features[i + 1] = f as u8;
+                    }
+                    let step = depth - t.depth;
+                    let mut leaves = vec![0.0; 1usize << depth];
+                    for (p, &v) in t.leaves.iter().enumerate() {
+                        leaves[p << step] = v;
+                    }
+                    RankTree {
+                        keys,
+                        features,
+                        leaves,
+                    }
+                })
+                .collect();
+            groups.push(TreeGroup {
+                ranks,
+                trees: group_trees,
+            });
+            start = end;
+        }
+        if groups.len() * (nf * span + 4) > MAX_TABLE_BYTES {
+            return None;
+        }
         Some(RankForest {
             depth,
             nf,
-            shift,
             span,
             thresholds: flat,
-            trees,
+            groups,
         })
     }
 
@@ -131,34 +203,40 @@ impl RankForest {
     /// laid out by [`block_pos`] (`acc.len()` a multiple of [`GROUP`], at most the block size).
     ///
     /// # Safety
-    /// The CPU supports avx512f and avx512bw.
-    #[target_feature(enable = "avx512f,avx512bw")]
+    /// The CPU supports avx512f, avx512bw and avx512vbmi.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
     pub(crate) unsafe fn path_sum_block(&self, block: &[f32], acc: &mut [f64]) {
         let nf = self.nf;
         let rows = acc.len();
         assert!(rows <= BLOCK && rows.is_multiple_of(GROUP) && block.len() >= rows * nf);
         let padded = rows.next_multiple_of(LANES);
-        // Keys of the block: groups of 32 rows, a feature's 32 keys contiguous.
-        let mut keys = [0u16; BLOCK * MAX_FEATURES];
-        // SAFETY: avx512f and avx512bw are present; keys holds the block's rows.
-        unsafe { self.keys_of(block, rows, &mut keys) };
+        // Forest-wide ranks, feature-major (BLOCK per feature); padding rows rank 0.
+        let mut ranks = [0u16; BLOCK * MAX_FEATURES];
+        // SAFETY: avx512f is present; `ranks` holds BLOCK rows of every feature.
+        unsafe { self.ranks_of(block, rows, &mut ranks) };
         let mut sums = [0f64; BLOCK];
         sums[..rows].copy_from_slice(acc);
-        for tree in &self.trees {
-            // SAFETY: keys holds padded / 32 groups of nf columns; sums holds padded rows;
-            // the tree's arrays have the lengths `walk` documents.
-            unsafe { walk(self, tree, keys.as_ptr(), padded / LANES, sums.as_mut_ptr()) };
+        // Group ranks of the block: 64-row groups, a feature's 64 bytes contiguous.
+        let mut keys = [0u8; BLOCK * MAX_FEATURES];
+        for group in &self.groups {
+            // SAFETY: as above; `padded` rows of `ranks` are written or zero.
+            unsafe { self.group_keys(group, &ranks, padded, &mut keys) };
+            for tree in &group.trees {
+                // SAFETY: keys holds padded / 64 groups of nf columns; sums holds padded
+                // rows; the tree's arrays have the lengths `walk` documents.
+                unsafe { walk(self, tree, keys.as_ptr(), padded / LANES, sums.as_mut_ptr()) };
+            }
         }
         acc.copy_from_slice(&sums[..rows]);
     }
 
-    /// Writes the keys of the block's `rows` rows (a multiple of 16) into `keys`, 32-row
-    /// groups: a binary search per feature and 16 rows, one gather per step.
+    /// Writes the forest-wide ranks of the block's `rows` rows (a multiple of 16) into
+    /// `ranks[f * BLOCK + r]`: a binary search per feature and 16 rows, one gather per step.
     ///
     /// # Safety
-    /// avx512f and avx512bw; `block` holds `rows * nf` values laid out by [`block_pos`].
-    #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn keys_of(&self, block: &[f32], rows: usize, keys: &mut [u16; BLOCK * MAX_FEATURES]) {
+    /// avx512f; `block` holds `rows * nf` values laid out by [`block_pos`].
+    #[target_feature(enable = "avx512f")]
+    unsafe fn ranks_of(&self, block: &[f32], rows: usize, ranks: &mut [u16; BLOCK * MAX_FEATURES]) {
         let nf = self.nf;
         debug_assert!(block.len() >= rows * nf && rows <= BLOCK);
         let table = self.thresholds.as_ptr();
@@ -185,12 +263,49 @@ impl RankForest {
                 step /= 2;
             }
             for (j, a) in at.iter().enumerate().take(nf) {
-                // key = rank | j << shift, rank = at - j * span
-                let bias = (j * self.span) as i32 - ((j as i32) << self.shift);
-                let key = _mm512_cvtepi32_epi16(_mm512_sub_epi32(*a, _mm512_set1_epi32(bias)));
-                let pos = (g / 2) * LANES * nf + j * LANES + (g % 2) * GROUP;
-                // SAFETY: pos + 16 <= the keys of rows..rows.next_multiple_of(32).
-                unsafe { _mm256_storeu_si256(keys.as_mut_ptr().add(pos).cast(), key) };
+                let rank = _mm512_sub_epi32(*a, _mm512_set1_epi32((j * self.span) as i32));
+                // SAFETY: j * BLOCK + 16 g + 16 <= ranks.len().
+                unsafe {
+                    _mm256_storeu_si256(
+                        ranks.as_mut_ptr().add(j * BLOCK + g * GROUP).cast(),
+                        _mm512_cvtepi32_epi16(rank),
+                    )
+                };
+            }
+        }
+    }
+
+    /// Writes the group ranks of `padded` rows (a multiple of 64) into `keys`: 64-row groups,
+    /// a feature's 64 bytes contiguous; one table gather per 16 rows.
+    ///
+    /// # Safety
+    /// avx512f; `padded <= BLOCK`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn group_keys(
+        &self,
+        group: &TreeGroup,
+        ranks: &[u16; BLOCK * MAX_FEATURES],
+        padded: usize,
+        keys: &mut [u8; BLOCK * MAX_FEATURES],
+    ) {
+        let nf = self.nf;
+        debug_assert!(padded <= BLOCK && group.ranks.len() >= nf * self.span + 3);
+        for j in 0..nf {
+            let table = group
+                .ranks
+                .as_ptr()
+                .wrapping_add(j * self.span)
+                .cast::<i32>();
+            for c in (0..padded).step_by(GROUP) {
+                // SAFETY: ranks are below span, so the 4 bytes read at table + rank lie in
+                // the group's table (3 spare bytes after the last feature); c + 16 <= BLOCK,
+                // and the key position + 16 stays in `keys`.
+                unsafe {
+                    let r = _mm256_loadu_si256(ranks.as_ptr().add(j * BLOCK + c).cast());
+                    let v = _mm512_i32gather_epi32::<1>(_mm512_cvtepu16_epi32(r), table);
+                    let pos = (c / LANES) * LANES * nf + j * LANES + c % LANES;
+                    _mm_storeu_si128(keys.as_mut_ptr().add(pos).cast(), _mm512_cvtepi32_epi8(v));
+                }
             }
         }
     }
@@ -199,13 +314,13 @@ impl RankForest {
 /// Groups walked together (independent dependency chains overlap in the CPU).
 const INTERLEAVE: usize = 8;
 
-/// Walks `groups` groups of 32 rows through one tree, adding leaf values to `sums`.
+/// Walks `groups` groups of 64 rows through one tree, adding leaf values to `sums`.
 ///
 /// # Safety
-/// avx512f and avx512bw; `keys` holds `groups * 32 * nf` row keys, `sums` `groups * 32`
-/// values; the tree has `2^MAX_DEPTH + 128` keys and `2^depth` leaves.
-#[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn walk(f: &RankForest, tree: &RankTree, keys: *const u16, groups: usize, sums: *mut f64) {
+/// avx512f, avx512bw and avx512vbmi; `keys` holds `groups * 64 * nf` row keys, `sums`
+/// `groups * 64` values; the tree has `2^MAX_DEPTH` keys and features and `2^depth` leaves.
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+unsafe fn walk(f: &RankForest, tree: &RankTree, keys: *const u8, groups: usize, sums: *mut f64) {
     let np = f.nf.div_ceil(2);
     let mut g = 0;
     // SAFETY (all calls): forwarded; groups g.. are inside keys and sums.
@@ -225,12 +340,12 @@ unsafe fn walk(f: &RankForest, tree: &RankTree, keys: *const u16, groups: usize,
 ///
 /// # Safety
 /// As [`walk_groups`].
-#[target_feature(enable = "avx512f,avx512bw")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
 #[inline]
 unsafe fn walk_np<const N: usize>(
     f: &RankForest,
     tree: &RankTree,
-    keys: *const u16,
+    keys: *const u8,
     g: usize,
     sums: *mut f64,
     np: usize,
@@ -252,30 +367,25 @@ unsafe fn walk_np<const N: usize>(
     }
 }
 
-/// Per lane, the key of the feature named by `node` (a node key) from a group's columns:
-/// blends on the feature's bits, lowest first.
+/// Per lane, the key of feature `feature` (a byte per lane) from a group's columns: blends on
+/// the feature's bits, lowest first.
 ///
 /// # Safety
-/// `xg` points at the group's `32 * nf` keys, `nf <= 2 * NP`.
+/// `xg` points at the group's `64 * nf` keys, `nf <= 2 * NP`.
 #[target_feature(enable = "avx512f,avx512bw")]
 #[inline]
-unsafe fn select<const NP: usize>(
-    xg: *const u16,
-    nf: usize,
-    node: __m512i,
-    rank_bits: u32,
-) -> __m512i {
+unsafe fn select<const NP: usize>(xg: *const u8, nf: usize, feature: __m512i) -> __m512i {
     let mut p = [_mm512_setzero_si512(); MAX_FEATURES];
     for (j, slot) in p.iter_mut().enumerate().take(2 * NP) {
         // SAFETY: column j < nf (others stand in column 0, never selected).
         *slot = unsafe { _mm512_loadu_si512(xg.add(if j < nf { j * LANES } else { 0 }).cast()) };
     }
     let mut n = 2 * NP;
-    let mut bit = 1u32 << rank_bits;
+    let mut bit = 1u8;
     while n > 1 {
-        let m = _mm512_test_epi16_mask(node, _mm512_set1_epi16(bit as u16 as i16));
+        let m = _mm512_test_epi8_mask(feature, _mm512_set1_epi8(bit as i8));
         for q in 0..n / 2 {
-            p[q] = _mm512_mask_blend_epi16(m, p[2 * q], p[2 * q + 1]);
+            p[q] = _mm512_mask_blend_epi8(m, p[2 * q], p[2 * q + 1]);
         }
         if n % 2 == 1 {
             p[n / 2] = p[n - 1];
@@ -286,96 +396,108 @@ unsafe fn select<const NP: usize>(
     p[0]
 }
 
-/// Walks `N` consecutive groups of 32 rows through one tree.
+/// Walks `N` consecutive groups of 64 rows through one tree.
 ///
 /// # Safety
-/// As [`walk`]; `x` points at `N` groups' keys and `sums` at `N * 32` values.
-#[target_feature(enable = "avx512f,avx512bw")]
+/// As [`walk`]; `x` points at `N` groups' keys and `sums` at `N * 64` values.
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
 #[inline]
 unsafe fn walk_groups<const N: usize, const NP: usize>(
     f: &RankForest,
     tree: &RankTree,
-    x: *const u16,
+    x: *const u8,
     sums: *mut f64,
 ) {
     let nf = f.nf;
-    let k = tree.keys.as_ptr();
-    let one = _mm512_set1_epi16(1);
-    let col = |n: usize| (u32::from(tree.keys[n + 1]) >> f.shift) as usize * LANES;
-    let top_col: [usize; 7] = std::array::from_fn(col);
-    let top: [__m512i; 7] = std::array::from_fn(|n| _mm512_set1_epi16(tree.keys[n + 1] as i16));
+    let one = _mm512_set1_epi8(1);
+    let top_col: [usize; 7] = std::array::from_fn(|n| usize::from(tree.features[n + 1]) * LANES);
+    let top: [__m512i; 7] = std::array::from_fn(|n| _mm512_set1_epi8(tree.keys[n + 1] as i8));
     let mut idx = [_mm512_setzero_si512(); N];
     for (i, ix) in idx.iter_mut().enumerate() {
         let xg = x.wrapping_add(i * LANES * nf);
-        // SAFETY: top_col[n] = feature * 32 with feature < nf: inside the group.
+        // SAFETY: top_col[n] = feature * 64 with feature < nf: inside the group.
         let c: [__m512i; 7] =
             std::array::from_fn(|n| unsafe { _mm512_loadu_si512(xg.add(top_col[n]).cast()) });
-        let g0 = _mm512_cmpgt_epu16_mask(c[0], top[0]);
-        let v1 = _mm512_mask_blend_epi16(g0, c[1], c[2]);
-        let t1 = _mm512_mask_blend_epi16(g0, top[1], top[2]);
-        let g1 = _mm512_cmpgt_epu16_mask(v1, t1);
-        let v2 = _mm512_mask_blend_epi16(
+        let g0 = _mm512_cmpgt_epu8_mask(c[0], top[0]);
+        let v1 = _mm512_mask_blend_epi8(g0, c[1], c[2]);
+        let t1 = _mm512_mask_blend_epi8(g0, top[1], top[2]);
+        let g1 = _mm512_cmpgt_epu8_mask(v1, t1);
+        let v2 = _mm512_mask_blend_epi8(
             g0,
-            _mm512_mask_blend_epi16(g1, c[3], c[4]),
-            _mm512_mask_blend_epi16(g1, c[5], c[6]),
+            _mm512_mask_blend_epi8(g1, c[3], c[4]),
+            _mm512_mask_blend_epi8(g1, c[5], c[6]),
         );
-        let t2 = _mm512_mask_blend_epi16(
+        let t2 = _mm512_mask_blend_epi8(
             g0,
-            _mm512_mask_blend_epi16(g1, top[3], top[4]),
-            _mm512_mask_blend_epi16(g1, top[5], top[6]),
+            _mm512_mask_blend_epi8(g1, top[3], top[4]),
+            _mm512_mask_blend_epi8(g1, top[5], top[6]),
         );
-        let g2 = _mm512_cmpgt_epu16_mask(v2, t2);
+        let g2 = _mm512_cmpgt_epu8_mask(v2, t2);
         // Node number (1-based heap order) at level 3: 8 + 4 g0 + 2 g1 + g2.
-        let v = _mm512_set1_epi16(8);
-        let v = _mm512_mask_add_epi16(v, g0, v, _mm512_set1_epi16(4));
-        let v = _mm512_mask_add_epi16(v, g1, v, _mm512_set1_epi16(2));
-        *ix = _mm512_mask_add_epi16(v, g2, v, one);
+        let v = _mm512_set1_epi8(8);
+        let v = _mm512_mask_add_epi8(v, g0, v, _mm512_set1_epi8(4));
+        let v = _mm512_mask_add_epi8(v, g1, v, _mm512_set1_epi8(2));
+        *ix = _mm512_mask_add_epi8(v, g2, v, one);
     }
     let depth = f.depth as usize;
+    let (k, ft) = (tree.keys.as_ptr(), tree.features.as_ptr());
     for d in 3..depth {
-        // Level d's nodes are 2^d..2^(d+1); a permute reads only an index's low bits, so
-        // the node number indexes registers loaded from a multiple of 32 below them.
-        let base = if d < 5 { 0 } else { 1usize << d };
-        // SAFETY: keys has 2^MAX_DEPTH + 128 entries; base + 128 is within.
-        let (a0, b0, a1, b1) = unsafe {
+        // Level d's nodes are 2^d..2^(d+1); a permute reads only an index's low 6 (one
+        // table) or 7 (two tables) bits, so the node number indexes tables loaded from the
+        // multiple of 64 below them.
+        let base = match d {
+            0..=5 => 0,
+            6 => 64,
+            _ => 128,
+        };
+        // SAFETY: base + 128 <= 2^MAX_DEPTH = the tree's key and feature counts.
+        let (ka, kb, fa, fb) = unsafe {
             (
                 _mm512_loadu_si512(k.add(base).cast()),
-                _mm512_loadu_si512(k.add(base + 32).cast()),
                 _mm512_loadu_si512(k.add(base + 64).cast()),
-                _mm512_loadu_si512(k.add(base + 96).cast()),
+                _mm512_loadu_si512(ft.add(base).cast()),
+                _mm512_loadu_si512(ft.add(base + 64).cast()),
             )
         };
         for (i, ix) in idx.iter_mut().enumerate() {
             let rel = *ix;
-            let node = match d {
-                3..=5 => _mm512_permutexvar_epi16(rel, a0),
-                6 => _mm512_permutex2var_epi16(a0, rel, b0),
-                _ => {
-                    let lo = _mm512_permutex2var_epi16(a0, rel, b0);
-                    let hi = _mm512_permutex2var_epi16(a1, rel, b1);
-                    let m = _mm512_test_epi16_mask(rel, _mm512_set1_epi16(64));
-                    _mm512_mask_blend_epi16(m, lo, hi)
-                }
+            let (node, feature) = if d < 7 {
+                (
+                    _mm512_permutexvar_epi8(rel, ka),
+                    _mm512_permutexvar_epi8(rel, fa),
+                )
+            } else {
+                (
+                    _mm512_permutex2var_epi8(ka, rel, kb),
+                    _mm512_permutex2var_epi8(fa, rel, fb),
+                )
             };
             // SAFETY: group i is inside the block.
-            let v = unsafe { select::<NP>(x.wrapping_add(i * LANES * nf), nf, node, f.shift) };
-            let gt = _mm512_cmpgt_epu16_mask(v, node);
-            let next = _mm512_add_epi16(*ix, *ix);
-            *ix = _mm512_mask_add_epi16(next, gt, next, one);
+            let v = unsafe { select::<NP>(x.wrapping_add(i * LANES * nf), nf, feature) };
+            let gt = _mm512_cmpgt_epu8_mask(v, node);
+            // 2 n + (x > t); past level 7 this wraps to the leaf number.
+            let next = _mm512_add_epi8(rel, rel);
+            *ix = _mm512_mask_add_epi8(next, gt, next, one);
         }
     }
-    let first_leaf = _mm512_set1_epi16((1usize << depth) as i16);
+    // Leaf number = node number - 2^depth (mod 256: for depth 8 the wrap already did it).
+    let first_leaf = _mm512_set1_epi8((1u32 << depth) as u8 as i8);
     let leaves = tree.leaves.as_ptr();
     for (i, ix) in idx.iter().enumerate() {
-        let leaf = _mm512_sub_epi16(*ix, first_leaf);
-        let lo = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(leaf));
-        let hi = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64::<1>(leaf));
-        for (h, l16) in [lo, hi].into_iter().enumerate() {
-            // SAFETY: leaf < 2^depth = leaves.len(); sums has 32 slots for group i.
+        let leaf = _mm512_sub_epi8(*ix, first_leaf);
+        let quarters = [
+            _mm512_extracti32x4_epi32::<0>(leaf),
+            _mm512_extracti32x4_epi32::<1>(leaf),
+            _mm512_extracti32x4_epi32::<2>(leaf),
+            _mm512_extracti32x4_epi32::<3>(leaf),
+        ];
+        for (q, part) in quarters.into_iter().enumerate() {
+            let l32 = _mm512_cvtepu8_epi32(part);
+            // SAFETY: leaf < 2^depth = leaves.len(); sums has 64 slots for group i.
             unsafe {
-                let a = _mm512_i32gather_pd::<8>(_mm512_castsi512_si256(l16), leaves);
-                let b = _mm512_i32gather_pd::<8>(_mm512_extracti64x4_epi64::<1>(l16), leaves);
-                let s = sums.add(i * LANES + h * 16);
+                let a = _mm512_i32gather_pd::<8>(_mm512_castsi512_si256(l32), leaves);
+                let b = _mm512_i32gather_pd::<8>(_mm512_extracti64x4_epi64::<1>(l32), leaves);
+                let s = sums.add(i * LANES + q * 16);
                 _mm512_storeu_pd(s, _mm512_add_pd(_mm512_loadu_pd(s), a));
                 _mm512_storeu_pd(s.add(8), _mm512_add_pd(_mm512_loadu_pd(s.add(8)), b));
             }
@@ -389,6 +511,12 @@ mod tests {
 
     fn split(threshold: f32, feature: u32) -> Split {
         Split { threshold, feature }
+    }
+
+    fn supported() -> bool {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vbmi")
     }
 
     /// A forest of one depth-3 tree whose only splits are on feature 0 at `thresholds`
@@ -406,7 +534,7 @@ mod tests {
             nf,
         )
         .expect("fits");
-        // Replace feature 0's thresholds by the full list (keys only read the table).
+        // Replace feature 0's thresholds by the full list (ranks only read the table).
         let mut sorted = thresholds.to_vec();
         sorted.sort_by(f32::total_cmp);
         sorted.dedup();
@@ -417,11 +545,11 @@ mod tests {
     }
 
     #[test]
-    fn keys_carry_the_feature_and_the_count_of_thresholds_below() {
-        if !(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")) {
+    fn ranks_count_the_thresholds_below() {
+        if !supported() {
             return;
         }
-        for m in [0usize, 1, 2, 15, 16, 17, 255, 256, 1000, 4000] {
+        for m in [0usize, 1, 2, 15, 16, 17, 255, 256, 1000, 4000, 40000] {
             let sorted: Vec<f32> = (0..m).map(|i| i as f32 * 2.0).collect();
             let f = forest_with(&sorted, 3);
             let values = [-1.0f32, 0.0, 0.5, 1.0, 2.0, 3.0, 510.0, 511.0, 2000.0, 1e9];
@@ -432,9 +560,9 @@ mod tests {
                     block[block_pos(r, j, 3)] = values[(r + j) % values.len()];
                 }
             }
-            let mut keys = [0u16; BLOCK * MAX_FEATURES];
+            let mut ranks = [0u16; BLOCK * MAX_FEATURES];
             // SAFETY: checked above.
-            unsafe { f.keys_of(&block, rows, &mut keys) };
+            unsafe { f.ranks_of(&block, rows, &mut ranks) };
             for r in 0..rows {
                 for j in 0..3 {
                     let x = values[(r + j) % values.len()];
@@ -443,10 +571,52 @@ mod tests {
                     } else {
                         0
                     };
-                    let key = keys[(r / LANES) * LANES * 3 + j * LANES + r % LANES];
-                    assert_eq!(key >> f.shift, j as u16, "m={m} row {r}");
-                    assert_eq!(usize::from(key & ((1 << f.shift) - 1)), want, "m={m} x={x}");
+                    assert_eq!(usize::from(ranks[j * BLOCK + r]), want, "m={m} x={x}");
                 }
+            }
+        }
+    }
+
+    /// Trees over two features whose thresholds are `base + i` for their 255 splits.
+    fn tree_splits(base: f32) -> Vec<Split> {
+        (0..255)
+            .map(|i| split(base + (i / 2) as f32, (i % 2) as u32))
+            .collect()
+    }
+
+    #[test]
+    fn groups_keep_tree_order_and_at_most_255_thresholds_per_feature() {
+        // Each tree has 128 thresholds of feature 0 and 127 of feature 1; trees 0 and 1
+        // share theirs, tree 2 has new ones, so the groups are {0, 1}, {2}, {3}.
+        let splits = [
+            tree_splits(0.0),
+            tree_splits(0.0),
+            tree_splits(1000.0),
+            tree_splits(2000.0),
+        ];
+        let leaves: Vec<Vec<f64>> = (0..4).map(|t| vec![t as f64; 256]).collect();
+        let trees: Vec<CompleteTree<'_>> = splits
+            .iter()
+            .zip(&leaves)
+            .map(|(s, l)| CompleteTree {
+                depth: 8,
+                splits: s,
+                leaves: l,
+            })
+            .collect();
+        let f = RankForest::new(&trees, 2).expect("fits");
+        let sizes: Vec<usize> = f.groups.iter().map(|g| g.trees.len()).collect();
+        assert_eq!(sizes, [2, 1, 1]);
+        let order: Vec<f64> = f
+            .groups
+            .iter()
+            .flat_map(|g| g.trees.iter().map(|t| t.leaves[0]))
+            .collect();
+        assert_eq!(order, [0.0, 1.0, 2.0, 3.0]);
+        for g in &f.groups {
+            for feat in 0..2 {
+                let top = g.ranks[feat * f.span + f.span - 1];
+                assert!(top <= 128, "group ranks of feature {feat} reach {top}");
             }
         }
     }
@@ -463,22 +633,40 @@ mod tests {
             split(7.0, 0),
         ];
         let leaves = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
-        let tree = CompleteTree {
-            depth: 3,
-            splits: &splits,
-            leaves: &leaves,
-        };
-        let f = RankForest::new(&[tree], 2).expect("fits");
-        assert_eq!(f.shift, 15);
+        let other = [split(0.25, 0), split(9.0, 1), split(0.75, 0)];
+        let trees = [
+            CompleteTree {
+                depth: 3,
+                splits: &splits,
+                leaves: &leaves,
+            },
+            CompleteTree {
+                depth: 2,
+                splits: &other,
+                leaves: &leaves[..4],
+            },
+        ];
+        let f = RankForest::new(&trees, 2).expect("fits");
+        assert_eq!(f.groups.len(), 1);
+        let g = &f.groups[0];
+        // A row's group rank: its forest-wide rank looked up in the group's table.
         let rank = |feat: usize, x: f32| {
-            f.thresholds[feat * f.span..(feat + 1) * f.span].partition_point(|&t| t < x)
+            let r = f.thresholds[feat * f.span..(feat + 1) * f.span].partition_point(|&t| t < x);
+            g.ranks[feat * f.span + r]
         };
-        for (x, feat) in [(0.5f32, 0usize), (0.6, 0), (-1.0, 0), (7.5, 0), (0.4, 1)] {
-            for (i, s) in splits.iter().enumerate() {
-                let (thr, sf) = (s.threshold, s.feature as usize);
-                if thr.is_finite() && sf == feat {
-                    let k = usize::from(f.trees[0].keys[i + 1] & 0x7fff);
-                    assert_eq!(x > thr, rank(feat, x) > k, "x={x} thr={thr}");
+        for (t, tree) in trees.iter().zip(&g.trees) {
+            for (i, s) in t.splits.iter().enumerate() {
+                let key = tree.keys[i + 1];
+                if !s.threshold.is_finite() {
+                    assert_eq!((key, tree.features[i + 1]), (u8::MAX, 0));
+                    continue;
+                }
+                assert_eq!(usize::from(tree.features[i + 1]), s.feature as usize);
+                for x in [
+                    -2.0f32, -1.0, 0.25, 0.3, 0.5, 0.6, 0.75, 2.0, 7.0, 7.5, 9.0, 10.0,
+                ] {
+                    let r = rank(s.feature as usize, x);
+                    assert_eq!(x > s.threshold, r > key, "x={x} thr={}", s.threshold);
                 }
             }
         }

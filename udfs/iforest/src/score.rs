@@ -88,9 +88,9 @@ pub enum ScoringKernel {
         /// and deeper are always gathered).
         gather_splits: bool,
     },
-    /// AVX-512 (with BW) on 16-bit threshold ranks, 32 rows per register (see the `rank`
-    /// module); forests it does not fit (trees deeper than 8 levels, more than 16 features)
-    /// use the CPU's AVX-512 default instead.
+    /// AVX-512 (with BW and VBMI) on 8-bit threshold ranks, 64 rows per register (see the
+    /// `rank` module); forests it does not fit (trees deeper than 8 levels, more than 16
+    /// features) use the CPU's AVX-512 default instead.
     Avx512Ranks,
 }
 
@@ -150,19 +150,19 @@ impl ScoringKernel {
             ScoringKernel::Avx512Ranks => {
                 std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vbmi")
             }
             #[cfg(not(target_arch = "x86_64"))]
             ScoringKernel::Avx512 { .. } | ScoringKernel::Avx512Ranks => false,
         }
     }
 
-    /// The fastest kernel measured for this CPU (docs/benchmarks.md): the rank kernel on Intel
-    /// cores with AVX-512 BW, AVX-512 with permutes elsewhere, the portable loop without
-    /// AVX-512. AMD cores keep the permute kernel until `benches/vs_sklearn.rs` has measured
-    /// the rank kernel there (its rank search gathers, and AMD's gathers are slow).
+    /// The fastest kernel measured for this CPU (docs/benchmarks.md): the rank kernel where
+    /// the CPU has AVX-512 BW and VBMI (Intel since Ice Lake, AMD since Zen 4), else AVX-512
+    /// with permutes (gathers on Intel), the portable loop without AVX-512.
     pub fn for_this_cpu() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if ScoringKernel::Avx512Ranks.is_supported() && cpu_vendor() == *b"GenuineIntel" {
+        if ScoringKernel::Avx512Ranks.is_supported() {
             return ScoringKernel::Avx512Ranks;
         }
         Self::f32_for_this_cpu()
@@ -342,7 +342,7 @@ impl Compiled {
         #[cfg(target_arch = "x86_64")]
         if let Some(r) = &self.ranks {
             // SAFETY: `ranks` exists only for the rank kernel, which the caller checked this
-            // CPU supports (avx512f and avx512bw).
+            // CPU supports (avx512f, avx512bw and avx512vbmi).
             unsafe { r.path_sum_block(block, acc) };
             return;
         }
