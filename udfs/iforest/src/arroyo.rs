@@ -2,8 +2,9 @@
 //! `use arroyo_udf_plugin::udf;`, the model as static arrays and one `#[udf] fn`.
 //!
 //! The generated scorer walks scikit-learn's arrays directly (left iff
-//! `f64::from(x as f32) <= threshold`) and sums precomputed per-leaf path lengths in tree
-//! order, so it returns exactly what [`crate::Forest`] returns.
+//! `f64::from(x as f32) <= threshold`) and sums precomputed per-leaf path lengths in the
+//! forest's fixed-point units ([`crate::tree::PathScale`]), so it returns exactly what
+//! [`crate::Forest`] returns.
 //!
 //! There is no BOOLEAN variant: arroyo-udf-plugin 0.2.0's `#[udf]` macro cannot return
 //! `bool` (it builds a `PrimitiveBuilder<BooleanType>`, which does not compile). Use
@@ -59,13 +60,14 @@ pub fn valid_function_name(name: &str) -> bool {
 /// Source text of the UDF. `name` must satisfy [`valid_function_name`].
 pub fn udf_source(forest: &Forest, kind: UdfKind, name: &str) -> String {
     let file = forest.model_file();
+    let scale = crate::tree::PathScale::for_trees(&file.trees);
     let mut roots = Vec::with_capacity(file.trees.len());
     let (mut left, mut right, mut feature, mut threshold, mut value) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for t in &file.trees {
         let base = left.len() as i64;
         roots.push(base);
-        value.extend(t.leaf_values());
+        value.extend(t.leaf_values().into_iter().map(|v| scale.fixed(v)));
         for i in 0..t.n_nodes() {
             if t.is_leaf(i) {
                 left.push(-1i64);
@@ -112,12 +114,17 @@ pub fn udf_source(forest: &Forest, kind: UdfKind, name: &str) -> String {
     let denominator =
         file.trees.len() as f64 * crate::tree::average_path_length(file.max_samples as f64);
     let _ = writeln!(s, "const DENOMINATOR: f64 = {denominator:?};");
+    let _ = writeln!(
+        s,
+        "// Path lengths are summed as integers in units of UNIT (exact, as txguard sums them)."
+    );
+    let _ = writeln!(s, "const UNIT: f64 = {:?};", scale.unit());
     write_array(&mut s, "ROOTS", "i64", &roots, |v| v.to_string());
     write_array(&mut s, "LEFT", "i64", &left, |v| v.to_string());
     write_array(&mut s, "RIGHT", "i64", &right, |v| v.to_string());
     write_array(&mut s, "FEATURE", "u32", &feature, |v| v.to_string());
     write_array(&mut s, "THRESHOLD", "f64", &threshold, |v| format!("{v:?}"));
-    write_array(&mut s, "VALUE", "f64", &value, |v| format!("{v:?}"));
+    write_array(&mut s, "VALUE", "i64", &value, |v| v.to_string());
     let _ = writeln!(s, "const _: () = assert!(LEFT.len() == {n});\n");
     s.push_str(
         r#"fn score_samples(x: &[f64; N_FEATURES]) -> Option<f64> {
@@ -129,7 +136,7 @@ pub fn udf_source(forest: &Forest, kind: UdfKind, name: &str) -> String {
         }
         *d = f as f64;
     }
-    let mut sum = 0.0f64;
+    let mut sum = 0i64;
     for &root in ROOTS.iter() {
         let mut node = root as usize;
         while LEFT[node] >= 0 {
@@ -141,6 +148,7 @@ pub fn udf_source(forest: &Forest, kind: UdfKind, name: &str) -> String {
         }
         sum += VALUE[node];
     }
+    let sum = sum as f64 * UNIT;
     Some(if DENOMINATOR == 0.0 {
         -0.5
     } else {

@@ -324,7 +324,8 @@ impl Forest {
                 return None;
             }
         }
-        let s = self.score_samples_from_path_sum(self.compiled.path_sum_row(x));
+        let s = self
+            .score_samples_from_path_sum(self.compiled.path_length(self.compiled.path_sum_row(x)));
         Some(RowScore {
             score_samples: s,
             decision: s - self.file.offset,
@@ -406,7 +407,7 @@ impl Forest {
         let nf = self.n_features();
         let mut block = vec![0f32; BLOCK_ROWS * nf];
         let mut ok = [true; BLOCK_ROWS];
-        let mut acc = [0f64; BLOCK_ROWS];
+        let mut acc = [0i64; BLOCK_ROWS];
         for (b, outs) in out.chunks_mut(BLOCK_ROWS).enumerate() {
             let len = outs.len();
             ok[..len].fill(true);
@@ -417,12 +418,12 @@ impl Forest {
                 &mut block[..padded * nf],
                 &mut ok[..len],
             );
-            acc[..padded].fill(0.0);
+            acc[..padded].fill(0);
             self.compiled
                 .path_sum_block(&block[..padded * nf], nf, &mut acc[..padded]);
             for ((o, &a), &good) in outs.iter_mut().zip(&acc[..len]).zip(&ok[..len]) {
                 *o = if good {
-                    self.score_samples_from_path_sum(a)
+                    self.score_samples_from_path_sum(self.compiled.path_length(a))
                 } else {
                     f64::NAN
                 };

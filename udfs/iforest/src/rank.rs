@@ -14,8 +14,15 @@
 //! so it fits in a byte and one 512-bit register walks 64 rows through a tree, where the f32
 //! kernel walks 16: a quarter of the vector work per row. A node is a byte key (its
 //! threshold's rank in the group; 255 = padding, never passed) and a feature byte, both read by
-//! byte permutes from the node number. The comparisons are the same comparisons, so the scores
-//! are bit-identical to the other kernels'.
+//! byte permutes from the node number. The comparisons are the same comparisons, so every row
+//! reaches the same leaves as with the other kernels.
+//!
+//! Leaves are not gathered: a tree's leaves hold few distinct path lengths (9 to 21 in a
+//! forest of 256-sample trees), so a leaf number becomes a value number by byte permutes, and
+//! the value's fixed-point path length (48 bits, [`crate::tree::PathScale`]) is added as four
+//! 12-bit pieces, each looked up by a 16-bit permute and summed in 16-bit lanes for up to 16
+//! trees before the pieces are carried into the rows' 64-bit sums. Integer sums make this
+//! exact: the same bits as the other kernels.
 
 use std::arch::x86_64::*;
 
@@ -36,6 +43,13 @@ const GROUP_THRESHOLDS: usize = 255;
 const MAX_SPAN: usize = 1 << 16;
 /// Largest total size of the groups' rank tables, in bytes (else the f32 kernel is used).
 const MAX_TABLE_BYTES: usize = 64 << 20;
+/// Most distinct leaf values of a tree (a two-register 16-bit permute).
+const MAX_VALUES: usize = 64;
+/// Bits of a leaf value piece, and pieces per value (values below 2^48).
+const PIECE_BITS: u32 = 12;
+const PIECES: usize = 4;
+/// Trees whose pieces 16-bit lanes can sum: 16 * (2^12 - 1) < 2^16.
+const CARRY_EVERY: usize = 16;
 
 /// One tree in heap order with 1-based node numbers, padded to the forest's depth.
 #[derive(Debug, Clone)]
@@ -44,7 +58,11 @@ struct RankTree {
     keys: Vec<u8>,
     /// `features[n]`: node `n`'s feature (0 for padding).
     features: Vec<u8>,
-    leaves: Vec<f64>,
+    /// `values[leaf]`: the number of the leaf's path length (2^MAX_DEPTH entries).
+    values: Vec<u8>,
+    /// `pieces[q][v]`: bits `12 q..12 q + 12` of path length number `v`, in fixed-point
+    /// units.
+    pieces: [[u16; MAX_VALUES]; PIECES],
 }
 
 /// Consecutive trees sharing one byte rank per feature.
@@ -73,7 +91,8 @@ pub(crate) struct RankForest {
 pub(crate) struct CompleteTree<'a> {
     pub depth: u32,
     pub splits: &'a [Split],
-    pub leaves: &'a [f64],
+    /// Fixed-point path lengths.
+    pub leaves: &'a [i64],
 }
 
 /// Forest-wide threshold numbers of a tree's real splits, as (split index, feature, number).
@@ -92,7 +111,8 @@ fn numbered<'a>(
 impl RankForest {
     /// Compiles a forest of complete trees, or `None` when it does not fit the kernel (a tree
     /// deeper than [`MAX_DEPTH`], shallower than 3 levels overall, more than [`MAX_FEATURES`]
-    /// features, or rank tables too large).
+    /// features, rank tables too large, a tree with more than 64 distinct path lengths or
+    /// one outside 48 bits).
     pub(crate) fn new(trees: &[CompleteTree<'_>], nf: usize) -> Option<Self> {
         let depth = trees.iter().map(|t| t.depth).max()?;
         if !(3..=MAX_DEPTH).contains(&depth) || nf == 0 || nf > MAX_FEATURES {
@@ -161,7 +181,7 @@ impl RankForest {
             }
             let group_trees = trees[start..end]
                 .iter()
-                .map(|t| {
+                .map(|t| -> Option<RankTree> {
                     let nodes = 1usize << MAX_DEPTH;
                     let mut keys = vec![u8::MAX; nodes];
                     let mut features = vec![0u8; nodes];
@@ -170,17 +190,35 @@ impl RankForest {
                         features[i + 1] = f as u8;
                     }
                     let step = depth - t.depth;
-                    let mut leaves = vec![0.0; 1usize << depth];
+                    let mut distinct: Vec<i64> = Vec::new();
+                    let mut values = vec![0u8; nodes];
                     for (p, &v) in t.leaves.iter().enumerate() {
-                        leaves[p << step] = v;
+                        if !(0..1 << (PIECE_BITS * PIECES as u32)).contains(&v) {
+                            return None;
+                        }
+                        let n = distinct.iter().position(|&d| d == v).unwrap_or_else(|| {
+                            distinct.push(v);
+                            distinct.len() - 1
+                        });
+                        values[p << step] = u8::try_from(n).ok()?;
                     }
-                    RankTree {
+                    if distinct.len() > MAX_VALUES {
+                        return None;
+                    }
+                    let mut pieces = [[0u16; MAX_VALUES]; PIECES];
+                    for (q, piece) in pieces.iter_mut().enumerate() {
+                        for (slot, &v) in piece.iter_mut().zip(&distinct) {
+                            *slot = ((v >> (PIECE_BITS * q as u32)) & 0xfff) as u16;
+                        }
+                    }
+                    Some(RankTree {
                         keys,
                         features,
-                        leaves,
-                    }
+                        values,
+                        pieces,
+                    })
                 })
-                .collect();
+                .collect::<Option<_>>()?;
             groups.push(TreeGroup {
                 ranks,
                 trees: group_trees,
@@ -199,13 +237,14 @@ impl RankForest {
         })
     }
 
-    /// Adds each tree's path length, in tree order, to `acc[r]` for the rows of an f32 block
-    /// laid out by [`block_pos`] (`acc.len()` a multiple of [`GROUP`], at most the block size).
+    /// Adds each tree's path length, in fixed-point units, to `acc[r]` for the rows of an f32
+    /// block laid out by [`block_pos`] (`acc.len()` a multiple of [`GROUP`], at most the block
+    /// size).
     ///
     /// # Safety
     /// The CPU supports avx512f, avx512bw and avx512vbmi.
     #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-    pub(crate) unsafe fn path_sum_block(&self, block: &[f32], acc: &mut [f64]) {
+    pub(crate) unsafe fn path_sum_block(&self, block: &[f32], acc: &mut [i64]) {
         let nf = self.nf;
         let rows = acc.len();
         assert!(rows <= BLOCK && rows.is_multiple_of(GROUP) && block.len() >= rows * nf);
@@ -214,18 +253,39 @@ impl RankForest {
         let mut ranks = [0u16; BLOCK * MAX_FEATURES];
         // SAFETY: avx512f is present; `ranks` holds BLOCK rows of every feature.
         unsafe { self.ranks_of(block, rows, &mut ranks) };
-        let mut sums = [0f64; BLOCK];
+        let mut sums = [0i64; BLOCK];
         sums[..rows].copy_from_slice(acc);
+        // Path length pieces of up to CARRY_EVERY trees, 16-bit lanes.
+        let mut pieces = [_mm512_setzero_si512(); BLOCK * PIECES / 32];
+        let mut since_carry = 0;
         // Group ranks of the block: 64-row groups, a feature's 64 bytes contiguous.
         let mut keys = [0u8; BLOCK * MAX_FEATURES];
         for group in &self.groups {
             // SAFETY: as above; `padded` rows of `ranks` are written or zero.
             unsafe { self.group_keys(group, &ranks, padded, &mut keys) };
             for tree in &group.trees {
-                // SAFETY: keys holds padded / 64 groups of nf columns; sums holds padded
-                // rows; the tree's arrays have the lengths `walk` documents.
-                unsafe { walk(self, tree, keys.as_ptr(), padded / LANES, sums.as_mut_ptr()) };
+                // SAFETY: keys holds padded / 64 groups of nf columns; pieces holds 8
+                // registers per 64 rows; the tree's arrays have the lengths `walk` documents.
+                unsafe {
+                    walk(
+                        self,
+                        tree,
+                        keys.as_ptr(),
+                        padded / LANES,
+                        pieces.as_mut_ptr(),
+                    )
+                };
+                since_carry += 1;
+                if since_carry == CARRY_EVERY {
+                    // SAFETY: avx512f and avx512bw are present.
+                    unsafe { carry(&mut pieces, &mut sums, padded) };
+                    since_carry = 0;
+                }
             }
+        }
+        if since_carry > 0 {
+            // SAFETY: as above.
+            unsafe { carry(&mut pieces, &mut sums, padded) };
         }
         acc.copy_from_slice(&sums[..rows]);
     }
@@ -311,16 +371,75 @@ impl RankForest {
     }
 }
 
+/// Adds the pieces summed in 16-bit lanes to the rows' 64-bit sums and clears them. Register
+/// `8 i + 4 h + q` holds piece `q` of rows `64 i + 32 h..`, one per 16-bit lane.
+///
+/// # Safety
+/// avx512f and avx512bw; `padded` is a multiple of 64, at most the block size.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn carry(
+    pieces: &mut [__m512i; BLOCK * PIECES / 32],
+    sums: &mut [i64; BLOCK],
+    padded: usize,
+) {
+    for (i, regs) in pieces
+        .chunks_exact_mut(2 * PIECES)
+        .take(padded / LANES)
+        .enumerate()
+    {
+        for (h, p) in regs.chunks_exact_mut(PIECES).enumerate() {
+            let halves: [[__m512i; PIECES]; 2] = [
+                std::array::from_fn(|q| _mm512_cvtepu16_epi32(_mm512_castsi512_si256(p[q]))),
+                std::array::from_fn(|q| {
+                    _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64::<1>(p[q]))
+                }),
+            ];
+            for (c, w) in halves.iter().enumerate() {
+                // Pieces 0 + 1 and 2 + 3 as 24-bit values (the sums stay below 2^28).
+                let lo = _mm512_add_epi32(w[0], _mm512_slli_epi32::<12>(w[1]));
+                let hi = _mm512_add_epi32(w[2], _mm512_slli_epi32::<12>(w[3]));
+                let parts = [
+                    (_mm512_castsi512_si256(lo), _mm512_castsi512_si256(hi)),
+                    (
+                        _mm512_extracti64x4_epi64::<1>(lo),
+                        _mm512_extracti64x4_epi64::<1>(hi),
+                    ),
+                ];
+                for (e, (l, h8)) in parts.into_iter().enumerate() {
+                    let v = _mm512_add_epi64(
+                        _mm512_cvtepu32_epi64(l),
+                        _mm512_slli_epi64::<24>(_mm512_cvtepu32_epi64(h8)),
+                    );
+                    let at = i * LANES + h * 32 + c * 16 + e * 8;
+                    // SAFETY: at + 8 <= padded <= BLOCK.
+                    unsafe {
+                        let s = sums.as_mut_ptr().add(at);
+                        _mm512_storeu_epi64(s, _mm512_add_epi64(_mm512_loadu_epi64(s), v));
+                    }
+                }
+            }
+            p.fill(_mm512_setzero_si512());
+        }
+    }
+}
+
 /// Groups walked together (independent dependency chains overlap in the CPU).
 const INTERLEAVE: usize = 8;
 
-/// Walks `groups` groups of 64 rows through one tree, adding leaf values to `sums`.
+/// Walks `groups` groups of 64 rows through one tree, adding the leaves' path length pieces
+/// to `pieces` (8 registers per group, as [`carry`] reads them).
 ///
 /// # Safety
-/// avx512f, avx512bw and avx512vbmi; `keys` holds `groups * 64 * nf` row keys, `sums`
-/// `groups * 64` values; the tree has `2^MAX_DEPTH` keys and features and `2^depth` leaves.
+/// avx512f, avx512bw and avx512vbmi; `keys` holds `groups * 64 * nf` row keys, `pieces`
+/// `groups * 8` registers; the tree has `2^MAX_DEPTH` keys, features and value numbers.
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-unsafe fn walk(f: &RankForest, tree: &RankTree, keys: *const u8, groups: usize, sums: *mut f64) {
+unsafe fn walk(
+    f: &RankForest,
+    tree: &RankTree,
+    keys: *const u8,
+    groups: usize,
+    sums: *mut __m512i,
+) {
     let np = f.nf.div_ceil(2);
     let mut g = 0;
     // SAFETY (all calls): forwarded; groups g.. are inside keys and sums.
@@ -347,11 +466,11 @@ unsafe fn walk_np<const N: usize>(
     tree: &RankTree,
     keys: *const u8,
     g: usize,
-    sums: *mut f64,
+    sums: *mut __m512i,
     np: usize,
 ) {
     let x = keys.wrapping_add(g * LANES * f.nf);
-    let s = sums.wrapping_add(g * LANES);
+    let s = sums.wrapping_add(g * 2 * PIECES);
     // SAFETY: forwarded.
     unsafe {
         match np {
@@ -399,14 +518,14 @@ unsafe fn select<const NP: usize>(xg: *const u8, nf: usize, feature: __m512i) ->
 /// Walks `N` consecutive groups of 64 rows through one tree.
 ///
 /// # Safety
-/// As [`walk`]; `x` points at `N` groups' keys and `sums` at `N * 64` values.
+/// As [`walk`]; `x` points at `N` groups' keys and `sums` at `N * 8` registers.
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
 #[inline]
 unsafe fn walk_groups<const N: usize, const NP: usize>(
     f: &RankForest,
     tree: &RankTree,
     x: *const u8,
-    sums: *mut f64,
+    sums: *mut __m512i,
 ) {
     let nf = f.nf;
     let one = _mm512_set1_epi8(1);
@@ -482,24 +601,38 @@ unsafe fn walk_groups<const N: usize, const NP: usize>(
     }
     // Leaf number = node number - 2^depth (mod 256: for depth 8 the wrap already did it).
     let first_leaf = _mm512_set1_epi8((1u32 << depth) as u8 as i8);
-    let leaves = tree.leaves.as_ptr();
+    let vp = tree.values.as_ptr();
+    // SAFETY: values has 2^MAX_DEPTH = 256 entries; pieces 4 x 64 u16.
+    let (values, pieces) = unsafe {
+        (
+            [0, 64, 128, 192].map(|o| _mm512_loadu_si512(vp.add(o).cast())),
+            tree.pieces.map(|p| {
+                [
+                    _mm512_loadu_si512(p.as_ptr().cast()),
+                    _mm512_loadu_si512(p.as_ptr().add(32).cast()),
+                ]
+            }),
+        )
+    };
     for (i, ix) in idx.iter().enumerate() {
         let leaf = _mm512_sub_epi8(*ix, first_leaf);
-        let quarters = [
-            _mm512_extracti32x4_epi32::<0>(leaf),
-            _mm512_extracti32x4_epi32::<1>(leaf),
-            _mm512_extracti32x4_epi32::<2>(leaf),
-            _mm512_extracti32x4_epi32::<3>(leaf),
+        // The value number: leaves 0..128 from the first two registers, 128.. the others.
+        let number = _mm512_mask_blend_epi8(
+            _mm512_movepi8_mask(leaf),
+            _mm512_permutex2var_epi8(values[0], leaf, values[1]),
+            _mm512_permutex2var_epi8(values[2], leaf, values[3]),
+        );
+        let halves = [
+            _mm512_cvtepu8_epi16(_mm512_castsi512_si256(number)),
+            _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64::<1>(number)),
         ];
-        for (q, part) in quarters.into_iter().enumerate() {
-            let l32 = _mm512_cvtepu8_epi32(part);
-            // SAFETY: leaf < 2^depth = leaves.len(); sums has 64 slots for group i.
-            unsafe {
-                let a = _mm512_i32gather_pd::<8>(_mm512_castsi512_si256(l32), leaves);
-                let b = _mm512_i32gather_pd::<8>(_mm512_extracti64x4_epi64::<1>(l32), leaves);
-                let s = sums.add(i * LANES + q * 16);
-                _mm512_storeu_pd(s, _mm512_add_pd(_mm512_loadu_pd(s), a));
-                _mm512_storeu_pd(s.add(8), _mm512_add_pd(_mm512_loadu_pd(s.add(8)), b));
+        for (h, n) in halves.into_iter().enumerate() {
+            for (q, [a, b]) in pieces.iter().enumerate() {
+                // SAFETY: group i's 8 registers are inside `sums`.
+                unsafe {
+                    let s = sums.add(i * 2 * PIECES + h * PIECES + q);
+                    *s = _mm512_add_epi16(*s, _mm512_permutex2var_epi16(*a, n, *b));
+                }
             }
         }
     }
@@ -529,7 +662,7 @@ mod tests {
             &[CompleteTree {
                 depth: 3,
                 splits: &splits,
-                leaves: &[0.0; 8],
+                leaves: &[0; 8],
             }],
             nf,
         )
@@ -594,7 +727,7 @@ mod tests {
             tree_splits(1000.0),
             tree_splits(2000.0),
         ];
-        let leaves: Vec<Vec<f64>> = (0..4).map(|t| vec![t as f64; 256]).collect();
+        let leaves: Vec<Vec<i64>> = (0..4).map(|t| vec![t; 256]).collect();
         let trees: Vec<CompleteTree<'_>> = splits
             .iter()
             .zip(&leaves)
@@ -607,12 +740,16 @@ mod tests {
         let f = RankForest::new(&trees, 2).expect("fits");
         let sizes: Vec<usize> = f.groups.iter().map(|g| g.trees.len()).collect();
         assert_eq!(sizes, [2, 1, 1]);
-        let order: Vec<f64> = f
+        let order: Vec<u16> = f
             .groups
             .iter()
-            .flat_map(|g| g.trees.iter().map(|t| t.leaves[0]))
+            .flat_map(|g| {
+                g.trees
+                    .iter()
+                    .map(|t| t.pieces[0][usize::from(t.values[0])])
+            })
             .collect();
-        assert_eq!(order, [0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(order, [0, 1, 2, 3]);
         for g in &f.groups {
             for feat in 0..2 {
                 let top = g.ranks[feat * f.span + f.span - 1];
@@ -632,7 +769,7 @@ mod tests {
             split(0.5, 1),
             split(7.0, 0),
         ];
-        let leaves = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+        let leaves = [1, 2, 3, 4, 5, 6, 7, 8];
         let other = [split(0.25, 0), split(9.0, 1), split(0.75, 0)];
         let trees = [
             CompleteTree {
@@ -671,5 +808,60 @@ mod tests {
             }
         }
         assert!(RankForest::new(&[], 2).is_none());
+    }
+
+    #[test]
+    fn leaf_pieces_carry_into_exact_sums() {
+        if !supported() {
+            return;
+        }
+        // 40 depth-3 trees on one feature (thresholds 1..7): two carries of 16 trees and a
+        // last one of 8; leaf values near 2^48 set every piece's bits.
+        let splits: Vec<Vec<Split>> = (0..40)
+            .map(|t| {
+                [4.0, 2.0, 6.0, 1.0, 3.0, 5.0, 7.0]
+                    .map(|x| split(x + t as f32 * 0.01, 0))
+                    .to_vec()
+            })
+            .collect();
+        let leaves: Vec<Vec<i64>> = (0..40i64)
+            .map(|t| {
+                (0..8)
+                    .map(|l| (1 << 48) - 1 - t * 977 - l * 65_537)
+                    .collect()
+            })
+            .collect();
+        let trees: Vec<CompleteTree<'_>> = splits
+            .iter()
+            .zip(&leaves)
+            .map(|(s, l)| CompleteTree {
+                depth: 3,
+                splits: s,
+                leaves: l,
+            })
+            .collect();
+        let f = RankForest::new(&trees, 1).expect("fits");
+        let rows = 80;
+        let block: Vec<f32> = (0..rows)
+            .map(|r| (r % 9) as f32 - 0.005 * r as f32)
+            .collect();
+        let mut acc: Vec<i64> = (0..rows as i64).map(|r| r * 3).collect();
+        // SAFETY: checked above.
+        unsafe { f.path_sum_block(&block, &mut acc) };
+        for (r, &got) in acc.iter().enumerate() {
+            let x = block[block_pos(r, 0, 1)];
+            let want: i64 = trees
+                .iter()
+                .map(|t| {
+                    let mut n = 0;
+                    for _ in 0..3 {
+                        n = 2 * n + 1 + usize::from(x > t.splits[n].threshold);
+                    }
+                    t.leaves[n - 7]
+                })
+                .sum::<i64>()
+                + r as i64 * 3;
+            assert_eq!(got, want, "row {r}");
+        }
     }
 }

@@ -15,11 +15,15 @@
 //! permutes or a gather ([`ScoringKernel::Avx512`]) — and elsewhere a scalar loop walks the
 //! 16 independent rows level by level so their dependency chains overlap.
 //!
+//! Leaves hold their path lengths in the forest's fixed-point units ([`PathScale`]), so the
+//! per-row sums are integers: exact, independent of the order trees are added in, and the
+//! same bits from every kernel.
+//!
 //! Thresholds are stored as f32: scikit-learn compares the f32-cast input, widened to f64,
 //! against an f64 threshold `t`; for every f32 `x`, `x <= t` iff `x <= t'` where `t'` is the
 //! largest f32 not above `t`. The comparison is therefore exact, not approximate.
 
-use crate::tree::{TREE_LEAF, Tree};
+use crate::tree::{PathScale, TREE_LEAF, Tree};
 
 /// Deepest tree compiled into the complete (pointer-free) layout.
 pub const MAX_COMPLETE_DEPTH: u32 = 12;
@@ -54,14 +58,14 @@ enum Layout {
         nodes: Vec<Split>,
         thr: Vec<f32>,
         feat16: Vec<i32>,
-        leaves: Vec<f64>,
+        leaves: Vec<i64>,
     },
     /// Pointer layout for trees deeper than [`MAX_COMPLETE_DEPTH`].
     Sparse {
         nodes: Vec<Split>,
         /// `children[i] = (left, right)`; a leaf has `left == u32::MAX`.
         children: Vec<(u32, u32)>,
-        values: Vec<f64>,
+        values: Vec<i64>,
     },
 }
 
@@ -256,6 +260,8 @@ fn cpu_vendor() -> [u8; 12] {
 pub(crate) struct Compiled {
     trees: Vec<Layout>,
     nf: usize,
+    /// The fixed-point unit of the leaves' path lengths.
+    scale: PathScale,
     /// The kernel chosen.
     kernel: ScoringKernel,
     /// The kernel the complete trees are walked with: `kernel`, or for the rank kernel the
@@ -269,12 +275,14 @@ pub(crate) struct Compiled {
 impl Compiled {
     /// Compiles validated trees for a kernel this CPU supports.
     pub(crate) fn new(trees: &[Tree], nf: usize, kernel: ScoringKernel) -> Self {
+        let scale = PathScale::for_trees(trees);
         let mut c = Compiled {
             trees: trees
                 .iter()
-                .map(|t| compile(t, MAX_COMPLETE_DEPTH))
+                .map(|t| compile(t, MAX_COMPLETE_DEPTH, scale))
                 .collect(),
             nf,
+            scale,
             kernel,
             f32_kernel: kernel,
             #[cfg(target_arch = "x86_64")]
@@ -306,10 +314,16 @@ impl Compiled {
         }
     }
 
-    /// Sum over trees (in order) of the path length of one f32 row.
+    /// A sum of path lengths in the forest's fixed-point units, as a path length.
     #[inline]
-    pub(crate) fn path_sum_row(&self, row: &[f32]) -> f64 {
-        let mut acc = 0.0;
+    pub(crate) fn path_length(&self, sum: i64) -> f64 {
+        self.scale.to_f64(sum)
+    }
+
+    /// Sum over trees of the path length of one f32 row, in fixed-point units.
+    #[inline]
+    pub(crate) fn path_sum_row(&self, row: &[f32]) -> i64 {
+        let mut acc = 0;
         for t in &self.trees {
             acc += match t {
                 Layout::Complete {
@@ -335,9 +349,10 @@ impl Compiled {
         acc
     }
 
-    /// Adds each tree's path length, in tree order, to `acc[r]` for the rows of a block laid
-    /// out by [`block_pos`] with `nf` features. `acc.len()` must be a multiple of [`GROUP`].
-    pub(crate) fn path_sum_block(&self, block: &[f32], nf: usize, acc: &mut [f64]) {
+    /// Adds each tree's path length, in fixed-point units, to `acc[r]` for the rows of a block
+    /// laid out by [`block_pos`] with `nf` features. `acc.len()` must be a multiple of
+    /// [`GROUP`].
+    pub(crate) fn path_sum_block(&self, block: &[f32], nf: usize, acc: &mut [i64]) {
         assert!(acc.len().is_multiple_of(GROUP) && block.len() >= acc.len() * nf);
         #[cfg(target_arch = "x86_64")]
         if let Some(r) = &self.ranks {
@@ -426,10 +441,10 @@ fn walk_complete(
     depth: u32,
     thr: &[f32],
     feat16: &[i32],
-    leaves: &[f64],
+    leaves: &[i64],
     block: &[f32],
     nf: usize,
-    acc: &mut [f64],
+    acc: &mut [i64],
 ) {
     let first_leaf = (1usize << depth) - 1;
     for (g, accs) in acc.chunks_exact_mut(GROUP).enumerate() {
@@ -466,7 +481,7 @@ mod avx512 {
         pub thr: &'a [f32],
         pub feat16: &'a [i32],
         pub nodes: &'a [super::Split],
-        pub leaves: &'a [f64],
+        pub leaves: &'a [i64],
     }
 
     /// AVX-512 batch kernel: one group of 16 rows per register. `gather_values` and
@@ -481,7 +496,7 @@ mod avx512 {
         tree: &TreeRef<'_>,
         block: &[f32],
         nf: usize,
-        acc: &mut [f64],
+        acc: &mut [i64],
         gather_values: bool,
         gather_splits: bool,
     ) {
@@ -550,7 +565,7 @@ mod avx512 {
         k: &Kernel,
         block: &[f32],
         nf: usize,
-        acc: &mut [f64],
+        acc: &mut [i64],
     ) {
         let groups = acc.len() / GROUP;
         let mut g = 0;
@@ -604,7 +619,7 @@ mod avx512 {
         nodes: *const i64,
         /// Lane indices 0, 2, .., 30: the low halves of two registers of 64-bit words.
         even: __m512i,
-        leaves: *const f64,
+        leaves: *const i64,
     }
 
     /// Dispatches [`walk_groups`] on the number of feature pairs (gathered values need none).
@@ -617,7 +632,7 @@ mod avx512 {
         k: &Kernel,
         x: *const f32,
         nf: usize,
-        acc: *mut f64,
+        acc: *mut i64,
     ) {
         // SAFETY: forwarded.
         unsafe {
@@ -781,7 +796,7 @@ mod avx512 {
         k: &Kernel,
         x: *const f32,
         nf: usize,
-        acc: *mut f64,
+        acc: *mut i64,
     ) {
         let mut idx = [_mm512_setzero_si512(); N];
         let mut first = 0;
@@ -839,18 +854,23 @@ mod avx512 {
             let leaf = _mm512_sub_epi32(*ix, k.first_leaf);
             // SAFETY: leaf < 2^depth = leaves.len(); acc has 16 slots for group i.
             unsafe {
-                let lo = _mm512_i32gather_pd::<8>(_mm512_castsi512_si256(leaf), k.leaves);
-                let hi = _mm512_i32gather_pd::<8>(_mm512_extracti64x4_epi64::<1>(leaf), k.leaves);
+                let lo = _mm512_i32gather_epi64::<8>(_mm512_castsi512_si256(leaf), k.leaves);
+                let hi =
+                    _mm512_i32gather_epi64::<8>(_mm512_extracti64x4_epi64::<1>(leaf), k.leaves);
                 let a = acc.add(i * GROUP);
-                _mm512_storeu_pd(a, _mm512_add_pd(_mm512_loadu_pd(a), lo));
-                _mm512_storeu_pd(a.add(8), _mm512_add_pd(_mm512_loadu_pd(a.add(8)), hi));
+                _mm512_storeu_epi64(a, _mm512_add_epi64(_mm512_loadu_epi64(a), lo));
+                _mm512_storeu_epi64(a.add(8), _mm512_add_epi64(_mm512_loadu_epi64(a.add(8)), hi));
             }
         }
     }
 }
 
-fn compile(tree: &Tree, max_complete_depth: u32) -> Layout {
-    let values = tree.leaf_values();
+fn compile(tree: &Tree, max_complete_depth: u32, scale: PathScale) -> Layout {
+    let values: Vec<i64> = tree
+        .leaf_values()
+        .into_iter()
+        .map(|v| scale.fixed(v))
+        .collect();
     let depth = tree.max_depth();
     let split_of = |i: usize| Split {
         threshold: threshold_to_f32(tree.threshold[i]),
@@ -890,7 +910,7 @@ fn compile(tree: &Tree, max_complete_depth: u32) -> Layout {
         feature: 0,
     };
     let mut nodes = vec![always_left; n_internal];
-    let mut leaves = vec![0.0; 1usize << depth];
+    let mut leaves = vec![0; 1usize << depth];
     // (original node, heap position, level)
     let mut stack = vec![(0usize, 0usize, 0u32)];
     while let Some((node, pos, level)) = stack.pop() {
@@ -975,7 +995,7 @@ mod tests {
         let trees: Vec<Layout> = file
             .trees
             .iter()
-            .map(|t| compile(t, MAX_COMPLETE_DEPTH))
+            .map(|t| compile(t, MAX_COMPLETE_DEPTH, PathScale::for_trees(&file.trees)))
             .collect();
         assert!(rank_forest(&trees, file.features.len()).is_some());
     }
@@ -983,11 +1003,13 @@ mod tests {
     #[test]
     fn complete_and_sparse_layouts_agree_with_the_arrays() {
         let t = lopsided();
-        let vals = t.leaf_values();
         let c = Compiled::new(std::slice::from_ref(&t), 2, ScoringKernel::for_this_cpu());
+        let scale = PathScale::for_trees(std::slice::from_ref(&t));
+        let vals: Vec<i64> = t.leaf_values().iter().map(|&v| scale.fixed(v)).collect();
         let sparse = Compiled {
-            trees: vec![compile(&t, 0)],
+            trees: vec![compile(&t, 0, scale)],
             nf: 2,
+            scale,
             kernel: ScoringKernel::Portable,
             f32_kernel: ScoringKernel::Portable,
             #[cfg(target_arch = "x86_64")]
@@ -1013,9 +1035,9 @@ mod tests {
                 block[block_pos(r, f, 2)] = *v;
             }
         }
-        let mut acc = vec![0.0; GROUP];
+        let mut acc = vec![0; GROUP];
         c.path_sum_block(&block, 2, &mut acc);
-        let mut acc_scalar = vec![0.0; GROUP];
+        let mut acc_scalar = vec![0; GROUP];
         if let Layout::Complete {
             depth,
             thr,
@@ -1026,7 +1048,7 @@ mod tests {
         {
             walk_complete(*depth, thr, feat16, leaves, &block, 2, &mut acc_scalar);
         }
-        let mut acc_sparse = vec![0.0; GROUP];
+        let mut acc_sparse = vec![0; GROUP];
         sparse.path_sum_block(&block, 2, &mut acc_sparse);
         for (r, row) in rows.iter().enumerate() {
             let expect = vals[t.apply(row)];
