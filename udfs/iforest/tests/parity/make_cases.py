@@ -88,6 +88,9 @@ def cases(rng):
     dup = np.repeat(blobs(rng, 20, 4), 50, axis=0)
     yield "duplicate_rows", dup, {}
     yield "one_feature", blobs(rng, 2000, 1), {}
+    # The rank kernel selects among up to 16 features (14: padded pairs; 16: all bits).
+    yield "fourteen_features", blobs(rng, 4000, 14), {}
+    yield "sixteen_features", blobs(rng, 4000, 16), {}
     yield "integers_with_ties", rng.integers(0, 5, size=(3000, 5)).astype(float), {}
     yield "tiny_1_row", blobs(rng, 1, 3), {}
     yield "tiny_2_rows", blobs(rng, 2, 3), {}
