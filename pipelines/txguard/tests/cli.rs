@@ -93,6 +93,9 @@ fn train_score_info_and_export() {
         "{info}"
     );
     assert!(info.contains("ROC AUC"), "{info}");
+    // The kernel that scores batches here, as the library reports it.
+    let scoring = format!("scoring      {} kernel", forest.kernel_in_use().name());
+    assert!(info.contains(&scoring), "{info}");
 
     // CSV out: every row scored like the library does; the NULL row has no score.
     ok(&[

@@ -282,12 +282,19 @@ impl Forest {
         self.compiled.kernel()
     }
 
+    /// The kernel batches are actually walked with: [`Self::kernel`], or for the rank kernel
+    /// the CPU's f32 kernel when this forest does not fit it (trees deeper than 8 levels,
+    /// more than 16 features).
+    pub fn kernel_in_use(&self) -> ScoringKernel {
+        self.compiled.kernel_in_use()
+    }
+
     /// Scores batches with another kernel (all give identical scores); fails when this CPU
     /// cannot run it.
     pub fn set_kernel(&mut self, kernel: ScoringKernel) -> Result<()> {
         if !kernel.is_supported() {
             return Err(ForestError::Setting(format!(
-                "the {} scoring kernel needs a CPU with AVX-512 (AVX-512 BW for avx512-ranks)",
+                "the {} scoring kernel needs a CPU with AVX-512 (AVX-512 BW and VBMI for avx512-ranks)",
                 kernel.name()
             )));
         }

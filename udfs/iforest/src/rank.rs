@@ -223,10 +223,10 @@ impl RankForest {
                 ranks,
                 trees: group_trees,
             });
+            if groups.len() * (nf * span + 4) > MAX_TABLE_BYTES {
+                return None;
+            }
             start = end;
-        }
-        if groups.len() * (nf * span + 4) > MAX_TABLE_BYTES {
-            return None;
         }
         Some(RankForest {
             depth,

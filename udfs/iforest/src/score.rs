@@ -210,7 +210,7 @@ impl ScoringKernel {
         };
         if !k.is_supported() {
             return Err(format!(
-                "{KERNEL_ENV}={name:?} needs AVX-512 (AVX-512 BW for avx512-ranks), which this CPU does not have; use portable or auto"
+                "{KERNEL_ENV}={name:?} needs AVX-512 (AVX-512 BW and VBMI for avx512-ranks), which this CPU does not have; use portable or auto"
             ));
         }
         Ok(*k)
@@ -294,6 +294,14 @@ impl Compiled {
 
     pub(crate) fn kernel(&self) -> ScoringKernel {
         self.kernel
+    }
+
+    pub(crate) fn kernel_in_use(&self) -> ScoringKernel {
+        #[cfg(target_arch = "x86_64")]
+        if self.ranks.is_some() {
+            return ScoringKernel::Avx512Ranks;
+        }
+        self.f32_kernel
     }
 
     /// Switches to another kernel (the caller checked that this CPU supports it); the rank
@@ -985,7 +993,7 @@ mod tests {
     }
 
     /// The shipped model (14 features, max_samples 256) fits the rank kernel, so the default
-    /// pipeline scores with it wherever the CPU has AVX-512 BW.
+    /// pipeline scores with it wherever the CPU has AVX-512 BW and VBMI.
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn the_shipped_model_fits_the_rank_kernel() {
@@ -998,6 +1006,18 @@ mod tests {
             .map(|t| compile(t, MAX_COMPLETE_DEPTH, PathScale::for_trees(&file.trees)))
             .collect();
         assert!(rank_forest(&trees, file.features.len()).is_some());
+    }
+
+    /// A forest the rank kernel does not take is walked by the CPU's f32 kernel, and says so.
+    #[test]
+    fn the_kernel_in_use_falls_back_for_a_forest_the_rank_kernel_does_not_fit() {
+        if !ScoringKernel::Avx512Ranks.is_supported() {
+            return;
+        }
+        // Two levels: shallower than the rank kernel's three.
+        let c = Compiled::new(&[lopsided()], 2, ScoringKernel::Avx512Ranks);
+        assert_eq!(c.kernel(), ScoringKernel::Avx512Ranks);
+        assert_eq!(c.kernel_in_use(), ScoringKernel::f32_for_this_cpu());
     }
 
     #[test]

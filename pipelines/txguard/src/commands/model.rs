@@ -32,7 +32,30 @@ pub struct ExportArroyoArgs {
 }
 
 pub fn load(path: &Path) -> Result<Forest> {
-    Forest::load(path).map_err(anyhow::Error::from)
+    let f = Forest::load(path)?;
+    tracing::info!(
+        "model {}: {} trees over {} features, scored with the {}",
+        path.display(),
+        f.n_estimators(),
+        f.n_features(),
+        scoring(&f)
+    );
+    Ok(f)
+}
+
+/// Which kernel scores the forest's batches on this CPU, and why when it is not the one
+/// chosen.
+pub fn scoring(f: &Forest) -> String {
+    let (chosen, used) = (f.kernel(), f.kernel_in_use());
+    if chosen == used {
+        format!("{} kernel", used.name())
+    } else {
+        format!(
+            "{} kernel ({} does not fit this forest: it takes trees of at most 8 levels, 16 features and 64 distinct leaf path lengths)",
+            used.name(),
+            chosen.name()
+        )
+    }
 }
 
 /// A card metric for people: four decimals, or `n/a` when it could not be computed.
@@ -74,6 +97,11 @@ pub fn info(path: &Path, json: bool) -> Result<()> {
         f.max_samples()
     );
     println!("offset       {}", f.offset());
+    println!(
+        "scoring      {} on this CPU ({} overrides)",
+        scoring(&f),
+        txguard_iforest::KERNEL_ENV
+    );
     println!("created      {} by {}", card.created_at, card.trainer);
     let rows = card
         .training_rows
