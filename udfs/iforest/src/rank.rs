@@ -710,6 +710,23 @@ mod tests {
         }
     }
 
+    /// Complete trees of one depth from their splits and leaves.
+    fn complete<'a>(
+        depth: u32,
+        splits: &'a [Vec<Split>],
+        leaves: &'a [Vec<i64>],
+    ) -> Vec<CompleteTree<'a>> {
+        splits
+            .iter()
+            .zip(leaves)
+            .map(|(splits, leaves)| CompleteTree {
+                depth,
+                splits,
+                leaves,
+            })
+            .collect()
+    }
+
     /// Trees over two features whose thresholds are `base + i` for their 255 splits.
     fn tree_splits(base: f32) -> Vec<Split> {
         (0..255)
@@ -728,15 +745,7 @@ mod tests {
             tree_splits(2000.0),
         ];
         let leaves: Vec<Vec<i64>> = (0..4).map(|t| vec![t; 256]).collect();
-        let trees: Vec<CompleteTree<'_>> = splits
-            .iter()
-            .zip(&leaves)
-            .map(|(s, l)| CompleteTree {
-                depth: 8,
-                splits: s,
-                leaves: l,
-            })
-            .collect();
+        let trees = complete(8, &splits, &leaves);
         let f = RankForest::new(&trees, 2).expect("fits");
         let sizes: Vec<usize> = f.groups.iter().map(|g| g.trees.len()).collect();
         assert_eq!(sizes, [2, 1, 1]);
@@ -831,15 +840,7 @@ mod tests {
                     .collect()
             })
             .collect();
-        let trees: Vec<CompleteTree<'_>> = splits
-            .iter()
-            .zip(&leaves)
-            .map(|(s, l)| CompleteTree {
-                depth: 3,
-                splits: s,
-                leaves: l,
-            })
-            .collect();
+        let trees = complete(3, &splits, &leaves);
         let f = RankForest::new(&trees, 1).expect("fits");
         let rows = 80;
         let block: Vec<f32> = (0..rows)
