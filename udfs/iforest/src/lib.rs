@@ -16,6 +16,8 @@ pub mod metrics;
 mod model;
 #[cfg(target_arch = "x86_64")]
 mod rank;
+#[cfg(target_arch = "x86_64")]
+mod rank16;
 mod score;
 pub mod tree;
 

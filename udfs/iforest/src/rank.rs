@@ -108,6 +108,97 @@ fn numbered<'a>(
     })
 }
 
+/// Each feature's sorted distinct finite thresholds; the entries per feature of the flat
+/// table (a power of two above every feature's count); the flat table, feature `f` at
+/// `f * span..`, padded with `+inf`.
+pub(crate) fn threshold_table(
+    trees: &[CompleteTree<'_>],
+    nf: usize,
+) -> (Vec<Vec<f32>>, usize, Vec<f32>) {
+    let mut thresholds: Vec<Vec<f32>> = vec![Vec::new(); nf];
+    for t in trees {
+        for s in t.splits {
+            if s.threshold.is_finite() {
+                thresholds[s.feature as usize].push(s.threshold);
+            }
+        }
+    }
+    for th in &mut thresholds {
+        th.sort_by(f32::total_cmp);
+        th.dedup();
+    }
+    let span = thresholds
+        .iter()
+        .map(|t| t.len() + 1)
+        .max()
+        .unwrap_or(1)
+        .next_power_of_two();
+    let mut flat = vec![f32::INFINITY; nf * span];
+    for (f, th) in thresholds.iter().enumerate() {
+        flat[f * span..f * span + th.len()].copy_from_slice(th);
+    }
+    (thresholds, span, flat)
+}
+
+/// Each feature's sorted distinct thresholds, `span` entries apart, padded with `+inf`.
+pub(crate) struct Thresholds<'a> {
+    pub values: &'a [f32],
+    pub span: usize,
+    pub nf: usize,
+}
+
+impl Thresholds<'_> {
+    /// Calls `emit(g, j, rank)` with the ranks (thresholds below the value) of feature `j` of
+    /// the 16 rows of group `g`, for the block's `rows` rows (a multiple of 16): a branchless
+    /// binary search per feature and 16 rows, one gather per step, all features interleaved.
+    ///
+    /// # Safety
+    /// avx512f; `block` holds `rows * nf` values laid out by [`block_pos`], `values` holds
+    /// `nf * span` entries, `span` a power of two; `emit` is called within those bounds.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(crate) unsafe fn search(
+        &self,
+        block: &[f32],
+        rows: usize,
+        mut emit: impl FnMut(usize, usize, __m512i),
+    ) {
+        let nf = self.nf;
+        debug_assert!(block.len() >= rows * nf && self.values.len() >= nf * self.span);
+        let table = self.values.as_ptr();
+        for g in 0..rows / GROUP {
+            let mut x = [_mm512_setzero_ps(); MAX_FEATURES];
+            let mut at = [_mm512_setzero_si512(); MAX_FEATURES];
+            for j in 0..nf {
+                // SAFETY: feature j of group g: 16 values at block_pos(16 g, j, nf).
+                x[j] = unsafe { _mm512_loadu_ps(block.as_ptr().add(block_pos(g * GROUP, j, nf))) };
+                at[j] = _mm512_set1_epi32((j * self.span) as i32);
+            }
+            // Invariant: thresholds before `at` are below x, the one at `at + 2 step - 1` not.
+            let mut step = self.span / 2;
+            while step >= 1 {
+                let add = _mm512_set1_epi32(step as i32);
+                let probe = _mm512_set1_epi32(step as i32 - 1);
+                for j in 0..nf {
+                    // SAFETY: at + step - 1 < (j + 1) * span: inside feature j's thresholds.
+                    let t =
+                        unsafe { _mm512_i32gather_ps::<4>(_mm512_add_epi32(at[j], probe), table) };
+                    let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(t, x[j]);
+                    at[j] = _mm512_mask_add_epi32(at[j], below, at[j], add);
+                }
+                step /= 2;
+            }
+            for (j, a) in at.iter().enumerate().take(nf) {
+                emit(
+                    g,
+                    j,
+                    _mm512_sub_epi32(*a, _mm512_set1_epi32((j * self.span) as i32)),
+                );
+            }
+        }
+    }
+}
+
 impl RankForest {
     /// Compiles a forest of complete trees, or `None` when it does not fit the kernel (a tree
     /// deeper than [`MAX_DEPTH`], shallower than 3 levels overall, more than [`MAX_FEATURES`]
@@ -118,30 +209,9 @@ impl RankForest {
         if !(3..=MAX_DEPTH).contains(&depth) || nf == 0 || nf > MAX_FEATURES {
             return None;
         }
-        let mut thresholds: Vec<Vec<f32>> = vec![Vec::new(); nf];
-        for t in trees {
-            for s in t.splits {
-                if s.threshold.is_finite() {
-                    thresholds[s.feature as usize].push(s.threshold);
-                }
-            }
-        }
-        for th in &mut thresholds {
-            th.sort_by(f32::total_cmp);
-            th.dedup();
-        }
-        let span = thresholds
-            .iter()
-            .map(|t| t.len() + 1)
-            .max()
-            .unwrap_or(1)
-            .next_power_of_two();
+        let (thresholds, span, flat) = threshold_table(trees, nf);
         if span > MAX_SPAN {
             return None;
-        }
-        let mut flat = vec![f32::INFINITY; nf * span];
-        for (f, th) in thresholds.iter().enumerate() {
-            flat[f * span..f * span + th.len()].copy_from_slice(th);
         }
 
         // Groups of consecutive trees, each feature's thresholds in a group at most 255.
@@ -291,48 +361,26 @@ impl RankForest {
     }
 
     /// Writes the forest-wide ranks of the block's `rows` rows (a multiple of 16) into
-    /// `ranks[f * BLOCK + r]`: a binary search per feature and 16 rows, one gather per step.
+    /// `ranks[f * BLOCK + r]`.
     ///
     /// # Safety
     /// avx512f; `block` holds `rows * nf` values laid out by [`block_pos`].
     #[target_feature(enable = "avx512f")]
     unsafe fn ranks_of(&self, block: &[f32], rows: usize, ranks: &mut [u16; BLOCK * MAX_FEATURES]) {
-        let nf = self.nf;
-        debug_assert!(block.len() >= rows * nf && rows <= BLOCK);
-        let table = self.thresholds.as_ptr();
-        for g in 0..rows / GROUP {
-            let mut x = [_mm512_setzero_ps(); MAX_FEATURES];
-            let mut at = [_mm512_setzero_si512(); MAX_FEATURES];
-            for j in 0..nf {
-                // SAFETY: feature j of group g: 16 values at block_pos(16 g, j, nf).
-                x[j] = unsafe { _mm512_loadu_ps(block.as_ptr().add(block_pos(g * GROUP, j, nf))) };
-                at[j] = _mm512_set1_epi32((j * self.span) as i32);
-            }
-            // Invariant: thresholds before `at` are below x, the one at `at + 2 step - 1` not.
-            let mut step = self.span / 2;
-            while step >= 1 {
-                let add = _mm512_set1_epi32(step as i32);
-                let probe = _mm512_set1_epi32(step as i32 - 1);
-                for j in 0..nf {
-                    // SAFETY: at + step - 1 < (j + 1) * span: inside feature j's thresholds.
-                    let t =
-                        unsafe { _mm512_i32gather_ps::<4>(_mm512_add_epi32(at[j], probe), table) };
-                    let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(t, x[j]);
-                    at[j] = _mm512_mask_add_epi32(at[j], below, at[j], add);
-                }
-                step /= 2;
-            }
-            for (j, a) in at.iter().enumerate().take(nf) {
-                let rank = _mm512_sub_epi32(*a, _mm512_set1_epi32((j * self.span) as i32));
-                // SAFETY: j * BLOCK + 16 g + 16 <= ranks.len().
-                unsafe {
-                    _mm256_storeu_si256(
-                        ranks.as_mut_ptr().add(j * BLOCK + g * GROUP).cast(),
-                        _mm512_cvtepi32_epi16(rank),
-                    )
-                };
-            }
-        }
+        let table = Thresholds {
+            values: &self.thresholds,
+            span: self.span,
+            nf: self.nf,
+        };
+        // SAFETY: forwarded; j * BLOCK + 16 g + 16 <= ranks.len() for g < rows / 16.
+        unsafe {
+            table.search(block, rows, |g, j, rank| {
+                _mm256_storeu_si256(
+                    ranks.as_mut_ptr().add(j * BLOCK + g * GROUP).cast(),
+                    _mm512_cvtepi32_epi16(rank),
+                )
+            })
+        };
     }
 
     /// Writes the group ranks of `padded` rows (a multiple of 64) into `keys`: 64-row groups,
@@ -426,6 +474,68 @@ unsafe fn carry(
 /// Groups walked together (independent dependency chains overlap in the CPU).
 const INTERLEAVE: usize = 8;
 
+/// `$call` with `$np` (feature pairs, 1..=8) as the constant `$NP`.
+macro_rules! pairs_const {
+    ($np:expr, $NP:ident => $call:expr) => {
+        match $np {
+            1 => {
+                const $NP: usize = 1;
+                $call
+            }
+            2 => {
+                const $NP: usize = 2;
+                $call
+            }
+            3 => {
+                const $NP: usize = 3;
+                $call
+            }
+            4 => {
+                const $NP: usize = 4;
+                $call
+            }
+            5 => {
+                const $NP: usize = 5;
+                $call
+            }
+            6 => {
+                const $NP: usize = 6;
+                $call
+            }
+            7 => {
+                const $NP: usize = 7;
+                $call
+            }
+            _ => {
+                const $NP: usize = 8;
+                $call
+            }
+        }
+    };
+}
+
+/// A rank kernel's walk of one tree over `$groups` register groups: the module's
+/// `$walk_groups::<N, NP>(f, tree, keys, sums)` on `INTERLEAVE` groups at a time (then one),
+/// with the feature pairs `NP` a constant; `$keys(g)` and `$sums(g)` point at group `g`'s.
+macro_rules! walk_tree {
+    ($walk_groups:ident, $f:expr, $tree:expr, $groups:expr, $keys:expr, $sums:expr) => {{
+        let (f, tree, groups) = ($f, $tree, $groups);
+        let np = f.nf.div_ceil(2);
+        let mut g = 0;
+        while g < groups {
+            let (x, s) = (($keys)(g), ($sums)(g));
+            if g + INTERLEAVE <= groups {
+                $crate::rank::pairs_const!(np, NP => $walk_groups::<INTERLEAVE, NP>(f, tree, x, s));
+                g += INTERLEAVE;
+            } else {
+                $crate::rank::pairs_const!(np, NP => $walk_groups::<1, NP>(f, tree, x, s));
+                g += 1;
+            }
+        }
+    }};
+}
+pub(crate) use {pairs_const, walk_tree};
+
 /// Walks `groups` groups of 64 rows through one tree, adding the leaves' path length pieces
 /// to `pieces` (8 registers per group, as [`carry`] reads them).
 ///
@@ -440,79 +550,142 @@ unsafe fn walk(
     groups: usize,
     sums: *mut __m512i,
 ) {
-    let np = f.nf.div_ceil(2);
-    let mut g = 0;
-    // SAFETY (all calls): forwarded; groups g.. are inside keys and sums.
+    // SAFETY: forwarded; groups g.. are inside keys and sums.
     unsafe {
-        while g + INTERLEAVE <= groups {
-            walk_np::<INTERLEAVE>(f, tree, keys, g, sums, np);
-            g += INTERLEAVE;
-        }
-        while g < groups {
-            walk_np::<1>(f, tree, keys, g, sums, np);
-            g += 1;
-        }
+        walk_tree!(
+            walk_groups,
+            f,
+            tree,
+            groups,
+            |g| keys.wrapping_add(g * LANES * f.nf),
+            |g| sums.wrapping_add(g * 2 * PIECES)
+        )
     }
 }
 
-/// Dispatches [`walk_groups`] on the number of feature pairs.
-///
-/// # Safety
-/// As [`walk_groups`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-#[inline]
-unsafe fn walk_np<const N: usize>(
-    f: &RankForest,
-    tree: &RankTree,
-    keys: *const u8,
-    g: usize,
-    sums: *mut __m512i,
-    np: usize,
-) {
-    let x = keys.wrapping_add(g * LANES * f.nf);
-    let s = sums.wrapping_add(g * 2 * PIECES);
-    // SAFETY: forwarded.
-    unsafe {
-        match np {
-            1 => walk_groups::<N, 1>(f, tree, x, s),
-            2 => walk_groups::<N, 2>(f, tree, x, s),
-            3 => walk_groups::<N, 3>(f, tree, x, s),
-            4 => walk_groups::<N, 4>(f, tree, x, s),
-            5 => walk_groups::<N, 5>(f, tree, x, s),
-            6 => walk_groups::<N, 6>(f, tree, x, s),
-            7 => walk_groups::<N, 7>(f, tree, x, s),
-            _ => walk_groups::<N, 8>(f, tree, x, s),
-        }
+/// Lane operations of the rank kernels' walks, so their shared steps are written once: byte
+/// lanes ([`Bytes`], 64 rows per register) and 16-bit lanes (`rank16::Words`, 32 rows).
+pub(crate) trait Lanes {
+    /// A row's key in one lane.
+    type Key;
+    /// One bit per lane.
+    type Mask: Copy;
+    /// Rows per register.
+    const LANES: usize;
+    /// Lanes where `a > b` (unsigned).
+    unsafe fn gt(a: __m512i, b: __m512i) -> Self::Mask;
+    /// `b` where the mask is set, else `a`.
+    unsafe fn blend(m: Self::Mask, a: __m512i, b: __m512i) -> __m512i;
+    /// Lanes of `a` with bit `bit` set.
+    unsafe fn has_bit(a: __m512i, bit: u32) -> Self::Mask;
+    unsafe fn splat(v: u16) -> __m512i;
+    /// `a + v` where the mask is set, else `a`.
+    unsafe fn add_where(a: __m512i, m: Self::Mask, v: __m512i) -> __m512i;
+}
+
+/// Byte lanes.
+pub(crate) struct Bytes;
+
+impl Lanes for Bytes {
+    type Key = u8;
+    type Mask = __mmask64;
+    const LANES: usize = 64;
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn gt(a: __m512i, b: __m512i) -> __mmask64 {
+        _mm512_cmpgt_epu8_mask(a, b)
+    }
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn blend(m: __mmask64, a: __m512i, b: __m512i) -> __m512i {
+        _mm512_mask_blend_epi8(m, a, b)
+    }
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn has_bit(a: __m512i, bit: u32) -> __mmask64 {
+        _mm512_test_epi8_mask(a, _mm512_set1_epi8((1u32 << bit) as u8 as i8))
+    }
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn splat(v: u16) -> __m512i {
+        _mm512_set1_epi8(v as u8 as i8)
+    }
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn add_where(a: __m512i, m: __mmask64, v: __m512i) -> __m512i {
+        _mm512_mask_add_epi8(a, m, a, v)
     }
 }
 
-/// Per lane, the key of feature `feature` (a byte per lane) from a group's columns: blends on
-/// the feature's bits, lowest first.
+/// Per lane, the key of the feature whose number is in `by`'s bits `first_bit..` from a
+/// group's columns: blends on those bits, lowest first.
 ///
 /// # Safety
-/// `xg` points at the group's `64 * nf` keys, `nf <= 2 * NP`.
+/// avx512f and avx512bw; `xg` points at the group's `L::LANES * nf` keys, `nf <= 2 * NP`.
 #[target_feature(enable = "avx512f,avx512bw")]
 #[inline]
-unsafe fn select<const NP: usize>(xg: *const u8, nf: usize, feature: __m512i) -> __m512i {
+pub(crate) unsafe fn select<L: Lanes, const NP: usize>(
+    xg: *const L::Key,
+    nf: usize,
+    by: __m512i,
+    first_bit: u32,
+) -> __m512i {
     let mut p = [_mm512_setzero_si512(); MAX_FEATURES];
     for (j, slot) in p.iter_mut().enumerate().take(2 * NP) {
         // SAFETY: column j < nf (others stand in column 0, never selected).
-        *slot = unsafe { _mm512_loadu_si512(xg.add(if j < nf { j * LANES } else { 0 }).cast()) };
+        *slot = unsafe { _mm512_loadu_si512(xg.add(if j < nf { j * L::LANES } else { 0 }).cast()) };
     }
     let mut n = 2 * NP;
-    let mut bit = 1u8;
+    let mut bit = first_bit;
     while n > 1 {
-        let m = _mm512_test_epi8_mask(feature, _mm512_set1_epi8(bit as i8));
+        // SAFETY: the features are present.
+        let m = unsafe { L::has_bit(by, bit) };
         for q in 0..n / 2 {
-            p[q] = _mm512_mask_blend_epi8(m, p[2 * q], p[2 * q + 1]);
+            // SAFETY: as above.
+            p[q] = unsafe { L::blend(m, p[2 * q], p[2 * q + 1]) };
         }
         if n % 2 == 1 {
             p[n / 2] = p[n - 1];
         }
         n = n.div_ceil(2);
-        bit <<= 1;
+        bit += 1;
     }
     p[0]
+}
+
+/// The first three levels of a tree for one group: the node of level `d` is one of `2^d`
+/// known in advance, so each row's column (`cols[n]`: node `n + 1`'s feature times
+/// `L::LANES`) and key (`top[n]`, broadcast) are chosen by blends on the comparisons already
+/// made. Returns the 1-based node numbers reached at level 3.
+///
+/// # Safety
+/// avx512f and avx512bw; `xg` points at the group's keys, every `cols[n]` inside them.
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub(crate) unsafe fn top_levels<L: Lanes>(
+    xg: *const L::Key,
+    cols: &[usize; 7],
+    top: &[__m512i; 7],
+) -> __m512i {
+    // SAFETY: the features are present; the columns are inside the group.
+    unsafe {
+        let c: [__m512i; 7] = std::array::from_fn(|n| _mm512_loadu_si512(xg.add(cols[n]).cast()));
+        let g0 = L::gt(c[0], top[0]);
+        let v1 = L::blend(g0, c[1], c[2]);
+        let t1 = L::blend(g0, top[1], top[2]);
+        let g1 = L::gt(v1, t1);
+        let v2 = L::blend(g0, L::blend(g1, c[3], c[4]), L::blend(g1, c[5], c[6]));
+        let t2 = L::blend(
+            g0,
+            L::blend(g1, top[3], top[4]),
+            L::blend(g1, top[5], top[6]),
+        );
+        let g2 = L::gt(v2, t2);
+        // Node number (1-based heap order) at level 3: 8 + 4 g0 + 2 g1 + g2.
+        let v = L::add_where(L::splat(8), g0, L::splat(4));
+        let v = L::add_where(v, g1, L::splat(2));
+        L::add_where(v, g2, L::splat(1))
+    }
 }
 
 /// Walks `N` consecutive groups of 64 rows through one tree.
@@ -533,30 +706,8 @@ unsafe fn walk_groups<const N: usize, const NP: usize>(
     let top: [__m512i; 7] = std::array::from_fn(|n| _mm512_set1_epi8(tree.keys[n + 1] as i8));
     let mut idx = [_mm512_setzero_si512(); N];
     for (i, ix) in idx.iter_mut().enumerate() {
-        let xg = x.wrapping_add(i * LANES * nf);
-        // SAFETY: top_col[n] = feature * 64 with feature < nf: inside the group.
-        let c: [__m512i; 7] =
-            std::array::from_fn(|n| unsafe { _mm512_loadu_si512(xg.add(top_col[n]).cast()) });
-        let g0 = _mm512_cmpgt_epu8_mask(c[0], top[0]);
-        let v1 = _mm512_mask_blend_epi8(g0, c[1], c[2]);
-        let t1 = _mm512_mask_blend_epi8(g0, top[1], top[2]);
-        let g1 = _mm512_cmpgt_epu8_mask(v1, t1);
-        let v2 = _mm512_mask_blend_epi8(
-            g0,
-            _mm512_mask_blend_epi8(g1, c[3], c[4]),
-            _mm512_mask_blend_epi8(g1, c[5], c[6]),
-        );
-        let t2 = _mm512_mask_blend_epi8(
-            g0,
-            _mm512_mask_blend_epi8(g1, top[3], top[4]),
-            _mm512_mask_blend_epi8(g1, top[5], top[6]),
-        );
-        let g2 = _mm512_cmpgt_epu8_mask(v2, t2);
-        // Node number (1-based heap order) at level 3: 8 + 4 g0 + 2 g1 + g2.
-        let v = _mm512_set1_epi8(8);
-        let v = _mm512_mask_add_epi8(v, g0, v, _mm512_set1_epi8(4));
-        let v = _mm512_mask_add_epi8(v, g1, v, _mm512_set1_epi8(2));
-        *ix = _mm512_mask_add_epi8(v, g2, v, one);
+        // SAFETY: top_col[n] = feature * 64 with feature < nf: inside group i.
+        *ix = unsafe { top_levels::<Bytes>(x.wrapping_add(i * LANES * nf), &top_col, &top) };
     }
     let depth = f.depth as usize;
     let (k, ft) = (tree.keys.as_ptr(), tree.features.as_ptr());
@@ -592,7 +743,7 @@ unsafe fn walk_groups<const N: usize, const NP: usize>(
                 )
             };
             // SAFETY: group i is inside the block.
-            let v = unsafe { select::<NP>(x.wrapping_add(i * LANES * nf), nf, feature) };
+            let v = unsafe { select::<Bytes, NP>(x.wrapping_add(i * LANES * nf), nf, feature, 0) };
             let gt = _mm512_cmpgt_epu8_mask(v, node);
             // 2 n + (x > t); past level 7 this wraps to the leaf number.
             let next = _mm512_add_epi8(rel, rel);

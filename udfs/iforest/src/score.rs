@@ -96,6 +96,9 @@ pub enum ScoringKernel {
     /// `rank` module); forests it does not fit (trees deeper than 8 levels, more than 16
     /// features) use the CPU's AVX-512 default instead.
     Avx512Ranks,
+    /// The rank kernel for AVX-512 CPUs without VBMI (Skylake-SP, Cascade Lake): 16-bit keys,
+    /// 32 rows per register (see the `rank16` module); the same forests and fallback.
+    Avx512Ranks16,
 }
 
 /// The environment variable that overrides [`ScoringKernel::detect`].
@@ -103,9 +106,10 @@ pub const KERNEL_ENV: &str = "TXGUARD_FOREST_KERNEL";
 
 impl ScoringKernel {
     /// Every kernel with its name as `TXGUARD_FOREST_KERNEL` takes it.
-    pub const ALL: [(&'static str, ScoringKernel); 6] = [
+    pub const ALL: [(&'static str, ScoringKernel); 7] = [
         ("portable", ScoringKernel::Portable),
         ("avx512-ranks", ScoringKernel::Avx512Ranks),
+        ("avx512-ranks16", ScoringKernel::Avx512Ranks16),
         (
             "avx512-permute",
             ScoringKernel::Avx512 {
@@ -156,18 +160,28 @@ impl ScoringKernel {
                     && std::arch::is_x86_feature_detected!("avx512bw")
                     && std::arch::is_x86_feature_detected!("avx512vbmi")
             }
+            #[cfg(target_arch = "x86_64")]
+            ScoringKernel::Avx512Ranks16 => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+            }
             #[cfg(not(target_arch = "x86_64"))]
-            ScoringKernel::Avx512 { .. } | ScoringKernel::Avx512Ranks => false,
+            ScoringKernel::Avx512 { .. }
+            | ScoringKernel::Avx512Ranks
+            | ScoringKernel::Avx512Ranks16 => false,
         }
     }
 
     /// The fastest kernel measured for this CPU (docs/benchmarks.md): the rank kernel where
-    /// the CPU has AVX-512 BW and VBMI (Intel since Ice Lake, AMD since Zen 4), else AVX-512
-    /// with permutes (gathers on Intel), the portable loop without AVX-512.
+    /// the CPU has AVX-512 BW and VBMI (Intel since Ice Lake, AMD since Zen 4), its 16-bit
+    /// variant with AVX-512 BW alone (Skylake-SP, Cascade Lake), else AVX-512 with permutes
+    /// (gathers on Intel), the portable loop without AVX-512.
     pub fn for_this_cpu() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if ScoringKernel::Avx512Ranks.is_supported() {
-            return ScoringKernel::Avx512Ranks;
+        for k in [ScoringKernel::Avx512Ranks, ScoringKernel::Avx512Ranks16] {
+            if k.is_supported() {
+                return k;
+            }
         }
         Self::f32_for_this_cpu()
     }
@@ -210,17 +224,23 @@ impl ScoringKernel {
         };
         if !k.is_supported() {
             return Err(format!(
-                "{KERNEL_ENV}={name:?} needs AVX-512 (AVX-512 BW and VBMI for avx512-ranks), which this CPU does not have; use portable or auto"
+                "{KERNEL_ENV}={name:?} needs AVX-512 (AVX-512 BW for avx512-ranks16, and VBMI for avx512-ranks), which this CPU does not have; use portable or auto"
             ));
         }
         Ok(*k)
     }
 }
 
-/// The complete trees of a forest as the rank kernel takes them; `None` when a tree is not
-/// complete or the forest does not fit the kernel.
+/// The complete trees of a forest compiled for `kernel` when it is a rank kernel; `None` for
+/// the other kernels, when a tree is not complete, or when the forest does not fit.
 #[cfg(target_arch = "x86_64")]
-fn rank_forest(trees: &[Layout], nf: usize) -> Option<crate::rank::RankForest> {
+fn rank_forest(trees: &[Layout], nf: usize, kernel: ScoringKernel) -> Option<RankForest> {
+    if !matches!(
+        kernel,
+        ScoringKernel::Avx512Ranks | ScoringKernel::Avx512Ranks16
+    ) {
+        return None;
+    }
     let complete: Vec<crate::rank::CompleteTree<'_>> = trees
         .iter()
         .map(|t| match t {
@@ -237,7 +257,11 @@ fn rank_forest(trees: &[Layout], nf: usize) -> Option<crate::rank::RankForest> {
             Layout::Sparse { .. } => None,
         })
         .collect::<Option<_>>()?;
-    crate::rank::RankForest::new(&complete, nf)
+    if kernel == ScoringKernel::Avx512Ranks {
+        crate::rank::RankForest::new(&complete, nf).map(RankForest::Bytes)
+    } else {
+        crate::rank16::RankForest::new(&complete, nf).map(RankForest::Words)
+    }
 }
 
 /// The CPU's vendor string (`GenuineIntel`, `AuthenticAMD`, ...).
@@ -267,9 +291,17 @@ pub(crate) struct Compiled {
     /// The kernel the complete trees are walked with: `kernel`, or for the rank kernel the
     /// CPU's f32 kernel (for a forest it does not fit).
     f32_kernel: ScoringKernel,
-    /// The forest for the rank kernel, when it is chosen and fits.
+    /// The forest for a rank kernel, when one is chosen and fits.
     #[cfg(target_arch = "x86_64")]
-    ranks: Option<crate::rank::RankForest>,
+    ranks: Option<RankForest>,
+}
+
+/// A forest compiled for one of the rank kernels.
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug, Clone)]
+enum RankForest {
+    Bytes(crate::rank::RankForest),
+    Words(crate::rank16::RankForest),
 }
 
 impl Compiled {
@@ -299,7 +331,7 @@ impl Compiled {
     pub(crate) fn kernel_in_use(&self) -> ScoringKernel {
         #[cfg(target_arch = "x86_64")]
         if self.ranks.is_some() {
-            return ScoringKernel::Avx512Ranks;
+            return self.kernel;
         }
         self.f32_kernel
     }
@@ -309,16 +341,15 @@ impl Compiled {
     pub(crate) fn set_kernel(&mut self, kernel: ScoringKernel) {
         self.kernel = kernel;
         self.f32_kernel = kernel;
-        if kernel == ScoringKernel::Avx512Ranks {
+        if matches!(
+            kernel,
+            ScoringKernel::Avx512Ranks | ScoringKernel::Avx512Ranks16
+        ) {
             self.f32_kernel = ScoringKernel::f32_for_this_cpu();
         }
         #[cfg(target_arch = "x86_64")]
         {
-            self.ranks = if kernel == ScoringKernel::Avx512Ranks {
-                rank_forest(&self.trees, self.nf)
-            } else {
-                None
-            };
+            self.ranks = rank_forest(&self.trees, self.nf, kernel);
         }
     }
 
@@ -363,11 +394,13 @@ impl Compiled {
     pub(crate) fn path_sum_block(&self, block: &[f32], nf: usize, acc: &mut [i64]) {
         assert!(acc.len().is_multiple_of(GROUP) && block.len() >= acc.len() * nf);
         #[cfg(target_arch = "x86_64")]
-        if let Some(r) = &self.ranks {
-            // SAFETY: `ranks` exists only for the rank kernel, which the caller checked this
-            // CPU supports (avx512f, avx512bw and avx512vbmi).
-            unsafe { r.path_sum_block(block, acc) };
-            return;
+        match &self.ranks {
+            // SAFETY: `ranks` exists only for a rank kernel, which the caller checked this CPU
+            // supports (avx512f, avx512bw, and avx512vbmi for the byte kernel).
+            Some(RankForest::Bytes(r)) => return unsafe { r.path_sum_block(block, acc) },
+            // SAFETY: as above (avx512f and avx512bw).
+            Some(RankForest::Words(r)) => return unsafe { r.path_sum_block(block, acc) },
+            None => {}
         }
         let mut row = vec![0f32; nf];
         for t in &self.trees {
@@ -1005,7 +1038,12 @@ mod tests {
             .iter()
             .map(|t| compile(t, MAX_COMPLETE_DEPTH, PathScale::for_trees(&file.trees)))
             .collect();
-        assert!(rank_forest(&trees, file.features.len()).is_some());
+        for k in [ScoringKernel::Avx512Ranks, ScoringKernel::Avx512Ranks16] {
+            assert!(
+                rank_forest(&trees, file.features.len(), k).is_some(),
+                "{k:?}"
+            );
+        }
     }
 
     /// A forest the rank kernel does not take is walked by the CPU's f32 kernel, and says so.

@@ -12,6 +12,6 @@ fn an_unknown_kernel_name_fails_the_load_naming_the_choices() {
     assert_eq!(
         e,
         "TXGUARD_FOREST_KERNEL=\"avx1024\" is not a scoring kernel; use auto or one of portable, \
-         avx512-ranks, avx512-permute, avx512-gather, avx512-gather-values, avx512-gather-splits"
+         avx512-ranks, avx512-ranks16, avx512-permute, avx512-gather, avx512-gather-values, avx512-gather-splits"
     );
 }
