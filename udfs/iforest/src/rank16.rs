@@ -127,7 +127,8 @@ impl RankForest {
     /// groups.
     ///
     /// # Safety
-    /// avx512f and avx512bw; `block` holds `rows * nf` values laid out by [`crate::score::block_pos`].
+    /// avx512f and avx512bw; `block` holds `rows * nf` values laid out by
+    /// [`crate::score::block_pos`].
     #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn keys_of(&self, block: &[f32], rows: usize, keys: &mut [u16; BLOCK * MAX_FEATURES]) {
         let nf = self.nf;
