@@ -294,7 +294,7 @@ impl Forest {
     pub fn set_kernel(&mut self, kernel: ScoringKernel) -> Result<()> {
         if !kernel.is_supported() {
             return Err(ForestError::Setting(format!(
-                "the {} scoring kernel needs a CPU with AVX-512 (AVX-512 BW and VBMI for avx512-ranks)",
+                "the {} scoring kernel needs a CPU with AVX-512 (AVX-512 BW for avx512-ranks16, and VBMI for avx512-ranks)",
                 kernel.name()
             )));
         }

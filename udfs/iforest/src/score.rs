@@ -288,7 +288,7 @@ pub(crate) struct Compiled {
     scale: PathScale,
     /// The kernel chosen.
     kernel: ScoringKernel,
-    /// The kernel the complete trees are walked with: `kernel`, or for the rank kernel the
+    /// The kernel the complete trees are walked with: `kernel`, or for a rank kernel the
     /// CPU's f32 kernel (for a forest it does not fit).
     f32_kernel: ScoringKernel,
     /// The forest for a rank kernel, when one is chosen and fits.
@@ -336,7 +336,7 @@ impl Compiled {
         self.f32_kernel
     }
 
-    /// Switches to another kernel (the caller checked that this CPU supports it); the rank
+    /// Switches to another kernel (the caller checked that this CPU supports it); a rank
     /// kernel's forest is built here, only when it is chosen.
     pub(crate) fn set_kernel(&mut self, kernel: ScoringKernel) {
         self.kernel = kernel;
