@@ -134,13 +134,6 @@ impl FeatureColumn<'_> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    #[inline]
-    fn get_f32(&self, i: usize) -> f32 {
-        match self {
-            FeatureColumn::F64(v) => v[i] as f32,
-            FeatureColumn::F32(v) => v[i],
-        }
-    }
 }
 
 impl Forest {
@@ -372,9 +365,19 @@ impl Forest {
             if let Some(v) = valid {
                 ok.copy_from_slice(&v[start..start + len]);
             }
+            // One loop per column type: the match stays out of the per-value loop.
             for (j, col) in columns.iter().enumerate() {
-                for r in 0..len {
-                    put(block, ok, r, j, nf, col.get_f32(start + r));
+                match col {
+                    FeatureColumn::F64(v) => {
+                        for (r, &x) in v[start..start + len].iter().enumerate() {
+                            put(block, ok, r, j, nf, x as f32);
+                        }
+                    }
+                    FeatureColumn::F32(v) => {
+                        for (r, &x) in v[start..start + len].iter().enumerate() {
+                            put(block, ok, r, j, nf, x);
+                        }
+                    }
                 }
             }
         });
