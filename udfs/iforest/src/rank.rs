@@ -23,6 +23,10 @@
 //! 12-bit pieces, each looked up by a 16-bit permute and summed in 16-bit lanes for up to 16
 //! trees before the pieces are carried into the rows' 64-bit sums. Integer sums make this
 //! exact: the same bits as the other kernels.
+//!
+//! The module also holds what the 16-bit form for CPUs without VBMI (`rank16`) shares: the
+//! threshold table and search, the [`Lanes`] operations, the top-level blends, the feature
+//! select and the interleaved walk loop.
 
 use std::arch::x86_64::*;
 
