@@ -339,38 +339,4 @@ mod tests {
             }
         }
     }
-
-    #[test]
-    fn keys_order_like_the_thresholds() {
-        let splits = [
-            split(0.5, 0),
-            split(2.0, 1),
-            split(-1.0, 0),
-            split(f32::INFINITY, 0),
-            split(f32::INFINITY, 0),
-            split(0.5, 1),
-            split(7.0, 0),
-        ];
-        let leaves = [1, 2, 3, 4, 5, 6, 7, 8];
-        let tree = CompleteTree {
-            depth: 3,
-            splits: &splits,
-            leaves: &leaves,
-        };
-        let f = RankForest::new(&[tree], 2).expect("fits");
-        assert_eq!(f.shift, 15);
-        let rank = |feat: usize, x: f32| {
-            f.thresholds[feat * f.span..(feat + 1) * f.span].partition_point(|&t| t < x)
-        };
-        for (x, feat) in [(0.5f32, 0usize), (0.6, 0), (-1.0, 0), (7.5, 0), (0.4, 1)] {
-            for (i, s) in splits.iter().enumerate() {
-                let (thr, sf) = (s.threshold, s.feature as usize);
-                if thr.is_finite() && sf == feat {
-                    let k = usize::from(f.trees[0].keys[i + 1] & 0x7fff);
-                    assert_eq!(x > thr, rank(feat, x) > k, "x={x} thr={thr}");
-                }
-            }
-        }
-        assert!(RankForest::new(&[], 2).is_none());
-    }
 }
