@@ -275,9 +275,9 @@ impl Forest {
         self.compiled.kernel()
     }
 
-    /// The kernel batches are actually walked with: [`Self::kernel`], or for the rank kernel
+    /// The kernel batches are actually walked with: [`Self::kernel`], or for a rank kernel
     /// the CPU's f32 kernel when this forest does not fit it (trees deeper than 8 levels,
-    /// more than 16 features).
+    /// more than 16 features, more than 64 distinct leaf path lengths in a tree).
     pub fn kernel_in_use(&self) -> ScoringKernel {
         self.compiled.kernel_in_use()
     }
@@ -295,11 +295,12 @@ impl Forest {
         Ok(())
     }
 
-    fn score_samples_from_path_sum(&self, sum: f64) -> f64 {
+    /// `score_samples` from a row's path length sum in the forest's fixed-point units.
+    fn score_samples_from_path_sum(&self, sum: i64) -> f64 {
         if self.denominator == 0.0 {
             -0.5
         } else {
-            -(2f64.powf(-(sum / self.denominator)))
+            -(2f64.powf(-(self.compiled.path_length(sum) / self.denominator)))
         }
     }
 
@@ -324,8 +325,7 @@ impl Forest {
                 return None;
             }
         }
-        let s = self
-            .score_samples_from_path_sum(self.compiled.path_length(self.compiled.path_sum_row(x)));
+        let s = self.score_samples_from_path_sum(self.compiled.path_sum_row(x));
         Some(RowScore {
             score_samples: s,
             decision: s - self.file.offset,
@@ -433,7 +433,7 @@ impl Forest {
                 .path_sum_block(&block[..padded * nf], nf, &mut acc[..padded]);
             for ((o, &a), &good) in outs.iter_mut().zip(&acc[..len]).zip(&ok[..len]) {
                 *o = if good {
-                    self.score_samples_from_path_sum(self.compiled.path_length(a))
+                    self.score_samples_from_path_sum(a)
                 } else {
                     f64::NAN
                 };

@@ -99,49 +99,83 @@ pub(crate) struct CompleteTree<'a> {
     pub leaves: &'a [i64],
 }
 
-/// Forest-wide threshold numbers of a tree's real splits, as (split index, feature, number).
-fn numbered<'a>(
-    t: &'a CompleteTree<'_>,
-    thresholds: &'a [Vec<f32>],
-) -> impl Iterator<Item = (usize, usize, usize)> + 'a {
-    t.splits.iter().enumerate().filter_map(|(i, s)| {
-        let f = s.feature as usize;
-        s.threshold
-            .is_finite()
-            .then(|| (i, f, thresholds[f].partition_point(|&x| x < s.threshold)))
-    })
+/// What both rank kernels build first: the depth they walk and each feature's sorted
+/// distinct finite thresholds, also as one flat table.
+pub(crate) struct ThresholdTable {
+    /// The deepest tree's depth; shallower trees are padded to it.
+    pub depth: u32,
+    /// Feature `f`'s sorted distinct finite thresholds.
+    pub sorted: Vec<Vec<f32>>,
+    /// Entries per feature of `flat`: a power of two above every feature's count.
+    pub span: usize,
+    /// Feature `f`'s thresholds at `f * span..`, padded with `+inf`.
+    pub flat: Vec<f32>,
 }
 
-/// Each feature's sorted distinct finite thresholds; the entries per feature of the flat
-/// table (a power of two above every feature's count); the flat table, feature `f` at
-/// `f * span..`, padded with `+inf`.
-pub(crate) fn threshold_table(
-    trees: &[CompleteTree<'_>],
-    nf: usize,
-) -> (Vec<Vec<f32>>, usize, Vec<f32>) {
-    let mut thresholds: Vec<Vec<f32>> = vec![Vec::new(); nf];
-    for t in trees {
-        for s in t.splits {
-            if s.threshold.is_finite() {
-                thresholds[s.feature as usize].push(s.threshold);
+impl ThresholdTable {
+    /// The table of a forest a rank kernel can walk, or `None` (a tree deeper than
+    /// [`MAX_DEPTH`], shallower than 3 levels overall, no or more than [`MAX_FEATURES`]
+    /// features).
+    pub(crate) fn new(trees: &[CompleteTree<'_>], nf: usize) -> Option<Self> {
+        let depth = trees.iter().map(|t| t.depth).max()?;
+        if !(3..=MAX_DEPTH).contains(&depth) || nf == 0 || nf > MAX_FEATURES {
+            return None;
+        }
+        let mut sorted: Vec<Vec<f32>> = vec![Vec::new(); nf];
+        for t in trees {
+            for s in t.splits {
+                if s.threshold.is_finite() {
+                    sorted[s.feature as usize].push(s.threshold);
+                }
             }
         }
+        for th in &mut sorted {
+            th.sort_by(f32::total_cmp);
+            th.dedup();
+        }
+        let span = sorted
+            .iter()
+            .map(|t| t.len() + 1)
+            .max()
+            .unwrap_or(1)
+            .next_power_of_two();
+        let mut flat = vec![f32::INFINITY; nf * span];
+        for (f, th) in sorted.iter().enumerate() {
+            flat[f * span..f * span + th.len()].copy_from_slice(th);
+        }
+        Some(ThresholdTable {
+            depth,
+            sorted,
+            span,
+            flat,
+        })
     }
-    for th in &mut thresholds {
-        th.sort_by(f32::total_cmp);
-        th.dedup();
+
+    /// A tree's real splits as (split index, feature, number of the threshold among the
+    /// feature's).
+    pub(crate) fn numbered<'a>(
+        &'a self,
+        t: &'a CompleteTree<'_>,
+    ) -> impl Iterator<Item = (usize, usize, usize)> + 'a {
+        t.splits.iter().enumerate().filter_map(|(i, s)| {
+            let f = s.feature as usize;
+            s.threshold
+                .is_finite()
+                .then(|| (i, f, self.sorted[f].partition_point(|&x| x < s.threshold)))
+        })
     }
-    let span = thresholds
-        .iter()
-        .map(|t| t.len() + 1)
-        .max()
-        .unwrap_or(1)
-        .next_power_of_two();
-    let mut flat = vec![f32::INFINITY; nf * span];
-    for (f, th) in thresholds.iter().enumerate() {
-        flat[f * span..f * span + th.len()].copy_from_slice(th);
+
+    /// A tree's leaves with their positions on the bottom level of the forest's depth.
+    pub(crate) fn bottom_leaves<'a>(
+        &self,
+        t: &'a CompleteTree<'_>,
+    ) -> impl Iterator<Item = (usize, i64)> + 'a {
+        let step = self.depth - t.depth;
+        t.leaves
+            .iter()
+            .enumerate()
+            .map(move |(p, &v)| (p << step, v))
     }
-    (thresholds, span, flat)
 }
 
 /// Each feature's sorted distinct thresholds, `span` entries apart, padded with `+inf`.
@@ -209,11 +243,8 @@ impl RankForest {
     /// features, rank tables too large, a tree with more than 64 distinct path lengths or
     /// one outside 48 bits).
     pub(crate) fn new(trees: &[CompleteTree<'_>], nf: usize) -> Option<Self> {
-        let depth = trees.iter().map(|t| t.depth).max()?;
-        if !(3..=MAX_DEPTH).contains(&depth) || nf == 0 || nf > MAX_FEATURES {
-            return None;
-        }
-        let (thresholds, span, flat) = threshold_table(trees, nf);
+        let table = ThresholdTable::new(trees, nf)?;
+        let span = table.span;
         if span > MAX_SPAN {
             return None;
         }
@@ -228,7 +259,7 @@ impl RankForest {
             while end < trees.len() {
                 let mut added = count.clone();
                 let mut fresh = Vec::new();
-                for (_, f, k) in numbered(&trees[end], &thresholds) {
+                for (_, f, k) in table.numbered(&trees[end]) {
                     if !member[f * span + k] && !fresh.contains(&(f * span + k)) {
                         fresh.push(f * span + k);
                         added[f] += 1;
@@ -259,14 +290,13 @@ impl RankForest {
                     let nodes = 1usize << MAX_DEPTH;
                     let mut keys = vec![u8::MAX; nodes];
                     let mut features = vec![0u8; nodes];
-                    for (i, f, k) in numbered(t, &thresholds) {
+                    for (i, f, k) in table.numbered(t) {
                         keys[i + 1] = ranks[f * span + k];
                         features[i + 1] = f as u8;
                     }
-                    let step = depth - t.depth;
                     let mut distinct: Vec<i64> = Vec::new();
                     let mut values = vec![0u8; nodes];
-                    for (p, &v) in t.leaves.iter().enumerate() {
+                    for (p, v) in table.bottom_leaves(t) {
                         if !(0..1 << (PIECE_BITS * PIECES as u32)).contains(&v) {
                             return None;
                         }
@@ -274,7 +304,7 @@ impl RankForest {
                             distinct.push(v);
                             distinct.len() - 1
                         });
-                        values[p << step] = u8::try_from(n).ok()?;
+                        values[p] = u8::try_from(n).ok()?;
                     }
                     if distinct.len() > MAX_VALUES {
                         return None;
@@ -303,10 +333,10 @@ impl RankForest {
             start = end;
         }
         Some(RankForest {
-            depth,
+            depth: table.depth,
             nf,
             span,
-            thresholds: flat,
+            thresholds: table.flat,
             groups,
         })
     }

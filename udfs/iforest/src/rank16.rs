@@ -12,7 +12,7 @@
 use std::arch::x86_64::*;
 
 use crate::rank::{
-    CompleteTree, Lanes, MAX_DEPTH, MAX_FEATURES, Thresholds, select, threshold_table, top_levels,
+    CompleteTree, Lanes, MAX_DEPTH, MAX_FEATURES, ThresholdTable, Thresholds, select, top_levels,
     walk_tree,
 };
 use crate::score::GROUP;
@@ -51,16 +51,13 @@ impl RankForest {
     /// deeper than [`MAX_DEPTH`], shallower than 3 levels overall, more than [`MAX_FEATURES`]
     /// features, or more distinct thresholds of a feature than its rank bits hold).
     pub(crate) fn new(trees: &[CompleteTree<'_>], nf: usize) -> Option<Self> {
-        let depth = trees.iter().map(|t| t.depth).max()?;
-        if !(3..=MAX_DEPTH).contains(&depth) || nf == 0 || nf > MAX_FEATURES {
-            return None;
-        }
+        let table = ThresholdTable::new(trees, nf)?;
         let feature_bits = usize::BITS - (nf - 1).leading_zeros();
         let shift = 16 - feature_bits;
         let always_left = (1u32 << shift) - 1;
-        let (thresholds, span, flat) = threshold_table(trees, nf);
         // A rank reaches th.len(), which must stay below the padding key.
-        if thresholds
+        if table
+            .sorted
             .iter()
             .any(|th| th.len() + 1 >= always_left as usize)
         {
@@ -72,27 +69,22 @@ impl RankForest {
             .iter()
             .map(|t| {
                 let mut keys = vec![always_left as u16; key_len];
-                for (i, s) in t.splits.iter().enumerate() {
-                    if s.threshold.is_finite() {
-                        let k =
-                            thresholds[s.feature as usize].partition_point(|&x| x < s.threshold);
-                        keys[i + 1] = (s.feature << shift | k as u32) as u16;
-                    }
+                for (i, f, k) in table.numbered(t) {
+                    keys[i + 1] = ((f as u32) << shift | k as u32) as u16;
                 }
-                let step = depth - t.depth;
-                let mut leaves = vec![0; 1usize << depth];
-                for (p, &v) in t.leaves.iter().enumerate() {
-                    leaves[p << step] = v;
+                let mut leaves = vec![0; 1usize << table.depth];
+                for (p, v) in table.bottom_leaves(t) {
+                    leaves[p] = v;
                 }
                 RankTree { keys, leaves }
             })
             .collect();
         Some(RankForest {
-            depth,
+            depth: table.depth,
             nf,
             shift,
-            span,
-            thresholds: flat,
+            span: table.span,
+            thresholds: table.flat,
             trees,
         })
     }

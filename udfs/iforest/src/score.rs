@@ -148,6 +148,15 @@ impl ScoringKernel {
             .map_or("portable", |(n, _)| n)
     }
 
+    /// Whether this is one of the rank kernels (which fall back to an f32 kernel for forests
+    /// they do not fit).
+    fn is_rank(self) -> bool {
+        matches!(
+            self,
+            ScoringKernel::Avx512Ranks | ScoringKernel::Avx512Ranks16
+        )
+    }
+
     /// Whether this CPU can run the kernel.
     pub fn is_supported(self) -> bool {
         match self {
@@ -235,10 +244,7 @@ impl ScoringKernel {
 /// the other kernels, when a tree is not complete, or when the forest does not fit.
 #[cfg(target_arch = "x86_64")]
 fn rank_forest(trees: &[Layout], nf: usize, kernel: ScoringKernel) -> Option<RankForest> {
-    if !matches!(
-        kernel,
-        ScoringKernel::Avx512Ranks | ScoringKernel::Avx512Ranks16
-    ) {
+    if !kernel.is_rank() {
         return None;
     }
     let complete: Vec<crate::rank::CompleteTree<'_>> = trees
@@ -341,10 +347,7 @@ impl Compiled {
     pub(crate) fn set_kernel(&mut self, kernel: ScoringKernel) {
         self.kernel = kernel;
         self.f32_kernel = kernel;
-        if matches!(
-            kernel,
-            ScoringKernel::Avx512Ranks | ScoringKernel::Avx512Ranks16
-        ) {
+        if kernel.is_rank() {
             self.f32_kernel = ScoringKernel::f32_for_this_cpu();
         }
         #[cfg(target_arch = "x86_64")]
