@@ -7,16 +7,16 @@
 -- and label; `txguard train --pipeline sql/pipeline.sql` fits the model on exactly them.
 
 CREATE TABLE transactions (
-    transaction_id TEXT NOT NULL,
-    user_id TEXT NOT NULL,
-    amount DOUBLE NOT NULL,
+    transaction_id TEXT NOT NULL CHECK (transaction_id <> ''),
+    user_id TEXT NOT NULL CHECK (user_id <> ''),
+    amount DOUBLE NOT NULL CHECK (amount >= 0),
     ts TIMESTAMP NOT NULL,
     merchant TEXT,
     category TEXT,
     location TEXT,
     channel TEXT,
-    lat DOUBLE,
-    lon DOUBLE,
+    lat DOUBLE CHECK (lat BETWEEN -90 AND 90),
+    lon DOUBLE CHECK (lon BETWEEN -180 AND 180),
     is_fraud BOOLEAN,
     WATERMARK FOR ts AS ts - INTERVAL '5' SECOND
 ) WITH (

@@ -10,7 +10,7 @@ use std::time::Instant;
 use arrow::array::RecordBatch;
 use txguard_connectors::generator::{Generator, GeneratorConfig};
 use txguard_engine::decode::Decoder;
-use txguard_engine::event::transaction_schema;
+use txguard_connectors::generator::transaction_schema;
 use txguard_engine::over::{OverAgg, OverFn, OverWindows};
 use txguard_engine::time::EventTimeBuffer;
 use txguard_engine::window::{GroupAgg, GroupFn, WindowAggregate, WindowKind};
@@ -54,7 +54,7 @@ fn main() {
     });
 
     let (t_decode, batches) = best_of(|| {
-        let mut d = Decoder::default();
+        let mut d = Decoder::new(transaction_schema(), &Default::default()).expect("decoder");
         let mut batches: Vec<RecordBatch> = Vec::new();
         for chunk in lines.chunks(BATCH) {
             for (i, l) in chunk.iter().enumerate() {

@@ -1,33 +1,79 @@
-//! JSON → Arrow decoding of transaction events, with dead letters.
+//! Payload → Arrow decoding for any declared schema, with dead letters.
 //!
-//! Accepts what producers in the wild send: `datetime.isoformat()` timestamps (no zone = UTC,
-//! microseconds, `T` or space), RFC 3339 with any offset, epoch seconds or milliseconds
-//! (numbers or numeric strings: below 1e11 they are seconds, else milliseconds), amounts as
-//! numbers or numeric strings, ids as strings or integers, the aliases `ts` / `event_time`,
-//! any key order, missing optional fields and unknown fields (ignored).
+//! A source table's DDL is the schema: a [`Decoder`] fills exactly the table's payload columns
+//! (every column but the metadata ones), by field name, from each message in its
+//! [`Format`]:
 //!
-//! Everything else — not JSON, not an object, a required field missing or null, a wrong
-//! type, a NaN/infinite/negative amount, an unparsable time, a message over the size limit —
-//! becomes a dead letter with the raw payload, the reason and the source position. Every
-//! pushed message ends up in exactly one of the two outputs.
+//! * `json`: one object per message. Fields are matched by name (and by the table's
+//!   `json.aliases`); unknown fields are ignored; a missing field and `null` are both NULL. A
+//!   `STRUCT<…>` column takes a nested object the same way; a `TEXT` column takes a string, a
+//!   number (as written) or a nested object or array (as its JSON text, for JSON functions).
+//! * `raw_string`: the whole payload (UTF-8) as the table's one `TEXT` column.
+//!
+//! Coercions, the same for every format that carries JSON values: numbers as JSON numbers
+//! or numeric strings; integers into `DOUBLE`/`REAL`; whole numbers only into `BIGINT`
+//! (`BIGINT UNSIGNED`: none below zero); `true`/`false`, `0`/`1` and the strings `"true"` /
+//! `"false"` into `BOOLEAN`; event times as RFC 3339 / ISO 8601 strings (no zone = UTC, `T`
+//! or space, Python's `datetime.isoformat()`) or epoch seconds / milliseconds (numbers or
+//! numeric strings: below 1e11 they are seconds, else milliseconds). A floating-point column
+//! never holds NaN or infinity (JSON has neither; `"NaN"` is refused).
+//!
+//! Everything else — not UTF-8 (raw_string), not JSON, not an object, a value that does not
+//! fit its column, a `NOT NULL` column missing or null, a field given twice, a message over
+//! the size limit — becomes a dead letter with the raw payload, the column and reason, and
+//! the source position. Every pushed message ends up in exactly one of the two outputs.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayBuilder, ArrayRef, BooleanBuilder, Float32Builder, Float64Builder, Int64Builder, RecordBatch,
+    StringBuilder, StructArray, TimestampMicrosecondBuilder, UInt64Builder,
 };
+use arrow::buffer::NullBuffer;
+use arrow::datatypes::{DataType, Fields, SchemaRef};
 use arrow::error::ArrowError;
 use chrono::{DateTime, NaiveDateTime};
-use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
+use hashbrown::HashMap;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::event::{dead_letter_schema, transaction_schema};
+use crate::event::dead_letter_schema;
+use crate::sql::{OptionKind, OptionSpec, TableDef};
 
 /// Default largest message accepted (bytes).
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// The options of every source that decodes payloads (`kafka`, `file`), declared once.
+pub const FORMAT_OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        key: "format",
+        kind: OptionKind::OneOf(&["json", "raw_string", "parquet"]),
+        required: false,
+        help: "json (one object per message, fields by column name), raw_string (the payload \
+               as the table's one TEXT column) or, for files, parquet (default from the file name)",
+    },
+    OptionSpec {
+        key: "json.aliases",
+        kind: OptionKind::Text,
+        required: false,
+        help: "other field names a column is read from, 'column=name|name' separated by commas \
+               or semicolons (e.g. 'ts=timestamp|event_time')",
+    },
+    OptionSpec {
+        key: "max_message_bytes",
+        kind: OptionKind::Integer,
+        required: false,
+        help: "larger messages go to the dead letters (default 1048576)",
+    },
+];
+
+/// How a payload is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    RawString,
+}
 
 /// Why a message went to the dead letters.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,116 +84,29 @@ fn reject(msg: impl Into<String>) -> Reject {
     Reject(msg.into())
 }
 
-/// A transaction id or user id: a string or an integer.
-struct Id<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Id<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Id<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string or an integer")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Id(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Id(Cow::Owned(v.to_string())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Id(Cow::Owned(v)))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(Id(Cow::Owned(v.to_string())))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(Id(Cow::Owned(v.to_string())))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// A number, or a string holding one.
-struct Num(f64);
-
-impl<'de> Deserialize<'de> for Num {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Num;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a number or a numeric string")
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Num, E> {
-                Ok(Num(v))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Num, E> {
-                Ok(Num(v as f64))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Num, E> {
-                Ok(Num(v as f64))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Num, E> {
-                v.trim()
-                    .parse::<f64>()
-                    .map(Num)
-                    .map_err(|_| E::custom(format!("{v:?} is not a number")))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// An event time: a date-time string or epoch seconds/milliseconds.
-enum Time<'a> {
-    Text(Cow<'a, str>),
-    Epoch(f64),
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Time<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Time<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an ISO 8601 / RFC 3339 string or epoch seconds/milliseconds")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Time::Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Time::Text(Cow::Owned(v.to_string())))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-                Ok(Time::Epoch(v))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(Time::Epoch(v as f64))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(Time::Epoch(v as f64))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
+/// A table's DDL that no decoder can fill.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SchemaError(pub String);
 
 /// Epoch seconds (below 1e11) or milliseconds to UTC microseconds.
-fn epoch_to_micros(v: f64) -> Result<i64, Reject> {
+fn epoch_to_micros(v: f64) -> Result<i64, String> {
     if !v.is_finite() {
-        return Err(reject(format!("timestamp {v} is not a finite number")));
+        return Err(format!("timestamp {v} is not a finite number"));
     }
     let micros = if v.abs() < 1e11 { v * 1e6 } else { v * 1e3 };
     if micros.abs() > 9.0e18 {
-        return Err(reject(format!("timestamp {v} is out of range")));
+        return Err(format!("timestamp {v} is out of range"));
     }
     Ok(micros.round() as i64)
 }
 
 /// Parses an event time to UTC microseconds.
 pub fn parse_time_text(s: &str) -> Result<i64, Reject> {
+    parse_time(s).map_err(Reject)
+}
+
+fn parse_time(s: &str) -> Result<i64, String> {
     let t = s.trim();
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
         return Ok(dt.timestamp_micros());
@@ -170,165 +129,721 @@ pub fn parse_time_text(s: &str) -> Result<i64, Reject> {
     if let Ok(v) = t.parse::<f64>() {
         return epoch_to_micros(v);
     }
-    Err(reject(format!(
+    Err(format!(
         "timestamp {s:?} is not ISO 8601 / RFC 3339 nor epoch seconds/milliseconds"
-    )))
+    ))
 }
 
-#[derive(Deserialize)]
-struct Raw<'a> {
-    #[serde(borrow, default)]
-    transaction_id: Option<Id<'a>>,
-    #[serde(borrow, default)]
-    user_id: Option<Id<'a>>,
-    #[serde(default)]
-    amount: Option<Num>,
-    #[serde(borrow, default, alias = "ts", alias = "event_time")]
-    timestamp: Option<Time<'a>>,
-    #[serde(borrow, default)]
-    currency: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    merchant: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    category: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    location: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    country: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    device_id: Option<Id<'a>>,
-    #[serde(borrow, default)]
-    channel: Option<Cow<'a, str>>,
-    #[serde(default)]
-    lat: Option<Num>,
-    #[serde(default)]
-    lon: Option<Num>,
-    #[serde(default)]
-    is_fraud: Option<Flag>,
+/// What a column holds, and so which JSON values it takes.
+#[derive(Debug)]
+enum Kind {
+    Text,
+    Int,
+    UInt,
+    Float64,
+    Float32,
+    Bool,
+    Time,
+    Struct(Box<Columns>),
 }
 
-/// A label: true/false or 0/1.
-struct Flag(bool);
+/// A decoded value, borrowing from its payload where it can.
+#[derive(Debug)]
+enum Cell<'a> {
+    Null,
+    Text(Cow<'a, str>),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Bool(bool),
+    Time(i64),
+    Struct(Vec<Cell<'a>>),
+}
 
-impl<'de> Deserialize<'de> for Flag {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Flag;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("true/false or 0/1")
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<Flag, E> {
-                Ok(Flag(v))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Flag, E> {
-                match v {
-                    0 | 1 => Ok(Flag(v == 1)),
-                    _ => Err(E::custom(format!("is_fraud {v} is not 0 or 1"))),
+/// The columns of one level (the table, or a `STRUCT` column): their kinds, the field names
+/// they are read from, and their builders.
+#[derive(Debug)]
+struct Columns {
+    names: Vec<String>,
+    nullable: Vec<bool>,
+    kinds: Vec<Kind>,
+    fields: Fields,
+    /// Field name (and alias) → column.
+    lookup: HashMap<Box<str>, usize, foldhash::fast::RandomState>,
+    builders: Vec<Builder>,
+}
+
+#[derive(Debug)]
+enum Builder {
+    Text(StringBuilder),
+    Int(Int64Builder),
+    UInt(UInt64Builder),
+    Float64(Float64Builder),
+    Float32(Float32Builder),
+    Bool(BooleanBuilder),
+    Time(TimestampMicrosecondBuilder),
+    Struct(Vec<bool>),
+}
+
+impl Columns {
+    fn new(fields: &Fields, aliases: &[(String, Vec<String>)], path: &str) -> Result<Self, SchemaError> {
+        let mut c = Columns {
+            names: Vec::new(),
+            nullable: Vec::new(),
+            kinds: Vec::new(),
+            fields: fields.clone(),
+            lookup: HashMap::default(),
+            builders: Vec::new(),
+        };
+        for (i, f) in fields.iter().enumerate() {
+            let name = format!("{path}{}", f.name());
+            let (kind, builder) = match f.data_type() {
+                DataType::Utf8 => (Kind::Text, Builder::Text(StringBuilder::new())),
+                DataType::Int64 => (Kind::Int, Builder::Int(Int64Builder::new())),
+                DataType::UInt64 => (Kind::UInt, Builder::UInt(UInt64Builder::new())),
+                DataType::Float64 => (Kind::Float64, Builder::Float64(Float64Builder::new())),
+                DataType::Float32 => (Kind::Float32, Builder::Float32(Float32Builder::new())),
+                DataType::Boolean => (Kind::Bool, Builder::Bool(BooleanBuilder::new())),
+                DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some(tz))
+                    if tz.as_ref() == "UTC" =>
+                {
+                    (
+                        Kind::Time,
+                        Builder::Time(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
+                    )
                 }
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Flag, E> {
-                self.visit_u64(u64::try_from(v).map_err(|_| E::custom("negative is_fraud"))?)
+                DataType::Struct(inner) => (
+                    Kind::Struct(Box::new(Columns::new(inner, &[], &format!("{name}."))?)),
+                    Builder::Struct(Vec::new()),
+                ),
+                other => {
+                    return Err(SchemaError(format!(
+                        "column {name}: type {other} cannot be decoded"
+                    )));
+                }
+            };
+            c.names.push(name);
+            c.nullable.push(f.is_nullable());
+            c.kinds.push(kind);
+            c.builders.push(builder);
+            c.lookup.insert(f.name().as_str().into(), i);
+        }
+        for (col, names) in aliases {
+            let Some(&i) = c.lookup.get(col.as_str()) else {
+                return Err(SchemaError(format!(
+                    "json.aliases: the table has no column {col}"
+                )));
+            };
+            for n in names {
+                if let Some(&j) = c.lookup.get(n.as_str())
+                    && j != i
+                {
+                    return Err(SchemaError(format!(
+                        "json.aliases: {n} is already the field of column {}",
+                        c.names[j]
+                    )));
+                }
+                c.lookup.insert(n.as_str().into(), i);
             }
         }
-        d.deserialize_any(V)
+        Ok(c)
+    }
+
+    /// Appends one row's cells (as many as columns; a cell that does not match its column's
+    /// builder, which decoding never makes, becomes NULL).
+    fn append(&mut self, cells: Vec<Cell<'_>>) {
+        for ((b, k), cell) in self.builders.iter_mut().zip(self.kinds.iter_mut()).zip(cells) {
+            match (b, cell) {
+                (Builder::Text(b), Cell::Text(s)) => b.append_value(&s),
+                (Builder::Int(b), Cell::Int(v)) => b.append_value(v),
+                (Builder::UInt(b), Cell::UInt(v)) => b.append_value(v),
+                (Builder::Float64(b), Cell::Float(v)) => b.append_value(v),
+                (Builder::Float32(b), Cell::Float(v)) => b.append_value(v as f32),
+                (Builder::Bool(b), Cell::Bool(v)) => b.append_value(v),
+                (Builder::Time(b), Cell::Time(v)) => b.append_value(v),
+                (Builder::Struct(valid), Cell::Struct(inner)) => {
+                    valid.push(true);
+                    if let Kind::Struct(c) = k {
+                        c.append(inner);
+                    }
+                }
+                (Builder::Struct(valid), _) => {
+                    valid.push(false);
+                    if let Kind::Struct(c) = k {
+                        c.append_null_row();
+                    }
+                }
+                (b, _) => b.append_null(),
+            }
+        }
+    }
+
+    /// A row of NULLs (the children of a NULL struct).
+    fn append_null_row(&mut self) {
+        let n = self.builders.len();
+        self.append((0..n).map(|_| Cell::Null).collect());
+    }
+
+    fn finish(&mut self) -> Result<Vec<ArrayRef>, ArrowError> {
+        let mut out: Vec<ArrayRef> = Vec::with_capacity(self.builders.len());
+        for (b, k) in self.builders.iter_mut().zip(self.kinds.iter_mut()) {
+            out.push(match (b, k) {
+                (Builder::Text(b), _) => Arc::new(b.finish()),
+                (Builder::Int(b), _) => Arc::new(b.finish()),
+                (Builder::UInt(b), _) => Arc::new(b.finish()),
+                (Builder::Float64(b), _) => Arc::new(b.finish()),
+                (Builder::Float32(b), _) => Arc::new(b.finish()),
+                (Builder::Bool(b), _) => Arc::new(b.finish()),
+                (Builder::Time(b), _) => Arc::new(b.finish()),
+                (Builder::Struct(valid), Kind::Struct(inner)) => {
+                    let children = inner.finish()?;
+                    let nulls = NullBuffer::from(std::mem::take(valid));
+                    Arc::new(StructArray::try_new(
+                        inner.fields.clone(),
+                        children,
+                        Some(nulls),
+                    )?)
+                }
+                (Builder::Struct(_), _) => {
+                    return Err(ArrowError::SchemaError("struct builder without fields".into()));
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    fn rows(&self) -> usize {
+        match self.builders.first() {
+            Some(Builder::Text(b)) => b.len(),
+            Some(Builder::Int(b)) => b.len(),
+            Some(Builder::UInt(b)) => b.len(),
+            Some(Builder::Float64(b)) => b.len(),
+            Some(Builder::Float32(b)) => b.len(),
+            Some(Builder::Bool(b)) => b.len(),
+            Some(Builder::Time(b)) => b.len(),
+            Some(Builder::Struct(v)) => v.len(),
+            None => 0,
+        }
     }
 }
 
-/// One decoded event, borrowing from its payload.
-pub struct Event<'a> {
-    pub transaction_id: Cow<'a, str>,
-    pub user_id: Cow<'a, str>,
-    pub amount: f64,
-    pub ts_micros: i64,
-    strings: [Option<Cow<'a, str>>; 7],
-    pub lat: Option<f64>,
-    pub lon: Option<f64>,
-    pub is_fraud: Option<bool>,
+impl Builder {
+    fn append_null(&mut self) {
+        match self {
+            Builder::Text(b) => b.append_null(),
+            Builder::Int(b) => b.append_null(),
+            Builder::UInt(b) => b.append_null(),
+            Builder::Float64(b) => b.append_null(),
+            Builder::Float32(b) => b.append_null(),
+            Builder::Bool(b) => b.append_null(),
+            Builder::Time(b) => b.append_null(),
+            Builder::Struct(v) => v.push(false),
+        }
+    }
 }
 
-/// Decodes one JSON message against the event contract.
-pub fn decode_event(payload: &[u8]) -> Result<Event<'_>, Reject> {
-    match payload.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => {}
-        None => return Err(reject("empty message")),
-        Some(_) if serde_json::from_slice::<de::IgnoredAny>(payload).is_err() => {
-            return Err(reject(format!(
-                "not valid JSON: {}",
-                String::from_utf8_lossy(&payload[..payload.len().min(40)])
+/// A JSON value's kind, for error messages.
+fn got(v: &dyn fmt::Display) -> String {
+    let s = v.to_string();
+    if s.len() > 40 {
+        let cut = (0..=40).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+        format!("{}…", &s[..cut])
+    } else {
+        s
+    }
+}
+
+/// Reads a field name into the index of its column (`None`: not a declared field).
+struct KeySeed<'c>(&'c Columns);
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self.0.lookup.get(v).copied())
+    }
+}
+
+/// Reads one JSON object into a row of cells for its columns.
+struct RowVisitor<'c>(&'c Columns);
+
+impl<'de> Visitor<'de> for RowVisitor<'_> {
+    type Value = Vec<Cell<'de>>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let cols = self.0;
+        let n = cols.kinds.len();
+        let mut cells: Vec<Cell<'de>> = (0..n).map(|_| Cell::Null).collect();
+        // Which columns were given (a field given twice is refused); past 128 columns a
+        // repeat is not detected and the last value wins.
+        let mut seen = 0u128;
+        while let Some(key) = map.next_key_seed(KeySeed(cols))? {
+            let Some(i) = key else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            if i < 128 {
+                if seen & (1 << i) != 0 {
+                    return Err(de::Error::custom(format!(
+                        "column {}: the field is given twice",
+                        cols.names[i]
+                    )));
+                }
+                seen |= 1 << i;
+            }
+            cells[i] = map.next_value_seed(CellSeed {
+                kind: &cols.kinds[i],
+                name: &cols.names[i],
+            })?;
+        }
+        for (i, c) in cells.iter().enumerate() {
+            if !cols.nullable[i] && matches!(c, Cell::Null) {
+                let given = i < 128 && seen & (1 << i) != 0;
+                return Err(de::Error::custom(format!(
+                    "column {} is NOT NULL but {}",
+                    cols.names[i],
+                    if given { "null" } else { "missing" }
+                )));
+            }
+        }
+        Ok(cells)
+    }
+}
+
+/// Reads one field's value into its column's cell.
+#[derive(Clone, Copy)]
+struct CellSeed<'c> {
+    kind: &'c Kind,
+    name: &'c str,
+}
+
+impl<'de> DeserializeSeed<'de> for CellSeed<'_> {
+    type Value = Cell<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl CellSeed<'_> {
+    fn want(&self) -> &'static str {
+        match self.kind {
+            Kind::Text => "text",
+            Kind::Int => "a whole number",
+            Kind::UInt => "a whole number >= 0",
+            Kind::Float64 | Kind::Float32 => "a number",
+            Kind::Bool => "true/false or 0/1",
+            Kind::Time => "an ISO 8601 / RFC 3339 time or epoch seconds/milliseconds",
+            Kind::Struct(_) => "an object",
+        }
+    }
+
+    fn wrong<E: de::Error>(&self, value: &dyn fmt::Display) -> E {
+        E::custom(format!(
+            "column {}: expected {}, got {}",
+            self.name,
+            self.want(),
+            got(value)
+        ))
+    }
+
+    fn float<E: de::Error>(&self, v: f64, shown: &dyn fmt::Display) -> Result<Cell<'static>, E> {
+        if !v.is_finite() {
+            return Err(E::custom(format!(
+                "column {}: {} is not a finite number",
+                self.name,
+                got(shown)
             )));
         }
-        Some(_) => return Err(reject("not a JSON object")),
-    }
-    let raw: Raw<'_> = serde_json::from_slice(payload).map_err(|e| {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Syntax | Category::Eof => reject(format!("not valid JSON: {e}")),
-            _ => reject(format!("does not match the event contract: {e}")),
+        if matches!(self.kind, Kind::Float32) && v.abs() > f64::from(f32::MAX) {
+            return Err(E::custom(format!(
+                "column {}: {} does not fit a REAL",
+                self.name,
+                got(shown)
+            )));
         }
-    })?;
-    let need = |name: &str| reject(format!("required field {name} is missing or null"));
-    let transaction_id = raw.transaction_id.ok_or_else(|| need("transaction_id"))?.0;
-    if transaction_id.is_empty() {
-        return Err(reject("transaction_id is empty"));
+        Ok(Cell::Float(v))
     }
-    let user_id = raw.user_id.ok_or_else(|| need("user_id"))?.0;
-    if user_id.is_empty() {
-        return Err(reject("user_id is empty"));
+
+    fn time<E: de::Error>(&self, r: Result<i64, String>) -> Result<Cell<'static>, E> {
+        r.map(Cell::Time)
+            .map_err(|m| E::custom(format!("column {}: {m}", self.name)))
     }
-    let amount = raw.amount.ok_or_else(|| need("amount"))?.0;
-    if !amount.is_finite() || amount < 0.0 {
-        return Err(reject(format!(
-            "amount must be a finite number >= 0, got {amount}"
-        )));
-    }
-    let ts_micros = match raw
-        .timestamp
-        .ok_or_else(|| need("timestamp (or ts, event_time)"))?
-    {
-        Time::Text(s) => parse_time_text(&s)?,
-        Time::Epoch(v) => epoch_to_micros(v)?,
-    };
-    let coord = |v: Option<Num>, name: &str, limit: f64| -> Result<Option<f64>, Reject> {
-        match v {
-            Some(Num(x)) if !x.is_finite() || x.abs() > limit => {
-                Err(reject(format!("{name} {x} is out of range")))
-            }
-            other => Ok(other.map(|n| n.0)),
-        }
-    };
-    Ok(Event {
-        transaction_id,
-        user_id,
-        amount,
-        ts_micros,
-        strings: [
-            raw.currency,
-            raw.merchant,
-            raw.category,
-            raw.location,
-            raw.country,
-            raw.device_id.map(|d| d.0),
-            raw.channel,
-        ],
-        lat: coord(raw.lat, "lat", 90.0)?,
-        lon: coord(raw.lon, "lon", 180.0)?,
-        is_fraud: raw.is_fraud.map(|f| f.0),
-    })
 }
 
-/// Accumulates messages into a batch of events and a batch of dead letters.
+impl<'de> Visitor<'de> for CellSeed<'_> {
+    type Value = Cell<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{} for column {}", self.want(), self.name)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Cell::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Cell::Null)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        match self.kind {
+            Kind::Bool => Ok(Cell::Bool(v)),
+            Kind::Text => Ok(Cell::Text(Cow::Borrowed(if v { "true" } else { "false" }))),
+            _ => Err(self.wrong(&v)),
+        }
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        match self.kind {
+            Kind::Int => Ok(Cell::Int(v)),
+            Kind::UInt => u64::try_from(v).map(Cell::UInt).map_err(|_| self.wrong(&v)),
+            Kind::Float64 | Kind::Float32 => self.float(v as f64, &v),
+            Kind::Bool => match v {
+                0 | 1 => Ok(Cell::Bool(v == 1)),
+                _ => Err(self.wrong(&v)),
+            },
+            Kind::Time => self.time(epoch_to_micros(v as f64)),
+            Kind::Text => Ok(Cell::Text(Cow::Owned(v.to_string()))),
+            Kind::Struct(_) => Err(self.wrong(&v)),
+        }
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        match self.kind {
+            Kind::Int => i64::try_from(v).map(Cell::Int).map_err(|_| {
+                E::custom(format!("column {}: {v} does not fit a BIGINT", self.name))
+            }),
+            Kind::UInt => Ok(Cell::UInt(v)),
+            Kind::Float64 | Kind::Float32 => self.float(v as f64, &v),
+            Kind::Bool => match v {
+                0 | 1 => Ok(Cell::Bool(v == 1)),
+                _ => Err(self.wrong(&v)),
+            },
+            Kind::Time => self.time(epoch_to_micros(v as f64)),
+            Kind::Text => Ok(Cell::Text(Cow::Owned(v.to_string()))),
+            Kind::Struct(_) => Err(self.wrong(&v)),
+        }
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        let whole = v.is_finite() && v.fract() == 0.0;
+        match self.kind {
+            // 2^63 as f64 is just past i64::MAX.
+            Kind::Int if whole && v.abs() < 9.223_372_036_854_775_807e18 => Ok(Cell::Int(v as i64)),
+            Kind::UInt if whole && (0.0..1.844_674_407_370_955_2e19).contains(&v) => {
+                Ok(Cell::UInt(v as u64))
+            }
+            Kind::Float64 | Kind::Float32 => self.float(v, &v),
+            Kind::Time => self.time(epoch_to_micros(v)),
+            Kind::Text => Ok(Cell::Text(Cow::Owned(v.to_string()))),
+            _ => Err(self.wrong(&v)),
+        }
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        match self.kind {
+            Kind::Text => Ok(Cell::Text(Cow::Borrowed(v))),
+            _ => self.visit_str(v),
+        }
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        match self.kind {
+            Kind::Text => Ok(Cell::Text(Cow::Owned(v))),
+            _ => self.visit_str(&v),
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        let shown = || format!("{v:?}");
+        let t = v.trim();
+        match self.kind {
+            Kind::Text => Ok(Cell::Text(Cow::Owned(v.to_string()))),
+            Kind::Int => match t.parse::<i64>() {
+                Ok(n) => Ok(Cell::Int(n)),
+                Err(_) => match t.parse::<f64>() {
+                    Ok(f) => self.visit_f64(f).map_err(|_: E| self.wrong(&shown())),
+                    Err(_) => Err(self.wrong(&shown())),
+                },
+            },
+            Kind::UInt => match t.parse::<u64>() {
+                Ok(n) => Ok(Cell::UInt(n)),
+                Err(_) => Err(self.wrong(&shown())),
+            },
+            Kind::Float64 | Kind::Float32 => match t.parse::<f64>() {
+                Ok(f) => self.float(f, &shown()),
+                Err(_) => Err(self.wrong(&shown())),
+            },
+            Kind::Bool => match t {
+                "1" => Ok(Cell::Bool(true)),
+                "0" => Ok(Cell::Bool(false)),
+                _ if t.eq_ignore_ascii_case("true") => Ok(Cell::Bool(true)),
+                _ if t.eq_ignore_ascii_case("false") => Ok(Cell::Bool(false)),
+                _ => Err(self.wrong(&shown())),
+            },
+            Kind::Time => self.time(parse_time(v)),
+            Kind::Struct(_) => Err(self.wrong(&shown())),
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        match self.kind {
+            Kind::Struct(cols) => RowVisitor(cols).visit_map(map).map(Cell::Struct),
+            Kind::Text => {
+                let v = serde_json::Value::deserialize_from(de::value::MapAccessDeserializer::new(map))?;
+                Ok(Cell::Text(Cow::Owned(v.to_string())))
+            }
+            _ => Err(self.wrong(&"an object")),
+        }
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        match self.kind {
+            Kind::Text => {
+                let v = serde_json::Value::deserialize_from(de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(Cell::Text(Cow::Owned(v.to_string())))
+            }
+            _ => Err(self.wrong(&"an array")),
+        }
+    }
+}
+
+/// `Value::deserialize` under a name that does not clash with the visitor methods.
+trait DeserializeFrom: Sized {
+    fn deserialize_from<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error>;
+}
+
+impl DeserializeFrom for serde_json::Value {
+    fn deserialize_from<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::Deserialize::deserialize(d)
+    }
+}
+
+/// serde_json's message without its ` at line 1 column 57` suffix, which for a one-line
+/// message says less than the column name already in it.
+fn data_error(e: &serde_json::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// How a table's payloads are decoded: its format and the format options.
+#[derive(Debug, Clone)]
+pub struct DecodeOptions {
+    pub format: Format,
+    /// Column → other field names it is read from (`json.aliases`).
+    pub aliases: Vec<(String, Vec<String>)>,
+    pub max_message_bytes: usize,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions {
+            format: Format::Json,
+            aliases: Vec::new(),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        }
+    }
+}
+
+impl DecodeOptions {
+    /// The format options of a source table ([`FORMAT_OPTIONS`]); `parquet` is the file
+    /// source's own business and reads as JSON here.
+    pub fn from_table(table: &TableDef) -> Result<Self, SchemaError> {
+        let mut o = DecodeOptions::default();
+        if let Some(f) = table.option("format") {
+            o.format = match f.value.as_text().as_str() {
+                "json" => Format::Json,
+                "parquet" => {
+                    return Err(SchemaError(
+                        "format parquet reads files (connector file); messages are json or raw_string"
+                            .into(),
+                    ));
+                }
+                "raw_string" => Format::RawString,
+                other => {
+                    return Err(SchemaError(format!(
+                        "format '{other}' is not supported; use json or raw_string"
+                    )));
+                }
+            };
+        }
+        if let Some(a) = table.option("json.aliases") {
+            for pair in a
+                .value
+                .as_text()
+                .split([',', ';'])
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+            {
+                let (col, names) = pair.split_once('=').ok_or_else(|| {
+                    SchemaError(format!(
+                        "json.aliases: {pair:?} is not column=name|name (e.g. ts=timestamp|event_time)"
+                    ))
+                })?;
+                o.aliases.push((
+                    col.trim().to_ascii_lowercase(),
+                    names
+                        .split('|')
+                        .map(|n| n.trim().to_string())
+                        .filter(|n| !n.is_empty())
+                        .collect(),
+                ));
+            }
+        }
+        if let Some(m) = table.option("max_message_bytes") {
+            o.max_message_bytes = m.value.as_text().parse().map_err(|_| {
+                SchemaError(format!(
+                    "max_message_bytes {} is not a whole number of bytes",
+                    m.value
+                ))
+            })?;
+        }
+        Ok(o)
+    }
+}
+
+/// Accumulates messages into a batch of rows (the declared payload columns) and a batch of
+/// dead letters.
 pub struct Decoder {
+    format: Format,
     max_message_bytes: usize,
-    ids: StringBuilder,
-    users: StringBuilder,
-    amounts: Float64Builder,
-    ts: TimestampMicrosecondBuilder,
-    strings: Vec<StringBuilder>,
-    lat: Float64Builder,
-    lon: Float64Builder,
-    fraud: BooleanBuilder,
+    schema: SchemaRef,
+    cols: Columns,
     dead: DeadLetters,
+}
+
+impl Decoder {
+    /// A decoder filling `schema` (every field: nullable or not, as declared).
+    pub fn new(schema: SchemaRef, opts: &DecodeOptions) -> Result<Self, SchemaError> {
+        if opts.format == Format::RawString
+            && (schema.fields().len() != 1 || schema.field(0).data_type() != &DataType::Utf8)
+        {
+            return Err(SchemaError(format!(
+                "format raw_string fills one TEXT column (e.g. value TEXT) with the whole \
+                 payload; the table declares {}",
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| format!("{} {}", f.name(), f.data_type()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if opts.format == Format::RawString && !opts.aliases.is_empty() {
+            return Err(SchemaError(
+                "json.aliases needs format json, not raw_string".into(),
+            ));
+        }
+        Ok(Decoder {
+            format: opts.format,
+            max_message_bytes: opts.max_message_bytes,
+            cols: Columns::new(schema.fields(), &opts.aliases, "")?,
+            schema,
+            dead: DeadLetters::default(),
+        })
+    }
+
+    /// The decoder a source table declares: its payload columns, in its format.
+    pub fn for_table(table: &TableDef) -> Result<Self, SchemaError> {
+        Decoder::new(table.payload_schema(), &DecodeOptions::from_table(table)?)
+    }
+
+    /// The schema of the rows it makes.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// Decodes one message into a row; `Err` says why not.
+    fn decode(&mut self, payload: &[u8]) -> Result<(), Reject> {
+        if self.format == Format::RawString {
+            let text = std::str::from_utf8(payload)
+                .map_err(|e| reject(format!("not UTF-8 text: {e}")))?;
+            self.cols.append(vec![Cell::Text(Cow::Borrowed(text))]);
+            return Ok(());
+        }
+        match payload.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => {}
+            None => return Err(reject("empty message")),
+            Some(_) if serde_json::from_slice::<IgnoredAny>(payload).is_err() => {
+                return Err(reject(format!(
+                    "not valid JSON: {}",
+                    String::from_utf8_lossy(&payload[..payload.len().min(40)])
+                )));
+            }
+            Some(_) => return Err(reject("not a JSON object")),
+        }
+        let mut de = serde_json::Deserializer::from_slice(payload);
+        let cells = de
+            .deserialize_map(RowVisitor(&self.cols))
+            .and_then(|cells| de.end().map(|()| cells))
+            .map_err(|e| {
+                use serde_json::error::Category;
+                match e.classify() {
+                    Category::Syntax | Category::Eof => reject(format!("not valid JSON: {e}")),
+                    _ => reject(data_error(&e)),
+                }
+            })?;
+        self.cols.append(cells);
+        Ok(())
+    }
+
+    /// Decodes one message; a bad one is recorded as a dead letter with `source` and
+    /// `position` (e.g. `transactions` and `partition 3 offset 1042`). Returns whether the
+    /// message became a row.
+    pub fn push(&mut self, payload: &[u8], source: &str, position: &dyn fmt::Display) -> bool {
+        if payload.len() > self.max_message_bytes {
+            let reason = format!(
+                "message of {} bytes exceeds the {}-byte limit (max_message_bytes)",
+                payload.len(),
+                self.max_message_bytes
+            );
+            let keep = &payload[..payload.len().min(1024)];
+            self.dead.push(source, position, &reason, keep);
+            return false;
+        }
+        match self.decode(payload) {
+            Ok(()) => true,
+            Err(r) => {
+                self.dead.push(source, position, &r.0, payload);
+                false
+            }
+        }
+    }
+
+    /// Rows decoded since the last flush.
+    pub fn pending_rows(&self) -> usize {
+        self.cols.rows()
+    }
+
+    /// Dead letters recorded since the last flush.
+    pub fn pending_dead(&self) -> usize {
+        self.dead.len()
+    }
+
+    /// The rows and dead letters so far; resets.
+    pub fn flush(&mut self) -> Result<(RecordBatch, RecordBatch), ArrowError> {
+        let n = self.cols.rows();
+        let cols = self.cols.finish()?;
+        let rows = RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            cols,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
+        )?;
+        Ok((rows, self.dead.finish()?))
+    }
 }
 
 /// Dead letters accumulated by a [`Decoder`] (or by late-data handling).
@@ -381,91 +896,5 @@ impl DeadLetters {
             Arc::new(self.received.finish()),
         ];
         RecordBatch::try_new(dead_letter_schema(), cols)
-    }
-}
-
-impl Decoder {
-    pub fn new(max_message_bytes: usize) -> Self {
-        Decoder {
-            max_message_bytes,
-            ids: StringBuilder::new(),
-            users: StringBuilder::new(),
-            amounts: Float64Builder::new(),
-            ts: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
-            strings: (0..7).map(|_| StringBuilder::new()).collect(),
-            lat: Float64Builder::new(),
-            lon: Float64Builder::new(),
-            fraud: BooleanBuilder::new(),
-            dead: DeadLetters::default(),
-        }
-    }
-
-    /// Decodes one message; a bad one is recorded as a dead letter with `source` and
-    /// `position` (e.g. `transactions` and `partition 3 offset 1042`). Returns whether the
-    /// message became an event.
-    pub fn push(&mut self, payload: &[u8], source: &str, position: &dyn fmt::Display) -> bool {
-        if payload.len() > self.max_message_bytes {
-            let reason = format!(
-                "message of {} bytes exceeds the {}-byte limit",
-                payload.len(),
-                self.max_message_bytes
-            );
-            let keep = &payload[..payload.len().min(1024)];
-            self.dead.push(source, position, &reason, keep);
-            return false;
-        }
-        match decode_event(payload) {
-            Ok(e) => {
-                self.ids.append_value(&e.transaction_id);
-                self.users.append_value(&e.user_id);
-                self.amounts.append_value(e.amount);
-                self.ts.append_value(e.ts_micros);
-                for (b, s) in self.strings.iter_mut().zip(&e.strings) {
-                    b.append_option(s.as_deref());
-                }
-                self.lat.append_option(e.lat);
-                self.lon.append_option(e.lon);
-                self.fraud.append_option(e.is_fraud);
-                true
-            }
-            Err(r) => {
-                self.dead.push(source, position, &r.0, payload);
-                false
-            }
-        }
-    }
-
-    /// Events decoded since the last flush.
-    pub fn pending_rows(&self) -> usize {
-        self.ids.len()
-    }
-
-    /// Dead letters recorded since the last flush.
-    pub fn pending_dead(&self) -> usize {
-        self.dead.len()
-    }
-
-    /// The events and dead letters so far; resets.
-    pub fn flush(&mut self) -> Result<(RecordBatch, RecordBatch), ArrowError> {
-        let mut cols: Vec<ArrayRef> = vec![
-            Arc::new(self.ids.finish()),
-            Arc::new(self.users.finish()),
-            Arc::new(self.amounts.finish()),
-            Arc::new(self.ts.finish()),
-        ];
-        for b in &mut self.strings {
-            cols.push(Arc::new(b.finish()));
-        }
-        cols.push(Arc::new(self.lat.finish()));
-        cols.push(Arc::new(self.lon.finish()));
-        cols.push(Arc::new(self.fraud.finish()));
-        let rows = RecordBatch::try_new(transaction_schema(), cols)?;
-        Ok((rows, self.dead.finish()?))
-    }
-}
-
-impl Default for Decoder {
-    fn default() -> Self {
-        Decoder::new(DEFAULT_MAX_MESSAGE_BYTES)
     }
 }

@@ -1,10 +1,13 @@
-//! txguard's dataflow engine. Today: the transaction event contract ([`event`]), decoding of
-//! JSON messages into Arrow with dead letters ([`decode`]), event time with watermarks and
-//! late rows ([`time`]), incremental per-event OVER windows ([`over`]) and TUMBLE / HOP /
-//! SESSION windowed GROUP BY ([`window`]), and pipeline files in Arroyo's SQL dialect with
-//! their validation ([`sql`]), and the streaming planner and dataflow that run them ([`stream`]).
+//! txguard's dataflow engine: decoding of payloads into the declared columns of any source
+//! table, with dead letters ([`decode`]), the row constraints of source tables (`NOT NULL`,
+//! `CHECK`, [`constraints`]), the dead-letter schema ([`event`]), event time with watermarks
+//! and late rows ([`time`]), incremental per-event OVER windows ([`over`]) and TUMBLE / HOP /
+//! SESSION windowed GROUP BY ([`window`]), pipeline files in Arroyo's SQL dialect with their
+//! validation ([`sql`]), the streaming planner and dataflow that run them ([`stream`]), the
+//! source/sink interface ([`connector`]) and the runtime that drives them ([`runtime`]).
 
 pub mod connector;
+pub mod constraints;
 pub mod decode;
 pub mod event;
 pub mod over;

@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, RecordBatch};
+use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::connector::{ConnectorError, Poll, Sink, Source};
+use crate::constraints::Constraints;
 use crate::event::rows_as_dead_letters;
 use crate::stream::{DEAD_LETTERS, Dataflow, StreamError, cast_to};
 use crate::time::EventTimeBuffer;
@@ -182,14 +183,22 @@ fn spawn_sink(mut sink: Box<dyn Sink>, index: usize, metrics: Arc<Metrics>) -> S
     SinkTask { tx, handle }
 }
 
-/// Picks a table's declared columns out of what its source gives, by name.
+/// Picks a table's declared columns out of what its source gives, by name, and applies the
+/// table's constraints.
 struct ColumnPick {
     indices: Vec<usize>,
     schema: SchemaRef,
+    constraints: Constraints,
 }
 
 impl ColumnPick {
-    fn new(table: &str, given: &SchemaRef, declared: &SchemaRef) -> Result<Self, RunError> {
+    fn new(
+        table: &str,
+        given: &SchemaRef,
+        declared: &SchemaRef,
+        checks: &[crate::sql::CheckDef],
+        event_time: Option<usize>,
+    ) -> Result<Self, RunError> {
         let indices = declared
             .fields()
             .iter()
@@ -208,20 +217,40 @@ impl ColumnPick {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let constraints = Constraints::new(declared.clone(), checks, event_time)
+            .map_err(|e| RunError::Setup(format!("table {table}: {e}")))?;
         Ok(ColumnPick {
             indices,
             schema: declared.clone(),
+            constraints,
         })
     }
 
-    fn pick(&self, b: &RecordBatch) -> Result<RecordBatch, RunError> {
-        let cols = self
-            .indices
-            .iter()
-            .zip(self.schema.fields())
-            .map(|(&i, f)| cast_to(b.column(i).clone(), f.data_type()))
-            .collect::<Result<Vec<ArrayRef>, _>>()?;
-        Ok(RecordBatch::try_new(self.schema.clone(), cols)?)
+    /// The declared columns of `b`, split into rows that hold the table's constraints and
+    /// those that break one (with the reasons).
+    fn pick(&self, b: &RecordBatch) -> Result<crate::constraints::Checked, RunError> {
+        let mut reasons: Vec<Option<String>> = Vec::new();
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.indices.len());
+        for (&i, f) in self.indices.iter().zip(self.schema.fields()) {
+            let given = b.column(i);
+            let cast = cast_to(given.clone(), f.data_type())?;
+            // A cast turns a value it cannot convert into NULL: such rows are bad, not NULL.
+            if cast.null_count() > given.null_count() {
+                reasons.resize(b.num_rows(), None);
+                for r in (0..b.num_rows()).filter(|&r| cast.is_null(r) && given.is_valid(r)) {
+                    reasons[r].get_or_insert_with(|| {
+                        format!(
+                            "column {}: {} value does not convert to {}",
+                            f.name(),
+                            given.data_type(),
+                            f.data_type()
+                        )
+                    });
+                }
+            }
+            cols.push(cast);
+        }
+        Ok(self.constraints.apply(cols, reasons)?)
     }
 }
 
@@ -243,8 +272,21 @@ pub struct Connections {
     pub sinks: Vec<Box<dyn Sink>>,
 }
 
-/// Runs `df` until its sources end or `stop` is set, then drains and commits.
+/// Runs `df` until its sources end or `stop` is set, then drains and commits. However it
+/// ends, [`Metrics::finished`] is set when it returns (progress displays wait for it).
 pub async fn run(
+    df: Dataflow,
+    conns: Connections,
+    opts: RunOptions,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), RunError> {
+    let result = run_to_end(df, conns, opts, metrics.clone(), stop).await;
+    metrics.finished.store(true, Ordering::Relaxed);
+    result
+}
+
+async fn run_to_end(
     mut df: Dataflow,
     conns: Connections,
     opts: RunOptions,
@@ -263,7 +305,13 @@ pub async fn run(
             .source_index(&name)
             .ok_or_else(|| RunError::Setup(format!("no source table {name} in the pipeline")))?;
         let decl = &df.sources()[index];
-        let pick = ColumnPick::new(&name, &source.schema(), &decl.schema)?;
+        let pick = ColumnPick::new(
+            &name,
+            &source.schema(),
+            &decl.schema,
+            &decl.checks,
+            decl.event_time.map(|(c, _)| c),
+        )?;
         let buffer = decl
             .event_time
             .map(|(col, bound)| EventTimeBuffer::new(decl.schema.clone(), col, bound));
@@ -469,15 +517,35 @@ async fn drive(
                     }
                     m.messages_in
                         .fetch_add(rows.num_rows() as u64, Ordering::Relaxed);
+                    let checked = s.pick.pick(&rows)?;
+                    let rows = checked.rows;
                     m.rows.fetch_add(rows.num_rows() as u64, Ordering::Relaxed);
-                    let rows = s.pick.pick(&rows)?;
+                    if let Some((broken, reasons)) = checked.broken {
+                        m.dead
+                            .fetch_add(broken.num_rows() as u64, Ordering::Relaxed);
+                        let dead = rows_as_dead_letters(
+                            &s.name,
+                            &broken,
+                            &reasons,
+                            &s.source.position(),
+                        )?;
+                        let out = df.push(dead_index, Some(dead), None)?;
+                        deliver(df, dead_index, tasks, metrics, out).await?;
+                    }
+                    if rows.num_rows() == 0 {
+                        continue;
+                    }
                     let (released, watermark) = match &mut s.buffer {
                         Some(buf) => {
                             if let Some(late) = buf.push(rows)? {
                                 m.late
                                     .fetch_add(late.rows.num_rows() as u64, Ordering::Relaxed);
-                                let dead =
-                                    rows_as_dead_letters(&s.name, &late.rows, &late.reasons)?;
+                                let dead = rows_as_dead_letters(
+                                    &s.name,
+                                    &late.rows,
+                                    &late.reasons,
+                                    &s.source.position(),
+                                )?;
                                 let out = df.push(dead_index, Some(dead), None)?;
                                 deliver(df, dead_index, tasks, metrics, out).await?;
                             }

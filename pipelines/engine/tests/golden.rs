@@ -23,7 +23,7 @@ use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use txguard_engine::connector::{CollectSink, ConnectorError, Poll, Sink, Source};
-use txguard_engine::event::transaction_schema;
+use txguard_connectors::generator::transaction_schema;
 use txguard_engine::runtime::{Connections, Metrics, RunOptions, run};
 use txguard_engine::sql::{PlanningFunctions, Role, check, parse, role_of};
 use txguard_iforest::{FitParams, TrainingSet, fit};

@@ -13,7 +13,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use txguard_engine::event::transaction_schema;
+use txguard_connectors::generator::transaction_schema;
 use txguard_engine::over::{OverAgg, OverFn, OverWindows};
 use txguard_engine::time::EventTimeBuffer;
 

@@ -17,6 +17,8 @@ const COLLECT: ConnectorSpec = ConnectorSpec {
         help: "rows to keep",
     }],
     metadata: &[],
+    decodes: false,
+    check_table: None,
 };
 
 fn connectors() -> Vec<ConnectorSpec> {

@@ -16,7 +16,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use txguard_engine::event::transaction_schema;
+use txguard_connectors::generator::transaction_schema;
 use txguard_engine::time::EventTimeBuffer;
 use txguard_engine::window::{GroupAgg, GroupFn, WindowAggregate, WindowKind};
 

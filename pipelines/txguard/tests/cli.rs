@@ -309,7 +309,12 @@ fn generate_writes_contract_json_lines() {
     ]);
     let first = std::fs::read_to_string(&out).expect("jsonl");
     assert_eq!(first.lines().count(), 2000);
-    let mut d = txguard_engine::decode::Decoder::default();
+    // The generator's own schema reads every line back.
+    let mut d = txguard_engine::decode::Decoder::new(
+        txguard_connectors::generator::transaction_schema(),
+        &Default::default(),
+    )
+    .expect("decoder");
     for (i, line) in first.lines().enumerate() {
         assert!(d.push(line.as_bytes(), "file", &i), "line {i}: {line}");
     }

@@ -58,15 +58,20 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
         },
     ],
     metadata: &[],
+    decodes: false,
+    check_table: None,
 };
 
 /// A Delta table as a source: the Parquet files of its current version, oldest first, each
-/// replayed like a `file` source (same decoder, dead letters at `file row N`). Local tables.
+/// read like a Parquet `file` source (the declared columns by name, straight into Arrow;
+/// positions `file row N`). Local tables.
 pub struct DeltaSource {
     files: std::collections::VecDeque<std::path::PathBuf>,
     current: Option<crate::file::FileSource>,
     batch_rows: usize,
     label: String,
+    name: String,
+    declared: arrow::datatypes::SchemaRef,
 }
 
 impl DeltaSource {
@@ -102,23 +107,31 @@ impl DeltaSource {
             })
             .collect();
         timed.sort();
-        let files = timed.into_iter().map(|(_, f)| f).collect();
+        let files: std::collections::VecDeque<_> = timed.into_iter().map(|(_, f)| f).collect();
         let batch_rows = table
             .option("batch_rows")
             .and_then(|o| o.value.as_text().parse().ok())
             .unwrap_or(8192);
+        let declared = table.payload_schema();
+        // A table without a declared column fails now, not at its first file.
+        if let Some(first) = files.front() {
+            crate::file::FileSource::open_parquet(first, 1, &declared, &table.name)
+                .map_err(|e| err(&e))?;
+        }
         Ok(DeltaSource {
             files,
             current: None,
             batch_rows,
             label: location,
+            name: table.name.clone(),
+            declared,
         })
     }
 }
 
 impl txguard_engine::connector::Source for DeltaSource {
     fn schema(&self) -> arrow::datatypes::SchemaRef {
-        txguard_engine::event::transaction_schema()
+        self.declared.clone()
     }
 
     fn poll(&mut self, max_rows: usize) -> Result<txguard_engine::connector::Poll, ConnectorError> {
@@ -128,8 +141,13 @@ impl txguard_engine::connector::Source for DeltaSource {
                     return Ok(txguard_engine::connector::Poll::End);
                 };
                 self.current = Some(
-                    crate::file::FileSource::open_as(&f, self.batch_rows, true)
-                        .map_err(|e| ConnectorError::new(&self.label, e))?,
+                    crate::file::FileSource::open_parquet(
+                        &f,
+                        self.batch_rows,
+                        &self.declared,
+                        &self.name,
+                    )
+                    .map_err(|e| ConnectorError::new(&self.label, e))?,
                 );
             }
             if let Some(cur) = self.current.as_mut() {

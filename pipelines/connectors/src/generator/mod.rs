@@ -1,5 +1,6 @@
-//! `generator` source: synthetic card / e-commerce transactions following the event contract,
-//! with labelled fraud patterns injected (`is_fraud = true`):
+//! `generator` source: synthetic card / e-commerce transactions in the schema documented in
+//! [`schema`] (the default pipelines' transaction), with labelled fraud patterns injected
+//! (`is_fraud = true`):
 //!
 //! * **amount spike** — one purchase 8–40× the user's typical amount;
 //! * **velocity burst** — 6–15 purchases within minutes;
@@ -14,10 +15,12 @@
 //! or as fast as possible.
 
 mod options;
+pub mod schema;
 mod source;
 mod world;
 
 pub use options::{SPEC, config_from, pace_from};
+pub use schema::{Transaction, check_table, transaction_schema};
 pub use source::GeneratorSource;
 
 use std::cmp::Reverse;
@@ -27,7 +30,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::Distribution;
 use rand_distr::weighted::WeightedAliasIndex;
-use txguard_engine::event::{Transaction, format_micros};
+use txguard_engine::event::format_micros;
 
 pub use world::{CATEGORIES, CITIES, haversine_km};
 use world::{MERCHANTS_PER_CATEGORY, RISKY_FROM, User};

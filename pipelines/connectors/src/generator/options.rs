@@ -61,6 +61,8 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
         ),
     ],
     metadata: &[],
+    decodes: false,
+    check_table: Some(super::check_table),
 };
 
 /// The generator configuration a table's options describe (validated by the SQL check).

@@ -13,7 +13,7 @@ use arrow::array::{
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use txguard_engine::connector::{ConnectorError, Poll, Source};
-use txguard_engine::event::transaction_schema;
+use super::schema::transaction_schema;
 use txguard_engine::sql::TableDef;
 
 use super::{Event, Generator, config_from, options::pace_from};

@@ -42,7 +42,7 @@ fn events_follow_the_contract_and_decode() {
         },
         20_000,
     );
-    let mut d = Decoder::default();
+    let mut d = Decoder::new(super::transaction_schema(), &Default::default()).expect("decoder");
     let mut ids = HashSet::new();
     for e in &events {
         let json = serde_json::to_vec(&e.transaction).expect("json");

@@ -37,12 +37,6 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
             help: "the topic",
         },
         OptionSpec {
-            key: "format",
-            kind: OptionKind::OneOf(&["json"]),
-            required: false,
-            help: "json (one object per message; the only format)",
-        },
-        OptionSpec {
             key: "bad_data",
             kind: OptionKind::OneOf(&["dead_letter", "drop", "fail"]),
             required: false,
@@ -116,6 +110,8 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
             help: "the topic the message came from",
         },
     ],
+    decodes: true,
+    check_table: None,
 };
 
 /// librdkafka settings from a table's `bootstrap_servers` and `client_configs`.

@@ -1,5 +1,5 @@
-//! `kafka` source: a consumer-group member reading JSON transactions from a topic through
-//! the event-contract decoder; unusable messages become dead letters at `partition P offset
+//! `kafka` source: a consumer-group member reading messages from a topic, decoded into the
+//! table's declared columns (its `format`: json or raw_string); unusable messages become dead letters at `partition P offset
 //! O` with the reason. Offsets are committed to the group only for input every sink has made
 //! durable: at each checkpoint barrier the source records, per partition, the first offset
 //! whose row may still wait in the runtime's event-time buffer, and commits those offsets
@@ -95,8 +95,10 @@ pub struct KafkaSource {
     held: Vec<Held>,
     /// Per partition: the latest event time read.
     max_ts: HashMap<i32, i64>,
-    /// The event contract's columns, then the metadata columns.
+    /// The decoded columns, then the metadata columns.
     schema: SchemaRef,
+    /// The event-time column (the table's `WATERMARK FOR`), if it has one.
+    event_time: Option<String>,
     /// Since when no partition has been assigned, if none is.
     unassigned_since: Option<Instant>,
 }
@@ -143,13 +145,13 @@ impl std::fmt::Display for Position {
 /// The reader thread: polls, decodes, sends chunks until `stop` or the source is gone.
 fn read_ahead(
     consumer: Arc<BaseConsumer<Rebalances>>,
-    topic: String,
+    (topic, source): (String, String),
+    mut decoder: Decoder,
     mut metadata: MetadataColumns,
     schema: SchemaRef,
     tx: SyncSender<Read>,
     stop: Arc<AtomicBool>,
 ) {
-    let mut decoder = Decoder::default();
     // Per partition: the offset after the last message this member read. After a rebalance
     // hands a partition back (an eager rebalance revokes every partition and re-assigns
     // some), librdkafka resumes it at the group's committed offset, behind what this member
@@ -201,7 +203,7 @@ fn read_ahead(
                         None => next.push((p, o + 1)),
                     }
                     read += 1;
-                    if decoder.push(m.payload().unwrap_or_default(), &topic, &Position(p, o)) {
+                    if decoder.push(m.payload().unwrap_or_default(), &source, &Position(p, o)) {
                         accepted.push((p, o));
                         metadata.push(&m);
                     }
@@ -276,8 +278,9 @@ impl KafkaSource {
             }
         }
         let topic = super::topic(table)?;
-        let (metadata, schema) =
-            MetadataColumns::of(table, &txguard_engine::event::transaction_schema())?;
+        let decoder = Decoder::for_table(table)
+            .map_err(|e| ConnectorError::new(&table.name, e))?;
+        let (metadata, schema) = MetadataColumns::of(table, &decoder.schema())?;
         let servers = cfg.get("bootstrap.servers").unwrap_or_default().to_string();
         let consumer: BaseConsumer<Rebalances> = cfg
             .create_with_context(Rebalances {
@@ -293,15 +296,15 @@ impl KafkaSource {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::sync_channel(CHUNKS_AHEAD);
         let reader = {
-            let (consumer, topic, schema, stop) = (
+            let (consumer, names, schema, stop) = (
                 consumer.clone(),
-                topic.clone(),
+                (topic.clone(), table.name.clone()),
                 schema.clone(),
                 stop.clone(),
             );
             std::thread::Builder::new()
                 .name(format!("kafka-{}", table.name))
-                .spawn(move || read_ahead(consumer, topic, metadata, schema, tx, stop))
+                .spawn(move || read_ahead(consumer, names, decoder, metadata, schema, tx, stop))
                 .map_err(|e| {
                     ConnectorError::new(&table.name, format!("starting the reader: {e}"))
                 })?
@@ -323,6 +326,7 @@ impl KafkaSource {
             held: Vec::new(),
             max_ts: HashMap::new(),
             schema,
+            event_time: table.watermark.as_ref().map(|w| w.column.clone()),
             unassigned_since: None,
         })
     }
@@ -400,7 +404,7 @@ impl KafkaSource {
         ended: bool,
     ) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
         for r in rows.into_iter().filter(|r| r.num_rows() > 0) {
-            let min_ts = event_times(&r).and_then(|t| t.iter().min().copied());
+            let min_ts = event_times(&r, self.event_time.as_deref()).and_then(|t| t.iter().min().copied());
             self.held.push(Held {
                 rows: r,
                 min_ts: min_ts.unwrap_or(i64::MIN),
@@ -414,7 +418,7 @@ impl KafkaSource {
                 kept.push(h);
                 continue;
             }
-            let Some(ts) = event_times(&h.rows) else {
+            let Some(ts) = event_times(&h.rows, self.event_time.as_deref()) else {
                 out.push(h.rows);
                 continue;
             };
@@ -425,7 +429,7 @@ impl KafkaSource {
             }
             let keep = arrow::compute::not(&go)?;
             let rest = arrow::compute::filter_record_batch(&h.rows, &keep)?;
-            let min_ts = event_times(&rest)
+            let min_ts = event_times(&rest, self.event_time.as_deref())
                 .and_then(|t| t.iter().min().copied())
                 .unwrap_or(i64::MIN);
             out.push(arrow::compute::filter_record_batch(&h.rows, &go)?);
@@ -437,7 +441,7 @@ impl KafkaSource {
             return Ok(None);
         };
         let all = arrow::compute::concat_batches(&first.schema(), &out)?;
-        sorted(&all).map(Some)
+        sorted(&all, self.event_time.as_deref()).map(Some)
     }
 }
 
@@ -448,17 +452,18 @@ struct Held {
     min_ts: i64,
 }
 
-/// The event-time values of a batch of transactions.
-fn event_times(rows: &RecordBatch) -> Option<&[i64]> {
-    rows.column_by_name("ts")
+/// The event-time values of a batch (NULLs read as the earliest time, so they are released
+/// at once and judged by the runtime).
+fn event_times<'a>(rows: &'a RecordBatch, column: Option<&str>) -> Option<&'a [i64]> {
+    rows.column_by_name(column?)
         .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
         .map(|a| a.values().as_ref())
 }
 
 /// `rows` in event-time order: rows from several partitions arrive interleaved, and the
 /// runtime's watermark advances row by row.
-fn sorted(rows: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let Some(ts) = rows.column_by_name("ts") else {
+fn sorted(rows: &RecordBatch, column: Option<&str>) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let Some(ts) = column.and_then(|c| rows.column_by_name(c)) else {
         return Ok(rows.clone());
     };
     let order = arrow::compute::sort_to_indices(ts, None, None)?;
@@ -505,7 +510,7 @@ impl Source for KafkaSource {
                         self.at_end.remove(&p);
                         self.next.insert(p, o);
                     }
-                    if let Some(ts) = event_times(&r) {
+                    if let Some(ts) = event_times(&r, self.event_time.as_deref()) {
                         for (&(p, o), &t) in accepted.iter().zip(ts) {
                             self.waiting.entry(p).or_default().push_back((o, t));
                             let m = self.max_ts.entry(p).or_insert(t);

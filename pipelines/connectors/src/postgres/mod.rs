@@ -85,6 +85,8 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
         },
     ],
     metadata: &[],
+    decodes: false,
+    check_table: None,
 };
 
 /// A Postgres identifier, double-quoted (inner quotes doubled).

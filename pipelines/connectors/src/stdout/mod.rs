@@ -20,6 +20,8 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
         help: "json (one object per row, default) or table",
     }],
     metadata: &[],
+    decodes: false,
+    check_table: None,
 };
 
 /// How rows are printed.

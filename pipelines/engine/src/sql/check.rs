@@ -14,8 +14,8 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 
 use super::{
-    Column, ConnectorSpec, MetadataKind, OptionKind, OptionValue, Pipeline, Role, SqlError,
-    TableDef,
+    Column, ConnectorSpec, MetadataKind, OptionKind, OptionSpec, OptionValue, Pipeline, Role,
+    SqlError, TableDef,
 };
 
 /// Scalar functions the queries may call (the forest UDFs of the registered models).
@@ -69,21 +69,31 @@ pub fn role_of(p: &Pipeline, t: &TableDef, spec: &ConnectorSpec) -> Result<Role,
     }
 }
 
+/// Every option a connector takes: its own and, for a source that decodes payloads, the
+/// format options.
+fn all_options(spec: &ConnectorSpec) -> impl Iterator<Item = &OptionSpec> + Clone {
+    let format: &[OptionSpec] = if spec.decodes {
+        crate::decode::FORMAT_OPTIONS
+    } else {
+        &[]
+    };
+    spec.options.iter().chain(format)
+}
+
 fn check_options(p: &Pipeline, t: &TableDef, spec: &ConnectorSpec) -> Result<(), SqlError> {
     for o in &t.options {
         if o.key == "connector" || o.key == "type" {
             continue;
         }
-        let Some(s) = spec.options.iter().find(|s| s.key == o.key) else {
+        let Some(s) = all_options(spec).find(|s| s.key == o.key) else {
             return Err(p.err(
                 o.loc,
                 format!(
                     "connector {} has no option {}{}; its options: {}",
                     spec.name,
                     o.key,
-                    did_you_mean(&o.key, spec.options.iter().map(|s| s.key)),
-                    spec.options
-                        .iter()
+                    did_you_mean(&o.key, all_options(spec).map(|s| s.key)),
+                    all_options(spec)
                         .map(|s| s.key)
                         .collect::<Vec<_>>()
                         .join(", ")
@@ -198,6 +208,47 @@ fn check_metadata(
     Ok(())
 }
 
+/// What a table's DDL asks of its connector: constraints that plan (on sources only), a
+/// payload schema its decoder can fill, and the connector's own checks.
+fn check_ddl(p: &Pipeline, t: &TableDef, spec: &ConnectorSpec, role: Role) -> Result<(), SqlError> {
+    if role == Role::Sink {
+        if let Some(c) = t.checks.first() {
+            return Err(p.err(
+                c.loc,
+                format!(
+                    "CHECK constraint {} on sink {}: constraints apply to source tables \
+                     (rows a sink cannot take are refused by its NOT NULL columns)",
+                    c.name, t.name
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    if let Err(e) = crate::constraints::check_constraints(&t.schema(), &t.checks) {
+        let at = t.checks.iter().find(|c| c.name == e.name).map_or(t.loc, |c| c.loc);
+        return Err(p.err(at, format!("table {}: {e}", t.name)));
+    }
+    let parquet = t
+        .option("format")
+        .is_some_and(|o| o.value.as_text() == "parquet");
+    if spec.decodes
+        && !parquet
+        && let Err(e) = crate::decode::Decoder::for_table(t)
+    {
+        let at = ["json.aliases", "format", "max_message_bytes"]
+            .iter()
+            .find_map(|k| t.option(k))
+            .map_or(t.loc, |o| o.loc);
+        return Err(p.err(at, format!("table {}: {e}", t.name)));
+    }
+    if let Some(f) = spec.check_table
+        && let Err((at, message)) = f(t)
+    {
+        return Err(p.err(at, format!("table {}: {message}", t.name)));
+    }
+    Ok(())
+}
+
 /// A source table's metadata columns with their keys, in declaration order.
 pub fn metadata_columns(t: &TableDef) -> Vec<(&Column, &str)> {
     t.columns
@@ -207,12 +258,7 @@ pub fn metadata_columns(t: &TableDef) -> Vec<(&Column, &str)> {
 }
 
 fn schema_of(t: &TableDef) -> Schema {
-    Schema::new(
-        t.columns
-            .iter()
-            .map(|c| Field::new(&c.name, c.data_type.clone(), c.nullable))
-            .collect::<Vec<_>>(),
-    )
+    t.schema().as_ref().clone()
 }
 
 /// `tumble(width)`, `hop(slide, width)`, `session(gap)` for planning: they type as a
@@ -294,11 +340,13 @@ pub async fn check(
         let role = role_of(p, t, spec)?;
         check_options(p, t, spec)?;
         check_metadata(p, t, spec, role)?;
+        check_ddl(p, t, spec, role)?;
         if role == Role::Source && t.watermark.is_none() {
             return Err(p.err(
                 t.loc,
                 format!(
-                    "source {} needs event time: add WATERMARK FOR ts AS ts - INTERVAL '5' SECOND",
+                    "source {} needs event time: add WATERMARK FOR <a TIMESTAMP column> AS \
+                     <that column> - INTERVAL '5' SECOND",
                     t.name
                 ),
             ));

@@ -68,9 +68,9 @@ pub struct Column {
     pub name: String,
     pub data_type: DataType,
     pub nullable: bool,
-    /// `GENERATED ALWAYS AS (metadata('key')) STORED`: the connector fills the column from
-    /// the message's metadata (Kafka: `partition`, `offset_id`, `timestamp`, `key`, `topic`)
-    /// instead of the payload.
+    /// `METADATA FROM 'key'` (or the older `GENERATED ALWAYS AS (metadata('key')) STORED`):
+    /// the connector fills the column from the message's metadata (Kafka: `partition`,
+    /// `offset_id`, `timestamp`, `key`, `topic`) instead of the payload.
     pub metadata: Option<String>,
     pub loc: Loc,
 }
@@ -82,6 +82,18 @@ impl PartialEq for Column {
             && self.nullable == other.nullable
             && self.metadata == other.metadata
     }
+}
+
+/// A `CHECK (expr)` constraint of a source table, column-level or table-level, named as
+/// written (`CONSTRAINT name CHECK …`) or as Postgres names unnamed ones (`<table>_<column>_check`,
+/// `<table>_check`). A row for which `expr` is false goes to the dead letters naming it; NULL
+/// passes, as in SQL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckDef {
+    pub name: String,
+    /// The expression as written (SQL text over the table's columns).
+    pub expr: String,
+    pub loc: Loc,
 }
 
 /// `WATERMARK FOR column AS column - INTERVAL …`.
@@ -134,6 +146,8 @@ pub struct TableDef {
     pub name: String,
     pub columns: Vec<Column>,
     pub watermark: Option<Watermark>,
+    /// `CHECK` constraints, in declaration order.
+    pub checks: Vec<CheckDef>,
     pub connector: String,
     pub options: Vec<TableOption>,
     pub loc: Loc,
@@ -142,6 +156,40 @@ pub struct TableDef {
 impl TableDef {
     pub fn option(&self, key: &str) -> Option<&TableOption> {
         self.options.iter().find(|o| o.key == key)
+    }
+
+    /// The columns the payload fills: every declared column but the metadata ones.
+    pub fn payload_columns(&self) -> impl Iterator<Item = &Column> {
+        self.columns.iter().filter(|c| c.metadata.is_none())
+    }
+
+    /// The payload columns as an Arrow schema (what a decoder fills).
+    pub fn payload_schema(&self) -> arrow::datatypes::SchemaRef {
+        std::sync::Arc::new(arrow::datatypes::Schema::new(
+            self.payload_columns()
+                .map(|c| arrow::datatypes::Field::new(&c.name, c.data_type.clone(), c.nullable))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    /// Every declared column as an Arrow schema.
+    pub fn schema(&self) -> arrow::datatypes::SchemaRef {
+        std::sync::Arc::new(arrow::datatypes::Schema::new(
+            self.columns
+                .iter()
+                .map(|c| arrow::datatypes::Field::new(&c.name, c.data_type.clone(), c.nullable))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    /// An error at this table's declaration, in `file`.
+    pub fn error(&self, file: &std::path::Path, at: Loc, message: impl Into<String>) -> SqlError {
+        SqlError {
+            file: file.to_path_buf(),
+            line: at.line,
+            column: at.column,
+            message: message.into(),
+        }
     }
 }
 
@@ -205,7 +253,7 @@ pub struct OptionSpec {
 }
 
 /// What a connector accepts in `WITH (...)`; each connector folder declares its own.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 pub struct ConnectorSpec {
     pub name: &'static str,
     /// The roles it can play; the first is the default when `type` is absent.
@@ -213,6 +261,12 @@ pub struct ConnectorSpec {
     pub options: &'static [OptionSpec],
     /// The `metadata('key')` fields its source can fill columns from.
     pub metadata: &'static [MetadataSpec],
+    /// Whether its source decodes payloads, and so takes the format options
+    /// ([`crate::decode::FORMAT_OPTIONS`]: `format`, `json.aliases`, …).
+    pub decodes: bool,
+    /// The connector's own checks of a table's DDL at validate (e.g. the generator refusing
+    /// a column it cannot fill): `Err((where, why))`.
+    pub check_table: Option<fn(&TableDef) -> Result<(), (Loc, String)>>,
 }
 
 /// Kind of value a metadata field holds, which decides the column types it may fill.

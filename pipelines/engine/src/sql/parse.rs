@@ -6,15 +6,17 @@
 use std::path::PathBuf;
 
 use arrow::datatypes::{DataType, TimeUnit};
-use datafusion::sql::sqlparser::ast::{ColumnOption, DataType as SqlType, Statement};
+use datafusion::sql::sqlparser::ast::{
+    ColumnOption, DataType as SqlType, Statement, StructField, TableConstraint,
+};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
 use super::{
-    Column, InsertDef, Loc, OptionValue, Pipeline, SqlError, TableDef, TableOption, ViewDef,
-    Watermark,
+    CheckDef, Column, InsertDef, Loc, OptionValue, Pipeline, SqlError, TableDef, TableOption,
+    ViewDef, Watermark,
 };
 
 fn loc(t: &TokenWithSpan) -> Loc {
@@ -80,11 +82,17 @@ pub fn parse_interval_micros(value: &str, unit: Option<&str>) -> Result<i64, Str
     Ok((n * per).round() as i64)
 }
 
+/// The Arrow type of a declared SQL type; `None` for one txguard does not support.
 fn arrow_type(t: &SqlType) -> Option<DataType> {
+    if let SqlType::Struct(fields, _) = t {
+        return struct_type(fields);
+    }
     let s = t.to_string().to_ascii_uppercase();
     let base = s.split('(').next().unwrap_or("").trim();
     Some(match base {
-        "TEXT" | "VARCHAR" | "STRING" | "CHAR" | "CHARACTER VARYING" => DataType::Utf8,
+        "TEXT" | "VARCHAR" | "STRING" | "CHAR" | "CHARACTER VARYING" | "JSON" => DataType::Utf8,
+        "BIGINT UNSIGNED" | "UNSIGNED BIGINT" | "INT8 UNSIGNED" | "INT UNSIGNED"
+        | "INTEGER UNSIGNED" | "UNSIGNED INT" | "UNSIGNED INTEGER" => DataType::UInt64,
         "BIGINT" | "INT8" | "INTEGER" | "INT" | "INT4" | "SMALLINT" | "INT2" => DataType::Int64,
         "DOUBLE" | "DOUBLE PRECISION" | "FLOAT" | "FLOAT8" | "FLOAT64" | "DECIMAL" | "NUMERIC" => {
             DataType::Float64
@@ -96,6 +104,28 @@ fn arrow_type(t: &SqlType) -> Option<DataType> {
         }
         _ => return None,
     })
+}
+
+/// `STRUCT<name TYPE, …>`: a nested record, its fields nullable (a nested `NOT NULL` is not
+/// SQL); `None` if a field's type is unsupported or unnamed.
+fn struct_type(fields: &[StructField]) -> Option<DataType> {
+    let fields = fields
+        .iter()
+        .map(|f| {
+            let name = f.field_name.as_ref()?;
+            let name = if name.quote_style.is_some() {
+                name.value.clone()
+            } else {
+                name.value.to_ascii_lowercase()
+            };
+            Some(arrow::datatypes::Field::new(
+                name,
+                arrow_type(&f.field_type)?,
+                true,
+            ))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(DataType::Struct(fields.into()))
 }
 
 struct Ctx {
@@ -265,17 +295,53 @@ fn parse_table(cx: &Ctx, sig: &[&TokenWithSpan], at: Loc) -> Result<TableDef, Sq
     let close = matching_paren(sig, 3).ok_or_else(|| cx.err(at, "unbalanced parentheses"))?;
     let mut columns_sql = Vec::new();
     let mut watermark = None;
-    for item in split_commas(&sig[4..close]) {
+    // `col TYPE METADATA FROM 'key' [VIRTUAL]` (Arroyo's and Flink's form): taken out here,
+    // sqlparser does not read it.
+    let mut metadata_from: Vec<(String, String)> = Vec::new();
+    let mut constraint_locs = Vec::new();
+    for mut item in split_commas(&sig[4..close]) {
+        if matches!(
+            word(&item[0]).as_deref(),
+            Some("CHECK" | "CONSTRAINT" | "PRIMARY" | "UNIQUE" | "FOREIGN")
+        ) {
+            constraint_locs.push(loc(&item[0]));
+        }
         if word(&item[0]).as_deref() == Some("WATERMARK") {
             watermark = Some(parse_watermark(cx, &item)?);
-        } else {
-            columns_sql.push(
-                item.iter()
-                    .map(|t| t.token.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            );
+            continue;
         }
+        if let Some(i) = (2..item.len()).find(|&i| word(&item[i]).as_deref() == Some("METADATA"))
+        {
+            let col = ident(&item[0]).unwrap_or_default();
+            let mut end = i + 1;
+            let key = if word(item.get(end).unwrap_or(&item[i])).as_deref() == Some("FROM") {
+                match item.get(end + 1).map(|t| &t.token) {
+                    Some(Token::SingleQuotedString(k)) if !k.is_empty() => {
+                        end += 2;
+                        k.clone()
+                    }
+                    _ => {
+                        return Err(cx.err(
+                            loc(&item[i]),
+                            format!("column {name}.{col}: write METADATA FROM 'key', e.g. METADATA FROM 'offset_id'"),
+                        ));
+                    }
+                }
+            } else {
+                col.clone()
+            };
+            if item.get(end).and_then(word).as_deref() == Some("VIRTUAL") {
+                end += 1;
+            }
+            item.drain(i..end);
+            metadata_from.push((col, key));
+        }
+        columns_sql.push(
+            item.iter()
+                .map(|t| t.token.to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
     }
     let ddl = format!("CREATE TABLE t ({})", columns_sql.join(", "));
     let parsed = Parser::parse_sql(&GenericDialect {}, &ddl)
@@ -284,13 +350,15 @@ fn parse_table(cx: &Ctx, sig: &[&TokenWithSpan], at: Loc) -> Result<TableDef, Sq
         return Err(cx.err(at, format!("columns of {name} do not parse")));
     };
     let mut columns = Vec::new();
+    let mut checks = Vec::new();
     for c in &ct.columns {
         let col_at = column_loc(&sig[4..close], &c.name.value).unwrap_or(at);
         let data_type = arrow_type(&c.data_type).ok_or_else(|| {
             cx.err(
                 col_at,
                 format!(
-                    "column {}.{}: type {} is not supported; use TEXT, BIGINT, DOUBLE, REAL, BOOLEAN or TIMESTAMP",
+                    "column {}.{}: type {} is not supported; use TEXT, BIGINT, BIGINT UNSIGNED, \
+                     DOUBLE, REAL, BOOLEAN, TIMESTAMP or STRUCT<field TYPE, …>",
                     name, c.name, c.data_type
                 ),
             )
@@ -304,8 +372,24 @@ fn parse_table(cx: &Ctx, sig: &[&TokenWithSpan], at: Loc) -> Result<TableDef, Sq
         } else {
             c.name.value.to_ascii_lowercase()
         };
-        let mut metadata = None;
+        let mut metadata = metadata_from
+            .iter()
+            .find(|(n, _)| *n == col_name)
+            .map(|(_, k)| k.clone());
         for o in &c.options {
+            if let ColumnOption::Check(check) = &o.option {
+                let expr = &check.expr;
+                checks.push(CheckDef {
+                    name: o
+                        .name
+                        .as_ref()
+                        .or(check.name.as_ref())
+                        .map(|n| n.value.clone())
+                        .unwrap_or_else(|| format!("{name}_{col_name}_check")),
+                    expr: expr.to_string(),
+                    loc: col_at,
+                });
+            }
             if let ColumnOption::Generated {
                 generation_expr, ..
             } = &o.option
@@ -335,13 +419,54 @@ fn parse_table(cx: &Ctx, sig: &[&TokenWithSpan], at: Loc) -> Result<TableDef, Sq
             loc: col_at,
         });
     }
-    if let Some(w) = &watermark
-        && !columns.iter().any(|c| c.name == w.column)
-    {
-        return Err(cx.err(
-            w.loc,
-            format!("WATERMARK FOR {}: {name} has no such column", w.column),
-        ));
+    let mut unnamed = 0;
+    for (i, c) in ct.constraints.iter().enumerate() {
+        let check_at = constraint_locs.get(i).copied().unwrap_or(at);
+        let TableConstraint::Check(check) = c else {
+            return Err(cx.err(
+                check_at,
+                format!(
+                    "table {name}: constraint `{c}` is not supported; a table takes CHECK constraints"
+                ),
+            ));
+        };
+        let (cname, expr) = (&check.name, &check.expr);
+        let cname = match cname {
+            Some(n) => n.value.clone(),
+            None => {
+                unnamed += 1;
+                if unnamed == 1 {
+                    format!("{name}_check")
+                } else {
+                    format!("{name}_check{}", unnamed - 1)
+                }
+            }
+        };
+        checks.push(CheckDef {
+            name: cname,
+            expr: expr.to_string(),
+            loc: check_at,
+        });
+    }
+    if let Some(w) = &watermark {
+        match columns.iter().find(|c| c.name == w.column) {
+            None => {
+                return Err(cx.err(
+                    w.loc,
+                    format!("WATERMARK FOR {}: {name} has no such column", w.column),
+                ));
+            }
+            Some(c) if !matches!(c.data_type, DataType::Timestamp(..)) => {
+                return Err(cx.err(
+                    w.loc,
+                    format!(
+                        "WATERMARK FOR {}: the event time must be a TIMESTAMP column, not {}",
+                        w.column, c.data_type
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
     }
 
     // WITH ( key = value, ... )
@@ -411,6 +536,7 @@ fn parse_table(cx: &Ctx, sig: &[&TokenWithSpan], at: Loc) -> Result<TableDef, Sq
         name,
         columns,
         watermark,
+        checks,
         connector,
         options,
         loc: at,
@@ -436,7 +562,12 @@ fn column_loc(sig: &[&TokenWithSpan], name: &str) -> Option<Loc> {
         .map(|t| loc(t))
 }
 
-/// `WATERMARK FOR col AS col - INTERVAL '5' SECOND` (or `AS col` for no delay).
+/// The lateness `WATERMARK FOR col` allows without an `AS` expression: one second, Arroyo's
+/// default.
+pub const DEFAULT_WATERMARK_DELAY_MICROS: i64 = 1_000_000;
+
+/// `WATERMARK FOR col AS col - INTERVAL '5' SECOND` (or `AS col` for no delay, or no `AS`
+/// for Arroyo's default of one second).
 fn parse_watermark(cx: &Ctx, item: &[TokenWithSpan]) -> Result<Watermark, SqlError> {
     let at = loc(&item[0]);
     let bad = || {
@@ -449,6 +580,13 @@ fn parse_watermark(cx: &Ctx, item: &[TokenWithSpan]) -> Result<Watermark, SqlErr
         return Err(bad());
     }
     let column = ident(item.get(2).ok_or_else(bad)?).ok_or_else(bad)?;
+    if item.len() == 3 {
+        return Ok(Watermark {
+            column,
+            delay_micros: DEFAULT_WATERMARK_DELAY_MICROS,
+            loc: at,
+        });
+    }
     if word(item.get(3).ok_or_else(bad)?).as_deref() != Some("AS") {
         return Err(bad());
     }

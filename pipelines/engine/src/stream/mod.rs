@@ -62,6 +62,8 @@ pub struct StreamSource {
     pub schema: SchemaRef,
     /// (event-time column, allowed lateness in µs) from `WATERMARK FOR`.
     pub event_time: Option<(usize, i64)>,
+    /// The table's `CHECK` constraints, applied to every row before it enters.
+    pub checks: Vec<crate::sql::CheckDef>,
 }
 
 /// What a sink table receives.

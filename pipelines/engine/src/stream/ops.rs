@@ -87,7 +87,8 @@ fn split_not_null(
             )
         })
         .collect();
-    let dead = crate::event::rows_as_dead_letters(&format!("sink {table}"), &rejected, &reasons)?;
+    let dead =
+        crate::event::rows_as_dead_letters(&format!("sink {table}"), &rejected, &reasons, "")?;
     Ok((good, Some(dead)))
 }
 

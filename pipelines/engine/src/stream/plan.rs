@@ -649,6 +649,7 @@ pub async fn plan(
                 .watermark
                 .as_ref()
                 .and_then(|w| et.map(|c| (c, w.delay_micros))),
+            checks: t.checks.clone(),
         });
     }
     pl.what = format!("stream {DEAD_LETTERS}");
@@ -666,6 +667,7 @@ pub async fn plan(
         node: dead,
         schema: dead_letter_schema(),
         event_time: None,
+        checks: Vec::new(),
     });
     let mut views = Vec::new();
     // Views register under their name with the schema they produce, so a query reading a

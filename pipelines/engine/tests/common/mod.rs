@@ -1,7 +1,7 @@
 //! Shared test input: generator transactions in arrival order, decoded to Arrow.
 
 use arrow::array::RecordBatch;
-use txguard_connectors::generator::{Generator, GeneratorConfig};
+use txguard_connectors::generator::{Generator, GeneratorConfig, transaction_schema};
 use txguard_engine::decode::Decoder;
 
 /// Largest lateness of the generated input, and the watermark bound the tests use.
@@ -19,7 +19,7 @@ pub fn arrivals(n: usize, events_per_second: f64) -> RecordBatch {
         ..Default::default()
     })
     .expect("generator");
-    let mut d = Decoder::default();
+    let mut d = Decoder::new(transaction_schema(), &Default::default()).expect("decoder");
     for e in g {
         let json = serde_json::to_vec(&e.transaction).expect("json");
         assert!(d.push(&json, "generator", &0));

@@ -11,19 +11,16 @@ use clap::Args;
 use txguard_engine::runtime::{Metrics, RunOptions, run as run_dataflow};
 
 use crate::commands::pipeline::{connect, load, plan, progress, status};
-use crate::commands::validate::model_functions;
+use crate::commands::validate::pipeline_models;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Pipeline file (Arroyo SQL dialect).
     #[arg(default_value = "sql/pipeline.sql")]
     pub pipeline: PathBuf,
-    /// A model for the iforest_* functions: `path` (model `default`) or `name=path`; repeatable.
-    #[arg(
-        long = "model",
-        value_name = "[NAME=]PATH",
-        default_value = "models/default.json"
-    )]
+    /// A model for the iforest_* functions: `path` (model `default`) or `name=path`;
+    /// repeatable. Default: models/default.json, when the pipeline calls an iforest_* function.
+    #[arg(long = "model", value_name = "[NAME=]PATH")]
     pub models: Vec<String>,
     /// Override a table option: `table.option=value`, e.g. `transactions.count=100000` or
     /// `transactions_scored.path=/tmp/scored`; repeatable.
@@ -57,7 +54,7 @@ pub fn run(args: RunArgs) -> Result<()> {
 
 async fn run_async(args: RunArgs) -> Result<()> {
     let p = load(&args.pipeline, &args.sets)?;
-    let (functions, model_versions) = model_functions(&args.models)?;
+    let (functions, model_versions) = pipeline_models(&p, &args.models)?;
     let df = plan(&p, &functions).await?;
     let conns = connect(&p, &df, Vec::new()).await?;
     let metrics = Arc::new(Metrics::for_dataflow(&df));
@@ -106,6 +103,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
     let result = run_dataflow(df, conns, opts, metrics.clone(), stop).await;
     let elapsed = started.elapsed();
     if let Some((pb, handle)) = bar {
+        // The run has set `finished`, so the display's task ends within one tick.
         let _ = handle.await;
         pb.finish_and_clear();
     }

@@ -15,7 +15,8 @@ use crate::commands::model::load;
 pub struct ValidateArgs {
     /// Pipeline file (Arroyo SQL dialect), e.g. sql/pipeline.sql.
     pub pipeline: PathBuf,
-    /// A model for the iforest_* functions: `path` (model `default`) or `name=path`; repeatable.
+    /// A model for the iforest_* functions: `path` (model `default`) or `name=path`;
+    /// repeatable. Default: models/default.json, when the pipeline calls an iforest_* function.
     #[arg(long = "model", value_name = "[NAME=]PATH")]
     pub models: Vec<String>,
     /// Override a table option (`table.option=value`), as `txguard run` would; repeatable.
@@ -39,6 +40,33 @@ pub fn model_functions(specs: &[String]) -> Result<(PlanningFunctions, Vec<Strin
     Ok((out, versions))
 }
 
+/// The model a pipeline gets when no `--model` is given.
+pub const DEFAULT_MODEL: &str = "models/default.json";
+
+/// Whether any view or insert of `p` calls a forest function.
+fn uses_forest(p: &Pipeline) -> bool {
+    p.views
+        .iter()
+        .map(|v| &v.sql)
+        .chain(p.inserts.iter().map(|i| &i.query))
+        .any(|q| q.to_ascii_lowercase().contains("iforest_"))
+}
+
+/// The forest functions for `p`: the `--model`s given, else the default model when the
+/// pipeline calls a forest function, else none (a pipeline without one needs no model).
+pub fn pipeline_models(
+    p: &Pipeline,
+    specs: &[String],
+) -> Result<(PlanningFunctions, Vec<String>)> {
+    if !specs.is_empty() {
+        return model_functions(specs);
+    }
+    if uses_forest(p) {
+        return model_functions(&[DEFAULT_MODEL.to_string()]);
+    }
+    Ok((Vec::new(), Vec::new()))
+}
+
 /// Relations a query mentions, among the pipeline's tables and views.
 fn inputs(p: &Pipeline, sql: &str) -> Vec<String> {
     let words: BTreeSet<String> = sql
@@ -55,7 +83,7 @@ fn inputs(p: &Pipeline, sql: &str) -> Vec<String> {
 
 pub fn run(args: ValidateArgs) -> Result<()> {
     let p = crate::commands::pipeline::load(&args.pipeline, &args.sets)?;
-    let (functions, _) = model_functions(&args.models)?;
+    let (functions, _) = pipeline_models(&p, &args.models)?;
     let connectors = txguard_connectors::specs();
     let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
     // Checks the connectors and options, then plans.
