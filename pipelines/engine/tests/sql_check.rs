@@ -111,7 +111,7 @@ async fn mistakes_name_file_line_and_column() {
         (
             GOOD.replace("    WATERMARK FOR ts AS ts - INTERVAL '5' SECOND\n", "")
                 .replace("merchant TEXT,", "merchant TEXT"),
-            "pipeline.sql:2:1: source transactions needs event time: add WATERMARK FOR ts AS ts - INTERVAL '5' SECOND",
+            "pipeline.sql:2:1: source transactions needs event time: add WATERMARK FOR <a TIMESTAMP column> AS <that column> - INTERVAL '5' SECOND",
         ),
         (
             GOOD.replace("INTERVAL '5' SECOND\n", "INTERVAL '5' FORTNIGHT\n"),
@@ -268,6 +268,79 @@ INSERT INTO out SELECT transaction_id, p FROM tx;"
                 "CREATE TABLE out (transaction_id TEXT,\n p BIGINT GENERATED ALWAYS AS (metadata('partition')) STORED)",
             ),
             "pipeline.sql:13:2: column out.p: metadata('partition') columns are filled by a source; out is a sink",
+        ),
+    ];
+    for (sql, want) in cases {
+        let got = error_of(&sql).await;
+        assert!(got.contains(want), "\nwant: {want}\n got: {got}");
+    }
+}
+
+/// Arroyo's current table syntax parses, and a DDL its connector cannot serve fails at
+/// validate with file:line:column.
+#[tokio::test]
+async fn arroyo_table_syntax_and_ddl_the_connector_cannot_serve() {
+    let tx = |columns: &str, with: &str| {
+        format!(
+            "CREATE TABLE tx (
+    payment_id TEXT NOT NULL,
+    card_id BIGINT UNSIGNED,
+    amount_cents BIGINT CHECK (amount_cents >= 0),
+    event_time TIMESTAMP NOT NULL,{columns}
+    WATERMARK FOR event_time
+) WITH ({with});
+CREATE TABLE out (payment_id TEXT) WITH (connector = 'collect');
+INSERT INTO out SELECT payment_id FROM tx;"
+        )
+    };
+    let kafka = "connector = 'kafka', type = 'source', bootstrap_servers = 'b:9092', topic = 't'";
+    let good = tx(
+        "\n    part INT METADATA FROM 'partition',\n    off BIGINT METADATA FROM 'offset_id' VIRTUAL,",
+        kafka,
+    );
+    let p = parse("pipeline.sql", &good).expect("parse");
+    let t = &p.tables[0];
+    assert_eq!(t.watermark.as_ref().map(|w| w.delay_micros), Some(1_000_000));
+    assert_eq!(t.columns[1].data_type, arrow::datatypes::DataType::UInt64);
+    assert_eq!(t.columns[4].metadata.as_deref(), Some("partition"));
+    assert_eq!(t.columns[5].metadata.as_deref(), Some("offset_id"));
+    assert_eq!(t.checks.len(), 1);
+    assert_eq!(t.checks[0].name, "tx_amount_cents_check");
+    check(&p, &connectors(), &functions())
+        .await
+        .expect("Arroyo's syntax plans");
+
+    let cases = [
+        (
+            tx("\n    CONSTRAINT sane CHECK (amount_centz < 10),", kafka),
+            "pipeline.sql:6:5: table tx: CHECK constraint sane:",
+        ),
+        (
+            tx("\n    CHECK (payment_id),", kafka),
+            "gives Utf8, not a boolean",
+        ),
+        (
+            tx("", &format!("{kafka}, format = 'raw_string'")),
+            "pipeline.sql:7:90: table tx: format raw_string fills one TEXT column",
+        ),
+        (
+            tx("", &format!("{kafka}, 'json.aliases' = 'ts=timestamp'")),
+            "table tx: json.aliases: the table has no column ts",
+        ),
+        (
+            tx("", "connector = 'generator'"),
+            "pipeline.sql:2:5: table tx: the generator gives no column payment_id; it gives transaction_id Utf8",
+        ),
+        (
+            good.replace(
+                "CREATE TABLE out (payment_id TEXT)",
+                "CREATE TABLE out (payment_id TEXT CHECK (payment_id <> ''))",
+            ),
+            "constraints apply to source tables",
+        ),
+        (
+            tx("\n    x TEXT METADATA FROM,", kafka),
+            "write METADATA FROM 'key'",
         ),
     ];
     for (sql, want) in cases {

@@ -310,8 +310,10 @@ fn parse_table(cx: &Ctx, sig: &[&TokenWithSpan], at: Loc) -> Result<TableDef, Sq
             watermark = Some(parse_watermark(cx, &item)?);
             continue;
         }
-        if let Some(i) = (2..item.len()).find(|&i| word(&item[i]).as_deref() == Some("METADATA"))
-        {
+        if let Some(i) = (2..item.len()).find(|&i| {
+            word(&item[i]).as_deref() == Some("METADATA")
+                && !matches!(item.get(i + 1).map(|t| &t.token), Some(Token::LParen))
+        }) {
             let col = ident(&item[0]).unwrap_or_default();
             let mut end = i + 1;
             let key = if word(item.get(end).unwrap_or(&item[i])).as_deref() == Some("FROM") {
