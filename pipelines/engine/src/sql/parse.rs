@@ -413,6 +413,9 @@ fn parse_table(cx: &Ctx, sig: &[&TokenWithSpan], at: Loc) -> Result<TableDef, Sq
                 metadata = Some(key);
             }
         }
+        if columns.iter().any(|c: &Column| c.name == col_name) {
+            return Err(cx.err(col_at, format!("column {name}.{col_name} is declared twice")));
+        }
         columns.push(Column {
             name: col_name,
             data_type,
