@@ -8,9 +8,9 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
+use txguard_connectors::generator::transaction_schema;
 use txguard_connectors::generator::{Generator, GeneratorConfig};
 use txguard_engine::decode::Decoder;
-use txguard_connectors::generator::transaction_schema;
 use txguard_engine::over::{OverAgg, OverFn, OverWindows};
 use txguard_engine::time::EventTimeBuffer;
 use txguard_engine::window::{GroupAgg, GroupFn, WindowAggregate, WindowKind};

@@ -62,10 +62,7 @@ fn compile(
         .data_type(schema.as_arrow())
         .map_err(|e| err(crate::sql::strip(e)))?;
     if t != arrow::datatypes::DataType::Boolean {
-        return Err(err(format!(
-            "({}) gives {t}, not a boolean",
-            check.expr
-        )));
+        return Err(err(format!("({}) gives {t}, not a boolean", check.expr)));
     }
     Ok(phys)
 }
@@ -195,7 +192,11 @@ impl Constraints {
             }
             let name = self.declared.field(c).name();
             for i in (0..n).filter(|&i| col.is_null(i)) {
-                mark(i, &|| format!("column {name} is NOT NULL but null"), &mut reasons);
+                mark(
+                    i,
+                    &|| format!("column {name} is NOT NULL but null"),
+                    &mut reasons,
+                );
             }
         }
         for check in &self.checks {

@@ -9,6 +9,8 @@
 //!   `STRUCT<…>` column takes a nested object the same way; a `TEXT` column takes a string, a
 //!   number (as written) or a nested object or array (as its JSON text, for JSON functions).
 //! * `raw_string`: the whole payload (UTF-8) as the table's one `TEXT` column.
+//! * `avro`: Confluent's wire format with a schema registry, or plain datums with the writer
+//!   schema given in the table ([`avro`]).
 //!
 //! Coercions, the same for every format that carries JSON values: numbers as JSON numbers
 //! or numeric strings; integers into `DOUBLE`/`REAL`; whole numbers only into `BIGINT`
@@ -28,8 +30,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayBuilder, ArrayRef, BooleanBuilder, Float32Builder, Float64Builder, Int64Builder, RecordBatch,
-    StringBuilder, StructArray, TimestampMicrosecondBuilder, UInt64Builder,
+    ArrayBuilder, ArrayRef, BooleanBuilder, Float32Builder, Float64Builder, Int64Builder,
+    RecordBatch, StringBuilder, StructArray, TimestampMicrosecondBuilder, UInt64Builder,
 };
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Fields, SchemaRef};
@@ -41,6 +43,10 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use crate::event::dead_letter_schema;
 use crate::sql::{OptionKind, OptionSpec, TableDef};
 
+mod avro;
+
+pub use avro::SchemaLookup;
+
 /// Default largest message accepted (bytes).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
@@ -48,10 +54,24 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 pub const FORMAT_OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "format",
-        kind: OptionKind::OneOf(&["json", "raw_string", "parquet"]),
+        kind: OptionKind::OneOf(&["json", "raw_string", "avro", "parquet"]),
         required: false,
         help: "json (one object per message, fields by column name), raw_string (the payload \
-               as the table's one TEXT column) or, for files, parquet (default from the file name)",
+               as the table's one TEXT column), avro (fields by name) or, for files, parquet \
+               (default json, or from the file name)",
+    },
+    OptionSpec {
+        key: "avro.confluent_schema_registry",
+        kind: OptionKind::Bool,
+        required: false,
+        help: "Avro in Confluent's wire format, writer schemas looked up by id in the schema \
+               registry (schema_registry.endpoint)",
+    },
+    OptionSpec {
+        key: "avro.schema",
+        kind: OptionKind::Text,
+        required: false,
+        help: "the writer schema (Avro JSON) of plain Avro datums",
     },
     OptionSpec {
         key: "json.aliases",
@@ -73,6 +93,7 @@ pub const FORMAT_OPTIONS: &[OptionSpec] = &[
 pub enum Format {
     Json,
     RawString,
+    Avro,
 }
 
 /// Why a message went to the dead letters.
@@ -186,7 +207,11 @@ enum Builder {
 }
 
 impl Columns {
-    fn new(fields: &Fields, aliases: &[(String, Vec<String>)], path: &str) -> Result<Self, SchemaError> {
+    fn new(
+        fields: &Fields,
+        aliases: &[(String, Vec<String>)],
+        path: &str,
+    ) -> Result<Self, SchemaError> {
         let mut c = Columns {
             names: Vec::new(),
             nullable: Vec::new(),
@@ -252,7 +277,12 @@ impl Columns {
     /// Appends one row's cells (as many as columns; a cell that does not match its column's
     /// builder, which decoding never makes, becomes NULL).
     fn append(&mut self, cells: Vec<Cell<'_>>) {
-        for ((b, k), cell) in self.builders.iter_mut().zip(self.kinds.iter_mut()).zip(cells) {
+        for ((b, k), cell) in self
+            .builders
+            .iter_mut()
+            .zip(self.kinds.iter_mut())
+            .zip(cells)
+        {
             match (b, cell) {
                 (Builder::Text(b), Cell::Text(s)) => b.append_value(&s),
                 (Builder::Int(b), Cell::Int(v)) => b.append_value(v),
@@ -305,7 +335,9 @@ impl Columns {
                     )?)
                 }
                 (Builder::Struct(_), _) => {
-                    return Err(ArrowError::SchemaError("struct builder without fields".into()));
+                    return Err(ArrowError::SchemaError(
+                        "struct builder without fields".into(),
+                    ));
                 }
             });
         }
@@ -520,9 +552,9 @@ impl<'de> Visitor<'de> for CellSeed<'_> {
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
         match self.kind {
-            Kind::Int => i64::try_from(v).map(Cell::Int).map_err(|_| {
-                E::custom(format!("column {}: {v} does not fit a BIGINT", self.name))
-            }),
+            Kind::Int => i64::try_from(v)
+                .map(Cell::Int)
+                .map_err(|_| E::custom(format!("column {}: {v} does not fit a BIGINT", self.name))),
             Kind::UInt => Ok(Cell::UInt(v)),
             Kind::Float64 | Kind::Float32 => self.float(v as f64, &v),
             Kind::Bool => match v {
@@ -600,7 +632,9 @@ impl<'de> Visitor<'de> for CellSeed<'_> {
         match self.kind {
             Kind::Struct(cols) => RowVisitor(cols).visit_map(map).map(Cell::Struct),
             Kind::Text => {
-                let v = serde_json::Value::deserialize_from(de::value::MapAccessDeserializer::new(map))?;
+                let v = serde_json::Value::deserialize_from(
+                    de::value::MapAccessDeserializer::new(map),
+                )?;
                 Ok(Cell::Text(Cow::Owned(v.to_string())))
             }
             _ => Err(self.wrong(&"an object")),
@@ -610,7 +644,9 @@ impl<'de> Visitor<'de> for CellSeed<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
         match self.kind {
             Kind::Text => {
-                let v = serde_json::Value::deserialize_from(de::value::SeqAccessDeserializer::new(seq))?;
+                let v = serde_json::Value::deserialize_from(
+                    de::value::SeqAccessDeserializer::new(seq),
+                )?;
                 Ok(Cell::Text(Cow::Owned(v.to_string())))
             }
             _ => Err(self.wrong(&"an array")),
@@ -646,6 +682,10 @@ pub struct DecodeOptions {
     /// Column → other field names it is read from (`json.aliases`).
     pub aliases: Vec<(String, Vec<String>)>,
     pub max_message_bytes: usize,
+    /// `'avro.schema'`.
+    pub avro_schema: Option<String>,
+    /// `'avro.confluent_schema_registry'`.
+    pub avro_confluent: bool,
 }
 
 impl Default for DecodeOptions {
@@ -654,6 +694,8 @@ impl Default for DecodeOptions {
             format: Format::Json,
             aliases: Vec::new(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            avro_schema: None,
+            avro_confluent: false,
         }
     }
 }
@@ -673,9 +715,10 @@ impl DecodeOptions {
                     ));
                 }
                 "raw_string" => Format::RawString,
+                "avro" => Format::Avro,
                 other => {
                     return Err(SchemaError(format!(
-                        "format '{other}' is not supported; use json or raw_string"
+                        "format '{other}' is not supported; use json, raw_string or avro"
                     )));
                 }
             };
@@ -703,6 +746,15 @@ impl DecodeOptions {
                 ));
             }
         }
+        o.avro_schema = table.option("avro.schema").map(|v| v.value.as_text());
+        o.avro_confluent = table
+            .option("avro.confluent_schema_registry")
+            .is_some_and(|v| v.value.as_text() == "true");
+        if o.format != Format::Avro && (o.avro_schema.is_some() || o.avro_confluent) {
+            return Err(SchemaError(
+                "the avro.* options need format = 'avro'".into(),
+            ));
+        }
         if let Some(m) = table.option("max_message_bytes") {
             o.max_message_bytes = m.value.as_text().parse().map_err(|_| {
                 SchemaError(format!(
@@ -723,6 +775,7 @@ pub struct Decoder {
     schema: SchemaRef,
     cols: Columns,
     dead: DeadLetters,
+    avro: Option<avro::AvroDecoder>,
 }
 
 impl Decoder {
@@ -742,17 +795,23 @@ impl Decoder {
                     .join(", ")
             )));
         }
-        if opts.format == Format::RawString && !opts.aliases.is_empty() {
-            return Err(SchemaError(
-                "json.aliases needs format json, not raw_string".into(),
-            ));
+        if opts.format != Format::Json && !opts.aliases.is_empty() {
+            return Err(SchemaError("json.aliases needs format json".into()));
         }
+        let avro = match opts.format {
+            Format::Avro => Some(
+                avro::AvroDecoder::new(opts.avro_schema.as_deref(), opts.avro_confluent)
+                    .map_err(SchemaError)?,
+            ),
+            _ => None,
+        };
         Ok(Decoder {
             format: opts.format,
             max_message_bytes: opts.max_message_bytes,
             cols: Columns::new(schema.fields(), &opts.aliases, "")?,
             schema,
             dead: DeadLetters::default(),
+            avro,
         })
     }
 
@@ -766,11 +825,65 @@ impl Decoder {
         self.schema.clone()
     }
 
+    /// Where Confluent schema ids are looked up (a connector's schema registry client).
+    pub fn set_schema_lookup(&mut self, lookup: Box<dyn SchemaLookup>) {
+        if let Some(a) = &mut self.avro {
+            a.set_lookup(lookup);
+        }
+    }
+
+    /// Whether it decodes Avro in Confluent's wire format (and so needs a schema lookup).
+    pub fn needs_schema_registry(&self) -> bool {
+        self.avro.as_ref().is_some_and(|a| a.confluent_wire())
+    }
+
+    /// Whether it decodes Avro messages on their own (given the writer schema or a registry);
+    /// an Avro container file needs neither.
+    pub fn reads_avro_messages(&self) -> bool {
+        self.avro
+            .as_ref()
+            .is_some_and(avro::AvroDecoder::reads_messages)
+    }
+
+    /// Whether its format is Avro.
+    pub fn is_avro(&self) -> bool {
+        self.format == Format::Avro
+    }
+
+    /// Decodes one Avro record (a container file's) into a row; a bad one is recorded as a
+    /// dead letter with the record as JSON. Returns whether it became a row.
+    pub fn push_avro(
+        &mut self,
+        value: apache_avro::types::Value,
+        source: &str,
+        position: &dyn fmt::Display,
+    ) -> bool {
+        let raw = serde_json::Value::try_from(value.clone())
+            .map(|j| j.to_string())
+            .unwrap_or_else(|_| format!("{value:?}"));
+        match avro::record_cells(&self.cols, value) {
+            Ok(cells) => {
+                self.cols.append(cells);
+                true
+            }
+            Err(why) => {
+                self.dead.push(source, position, &why, raw.as_bytes());
+                false
+            }
+        }
+    }
+
     /// Decodes one message into a row; `Err` says why not.
     fn decode(&mut self, payload: &[u8]) -> Result<(), Reject> {
+        if let Some(a) = &mut self.avro {
+            let value = a.value(payload).map_err(Reject)?;
+            let cells = avro::record_cells(&self.cols, value).map_err(Reject)?;
+            self.cols.append(cells);
+            return Ok(());
+        }
         if self.format == Format::RawString {
-            let text = std::str::from_utf8(payload)
-                .map_err(|e| reject(format!("not UTF-8 text: {e}")))?;
+            let text =
+                std::str::from_utf8(payload).map_err(|e| reject(format!("not UTF-8 text: {e}")))?;
             self.cols.append(vec![Cell::Text(Cow::Borrowed(text))]);
             return Ok(());
         }

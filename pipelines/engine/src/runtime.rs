@@ -523,12 +523,8 @@ async fn drive(
                     if let Some((broken, reasons)) = checked.broken {
                         m.dead
                             .fetch_add(broken.num_rows() as u64, Ordering::Relaxed);
-                        let dead = rows_as_dead_letters(
-                            &s.name,
-                            &broken,
-                            &reasons,
-                            &s.source.position(),
-                        )?;
+                        let dead =
+                            rows_as_dead_letters(&s.name, &broken, &reasons, &s.source.position())?;
                         let out = df.push(dead_index, Some(dead), None)?;
                         deliver(df, dead_index, tasks, metrics, out).await?;
                     }

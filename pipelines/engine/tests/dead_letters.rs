@@ -137,7 +137,10 @@ async fn malformed_contract_breaking_and_late_events_are_dead_letters_with_reaso
         .expect("t5")
         .clone();
     assert_eq!(pos, at(6));
-    assert_eq!(why, "CHECK constraint amount_not_negative failed: amount >= 0");
+    assert_eq!(
+        why,
+        "CHECK constraint amount_not_negative failed: amount >= 0"
+    );
     assert!(raw.contains("\"transaction_id\":\"t5\""), "{raw}");
     let (_, why, _) = dead
         .iter()

@@ -168,7 +168,9 @@ fn rejects_with_reasons_and_positions() {
     }
     let last = dead.num_rows() - 1;
     assert!(
-        reason.value(last).contains("exceeds the 400-byte limit (max_message_bytes)"),
+        reason
+            .value(last)
+            .contains("exceeds the 400-byte limit (max_message_bytes)"),
         "{}",
         reason.value(last)
     );
@@ -254,15 +256,25 @@ fn any_schema_by_field_name_with_coercions() {
         ]
     );
     assert_eq!(rows.num_rows(), 3);
-    let col = |n: &str| rows.column(rows.schema().index_of(n).expect("column")).clone();
+    let col = |n: &str| {
+        rows.column(rows.schema().index_of(n).expect("column"))
+            .clone()
+    };
     let ids = col("payment_id");
-    assert_eq!(ids.as_string::<i32>().value(1), "2", "an integer id as text");
+    assert_eq!(
+        ids.as_string::<i32>().value(1),
+        "2",
+        "an integer id as text"
+    );
     let cards = col("card_id");
     let cards = cards.as_primitive::<UInt64Type>();
     assert_eq!([cards.value(0), cards.value(1)], [u64::MAX, 7]);
     let cents = col("amount_cents");
     let cents = cents.as_primitive::<Int64Type>();
-    assert_eq!([cents.value(0), cents.value(1), cents.value(2)], [1250, 99, 1000]);
+    assert_eq!(
+        [cents.value(0), cents.value(1), cents.value(2)],
+        [1250, 99, 1000]
+    );
     let t = col("event_time");
     let t = t.as_primitive::<TimestampMicrosecondType>();
     assert_eq!(t.value(1), 1_763_806_530_000_000, "epoch seconds");
@@ -277,7 +289,11 @@ fn any_schema_by_field_name_with_coercions() {
     assert_eq!(m.column(1).as_primitive::<Int64Type>().value(0), 5411);
     let dev = col("device");
     let dev = dev.as_string::<i32>();
-    assert_eq!(dev.value(0), r#"{"os":"ios","v":[1,2]}"#, "nested JSON kept as text");
+    assert_eq!(
+        dev.value(0),
+        r#"{"os":"ios","v":[1,2]}"#,
+        "nested JSON kept as text"
+    );
     assert_eq!(dev.value(1), "web");
 }
 
@@ -297,7 +313,11 @@ fn raw_string_is_the_whole_payload() {
     let (_, dead2) = d.flush().expect("flush");
     assert!(dead.num_rows() == 0 && dead2.num_rows() == 1);
     assert!(
-        dead2.column(2).as_string::<i32>().value(0).starts_with("not UTF-8 text"),
+        dead2
+            .column(2)
+            .as_string::<i32>()
+            .value(0)
+            .starts_with("not UTF-8 text"),
         "{dead2:?}"
     );
 }

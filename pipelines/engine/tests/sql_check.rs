@@ -300,7 +300,10 @@ INSERT INTO out SELECT payment_id FROM tx;"
     );
     let p = parse("pipeline.sql", &good).expect("parse");
     let t = &p.tables[0];
-    assert_eq!(t.watermark.as_ref().map(|w| w.delay_micros), Some(1_000_000));
+    assert_eq!(
+        t.watermark.as_ref().map(|w| w.delay_micros),
+        Some(1_000_000)
+    );
     assert_eq!(t.columns[1].data_type, arrow::datatypes::DataType::UInt64);
     assert_eq!(t.columns[4].metadata.as_deref(), Some("partition"));
     assert_eq!(t.columns[5].metadata.as_deref(), Some("offset_id"));

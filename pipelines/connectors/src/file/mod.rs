@@ -1,6 +1,7 @@
 //! `file` source: replays a JSON-lines file (what `txguard generate` and the Python producers
-//! write), a file of raw text lines (`format = 'raw_string'`), or a Parquet file (what pandas'
-//! `to_parquet` writes), in file order. Lines are decoded into the table's declared columns
+//! write), a file of raw text lines (`format = 'raw_string'`), an Avro object container file
+//! (`format = 'avro'`, its records by field name; positions `path record N`), or a Parquet
+//! file (what pandas' `to_parquet` writes), in file order. Lines are decoded into the table's declared columns
 //! ([`Decoder`]); bad lines become dead letters positioned `path:line`. Parquet is read as
 //! Arrow, straight into the declared columns (by name; the file's types are cast to the
 //! declared ones, and a file without a declared column is refused at open); positions are
@@ -75,6 +76,7 @@ enum Input {
     /// The reader (declared columns only, in file order) and, per declared column, its
     /// index among them.
     Parquet(ParquetRecordBatchReader, Vec<usize>),
+    Avro(apache_avro::Reader<'static, BufReader<File>>, Box<Decoder>),
 }
 
 fn is_parquet(path: &Path) -> bool {
@@ -107,6 +109,37 @@ impl FileSource {
                 BufReader::with_capacity(1 << 20, file).lines(),
                 Box::new(decoder),
             ),
+            path,
+            line_no: 0,
+            batch_rows: batch_rows.max(1),
+        })
+    }
+
+    /// Opens `path` as an Avro object container file (its writer schema inside), each record
+    /// decoded by `decoder`.
+    pub fn open_avro(
+        path: impl AsRef<Path>,
+        batch_rows: usize,
+        decoder: Decoder,
+        source: &str,
+    ) -> Result<Self, FileError> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).map_err(io(&path))?;
+        let reader =
+            apache_avro::Reader::new(BufReader::with_capacity(1 << 20, file)).map_err(|e| {
+                FileError::Io {
+                    path: path.clone(),
+                    error: std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("not an Avro container file: {e}"),
+                    ),
+                }
+            })?;
+        Ok(FileSource {
+            label: path.display().to_string(),
+            source: source.to_string(),
+            schema: decoder.schema(),
+            input: Input::Avro(reader, Box::new(decoder)),
             path,
             line_no: 0,
             batch_rows: batch_rows.max(1),
@@ -202,9 +235,17 @@ impl FileSource {
             None => is_parquet(Path::new(&path)),
         };
         if parquet {
-            FileSource::open_parquet(path, batch_rows, &table.payload_schema(), &table.name)
+            return FileSource::open_parquet(
+                path,
+                batch_rows,
+                &table.payload_schema(),
+                &table.name,
+            );
+        }
+        let decoder = Decoder::for_table(table).map_err(|e| option(e.to_string()))?;
+        if decoder.is_avro() {
+            FileSource::open_avro(path, batch_rows, decoder, &table.name)
         } else {
-            let decoder = Decoder::for_table(table).map_err(|e| option(e.to_string()))?;
             FileSource::open_lines(path, batch_rows, decoder, &table.name)
         }
     }
@@ -214,6 +255,35 @@ impl FileSource {
     pub fn next_batch(&mut self) -> Result<Option<(RecordBatch, Option<RecordBatch>)>, FileError> {
         let (lines, decoder) = match &mut self.input {
             Input::Lines(lines, decoder) => (lines, decoder),
+            Input::Avro(reader, decoder) => {
+                let mut taken = 0;
+                while taken < self.batch_rows {
+                    let Some(record) = reader.next() else { break };
+                    self.line_no += 1;
+                    taken += 1;
+                    let position = format!("{} record {}", self.label, self.line_no);
+                    match record {
+                        Ok(v) => {
+                            decoder.push_avro(v, &self.source, &position);
+                        }
+                        // A corrupt block ends the file: what follows cannot be framed.
+                        Err(e) => {
+                            return Err(FileError::Io {
+                                path: self.path.clone(),
+                                error: std::io::Error::new(
+                                    std::io::ErrorKind::InvalidData,
+                                    format!("Avro record {}: {e}", self.line_no),
+                                ),
+                            });
+                        }
+                    }
+                }
+                if taken == 0 {
+                    return Ok(None);
+                }
+                let (rows, dead) = decoder.flush()?;
+                return Ok(Some((rows, Some(dead))));
+            }
             Input::Parquet(reader, order) => {
                 let Some(batch) = reader.next() else {
                     return Ok(None);
@@ -260,6 +330,7 @@ impl Source for FileSource {
         match self.input {
             Input::Lines(..) => format!("{}:{}", self.label, self.line_no),
             Input::Parquet(..) => format!("{} row {}", self.label, self.line_no),
+            Input::Avro(..) => format!("{} record {}", self.label, self.line_no),
         }
     }
 }
@@ -376,7 +447,12 @@ mod tests {
         let schema = rows.schema();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(names, ["ts", "amount", "transaction_id"]);
-        assert_eq!(rows.column(2).as_primitive::<arrow::datatypes::Int64Type>().value(1), 2);
+        assert_eq!(
+            rows.column(2)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(1),
+            2
+        );
         assert_eq!(src.position(), format!("{} row 2", p.display()));
 
         let e = FileSource::from_table(&table("ts TIMESTAMP, user_id TEXT", &p, ""))

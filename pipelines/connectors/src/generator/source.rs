@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::Instant;
 
+use super::schema::transaction_schema;
 use arrow::array::{
     ArrayRef, BooleanArray, Float64Array, RecordBatch, StringBuilder, TimestampMicrosecondArray,
 };
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use txguard_engine::connector::{ConnectorError, Poll, Source};
-use super::schema::transaction_schema;
 use txguard_engine::sql::TableDef;
 
 use super::{Event, Generator, config_from, options::pace_from};

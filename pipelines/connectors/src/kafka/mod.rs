@@ -5,6 +5,7 @@
 //! librdkafka settings, `client_configs` passing anything else through (TLS, SASL, tuning).
 
 mod metadata;
+mod registry;
 pub mod sink;
 pub mod source;
 #[cfg(test)]
@@ -76,6 +77,24 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
             help: "column whose value keys each message (default: no key)",
         },
         OptionSpec {
+            key: "schema_registry.endpoint",
+            kind: OptionKind::Text,
+            required: false,
+            help: "the schema registry's URL, for format = 'avro' with avro.confluent_schema_registry",
+        },
+        OptionSpec {
+            key: "schema_registry.api_key",
+            kind: OptionKind::Text,
+            required: false,
+            help: "user for the schema registry's basic auth",
+        },
+        OptionSpec {
+            key: "schema_registry.api_secret",
+            kind: OptionKind::Text,
+            required: false,
+            help: "password for the schema registry's basic auth",
+        },
+        OptionSpec {
             key: "client_configs",
             kind: OptionKind::Text,
             required: false,
@@ -111,8 +130,48 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
         },
     ],
     decodes: true,
-    check_table: None,
+    check_table: Some(check_table),
 };
+
+/// Avro messages need their writer schema: given in the table, or through a registry.
+fn check_table(t: &TableDef) -> Result<(), (txguard_engine::sql::Loc, String)> {
+    let at = |k: &str| t.option(k).map_or(t.loc, |o| o.loc);
+    let Ok(d) = txguard_engine::decode::Decoder::for_table(t) else {
+        return Ok(()); // reported by the engine's own check
+    };
+    if d.is_avro() && !d.reads_avro_messages() {
+        return Err((
+            at("format"),
+            "format avro on a topic needs the writer schema: avro.confluent_schema_registry = \
+             true with schema_registry.endpoint, or avro.schema"
+                .into(),
+        ));
+    }
+    if d.needs_schema_registry() && t.option("schema_registry.endpoint").is_none() {
+        return Err((
+            at("avro.confluent_schema_registry"),
+            "avro.confluent_schema_registry needs schema_registry.endpoint (the registry's URL)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The schema registry client a table's options describe, if it uses one.
+fn registry(t: &TableDef) -> Result<Option<registry::Registry>, ConnectorError> {
+    let Some(endpoint) = t
+        .option("schema_registry.endpoint")
+        .map(|o| o.value.as_text())
+    else {
+        return Ok(None);
+    };
+    let text = |k: &str| t.option(k).map(|o| o.value.as_text());
+    let auth = text("schema_registry.api_key")
+        .map(|u| (u, text("schema_registry.api_secret").unwrap_or_default()));
+    registry::Registry::new(&endpoint, auth)
+        .map(Some)
+        .map_err(|e| ConnectorError::new(&t.name, e))
+}
 
 /// librdkafka settings from a table's `bootstrap_servers` and `client_configs`.
 pub fn client_config(table: &TableDef) -> Result<ClientConfig, ConnectorError> {

@@ -278,8 +278,17 @@ impl KafkaSource {
             }
         }
         let topic = super::topic(table)?;
-        let decoder = Decoder::for_table(table)
-            .map_err(|e| ConnectorError::new(&table.name, e))?;
+        let mut decoder =
+            Decoder::for_table(table).map_err(|e| ConnectorError::new(&table.name, e))?;
+        if decoder.needs_schema_registry() {
+            let registry = super::registry(table)?.ok_or_else(|| {
+                ConnectorError::new(
+                    &table.name,
+                    "avro.confluent_schema_registry needs schema_registry.endpoint",
+                )
+            })?;
+            decoder.set_schema_lookup(Box::new(registry));
+        }
         let (metadata, schema) = MetadataColumns::of(table, &decoder.schema())?;
         let servers = cfg.get("bootstrap.servers").unwrap_or_default().to_string();
         let consumer: BaseConsumer<Rebalances> = cfg
@@ -404,7 +413,8 @@ impl KafkaSource {
         ended: bool,
     ) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
         for r in rows.into_iter().filter(|r| r.num_rows() > 0) {
-            let min_ts = event_times(&r, self.event_time.as_deref()).and_then(|t| t.iter().min().copied());
+            let min_ts =
+                event_times(&r, self.event_time.as_deref()).and_then(|t| t.iter().min().copied());
             self.held.push(Held {
                 rows: r,
                 min_ts: min_ts.unwrap_or(i64::MIN),
@@ -462,7 +472,10 @@ fn event_times<'a>(rows: &'a RecordBatch, column: Option<&str>) -> Option<&'a [i
 
 /// `rows` in event-time order: rows from several partitions arrive interleaved, and the
 /// runtime's watermark advances row by row.
-fn sorted(rows: &RecordBatch, column: Option<&str>) -> Result<RecordBatch, arrow::error::ArrowError> {
+fn sorted(
+    rows: &RecordBatch,
+    column: Option<&str>,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
     let Some(ts) = column.and_then(|c| rows.column_by_name(c)) else {
         return Ok(rows.clone());
     };

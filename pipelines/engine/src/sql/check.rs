@@ -225,7 +225,11 @@ fn check_ddl(p: &Pipeline, t: &TableDef, spec: &ConnectorSpec, role: Role) -> Re
         return Ok(());
     }
     if let Err(e) = crate::constraints::check_constraints(&t.schema(), &t.checks) {
-        let at = t.checks.iter().find(|c| c.name == e.name).map_or(t.loc, |c| c.loc);
+        let at = t
+            .checks
+            .iter()
+            .find(|c| c.name == e.name)
+            .map_or(t.loc, |c| c.loc);
         return Err(p.err(at, format!("table {}: {e}", t.name)));
     }
     let parquet = t

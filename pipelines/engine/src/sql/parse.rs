@@ -414,7 +414,10 @@ fn parse_table(cx: &Ctx, sig: &[&TokenWithSpan], at: Loc) -> Result<TableDef, Sq
             }
         }
         if columns.iter().any(|c: &Column| c.name == col_name) {
-            return Err(cx.err(col_at, format!("column {name}.{col_name} is declared twice")));
+            return Err(cx.err(
+                col_at,
+                format!("column {name}.{col_name} is declared twice"),
+            ));
         }
         columns.push(Column {
             name: col_name,

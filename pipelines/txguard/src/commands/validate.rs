@@ -54,10 +54,7 @@ fn uses_forest(p: &Pipeline) -> bool {
 
 /// The forest functions for `p`: the `--model`s given, else the default model when the
 /// pipeline calls a forest function, else none (a pipeline without one needs no model).
-pub fn pipeline_models(
-    p: &Pipeline,
-    specs: &[String],
-) -> Result<(PlanningFunctions, Vec<String>)> {
+pub fn pipeline_models(p: &Pipeline, specs: &[String]) -> Result<(PlanningFunctions, Vec<String>)> {
     if !specs.is_empty() {
         return model_functions(specs);
     }

@@ -1,0 +1,235 @@
+//! Avro payloads into the declared columns, by field name, with the same coercions as JSON:
+//! Confluent's wire format (a zero byte, the schema's registry id as 4 big-endian bytes, then
+//! the datum; the writer schema looked up once per id through a [`SchemaLookup`] and kept),
+//! plain datums written with the schema the table gives in `'avro.schema'`, and the records
+//! of an Avro object container file ([`Decoder::push_avro`], for the file source). Unions with
+//! null are NULL or their value; `timestamp-millis` / `-micros` are event times; a record
+//! fills a `STRUCT` column, and a record, array or map fills a `TEXT` column as JSON.
+
+use std::borrow::Cow;
+
+use apache_avro::Schema;
+use apache_avro::types::Value;
+use hashbrown::HashMap;
+
+use super::{Cell, Columns, Kind, epoch_to_micros, parse_time};
+
+/// Where Confluent schema ids are resolved: a schema registry (`GET /schemas/ids/{id}`).
+pub trait SchemaLookup: Send {
+    /// The writer schema (Avro JSON) registered under `id`.
+    fn schema(&mut self, id: u32) -> Result<String, String>;
+}
+
+/// The Avro side of a [`super::Decoder`].
+pub(super) struct AvroDecoder {
+    /// `'avro.schema'`: the writer schema of plain datums.
+    writer: Option<Schema>,
+    /// `'avro.confluent_schema_registry'`: datums in Confluent's wire format.
+    confluent: bool,
+    lookup: Option<Box<dyn SchemaLookup>>,
+    /// Schemas by registry id; a failed lookup is not kept, so a registry back up is used.
+    schemas: HashMap<u32, Schema>,
+}
+
+impl AvroDecoder {
+    pub(super) fn new(writer: Option<&str>, confluent: bool) -> Result<Self, String> {
+        let writer = writer
+            .map(|s| Schema::parse_str(s).map_err(|e| format!("avro.schema: {e}")))
+            .transpose()?;
+        if confluent && writer.is_some() {
+            return Err(
+                "give avro.schema or avro.confluent_schema_registry, not both: with the \
+                 registry each message names its writer schema"
+                    .into(),
+            );
+        }
+        Ok(AvroDecoder {
+            writer,
+            confluent,
+            lookup: None,
+            schemas: HashMap::new(),
+        })
+    }
+
+    pub(super) fn set_lookup(&mut self, lookup: Box<dyn SchemaLookup>) {
+        self.lookup = Some(lookup);
+    }
+
+    pub(super) fn confluent_wire(&self) -> bool {
+        self.confluent
+    }
+
+    /// Whether messages can be decoded without a container file's schema.
+    pub(super) fn reads_messages(&self) -> bool {
+        self.writer.is_some() || self.confluent
+    }
+
+    /// One message's datum as an Avro value.
+    pub(super) fn value(&mut self, payload: &[u8]) -> Result<Value, String> {
+        let (schema, mut datum) = if self.confluent {
+            if payload.len() < 5 || payload[0] != 0 {
+                return Err(
+                    "not in Confluent's wire format (a zero byte and a 4-byte schema id first)"
+                        .into(),
+                );
+            }
+            let id = u32::from_be_bytes([payload[1], payload[2], payload[3], payload[4]]);
+            if !self.schemas.contains_key(&id) {
+                let lookup = self.lookup.as_mut().ok_or_else(|| {
+                    "avro.confluent_schema_registry needs schema_registry.endpoint".to_string()
+                })?;
+                let text = lookup.schema(id)?;
+                let schema = Schema::parse_str(&text)
+                    .map_err(|e| format!("schema {id} from the registry: {e}"))?;
+                self.schemas.insert(id, schema);
+            }
+            (&self.schemas[&id], &payload[5..])
+        } else {
+            let schema = self.writer.as_ref().ok_or_else(|| {
+                "format avro needs avro.schema or avro.confluent_schema_registry".to_string()
+            })?;
+            (schema, payload)
+        };
+        let value = apache_avro::from_avro_datum(schema, &mut datum, None)
+            .map_err(|e| format!("not an Avro datum of its schema: {e}"))?;
+        if !datum.is_empty() {
+            return Err(format!("{} bytes left after the Avro datum", datum.len()));
+        }
+        Ok(value)
+    }
+}
+
+/// An Avro value for display in a message.
+fn shown(v: &Value) -> String {
+    match serde_json::Value::try_from(v.clone()) {
+        Ok(j) => super::got(&j),
+        Err(_) => format!("{v:?}"),
+    }
+}
+
+/// A top-level record's fields as the row's cells.
+pub(super) fn record_cells(cols: &Columns, v: Value) -> Result<Vec<Cell<'static>>, String> {
+    let fields = match v {
+        Value::Record(fields) => fields,
+        Value::Union(_, inner) => return record_cells(cols, *inner),
+        other => return Err(format!("not an Avro record: {}", shown(&other))),
+    };
+    let n = cols.kinds.len();
+    let mut cells: Vec<Cell<'static>> = (0..n).map(|_| Cell::Null).collect();
+    let mut given = vec![false; n];
+    for (name, value) in fields {
+        let Some(&i) = cols.lookup.get(name.as_str()) else {
+            continue;
+        };
+        given[i] = true;
+        cells[i] = cell(&cols.kinds[i], &cols.names[i], value)?;
+    }
+    for (i, c) in cells.iter().enumerate() {
+        if !cols.nullable[i] && matches!(c, Cell::Null) {
+            return Err(format!(
+                "column {} is NOT NULL but {}",
+                cols.names[i],
+                if given[i] { "null" } else { "missing" }
+            ));
+        }
+    }
+    Ok(cells)
+}
+
+/// One Avro value into a column of `kind`.
+fn cell(kind: &Kind, name: &str, v: Value) -> Result<Cell<'static>, String> {
+    let wrong = |v: &Value| {
+        let want = match kind {
+            Kind::Text => "text",
+            Kind::Int => "a whole number",
+            Kind::UInt => "a whole number >= 0",
+            Kind::Float64 | Kind::Float32 => "a number",
+            Kind::Bool => "a boolean or 0/1",
+            Kind::Time => "a timestamp",
+            Kind::Struct(_) => "a record",
+        };
+        format!("column {name}: expected {want}, got {}", shown(v))
+    };
+    let float = |f: f64| {
+        if !f.is_finite() {
+            Err(format!("column {name}: {f} is not a finite number"))
+        } else if matches!(kind, Kind::Float32) && f.abs() > f64::from(f32::MAX) {
+            Err(format!("column {name}: {f} does not fit a REAL"))
+        } else {
+            Ok(Cell::Float(f))
+        }
+    };
+    let time =
+        |r: Result<i64, String>| r.map(Cell::Time).map_err(|m| format!("column {name}: {m}"));
+    match (kind, v) {
+        (_, Value::Null) => Ok(Cell::Null),
+        (_, Value::Union(_, inner)) => cell(kind, name, *inner),
+        (Kind::Struct(cols), Value::Record(fields)) => {
+            record_cells(cols, Value::Record(fields)).map(Cell::Struct)
+        }
+        (Kind::Time, Value::TimestampMicros(t) | Value::LocalTimestampMicros(t)) => {
+            Ok(Cell::Time(t))
+        }
+        (Kind::Time, Value::TimestampMillis(t) | Value::LocalTimestampMillis(t)) => t
+            .checked_mul(1000)
+            .map(Cell::Time)
+            .ok_or_else(|| format!("column {name}: timestamp {t} ms is out of range")),
+        (Kind::Time, Value::TimestampNanos(t) | Value::LocalTimestampNanos(t)) => {
+            Ok(Cell::Time(t / 1000))
+        }
+        (Kind::Time, Value::Date(d)) => Ok(Cell::Time(i64::from(d) * 86_400_000_000)),
+        (Kind::Time, Value::Long(t)) => time(epoch_to_micros(t as f64)),
+        (Kind::Time, Value::Int(t)) => time(epoch_to_micros(f64::from(t))),
+        (Kind::Time, Value::Double(t)) => time(epoch_to_micros(t)),
+        (Kind::Time, Value::String(s)) => time(parse_time(&s)),
+        (Kind::Int, Value::Int(i)) => Ok(Cell::Int(i64::from(i))),
+        (Kind::Int, Value::Long(i)) => Ok(Cell::Int(i)),
+        (Kind::UInt, Value::Int(i)) if i >= 0 => Ok(Cell::UInt(i as u64)),
+        (Kind::UInt, Value::Long(i)) if i >= 0 => Ok(Cell::UInt(i as u64)),
+        (Kind::Int, Value::String(s)) => s
+            .trim()
+            .parse()
+            .map(Cell::Int)
+            .map_err(|_| wrong(&Value::String(s))),
+        (Kind::UInt, Value::String(s)) => s
+            .trim()
+            .parse()
+            .map(Cell::UInt)
+            .map_err(|_| wrong(&Value::String(s))),
+        (Kind::Float64 | Kind::Float32, Value::Double(f)) => float(f),
+        (Kind::Float64 | Kind::Float32, Value::Float(f)) => float(f64::from(f)),
+        (Kind::Float64 | Kind::Float32, Value::Int(i)) => float(f64::from(i)),
+        (Kind::Float64 | Kind::Float32, Value::Long(i)) => float(i as f64),
+        (Kind::Float64 | Kind::Float32, Value::String(s)) => match s.trim().parse::<f64>() {
+            Ok(f) => float(f),
+            Err(_) => Err(wrong(&Value::String(s))),
+        },
+        (Kind::Bool, Value::Boolean(b)) => Ok(Cell::Bool(b)),
+        (Kind::Bool, Value::Int(i @ (0 | 1))) => Ok(Cell::Bool(i == 1)),
+        (Kind::Bool, Value::Long(i @ (0 | 1))) => Ok(Cell::Bool(i == 1)),
+        (Kind::Text, Value::String(s) | Value::Enum(_, s)) => Ok(Cell::Text(Cow::Owned(s))),
+        (Kind::Text, Value::Uuid(u)) => Ok(Cell::Text(Cow::Owned(u.to_string()))),
+        (Kind::Text, Value::Bytes(b)) => String::from_utf8(b)
+            .map(|s| Cell::Text(Cow::Owned(s)))
+            .map_err(|_| format!("column {name}: bytes that are not UTF-8 text")),
+        (
+            Kind::Text,
+            v @ (Value::Record(_)
+            | Value::Array(_)
+            | Value::Map(_)
+            | Value::Boolean(_)
+            | Value::Int(_)
+            | Value::Long(_)
+            | Value::Float(_)
+            | Value::Double(_)),
+        ) => serde_json::Value::try_from(v)
+            .map(|j| {
+                Cell::Text(Cow::Owned(match j {
+                    serde_json::Value::String(s) => s,
+                    j => j.to_string(),
+                }))
+            })
+            .map_err(|e| format!("column {name}: {e}")),
+        (_, v) => Err(wrong(&v)),
+    }
+}
