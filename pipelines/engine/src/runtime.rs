@@ -263,6 +263,42 @@ struct SourceState {
     buffer: Option<EventTimeBuffer>,
     idle_since: Option<Instant>,
     done: bool,
+    /// Messages in a row that were dead letters, and the count last warned about.
+    dead_run: u64,
+    warned_at: u64,
+}
+
+impl SourceState {
+    /// Takes note of a poll's outcome: `good` rows went on, `bad` messages were dead letters
+    /// (the last for `reason`). A long unbroken run of dead letters is logged (at 1000, then
+    /// at each tenfold), since it usually means the table's DDL does not fit the data.
+    fn note(&mut self, good: usize, bad: usize, reason: Option<String>) {
+        if good > 0 {
+            self.dead_run = 0;
+            self.warned_at = 0;
+            return;
+        }
+        self.dead_run += bad as u64;
+        if self.dead_run >= 1000 && self.dead_run >= self.warned_at.max(100) * 10 {
+            self.warned_at = self.dead_run;
+            tracing::warn!(
+                source = %self.name,
+                "every one of the last {} messages of {} was a dead letter (the last: {}); \
+                 check the table's columns and format against the data",
+                self.dead_run,
+                self.name,
+                reason.as_deref().unwrap_or("?")
+            );
+        }
+    }
+}
+
+/// The reason of the last dead letter in `dead`.
+fn last_reason(dead: &RecordBatch) -> Option<String> {
+    use arrow::array::AsArray;
+    let n = dead.num_rows().checked_sub(1)?;
+    dead.column_by_name("reason")
+        .and_then(|c| c.as_string_opt::<i32>().map(|a| a.value(n).to_string()))
 }
 
 /// A source for each of the dataflow's declared sources (by table name) and a sink for each
@@ -323,6 +359,8 @@ async fn run_to_end(
             buffer,
             idle_since: None,
             done: false,
+            dead_run: 0,
+            warned_at: 0,
         });
     }
     if conns.sinks.len() != df.sinks().len() {
@@ -505,7 +543,10 @@ async fn drive(
                 Poll::Data { rows, dead } => {
                     busy = true;
                     s.idle_since = None;
+                    let (mut bad, mut reason) = (0, None);
                     if let Some(dead) = dead.filter(|d| d.num_rows() > 0) {
+                        bad += dead.num_rows();
+                        reason = last_reason(&dead);
                         m.dead.fetch_add(dead.num_rows() as u64, Ordering::Relaxed);
                         m.messages_in
                             .fetch_add(dead.num_rows() as u64, Ordering::Relaxed);
@@ -513,6 +554,7 @@ async fn drive(
                         deliver(df, dead_index, tasks, metrics, out).await?;
                     }
                     if rows.num_rows() == 0 {
+                        s.note(0, bad, reason);
                         continue;
                     }
                     m.messages_in
@@ -520,6 +562,11 @@ async fn drive(
                     let checked = s.pick.pick(&rows)?;
                     let rows = checked.rows;
                     m.rows.fetch_add(rows.num_rows() as u64, Ordering::Relaxed);
+                    if let Some((broken, reasons)) = &checked.broken {
+                        bad += broken.num_rows();
+                        reason = reasons.last().cloned();
+                    }
+                    s.note(rows.num_rows(), bad, reason);
                     if let Some((broken, reasons)) = checked.broken {
                         m.dead
                             .fetch_add(broken.num_rows() as u64, Ordering::Relaxed);

@@ -239,6 +239,8 @@ fn spawn_member(dir: &std::path::Path, broker: &str, conn: &str) -> Child {
         "transactions.topic=transactions".to_string(),
         "transactions.source.stop_at_end=true".to_string(),
         "transactions.source.group_id=members".to_string(),
+        // The client sends seed-style messages: the event time as `timestamp`.
+        "transactions.json.aliases=ts=timestamp|event_time".to_string(),
     ] {
         args.extend(["--set".to_string(), s]);
     }

@@ -75,7 +75,7 @@ enum Input {
     Lines(std::io::Lines<BufReader<File>>, Box<Decoder>),
     /// The reader (declared columns only, in file order) and, per declared column, its
     /// index among them.
-    Parquet(ParquetRecordBatchReader, Vec<usize>),
+    Parquet(ParquetRecordBatchReader, Vec<Option<usize>>),
     Avro(apache_avro::Reader<'static, BufReader<File>>, Box<Decoder>),
 }
 
@@ -146,8 +146,10 @@ impl FileSource {
         })
     }
 
-    /// Opens `path` as Parquet, reading the columns of `declared` (by name); a declared
-    /// column the file lacks, or holds in a type that cannot be cast, is an error.
+    /// Opens `path` as Parquet, reading the columns of `declared` (by name). A nullable
+    /// declared column the file lacks reads as NULL (a table's older files lack its newer
+    /// columns); a NOT NULL one, or one the file holds in a type that cannot be cast, is an
+    /// error.
     pub fn open_parquet(
         path: impl AsRef<Path>,
         batch_rows: usize,
@@ -163,9 +165,13 @@ impl FileSource {
         let builder =
             ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(e.to_string()))?;
         let file_schema = builder.schema().clone();
-        let mut roots = Vec::new();
+        let mut roots: Vec<Option<usize>> = Vec::new();
         for f in declared.fields() {
             let Ok(i) = file_schema.index_of(f.name()) else {
+                if f.is_nullable() {
+                    roots.push(None);
+                    continue;
+                }
                 return Err(bad(format!(
                     "the table declares column {} but the Parquet file has none; it has {}",
                     f.name(),
@@ -185,16 +191,16 @@ impl FileSource {
                     f.data_type()
                 )));
             }
-            roots.push(i);
+            roots.push(Some(i));
         }
-        let mut sorted = roots.clone();
+        let mut sorted: Vec<usize> = roots.iter().flatten().copied().collect();
         sorted.sort_unstable();
         sorted.dedup();
         // The reader gives the projected columns in file order; `order` puts them in the
-        // declared order.
-        let order: Vec<usize> = roots
+        // declared order (`None`: not in the file).
+        let order: Vec<Option<usize>> = roots
             .iter()
-            .map(|r| sorted.iter().position(|s| s == r).unwrap_or(0))
+            .map(|r| r.and_then(|r| sorted.iter().position(|s| *s == r)))
             .collect();
         let mask = ProjectionMask::roots(builder.parquet_schema(), sorted);
         let reader = builder
@@ -202,7 +208,17 @@ impl FileSource {
             .with_batch_size(batch_rows.max(1))
             .build()
             .map_err(|e| bad(e.to_string()))?;
-        let schema = std::sync::Arc::new(reader.schema().project(&order)?);
+        let given = reader.schema();
+        let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(
+            order
+                .iter()
+                .zip(declared.fields())
+                .map(|(o, f)| match o {
+                    Some(i) => given.field(*i).clone(),
+                    None => f.as_ref().clone(),
+                })
+                .collect::<Vec<_>>(),
+        ));
         Ok(FileSource {
             label: path.display().to_string(),
             source: source.to_string(),
@@ -288,7 +304,21 @@ impl FileSource {
                 let Some(batch) = reader.next() else {
                     return Ok(None);
                 };
-                let batch = batch?.project(order)?;
+                let batch = batch?;
+                let n = batch.num_rows();
+                let cols = order
+                    .iter()
+                    .zip(self.schema.fields())
+                    .map(|(o, f)| match o {
+                        Some(i) => batch.column(*i).clone(),
+                        None => arrow::array::new_null_array(f.data_type(), n),
+                    })
+                    .collect();
+                let batch = RecordBatch::try_new_with_options(
+                    self.schema.clone(),
+                    cols,
+                    &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
+                )?;
                 self.line_no += batch.num_rows() as u64;
                 return Ok(Some((batch, None)));
             }
@@ -455,7 +485,12 @@ mod tests {
         );
         assert_eq!(src.position(), format!("{} row 2", p.display()));
 
-        let e = FileSource::from_table(&table("ts TIMESTAMP, user_id TEXT", &p, ""))
+        // A nullable column the file lacks reads as NULL; a NOT NULL one is an error.
+        let t = table("ts TIMESTAMP, user_id TEXT", &p, "");
+        let mut src = FileSource::from_table(&t).expect("open");
+        let (rows, _) = src.next_batch().expect("read").expect("a batch");
+        assert_eq!(rows.column(1).null_count(), 2);
+        let e = FileSource::from_table(&table("ts TIMESTAMP, user_id TEXT NOT NULL", &p, ""))
             .err()
             .expect("no user_id in the file");
         assert!(
