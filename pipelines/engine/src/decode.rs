@@ -45,7 +45,7 @@ use crate::sql::{OptionKind, OptionSpec, TableDef};
 
 mod avro;
 
-pub use avro::SchemaLookup;
+pub use avro::{LookupError, SchemaLookup};
 
 /// Default largest message accepted (bytes).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
@@ -570,11 +570,9 @@ impl<'de> Visitor<'de> for CellSeed<'_> {
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
         let whole = v.is_finite() && v.fract() == 0.0;
         match self.kind {
-            // 2^63 as f64 is just past i64::MAX.
-            Kind::Int if whole && v.abs() < 9.223_372_036_854_775_807e18 => Ok(Cell::Int(v as i64)),
-            Kind::UInt if whole && (0.0..1.844_674_407_370_955_2e19).contains(&v) => {
-                Ok(Cell::UInt(v as u64))
-            }
+            // 2^63 and 2^64 are the first floats past the integer ranges.
+            Kind::Int if whole && v.abs() < 2f64.powi(63) => Ok(Cell::Int(v as i64)),
+            Kind::UInt if whole && (0.0..2f64.powi(64)).contains(&v) => Ok(Cell::UInt(v as u64)),
             Kind::Float64 | Kind::Float32 => self.float(v, &v),
             Kind::Time => self.time(epoch_to_micros(v)),
             Kind::Text => Ok(Cell::Text(Cow::Owned(v.to_string()))),
@@ -776,6 +774,9 @@ pub struct Decoder {
     cols: Columns,
     dead: DeadLetters,
     avro: Option<avro::AvroDecoder>,
+    /// A failure that is not the message's fault (the schema registry unavailable), for the
+    /// source to stop at.
+    failure: Option<String>,
 }
 
 impl Decoder {
@@ -812,6 +813,7 @@ impl Decoder {
             schema,
             dead: DeadLetters::default(),
             avro,
+            failure: None,
         })
     }
 
@@ -876,7 +878,14 @@ impl Decoder {
     /// Decodes one message into a row; `Err` says why not.
     fn decode(&mut self, payload: &[u8]) -> Result<(), Reject> {
         if let Some(a) = &mut self.avro {
-            let value = a.value(payload).map_err(Reject)?;
+            let value = match a.value(payload) {
+                Ok(v) => v,
+                Err(avro::AvroError::Bad(m)) => return Err(Reject(m)),
+                Err(avro::AvroError::Unavailable(m)) => {
+                    self.failure = Some(m);
+                    return Ok(());
+                }
+            };
             let cells = avro::record_cells(&self.cols, value).map_err(Reject)?;
             self.cols.append(cells);
             return Ok(());
@@ -928,12 +937,19 @@ impl Decoder {
             return false;
         }
         match self.decode(payload) {
-            Ok(()) => true,
+            Ok(()) => self.failure.is_none(),
             Err(r) => {
                 self.dead.push(source, position, &r.0, payload);
                 false
             }
         }
+    }
+
+    /// A failure that is not a message's fault (the schema registry unavailable), once: the
+    /// message pushed last was neither a row nor a dead letter, and the source should stop
+    /// without committing it.
+    pub fn take_failure(&mut self) -> Option<String> {
+        self.failure.take()
     }
 
     /// Rows decoded since the last flush.

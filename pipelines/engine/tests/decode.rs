@@ -342,3 +342,139 @@ fn ddl_a_decoder_cannot_fill_is_refused() {
         "json.aliases: b is already the field of column b",
     );
 }
+
+/// A schema registry in memory, and one that cannot be reached.
+struct Lookup(Option<String>);
+
+impl txguard_engine::decode::SchemaLookup for Lookup {
+    fn schema(&mut self, id: u32) -> Result<String, txguard_engine::decode::LookupError> {
+        use txguard_engine::decode::LookupError::{NotFound, Unavailable};
+        match (&self.0, id) {
+            (None, _) => Err(Unavailable("registry down".into())),
+            (Some(s), 7) => Ok(s.clone()),
+            (Some(_), _) => Err(NotFound(format!(
+                "schema id {id} is not in the schema registry"
+            ))),
+        }
+    }
+}
+
+#[test]
+fn avro_datums_plain_and_in_confluent_wire_format() {
+    use apache_avro::types::Value;
+    let schema_json = r#"{"type": "record", "name": "P", "fields": [
+        {"name": "id", "type": "string"}, {"name": "cents", "type": "long"},
+        {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "tags", "type": {"type": "array", "items": "string"}},
+        {"name": "m", "type": ["null", {"type": "record", "name": "M", "fields": [{"name": "mcc", "type": "string"}]}]}]}"#;
+    let schema = apache_avro::Schema::parse_str(schema_json).expect("schema");
+    let datum = |id: &str, cents: i64| {
+        apache_avro::to_avro_datum(
+            &schema,
+            Value::Record(vec![
+                ("id".into(), Value::String(id.into())),
+                ("cents".into(), Value::Long(cents)),
+                ("at".into(), Value::TimestampMillis(1_767_225_600_000)),
+                ("tags".into(), Value::Array(vec![Value::String("a".into())])),
+                (
+                    "m".into(),
+                    Value::Union(
+                        1,
+                        Box::new(Value::Record(vec![(
+                            "mcc".into(),
+                            Value::String("5411".into()),
+                        )])),
+                    ),
+                ),
+            ]),
+        )
+        .expect("datum")
+    };
+    let ddl = |with: &str| {
+        format!(
+            "CREATE TABLE t (id TEXT NOT NULL, cents BIGINT UNSIGNED, at TIMESTAMP NOT NULL,
+                 tags TEXT, m STRUCT<mcc TEXT>, WATERMARK FOR at)
+             WITH (connector = 'kafka', bootstrap_servers = 'x', topic = 't', format = 'avro', {with})"
+        )
+    };
+    // Plain datums, the writer schema in the table.
+    let plain = decoder(&ddl(&format!(
+        "'avro.schema' = '{}'",
+        schema_json.replace('\'', "''")
+    )));
+    let (rows, dead) = decode_bytes(
+        plain,
+        &[datum("p1", 1250), datum("p2", -1), b"\x02".to_vec()],
+    );
+    assert_eq!(rows.num_rows(), 1);
+    assert_eq!(rows.column(1).as_primitive::<UInt64Type>().value(0), 1250);
+    assert_eq!(
+        rows.column(2)
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(0),
+        1_767_225_600_000_000
+    );
+    assert_eq!(rows.column(3).as_string::<i32>().value(0), r#"["a"]"#);
+    assert_eq!(
+        rows.column(4)
+            .as_struct()
+            .column(0)
+            .as_string::<i32>()
+            .value(0),
+        "5411"
+    );
+    let why: Vec<&str> = (0..dead.num_rows())
+        .map(|i| dead.column(2).as_string::<i32>().value(i))
+        .collect();
+    assert!(
+        why[0].contains("column cents: expected a whole number >= 0, got -1"),
+        "{why:?}"
+    );
+    assert!(
+        why[1].starts_with("not an Avro datum of its schema"),
+        "{why:?}"
+    );
+
+    // Confluent's wire format: a zero byte, the schema id, the datum.
+    let framed = |id: u32, d: Vec<u8>| {
+        let mut m = vec![0u8];
+        m.extend(id.to_be_bytes());
+        m.extend(d);
+        m
+    };
+    let confluent = ddl("'avro.confluent_schema_registry' = true");
+    let mut d = decoder(&confluent);
+    assert!(d.needs_schema_registry());
+    d.set_schema_lookup(Box::new(Lookup(Some(schema_json.into()))));
+    let (rows, dead) = decode_bytes(
+        d,
+        &[
+            framed(7, datum("c1", 5)),
+            framed(8, datum("c2", 5)),
+            datum("c3", 5),
+        ],
+    );
+    assert_eq!(rows.num_rows(), 1);
+    let why: Vec<&str> = (0..dead.num_rows())
+        .map(|i| dead.column(2).as_string::<i32>().value(i))
+        .collect();
+    assert_eq!(why[0], "schema id 8 is not in the schema registry");
+    assert!(
+        why[1].starts_with("not in Confluent's wire format"),
+        "{why:?}"
+    );
+
+    // A registry that cannot be asked: neither a row nor a dead letter, but a failure.
+    let mut d = decoder(&confluent);
+    d.set_schema_lookup(Box::new(Lookup(None)));
+    assert!(!d.push(&framed(7, datum("c1", 5)), "t", &0));
+    assert_eq!(d.take_failure().as_deref(), Some("registry down"));
+    assert_eq!(d.pending_rows() + d.pending_dead(), 0);
+}
+
+fn decode_bytes(mut d: Decoder, msgs: &[Vec<u8>]) -> (RecordBatch, RecordBatch) {
+    for (i, m) in msgs.iter().enumerate() {
+        d.push(m, "t", &i);
+    }
+    d.flush().expect("flush")
+}

@@ -468,3 +468,175 @@ fn the_pipeline_reads_and_writes_kafka_over_tls() {
         "the error says why:\n{err}"
     );
 }
+
+/// The test schema registry (tests/kafka/registry.py) on a free loopback port, killed on drop.
+struct Registry {
+    child: Child,
+    url: String,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        use std::io::BufRead;
+        let py = std::env::var("TXGUARD_PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut child = Command::new(py)
+            .arg(repo().join("pipelines/txguard/tests/kafka/registry.py"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the registry");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("registry port");
+        let port = line
+            .trim()
+            .strip_prefix("port ")
+            .expect("port line")
+            .to_string();
+        Registry {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The card-payments example reading Avro in Confluent's wire format from a topic, the writer
+/// schema looked up in a schema registry: the same scores as from the same payments in JSON;
+/// an unreachable registry stops the run with a clear error instead of dead-lettering.
+#[test]
+fn card_payments_in_avro_through_a_schema_registry() {
+    let broker = Broker::start();
+    broker.create_topic("card_payments", 2);
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let py = std::env::var("TXGUARD_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = repo().join("scripts/card_payments.py");
+    let payments = |extra: &[&str]| {
+        let out = Command::new(&py)
+            .arg(&script)
+            .args(["--count", "3000", "--seed", "5"])
+            .args(extra)
+            .current_dir(d)
+            .output()
+            .expect("python");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    payments(&["-o", "pay.jsonl"]);
+    let sent = payments(&[
+        "--kafka",
+        &broker.addr,
+        "--topic",
+        "card_payments",
+        "--registry",
+        &registry.url,
+    ]);
+    assert!(sent.contains("\"sent\": 3000"), "{sent}");
+
+    let sql = repo().join("sql/examples/card_payments.sql");
+    let sql = sql.to_str().expect("utf8");
+    let bin = env!("CARGO_BIN_EXE_txguard");
+    let txguard = |args: &[String]| {
+        let out = Command::new(bin)
+            .args(args)
+            .current_dir(d)
+            .output()
+            .expect("txguard");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let s = |v: &str| v.to_string();
+    let (ok, err) = txguard(&[
+        s("train"),
+        s("--pipeline"),
+        s(sql),
+        s("--set"),
+        s("payments.path=pay.jsonl"),
+        s("--view"),
+        s("card_features"),
+        s("-o"),
+        s("model.json"),
+    ]);
+    assert!(ok, "{err}");
+    let run = |name: &str, kafka: Option<&str>| {
+        let mut args = vec![
+            s("run"),
+            s(sql),
+            s("--model"),
+            s("model.json"),
+            s("--no-ui"),
+            s("--quiet"),
+        ];
+        let mut sets = vec![
+            format!("card_scored.path=./{name}/scored"),
+            format!("card_alerts.path=./{name}/alerts"),
+            format!("card_dead_letters.path=./{name}/dead"),
+        ];
+        match kafka {
+            None => sets.push(s("payments.path=pay.jsonl")),
+            Some(endpoint) => sets.extend([
+                s("payments.connector=kafka"),
+                s("payments.type=source"),
+                format!("payments.bootstrap_servers={}", broker.addr),
+                s("payments.topic=card_payments"),
+                format!("payments.source.group_id={name}"),
+                s("payments.source.stop_at_end=true"),
+                s("payments.format=avro"),
+                s("payments.avro.confluent_schema_registry=true"),
+                format!("payments.schema_registry.endpoint={endpoint}"),
+            ]),
+        }
+        for x in sets {
+            args.extend([s("--set"), x]);
+        }
+        txguard(&args)
+    };
+    let (ok, err) = run("json", None);
+    assert!(ok, "{err}");
+    let (ok, err) = run("avro", Some(&registry.url));
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("3000 events in, 3000 on time, 0 late, 0 rejected"),
+        "{err}"
+    );
+    let sum = |name: &str| {
+        let p = d.join(name).join("scored");
+        common::python_json(
+            "delta/query.py",
+            &[
+                p.to_str().expect("utf8"),
+                "SELECT COUNT(*) FROM t",
+                "SELECT ROUND(SUM(score), 9) FROM t",
+            ],
+        )
+    };
+    let (j, a) = (sum("json"), sum("avro"));
+    assert_eq!(j[0], 3000, "{j}");
+    assert_eq!(
+        j, a,
+        "JSON lines and Avro over Kafka give the same rows and scores"
+    );
+
+    // The registry unreachable: the run stops and says why; nothing is dead-lettered.
+    let (ok, err) = run("down", Some("http://127.0.0.1:9"));
+    assert!(!ok, "a run without its registry must not succeed");
+    assert!(
+        err.contains("schema registry http://127.0.0.1:9 cannot be reached")
+            && err.contains("a restart reads it again"),
+        "{err}"
+    );
+}

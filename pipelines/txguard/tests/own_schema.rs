@@ -313,7 +313,7 @@ fn card_payments_example_from_json_and_avro() {
             &[
                 "SELECT COUNT(*) FROM t",
                 "SELECT COUNT(DISTINCT payment_id) FROM t",
-                "SELECT SUM(score) FROM t",
+                "SELECT ROUND(SUM(score), 9) FROM t",
                 "SELECT COUNT(*) FROM t WHERE mcc IS NULL",
                 "SELECT SUM(CASE WHEN is_anomaly AND is_fraud THEN 1 ELSE 0 END) FROM t",
             ],

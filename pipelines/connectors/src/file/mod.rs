@@ -76,7 +76,10 @@ enum Input {
     /// The reader (declared columns only, in file order) and, per declared column, its
     /// index among them.
     Parquet(ParquetRecordBatchReader, Vec<Option<usize>>),
-    Avro(apache_avro::Reader<'static, BufReader<File>>, Box<Decoder>),
+    Avro(
+        Box<apache_avro::Reader<'static, BufReader<File>>>,
+        Box<Decoder>,
+    ),
 }
 
 fn is_parquet(path: &Path) -> bool {
@@ -139,7 +142,7 @@ impl FileSource {
             label: path.display().to_string(),
             source: source.to_string(),
             schema: decoder.schema(),
-            input: Input::Avro(reader, Box::new(decoder)),
+            input: Input::Avro(Box::new(reader), Box::new(decoder)),
             path,
             line_no: 0,
             batch_rows: batch_rows.max(1),

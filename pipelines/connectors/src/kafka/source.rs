@@ -206,6 +206,14 @@ fn read_ahead(
                     if decoder.push(m.payload().unwrap_or_default(), &source, &Position(p, o)) {
                         accepted.push((p, o));
                         metadata.push(&m);
+                    } else if let Some(why) = decoder.take_failure() {
+                        // Not the message's fault: stop here, uncommitted, so a restart
+                        // reads it (and what follows) again.
+                        let _ = tx.send(Read::Failed(format!(
+                            "{why} (at partition {p} offset {o}; nothing from there on is \
+                             committed, a restart reads it again)"
+                        )));
+                        return;
                     }
                 }
             }

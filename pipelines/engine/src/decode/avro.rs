@@ -17,7 +17,31 @@ use super::{Cell, Columns, Kind, epoch_to_micros, parse_time};
 /// Where Confluent schema ids are resolved: a schema registry (`GET /schemas/ids/{id}`).
 pub trait SchemaLookup: Send {
     /// The writer schema (Avro JSON) registered under `id`.
-    fn schema(&mut self, id: u32) -> Result<String, String>;
+    fn schema(&mut self, id: u32) -> Result<String, LookupError>;
+}
+
+/// Why a schema lookup failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// The registry answered: it has no such schema (the message's fault: a dead letter).
+    #[error("{0}")]
+    NotFound(String),
+    /// The registry could not be asked (down, unreachable, an error of its own): the run
+    /// stops there, uncommitted, rather than dead-lettering good messages.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Why an Avro message could not be read.
+pub(super) enum AvroError {
+    Bad(String),
+    Unavailable(String),
+}
+
+impl From<String> for AvroError {
+    fn from(s: String) -> Self {
+        AvroError::Bad(s)
+    }
 }
 
 /// The Avro side of a [`super::Decoder`].
@@ -65,20 +89,23 @@ impl AvroDecoder {
     }
 
     /// One message's datum as an Avro value.
-    pub(super) fn value(&mut self, payload: &[u8]) -> Result<Value, String> {
+    pub(super) fn value(&mut self, payload: &[u8]) -> Result<Value, AvroError> {
         let (schema, mut datum) = if self.confluent {
             if payload.len() < 5 || payload[0] != 0 {
-                return Err(
+                return Err(AvroError::Bad(
                     "not in Confluent's wire format (a zero byte and a 4-byte schema id first)"
                         .into(),
-                );
+                ));
             }
             let id = u32::from_be_bytes([payload[1], payload[2], payload[3], payload[4]]);
             if !self.schemas.contains_key(&id) {
                 let lookup = self.lookup.as_mut().ok_or_else(|| {
                     "avro.confluent_schema_registry needs schema_registry.endpoint".to_string()
                 })?;
-                let text = lookup.schema(id)?;
+                let text = lookup.schema(id).map_err(|e| match e {
+                    LookupError::NotFound(m) => AvroError::Bad(m),
+                    LookupError::Unavailable(m) => AvroError::Unavailable(m),
+                })?;
                 let schema = Schema::parse_str(&text)
                     .map_err(|e| format!("schema {id} from the registry: {e}"))?;
                 self.schemas.insert(id, schema);
@@ -93,7 +120,10 @@ impl AvroDecoder {
         let value = apache_avro::from_avro_datum(schema, &mut datum, None)
             .map_err(|e| format!("not an Avro datum of its schema: {e}"))?;
         if !datum.is_empty() {
-            return Err(format!("{} bytes left after the Avro datum", datum.len()));
+            return Err(AvroError::Bad(format!(
+                "{} bytes left after the Avro datum",
+                datum.len()
+            )));
         }
         Ok(value)
     }

@@ -252,6 +252,9 @@ pub struct OptionSpec {
     pub help: &'static str,
 }
 
+/// A connector's own check of a table's DDL: `Err((where, why))`.
+pub type TableCheck = fn(&TableDef) -> Result<(), (Loc, String)>;
+
 /// What a connector accepts in `WITH (...)`; each connector folder declares its own.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectorSpec {
@@ -266,7 +269,7 @@ pub struct ConnectorSpec {
     pub decodes: bool,
     /// The connector's own checks of a table's DDL at validate (e.g. the generator refusing
     /// a column it cannot fill): `Err((where, why))`.
-    pub check_table: Option<fn(&TableDef) -> Result<(), (Loc, String)>>,
+    pub check_table: Option<TableCheck>,
 }
 
 /// Kind of value a metadata field holds, which decides the column types it may fill.
