@@ -1,7 +1,9 @@
 //! The schema registry client of the Kafka source: Confluent's REST API, the one call Avro
 //! decoding needs (`GET {endpoint}/schemas/ids/{id}` → `{"schema": "…"}`), with basic auth
 //! when `schema_registry.api_key` / `api_secret` are given. Looked-up schemas are cached by
-//! the decoder, so each id is fetched once.
+//! the decoder, so each id is fetched once. The HTTP client is made at the first lookup, on
+//! the source's reader thread: reqwest's blocking client may not be made or dropped on the
+//! async runtime the source is opened from.
 
 use std::time::Duration;
 
@@ -11,19 +13,22 @@ use txguard_engine::decode::{LookupError, SchemaLookup};
 pub struct Registry {
     endpoint: String,
     auth: Option<(String, String)>,
-    client: reqwest::blocking::Client,
+    client: Option<reqwest::blocking::Client>,
 }
 
 impl Registry {
     pub fn new(endpoint: &str, auth: Option<(String, String)>) -> Result<Self, String> {
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| format!("schema registry client: {e}"))?;
+        let url = reqwest::Url::parse(endpoint)
+            .map_err(|e| format!("schema_registry.endpoint {endpoint:?}: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!(
+                "schema_registry.endpoint {endpoint:?}: use an http:// or https:// URL"
+            ));
+        }
         Ok(Registry {
             endpoint: endpoint.trim_end_matches('/').to_string(),
             auth,
-            client,
+            client: None,
         })
     }
 }
@@ -32,7 +37,17 @@ impl SchemaLookup for Registry {
     fn schema(&mut self, id: u32) -> Result<String, LookupError> {
         use LookupError::{NotFound, Unavailable};
         let url = format!("{}/schemas/ids/{id}", self.endpoint);
-        let mut req = self.client.get(&url);
+        if self.client.is_none() {
+            let client = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .map_err(|e| Unavailable(format!("schema registry client: {e}")))?;
+            self.client = Some(client);
+        }
+        let Some(client) = &self.client else {
+            return Err(Unavailable("schema registry client".into()));
+        };
+        let mut req = client.get(&url);
         if let Some((user, pass)) = &self.auth {
             req = req.basic_auth(user, Some(pass));
         }
