@@ -1,5 +1,5 @@
-//! The one interface every source and sink implements (generator, file, Delta, stdout, and
-//! later Kafka and Postgres), and the error they report. Sources are polled synchronously by
+//! The one interface every source and sink implements (generator, file, Delta, Kafka,
+//! Postgres, stdout), and the error they report. Sources are polled synchronously by
 //! the runtime; sinks run on their own task and make their writes durable at each checkpoint
 //! epoch ([`Sink::commit`]), which is where exactly-once delivery hooks in.
 
@@ -52,6 +52,14 @@ pub trait Source: Send {
 
     /// Where it is, for logs and checkpoints (e.g. `line 1200`, `partition 3 offset 991`).
     fn position(&self) -> String;
+
+    /// The event time its input has reached everywhere, for a source whose input has
+    /// several parts read at different paces (Kafka partitions): no row it gives later will
+    /// be earlier than this in a part that is not caught up. The runtime's watermark waits
+    /// for it (`min(newest seen, frontier) - lateness`). `None`: no such constraint.
+    fn frontier(&mut self) -> Option<i64> {
+        None
+    }
 
     /// A checkpoint barrier for `epoch`: of the rows this source has given, those with event
     /// time before `released_before` (all of them, when `None`) are in the dataflow; the rest

@@ -127,8 +127,95 @@ pub fn parse_time_text(s: &str) -> Result<i64, Reject> {
     parse_time(s).map_err(Reject)
 }
 
+/// `YYYY-MM-DD[T ]HH:MM:SS[.fraction][Z|±HH:MM]` (what almost every producer writes) to UTC
+/// microseconds without chrono's general parser; `None` for anything else (then the general
+/// parsers decide).
+fn parse_iso_fast(t: &[u8]) -> Option<i64> {
+    let num = |a: usize, b: usize| -> Option<i64> {
+        let mut v = 0i64;
+        for &c in t.get(a..b)? {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + i64::from(c - b'0');
+        }
+        Some(v)
+    };
+    if t.len() < 19 || t[4] != b'-' || t[7] != b'-' || !matches!(t[10], b'T' | b' ') {
+        return None;
+    }
+    if t[13] != b':' || t[16] != b':' {
+        return None;
+    }
+    let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (h, mi, sec) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 59
+    {
+        return None;
+    }
+    let mut i = 19;
+    let mut micros = 0i64;
+    if t.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < t.len() && t[i].is_ascii_digit() {
+            if i - start < 6 {
+                micros = micros * 10 + i64::from(t[i] - b'0');
+            }
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 {
+            return None;
+        }
+        for _ in digits..6 {
+            micros *= 10;
+        }
+    }
+    let offset = match &t[i..] {
+        [] | [b'Z'] | [b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let hh = num(i + 1, i + 3)?;
+            let mm = num(i + 4, i + 6)?;
+            let _ = (h1, h2, m1, m2);
+            if hh > 23 || mm > 59 {
+                return None;
+            }
+            let o = (hh * 60 + mm) * 60;
+            if *sign == b'+' { o } else { -o }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(y, mo, d);
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
+    Some(secs * 1_000_000 + micros)
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 fn parse_time(s: &str) -> Result<i64, String> {
     let t = s.trim();
+    if let Some(micros) = parse_iso_fast(t.as_bytes()) {
+        return Ok(micros);
+    }
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
         return Ok(dt.timestamp_micros());
     }
@@ -276,7 +363,7 @@ impl Columns {
 
     /// Appends one row's cells (as many as columns; a cell that does not match its column's
     /// builder, which decoding never makes, becomes NULL).
-    fn append(&mut self, cells: Vec<Cell<'_>>) {
+    fn append<'a>(&mut self, cells: impl IntoIterator<Item = Cell<'a>>) {
         for ((b, k), cell) in self
             .builders
             .iter_mut()
@@ -311,7 +398,7 @@ impl Columns {
     /// A row of NULLs (the children of a NULL struct).
     fn append_null_row(&mut self) {
         let n = self.builders.len();
-        self.append((0..n).map(|_| Cell::Null).collect());
+        self.append((0..n).map(|_| Cell::Null));
     }
 
     fn finish(&mut self) -> Result<Vec<ArrayRef>, ArrowError> {
@@ -385,42 +472,75 @@ fn got(v: &dyn fmt::Display) -> String {
     }
 }
 
-/// Reads a field name into the index of its column (`None`: not a declared field).
-struct KeySeed<'c>(&'c Columns);
+/// Reads a field name into the index of its column (`None`: not a declared field). Producers
+/// send fields in one order, so the column after the last one matched is tried first, by
+/// comparing names, before the hash table.
+struct KeySeed<'c, 'h> {
+    cols: &'c Columns,
+    next: &'h mut usize,
+}
 
-impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+impl<'de> DeserializeSeed<'de> for KeySeed<'_, '_> {
     type Value = Option<usize>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_str(self)
     }
 }
 
-impl<'de> Visitor<'de> for KeySeed<'_> {
+impl<'de> Visitor<'de> for KeySeed<'_, '_> {
     type Value = Option<usize>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a field name")
     }
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(self.0.lookup.get(v).copied())
+        let guess = *self.next;
+        if let Some(f) = self.cols.fields.get(guess)
+            && f.name() == v
+        {
+            *self.next = guess + 1;
+            return Ok(Some(guess));
+        }
+        let found = self.cols.lookup.get(v).copied();
+        if let Some(i) = found {
+            *self.next = i + 1;
+        }
+        Ok(found)
     }
 }
 
-/// Reads one JSON object into a row of cells for its columns.
-struct RowVisitor<'c>(&'c Columns);
+/// Reads one JSON object into a row of cells for its columns, into `cells` (an empty vector
+/// whose allocation is reused from row to row).
+struct RowVisitor<'c, 'de> {
+    cols: &'c Columns,
+    cells: Vec<Cell<'de>>,
+}
 
-impl<'de> Visitor<'de> for RowVisitor<'_> {
+/// `v`, emptied, as a vector of another lifetime: the allocation is kept (an in-place collect
+/// of an empty vector of a type of the same layout), so decoding allocates no row vector.
+fn recycle<'b>(mut v: Vec<Cell<'_>>) -> Vec<Cell<'b>> {
+    v.clear();
+    v.into_iter().map(|_| Cell::Null).collect()
+}
+
+impl<'de> Visitor<'de> for RowVisitor<'_, 'de> {
     type Value = Vec<Cell<'de>>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let cols = self.0;
+        let cols = self.cols;
         let n = cols.kinds.len();
-        let mut cells: Vec<Cell<'de>> = (0..n).map(|_| Cell::Null).collect();
+        let mut cells = self.cells;
+        cells.clear();
+        cells.resize_with(n, || Cell::Null);
         // Which columns were given (a field given twice is refused); past 128 columns a
         // repeat is not detected and the last value wins.
         let mut seen = 0u128;
-        while let Some(key) = map.next_key_seed(KeySeed(cols))? {
+        let mut next = 0usize;
+        while let Some(key) = map.next_key_seed(KeySeed {
+            cols,
+            next: &mut next,
+        })? {
             let Some(i) = key else {
                 map.next_value::<IgnoredAny>()?;
                 continue;
@@ -628,7 +748,12 @@ impl<'de> Visitor<'de> for CellSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
         match self.kind {
-            Kind::Struct(cols) => RowVisitor(cols).visit_map(map).map(Cell::Struct),
+            Kind::Struct(cols) => RowVisitor {
+                cols,
+                cells: Vec::new(),
+            }
+            .visit_map(map)
+            .map(Cell::Struct),
             Kind::Text => {
                 let v = serde_json::Value::deserialize_from(
                     de::value::MapAccessDeserializer::new(map),
@@ -774,6 +899,8 @@ pub struct Decoder {
     cols: Columns,
     dead: DeadLetters,
     avro: Option<avro::AvroDecoder>,
+    /// The row vector, kept between messages for its allocation.
+    scratch: Vec<Cell<'static>>,
     /// A failure that is not the message's fault (the schema registry unavailable), for the
     /// source to stop at.
     failure: Option<String>,
@@ -813,6 +940,7 @@ impl Decoder {
             schema,
             dead: DeadLetters::default(),
             avro,
+            scratch: Vec::new(),
             failure: None,
         })
     }
@@ -908,8 +1036,12 @@ impl Decoder {
             Some(_) => return Err(reject("not a JSON object")),
         }
         let mut de = serde_json::Deserializer::from_slice(payload);
-        let cells = de
-            .deserialize_map(RowVisitor(&self.cols))
+        let visitor = RowVisitor {
+            cols: &self.cols,
+            cells: recycle(std::mem::take(&mut self.scratch)),
+        };
+        let mut cells = de
+            .deserialize_map(visitor)
             .and_then(|cells| de.end().map(|()| cells))
             .map_err(|e| {
                 use serde_json::error::Category;
@@ -918,7 +1050,8 @@ impl Decoder {
                     _ => reject(data_error(&e)),
                 }
             })?;
-        self.cols.append(cells);
+        self.cols.append(cells.drain(..));
+        self.scratch = recycle(cells);
         Ok(())
     }
 

@@ -580,6 +580,7 @@ async fn drive(
                     }
                     let (released, watermark) = match &mut s.buffer {
                         Some(buf) => {
+                            buf.set_frontier(s.source.frontier());
                             if let Some(late) = buf.push(rows)? {
                                 m.late
                                     .fetch_add(late.rows.num_rows() as u64, Ordering::Relaxed);
@@ -607,16 +608,24 @@ async fn drive(
                 }
                 Poll::Idle => {
                     let since = *s.idle_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= opts.idle_timeout
-                        && let Some(buf) = &mut s.buffer
-                        && let Some(rows) = buf.mark_idle()?
-                    {
+                    let Some(buf) = &mut s.buffer else { continue };
+                    // The frontier may have moved without new rows (a partition caught up).
+                    buf.set_frontier(s.source.frontier());
+                    let idle = since.elapsed() >= opts.idle_timeout;
+                    let rows = if idle {
+                        buf.mark_idle()?
+                    } else {
+                        buf.release()?
+                    };
+                    if let Some(rows) = rows {
                         m.released
                             .fetch_add(rows.num_rows() as u64, Ordering::Relaxed);
                         if let Some(w) = buf.watermark() {
                             m.watermark.store(w, Ordering::Relaxed);
                         }
-                        tracing::debug!(source = %s.name, "idle: watermark moved to the newest event");
+                        if idle {
+                            tracing::debug!(source = %s.name, "idle: watermark moved to the newest event");
+                        }
                         let out = df.push(s.index, Some(rows), buf.watermark())?;
                         deliver(df, dead_index, tasks, metrics, out).await?;
                     }

@@ -2,9 +2,12 @@
 //! watermark passes them, releasing them in event-time order. Rows that arrive behind the
 //! watermark are returned as late with a reason — never dropped silently.
 //!
-//! Watermark `W = max event time seen - bound`. A row with `ts < W` on arrival is late; rows
-//! with `ts < W` held in the buffer are complete (no row with an equal or smaller `ts` can
-//! still be accepted) and are released, ties in arrival order.
+//! Watermark `W = min(max event time seen, frontier) - bound`, where the frontier is what the
+//! source reports its slowest part (Kafka partition) has reached ([`EventTimeBuffer::set_frontier`];
+//! none: no limit). A row with `ts < W` on arrival is late; rows with `ts < W` held in the
+//! buffer are complete (no row with an equal or smaller `ts` can still be accepted) and are
+//! released, ties in arrival order. A row is judged late against the watermark as it stood
+//! when its batch arrived. This is the only place rows wait for event time.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -28,6 +31,8 @@ pub struct EventTimeBuffer {
     max_seen: Option<i64>,
     /// Set when the source went idle: the watermark is at least this (the newest event time).
     floor: Option<i64>,
+    /// The source's frontier, if it reports one.
+    frontier: Option<i64>,
     /// (ts, arrival seq) -> (batch id, row)
     index: BTreeMap<(i64, u64), (u64, u32)>,
     /// batch id -> (batch, rows of it still held)
@@ -45,6 +50,7 @@ impl EventTimeBuffer {
             bound_micros,
             max_seen: None,
             floor: None,
+            frontier: None,
             index: BTreeMap::new(),
             batches: HashMap::new(),
             next_batch: 0,
@@ -59,15 +65,28 @@ impl EventTimeBuffer {
 
     /// Current watermark, once any row was seen.
     pub fn watermark(&self) -> Option<i64> {
-        let w = self.max_seen.map(|m| m.saturating_sub(self.bound_micros));
+        let reached = match self.frontier {
+            Some(f) => self.max_seen.map(|m| m.min(f)),
+            None => self.max_seen,
+        };
+        let w = reached.map(|m| m.saturating_sub(self.bound_micros));
         w.max(self.floor)
     }
 
-    /// The source went idle: nothing older than the newest event time seen can still be
-    /// accepted, so the watermark moves up to it and every row before it is released. An
-    /// idle source does not hold its last rows (and windows) back forever.
+    /// The source's frontier (see the module doc), before each push and release.
+    pub fn set_frontier(&mut self, frontier: Option<i64>) {
+        self.frontier = frontier;
+    }
+
+    /// The source went idle: nothing older than the newest event time seen (up to the
+    /// frontier) can still be accepted, so the watermark moves up to it and every row before
+    /// it is released. An idle source does not hold its last rows (and windows) back forever.
     pub fn mark_idle(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
-        self.floor = self.max_seen.max(self.floor);
+        let reached = match self.frontier {
+            Some(f) => self.max_seen.map(|m| m.min(f)),
+            None => self.max_seen,
+        };
+        self.floor = reached.max(self.floor);
         self.release()
     }
 
@@ -94,13 +113,18 @@ impl EventTimeBuffer {
         let b = self.next_batch;
         self.next_batch += 1;
         let mut kept = 0;
+        // Lateness is judged against the watermark as it stood when the batch arrived: every
+        // row before it has been released, none at or after it. (Rows of one batch may come
+        // from parts of the input the frontier tracks separately, so one row's time must not
+        // make another row of the same batch late.)
+        let watermark = self.watermark();
         for (r, t) in ts.iter().enumerate() {
             let Some(t) = t else {
                 late_idx.push(r as u32);
                 reasons.push("event time is NULL".to_string());
                 continue;
             };
-            if let Some(w) = self.watermark()
+            if let Some(w) = watermark
                 && t < w
             {
                 late_idx.push(r as u32);
@@ -213,6 +237,31 @@ mod tests {
         // A row before the raised watermark is late now; the newest one is still held.
         let late = b.push(batch(&[9_500_000])).expect("push").expect("late");
         assert_eq!(late.rows.num_rows(), 1);
+        assert_eq!(b.flush().expect("flush").map(|r| r.num_rows()), Some(1));
+    }
+
+    #[test]
+    fn the_frontier_holds_the_watermark_back() {
+        // A fast part of the input is at 60 s, a slow one has reached 10 s.
+        let mut b = EventTimeBuffer::new(batch(&[]).schema(), 0, 5_000_000);
+        b.set_frontier(Some(10_000_000));
+        assert!(
+            b.push(batch(&[60_000_000, 4_000_000, 10_000_000]))
+                .expect("push")
+                .is_none()
+        );
+        assert_eq!(b.watermark(), Some(5_000_000), "min(60 s, 10 s) - 5 s");
+        assert_eq!(b.release().expect("release").map(|r| r.num_rows()), Some(1));
+        // The slow part's next row is not late, as it would be against 60 s - 5 s.
+        assert!(b.push(batch(&[7_000_000])).expect("push").is_none());
+        // Idle: the watermark rises to the frontier, not to the fast part's 60 s.
+        assert_eq!(b.mark_idle().expect("idle").map(|r| r.num_rows()), Some(1));
+        assert_eq!(b.watermark(), Some(10_000_000));
+        assert_eq!(b.len(), 2);
+        // The slow part catches up: everything before the new watermark goes.
+        b.set_frontier(Some(i64::MAX));
+        assert_eq!(b.watermark(), Some(55_000_000));
+        assert_eq!(b.release().expect("release").map(|r| r.num_rows()), Some(1));
         assert_eq!(b.flush().expect("flush").map(|r| r.num_rows()), Some(1));
     }
 }

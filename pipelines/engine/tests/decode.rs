@@ -478,3 +478,39 @@ fn decode_bytes(mut d: Decoder, msgs: &[Vec<u8>]) -> (RecordBatch, RecordBatch) 
     }
     d.flush().expect("flush")
 }
+
+/// The fast path for ISO 8601 agrees with chrono on every shape it takes, and leaves the rest
+/// to the general parsers.
+#[test]
+fn iso_times_parse_the_same_on_every_path() {
+    use chrono::{DateTime, NaiveDateTime};
+    for s in [
+        "2026-11-22T10:15:30Z",
+        "2026-11-22T10:15:30.5Z",
+        "2026-11-22T10:15:30.123456789Z",
+        "2026-11-22T10:15:30.000001+05:30",
+        "2026-11-22T10:15:30-08:00",
+        "2024-02-29T23:59:59Z",
+        "1969-12-31T23:59:59.999999Z",
+        "2000-01-01 00:00:00",
+        "1999-12-31T23:59:59.25",
+    ] {
+        let want = DateTime::parse_from_rfc3339(s)
+            .map(|d| d.timestamp_micros())
+            .or_else(|_| {
+                NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                    .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f"))
+                    .map(|n| n.and_utc().timestamp_micros())
+            })
+            .expect("chrono reads it");
+        assert_eq!(parse_time_text(s), Ok(want), "{s}");
+    }
+    for bad in [
+        "2026-02-30T00:00:00Z",
+        "2026-13-01T00:00:00Z",
+        "2026-11-22T25:00:00Z",
+        "2026-11-22T10:15:30+5",
+    ] {
+        assert!(parse_time_text(bad).is_err(), "{bad}");
+    }
+}

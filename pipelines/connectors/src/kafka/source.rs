@@ -12,10 +12,12 @@
 //! (bounded: back-pressure stops it), so fetching and JSON decoding use the second core.
 //!
 //! Per-partition event time: partitions are fetched in batches, so a backlog read from
-//! several partitions interleaves far-apart event times. The source holds each row until
-//! every assigned partition that is not caught up (at its end) has shown an event time at
-//! least as late, so one slow partition holds time back and a caught-up one does not; the
-//! runtime's bounded-out-of-orderness watermark then sees each partition's own disorder only.
+//! several partitions interleaves far-apart event times. The source gives every row on at
+//! once and reports its [`Source::frontier`]: the event time every assigned partition that is
+//! not caught up (at its end) has reached. The runtime's event-time buffer holds rows past it
+//! (its watermark is `min(newest seen, frontier) - lateness`), so one slow partition holds
+//! time back and a caught-up one does not, and each partition's own disorder is all the
+//! bounded-out-of-orderness watermark sees. Event time is kept in that one place.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,14 +93,14 @@ pub struct KafkaSource {
     /// Offsets recorded at each barrier, oldest first.
     barriers: VecDeque<(u64, BTreeMap<i32, i64>)>,
     read: u64,
-    /// Rows held until every active partition has caught up with them.
-    held: Vec<Held>,
     /// Per partition: the latest event time read.
     max_ts: HashMap<i32, i64>,
     /// The decoded columns, then the metadata columns.
     schema: SchemaRef,
     /// The event-time column (the table's `WATERMARK FOR`), if it has one.
     event_time: Option<String>,
+    /// Whether the last poll found every partition at its end (with `source.stop_at_end`).
+    ended: bool,
     /// Since when no partition has been assigned, if none is.
     unassigned_since: Option<Instant>,
 }
@@ -340,10 +342,10 @@ impl KafkaSource {
             next: HashMap::new(),
             barriers: VecDeque::new(),
             read: 0,
-            held: Vec::new(),
             max_ts: HashMap::new(),
             schema,
             event_time: table.watermark.as_ref().map(|w| w.column.clone()),
+            ended: false,
             unassigned_since: None,
         })
     }
@@ -355,7 +357,7 @@ impl KafkaSource {
             Ok(mut r) => std::mem::take(&mut *r),
             Err(_) => return,
         };
-        // Their rows already read stay held and go on; the commit bookkeeping (`waiting`,
+        // Their rows already read have gone on; the commit bookkeeping (`waiting`,
         // `next`) stays too, for when a rebalance hands the partition back, but only
         // assigned partitions are committed. Until it shows a message again, a re-assigned
         // partition is not taken to be at its end.
@@ -387,7 +389,7 @@ impl KafkaSource {
     /// With no partition assigned (in the middle of a rebalance) everything is held, for up
     /// to [`UNASSIGNED_HOLD`]: releasing it all would move the watermark past the partitions
     /// about to come back.
-    fn frontier(&mut self, ended: bool) -> i64 {
+    fn partition_frontier(&mut self, ended: bool) -> i64 {
         if ended {
             return i64::MAX;
         }
@@ -410,64 +412,6 @@ impl KafkaSource {
             .min()
             .unwrap_or(i64::MAX)
     }
-
-    /// Adds `rows` (chunks as read) to the held rows and gives back those at or before the
-    /// frontier, in event-time order. Held rows stay in the chunks they came in; a chunk whose
-    /// earliest row is past the frontier is not touched, so a partition far ahead costs
-    /// nothing per poll.
-    fn align(
-        &mut self,
-        rows: Vec<RecordBatch>,
-        ended: bool,
-    ) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
-        for r in rows.into_iter().filter(|r| r.num_rows() > 0) {
-            let min_ts =
-                event_times(&r, self.event_time.as_deref()).and_then(|t| t.iter().min().copied());
-            self.held.push(Held {
-                rows: r,
-                min_ts: min_ts.unwrap_or(i64::MIN),
-            });
-        }
-        let frontier = self.frontier(ended);
-        let mut out = Vec::new();
-        let mut kept = Vec::with_capacity(self.held.len());
-        for h in std::mem::take(&mut self.held) {
-            if h.min_ts > frontier {
-                kept.push(h);
-                continue;
-            }
-            let Some(ts) = event_times(&h.rows, self.event_time.as_deref()) else {
-                out.push(h.rows);
-                continue;
-            };
-            let go: arrow::array::BooleanArray = ts.iter().map(|&t| Some(t <= frontier)).collect();
-            if go.true_count() == h.rows.num_rows() {
-                out.push(h.rows);
-                continue;
-            }
-            let keep = arrow::compute::not(&go)?;
-            let rest = arrow::compute::filter_record_batch(&h.rows, &keep)?;
-            let min_ts = event_times(&rest, self.event_time.as_deref())
-                .and_then(|t| t.iter().min().copied())
-                .unwrap_or(i64::MIN);
-            out.push(arrow::compute::filter_record_batch(&h.rows, &go)?);
-            kept.push(Held { rows: rest, min_ts });
-        }
-        self.held = kept;
-        let out: Vec<RecordBatch> = out.into_iter().filter(|b| b.num_rows() > 0).collect();
-        let Some(first) = out.first() else {
-            return Ok(None);
-        };
-        let all = arrow::compute::concat_batches(&first.schema(), &out)?;
-        sorted(&all, self.event_time.as_deref()).map(Some)
-    }
-}
-
-/// Rows the source holds back, as they arrived in one poll.
-struct Held {
-    rows: RecordBatch,
-    /// The earliest event time among them.
-    min_ts: i64,
 }
 
 /// The event-time values of a batch (NULLs read as the earliest time, so they are released
@@ -476,19 +420,6 @@ fn event_times<'a>(rows: &'a RecordBatch, column: Option<&str>) -> Option<&'a [i
     rows.column_by_name(column?)
         .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
         .map(|a| a.values().as_ref())
-}
-
-/// `rows` in event-time order: rows from several partitions arrive interleaved, and the
-/// runtime's watermark advances row by row.
-fn sorted(
-    rows: &RecordBatch,
-    column: Option<&str>,
-) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let Some(ts) = column.and_then(|c| rows.column_by_name(c)) else {
-        return Ok(rows.clone());
-    };
-    let order = arrow::compute::sort_to_indices(ts, None, None)?;
-    arrow::compute::take_record_batch(rows, &order)
 }
 
 impl Source for KafkaSource {
@@ -574,15 +505,17 @@ impl Source for KafkaSource {
                 ),
             ));
         }
-        let ready = self
-            .align(rows, ended)
-            .map_err(|e| ConnectorError::new(&self.name, e))?;
+        let rows: Vec<RecordBatch> = rows.into_iter().filter(|r| r.num_rows() > 0).collect();
+        let ready = match rows.first() {
+            None => None,
+            Some(first) => Some(
+                arrow::compute::concat_batches(&first.schema(), &rows)
+                    .map_err(|e| ConnectorError::new(&self.name, e))?,
+            ),
+        };
+        self.ended = ended;
         match (ready, dead) {
-            (None, None) => Ok(if ended && self.held.is_empty() {
-                Poll::End
-            } else {
-                Poll::Idle
-            }),
+            (None, None) => Ok(if ended { Poll::End } else { Poll::Idle }),
             (ready, dead) => Ok(Poll::Data {
                 rows: match ready {
                     Some(r) => r,
@@ -591,6 +524,12 @@ impl Source for KafkaSource {
                 dead,
             }),
         }
+    }
+
+    /// The event time every active partition has reached (see the module doc).
+    fn frontier(&mut self) -> Option<i64> {
+        self.event_time.as_ref()?;
+        Some(self.partition_frontier(self.ended))
     }
 
     fn position(&self) -> String {
