@@ -580,8 +580,12 @@ async fn drive(
                     }
                     let (released, watermark) = match &mut s.buffer {
                         Some(buf) => {
+                            // Late is judged against the watermark the last release used
+                            // (the frontier before this poll), then the new frontier (which
+                            // these rows may have moved) decides what goes on.
+                            let late = buf.push(rows)?;
                             buf.set_frontier(s.source.frontier());
-                            if let Some(late) = buf.push(rows)? {
+                            if let Some(late) = late {
                                 m.late
                                     .fetch_add(late.rows.num_rows() as u64, Ordering::Relaxed);
                                 let dead = rows_as_dead_letters(

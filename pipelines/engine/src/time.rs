@@ -73,7 +73,8 @@ impl EventTimeBuffer {
         w.max(self.floor)
     }
 
-    /// The source's frontier (see the module doc), before each push and release.
+    /// The source's frontier (see the module doc): after a push (lateness is judged against
+    /// the watermark of the last release), before the release.
     pub fn set_frontier(&mut self, frontier: Option<i64>) {
         self.frontier = frontier;
     }
