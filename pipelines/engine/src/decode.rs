@@ -110,6 +110,16 @@ fn reject(msg: impl Into<String>) -> Reject {
 #[error("{0}")]
 pub struct SchemaError(pub String);
 
+/// A schema's columns as `name type, …`, for messages.
+pub fn column_list(schema: &arrow::datatypes::Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name(), f.data_type()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Epoch seconds (below 1e11) or milliseconds to UTC microseconds.
 fn epoch_to_micros(v: f64) -> Result<i64, String> {
     if !v.is_finite() {
@@ -671,19 +681,20 @@ impl<'de> Visitor<'de> for CellSeed<'_> {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        if let Ok(i) = i64::try_from(v) {
+            return self.visit_i64(i);
+        }
+        // Past i64::MAX.
         match self.kind {
-            Kind::Int => i64::try_from(v)
-                .map(Cell::Int)
-                .map_err(|_| E::custom(format!("column {}: {v} does not fit a BIGINT", self.name))),
             Kind::UInt => Ok(Cell::UInt(v)),
+            Kind::Int => Err(E::custom(format!(
+                "column {}: {v} does not fit a BIGINT",
+                self.name
+            ))),
             Kind::Float64 | Kind::Float32 => self.float(v as f64, &v),
-            Kind::Bool => match v {
-                0 | 1 => Ok(Cell::Bool(v == 1)),
-                _ => Err(self.wrong(&v)),
-            },
             Kind::Time => self.time(epoch_to_micros(v as f64)),
             Kind::Text => Ok(Cell::Text(Cow::Owned(v.to_string()))),
-            Kind::Struct(_) => Err(self.wrong(&v)),
+            Kind::Bool | Kind::Struct(_) => Err(self.wrong(&v)),
         }
     }
 
@@ -915,12 +926,7 @@ impl Decoder {
             return Err(SchemaError(format!(
                 "format raw_string fills one TEXT column (e.g. value TEXT) with the whole \
                  payload; the table declares {}",
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| format!("{} {}", f.name(), f.data_type()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                column_list(&schema)
             )));
         }
         if opts.format != Format::Json && !opts.aliases.is_empty() {

@@ -178,12 +178,7 @@ impl FileSource {
                 return Err(bad(format!(
                     "the table declares column {} but the Parquet file has none; it has {}",
                     f.name(),
-                    file_schema
-                        .fields()
-                        .iter()
-                        .map(|f| format!("{} {}", f.name(), f.data_type()))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    txguard_engine::decode::column_list(&file_schema)
                 )));
             };
             let from = file_schema.field(i).data_type();

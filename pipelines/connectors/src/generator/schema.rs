@@ -112,12 +112,7 @@ pub fn check_table(t: &TableDef) -> Result<(), (Loc, String)> {
                     format!(
                         "the generator gives no column {}; it gives {}",
                         c.name,
-                        schema
-                            .fields()
-                            .iter()
-                            .map(|f| format!("{} {}", f.name(), f.data_type()))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        txguard_engine::decode::column_list(&schema)
                     ),
                 ));
             }
