@@ -67,19 +67,6 @@ fn compile(
     Ok(phys)
 }
 
-/// Checks that every constraint of a table plans (for `txguard validate`).
-pub fn check_constraints(schema: &Schema, checks: &[CheckDef]) -> Result<(), CheckError> {
-    let ctx = SessionContext::new();
-    let df = nullable_df_schema(schema).map_err(|e| CheckError {
-        name: String::new(),
-        message: e.to_string(),
-    })?;
-    for c in checks {
-        compile(&ctx, &df, c)?;
-    }
-    Ok(())
-}
-
 fn nullable(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new(
         schema
@@ -140,11 +127,6 @@ impl Constraints {
         })
     }
 
-    /// The declared columns with every field nullable: what [`Constraints::apply`] takes.
-    pub fn input_schema(&self) -> SchemaRef {
-        self.nullable.clone()
-    }
-
     /// `batch` (which holds no NULL in a NOT NULL column) in the declared schema.
     fn declared_batch(&self, batch: &RecordBatch) -> Result<RecordBatch, StreamError> {
         Ok(RecordBatch::try_new_with_options(
@@ -169,21 +151,12 @@ impl Constraints {
             columns,
             &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
         )?;
-        if self.not_null.is_empty() && self.checks.is_empty() && reasons.is_empty() {
-            return Ok(Checked {
-                rows: self.declared_batch(&batch)?,
-                broken: None,
-            });
-        }
-        let mut any = reasons.iter().any(Option::is_some);
-        let mut mark = |i: usize, why: &dyn Fn() -> String, reasons: &mut Vec<Option<String>>| {
+        // The first broken constraint is a row's reason.
+        let mut mark = |i: usize, why: &dyn Fn() -> String| {
             if reasons.is_empty() {
                 reasons.resize(n, None);
             }
-            if reasons[i].is_none() {
-                reasons[i] = Some(why());
-            }
-            any = true;
+            reasons[i].get_or_insert_with(why);
         };
         for &c in &self.not_null {
             let col = batch.column(c);
@@ -192,11 +165,7 @@ impl Constraints {
             }
             let name = self.declared.field(c).name();
             for i in (0..n).filter(|&i| col.is_null(i)) {
-                mark(
-                    i,
-                    &|| format!("column {name} is NOT NULL but null"),
-                    &mut reasons,
-                );
+                mark(i, &|| format!("column {name} is NOT NULL but null"));
             }
         }
         for check in &self.checks {
@@ -206,14 +175,12 @@ impl Constraints {
                 continue;
             }
             for i in (0..n).filter(|&i| v.is_valid(i) && !v.value(i)) {
-                mark(
-                    i,
-                    &|| format!("CHECK constraint {} failed: {}", check.name, check.text),
-                    &mut reasons,
-                );
+                mark(i, &|| {
+                    format!("CHECK constraint {} failed: {}", check.name, check.text)
+                });
             }
         }
-        if !any {
+        if !reasons.iter().any(Option::is_some) {
             return Ok(Checked {
                 rows: self.declared_batch(&batch)?,
                 broken: None,

@@ -184,10 +184,9 @@ fn parse_iso_fast(t: &[u8]) -> Option<i64> {
     }
     let offset = match &t[i..] {
         [] | [b'Z'] | [b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
             let hh = num(i + 1, i + 3)?;
             let mm = num(i + 4, i + 6)?;
-            let _ = (h1, h2, m1, m2);
             if hh > 23 || mm > 59 {
                 return None;
             }
@@ -265,6 +264,35 @@ enum Kind {
     Struct(Box<Columns>),
 }
 
+impl Kind {
+    /// What a column of this kind takes, for messages.
+    fn want(&self) -> &'static str {
+        match self {
+            Kind::Text => "text",
+            Kind::Int => "a whole number",
+            Kind::UInt => "a whole number >= 0",
+            Kind::Float64 | Kind::Float32 => "a number",
+            Kind::Bool => "true/false or 0/1",
+            Kind::Time => "an ISO 8601 / RFC 3339 time or epoch seconds/milliseconds",
+            Kind::Struct(_) => "an object",
+        }
+    }
+
+    /// `v` for a floating-point column `name`: finite, and within range for a REAL.
+    fn float(&self, name: &str, v: f64, shown: &dyn fmt::Display) -> Result<Cell<'static>, String> {
+        if !v.is_finite() {
+            return Err(format!(
+                "column {name}: {} is not a finite number",
+                got(shown)
+            ));
+        }
+        if matches!(self, Kind::Float32) && v.abs() > f64::from(f32::MAX) {
+            return Err(format!("column {name}: {} does not fit a REAL", got(shown)));
+        }
+        Ok(Cell::Float(v))
+    }
+}
+
 /// A decoded value, borrowing from its payload where it can.
 #[derive(Debug)]
 enum Cell<'a> {
@@ -283,7 +311,6 @@ enum Cell<'a> {
 #[derive(Debug)]
 struct Columns {
     names: Vec<String>,
-    nullable: Vec<bool>,
     kinds: Vec<Kind>,
     fields: Fields,
     /// Field name (and alias) → column.
@@ -311,7 +338,6 @@ impl Columns {
     ) -> Result<Self, SchemaError> {
         let mut c = Columns {
             names: Vec::new(),
-            nullable: Vec::new(),
             kinds: Vec::new(),
             fields: fields.clone(),
             lookup: HashMap::default(),
@@ -345,7 +371,6 @@ impl Columns {
                 }
             };
             c.names.push(name);
-            c.nullable.push(f.is_nullable());
             c.kinds.push(kind);
             c.builders.push(builder);
             c.lookup.insert(f.name().as_str().into(), i);
@@ -570,7 +595,7 @@ impl<'de> Visitor<'de> for RowVisitor<'_, 'de> {
             })?;
         }
         for (i, c) in cells.iter().enumerate() {
-            if !cols.nullable[i] && matches!(c, Cell::Null) {
+            if !cols.fields[i].is_nullable() && matches!(c, Cell::Null) {
                 let given = i < 128 && seen & (1 << i) != 0;
                 return Err(de::Error::custom(format!(
                     "column {} is NOT NULL but {}",
@@ -598,43 +623,17 @@ impl<'de> DeserializeSeed<'de> for CellSeed<'_> {
 }
 
 impl CellSeed<'_> {
-    fn want(&self) -> &'static str {
-        match self.kind {
-            Kind::Text => "text",
-            Kind::Int => "a whole number",
-            Kind::UInt => "a whole number >= 0",
-            Kind::Float64 | Kind::Float32 => "a number",
-            Kind::Bool => "true/false or 0/1",
-            Kind::Time => "an ISO 8601 / RFC 3339 time or epoch seconds/milliseconds",
-            Kind::Struct(_) => "an object",
-        }
-    }
-
     fn wrong<E: de::Error>(&self, value: &dyn fmt::Display) -> E {
         E::custom(format!(
             "column {}: expected {}, got {}",
             self.name,
-            self.want(),
+            self.kind.want(),
             got(value)
         ))
     }
 
     fn float<E: de::Error>(&self, v: f64, shown: &dyn fmt::Display) -> Result<Cell<'static>, E> {
-        if !v.is_finite() {
-            return Err(E::custom(format!(
-                "column {}: {} is not a finite number",
-                self.name,
-                got(shown)
-            )));
-        }
-        if matches!(self.kind, Kind::Float32) && v.abs() > f64::from(f32::MAX) {
-            return Err(E::custom(format!(
-                "column {}: {} does not fit a REAL",
-                self.name,
-                got(shown)
-            )));
-        }
-        Ok(Cell::Float(v))
+        self.kind.float(self.name, v, shown).map_err(E::custom)
     }
 
     fn time<E: de::Error>(&self, r: Result<i64, String>) -> Result<Cell<'static>, E> {
@@ -646,7 +645,7 @@ impl CellSeed<'_> {
 impl<'de> Visitor<'de> for CellSeed<'_> {
     type Value = Cell<'de>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{} for column {}", self.want(), self.name)
+        write!(f, "{} for column {}", self.kind.want(), self.name)
     }
 
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
@@ -994,15 +993,16 @@ impl Decoder {
         source: &str,
         position: &dyn fmt::Display,
     ) -> bool {
-        let raw = serde_json::Value::try_from(value.clone())
-            .map(|j| j.to_string())
-            .unwrap_or_else(|_| format!("{value:?}"));
-        match avro::record_cells(&self.cols, value) {
+        match avro::record_cells(&self.cols, &value) {
             Ok(cells) => {
                 self.cols.append(cells);
                 true
             }
             Err(why) => {
+                // The record as JSON, made only for a dead letter.
+                let raw = serde_json::Value::try_from(value.clone())
+                    .map(|j| j.to_string())
+                    .unwrap_or_else(|_| format!("{value:?}"));
                 self.dead.push(source, position, &why, raw.as_bytes());
                 false
             }
@@ -1020,7 +1020,7 @@ impl Decoder {
                     return Ok(());
                 }
             };
-            let cells = avro::record_cells(&self.cols, value).map_err(Reject)?;
+            let cells = avro::record_cells(&self.cols, &value).map_err(Reject)?;
             self.cols.append(cells);
             return Ok(());
         }

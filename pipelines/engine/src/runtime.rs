@@ -562,12 +562,9 @@ async fn drive(
                     let checked = s.pick.pick(&rows)?;
                     let rows = checked.rows;
                     m.rows.fetch_add(rows.num_rows() as u64, Ordering::Relaxed);
-                    if let Some((broken, reasons)) = &checked.broken {
+                    if let Some((broken, reasons)) = checked.broken {
                         bad += broken.num_rows();
                         reason = reasons.last().cloned();
-                    }
-                    s.note(rows.num_rows(), bad, reason);
-                    if let Some((broken, reasons)) = checked.broken {
                         m.dead
                             .fetch_add(broken.num_rows() as u64, Ordering::Relaxed);
                         let dead =
@@ -575,6 +572,7 @@ async fn drive(
                         let out = df.push(dead_index, Some(dead), None)?;
                         deliver(df, dead_index, tasks, metrics, out).await?;
                     }
+                    s.note(rows.num_rows(), bad, reason);
                     if rows.num_rows() == 0 {
                         continue;
                     }

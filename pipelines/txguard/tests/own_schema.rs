@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use common::{python_json, repo};
 
 /// `txguard args…` in `dir` with the live progress display on (as a user's terminal run has
-/// it), killed after `limit`: (exit success, stderr). Panics if it had to be killed.
-fn run_limited(dir: &Path, args: &[&str], limit: Duration) -> (bool, String) {
+/// it), killed after `limit`: (exit success, stdout, stderr). Panics if it had to be killed.
+fn run_limited(dir: &Path, args: &[&str], limit: Duration) -> (bool, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_txguard"))
         .args(args)
         .current_dir(dir)
@@ -28,21 +28,23 @@ fn run_limited(dir: &Path, args: &[&str], limit: Duration) -> (bool, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
+    let read = |p: Option<&mut dyn Read>| {
+        let mut text = String::new();
+        if let Some(p) = p {
+            let _ = p.read_to_string(&mut text);
+        }
+        text
+    };
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
-            return (status.success(), err);
+            let out = read(child.stdout.as_mut().map(|p| p as &mut dyn Read));
+            let err = read(child.stderr.as_mut().map(|p| p as &mut dyn Read));
+            return (status.success(), out, err);
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
+            let err = read(child.stderr.as_mut().map(|p| p as &mut dyn Read));
             panic!("txguard {args:?} still running after {limit:?}:\n{err}");
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -72,17 +74,8 @@ CREATE TABLE out (transaction_id TEXT, mcc TEXT) WITH (connector = 'stdout');
 INSERT INTO out SELECT transaction_id, mcc FROM tx;",
     )
     .expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_txguard"))
-        .args(["run", "q.sql", "--no-ui"])
-        .current_dir(dir.path())
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (ok, stdout, err) = run_limited(dir.path(), &["run", "q.sql", "--no-ui"], LIMIT);
+    assert!(ok, "{err}");
     assert!(
         stdout.contains(r#""transaction_id":"t1","mcc":"5411""#),
         "the declared column is filled: {stdout}"
@@ -110,17 +103,8 @@ INSERT INTO out SELECT payment_id, merchant['mcc'], COUNT(*) OVER (PARTITION BY 
 INSERT INTO dead SELECT * FROM txguard_dead_letters;",
     )
     .expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_txguard"))
-        .args(["run", "p.sql", "--no-ui", "--quiet"])
-        .current_dir(dir.path())
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (ok, stdout, err) = run_limited(dir.path(), &["run", "p.sql", "--no-ui", "--quiet"], LIMIT);
+    assert!(ok, "{err}");
     assert!(
         stdout.contains(r#""payment_id":"p1","mcc":"5411","n":1"#),
         "{stdout}"
@@ -173,7 +157,7 @@ fn a_ddl_the_connector_cannot_serve_fails_clearly_and_never_hangs() {
         std::fs::write(d.join(file), sql).expect("write");
         for args in [vec!["validate", *file], vec!["run", *file, "--no-ui"]] {
             let cmd = args[0];
-            let (ok, err) = run_limited(d, &args, LIMIT);
+            let (ok, _, err) = run_limited(d, &args, LIMIT);
             assert!(!ok, "{cmd} {file} should fail");
             assert!(err.contains(want), "{cmd} {file}:\nwant {want}\n got {err}");
         }
@@ -206,7 +190,7 @@ fn a_ddl_the_connector_cannot_serve_fails_clearly_and_never_hangs() {
         format!("CREATE TABLE tx (id TEXT NOT NULL, ts TIMESTAMP NOT NULL, WATERMARK FOR ts)\nWITH (connector = 'file', path = 'p.parquet');\n{sink}"),
     )
     .expect("write");
-    let (ok, err) = run_limited(d, &["run", "pq.sql"], LIMIT);
+    let (ok, _, err) = run_limited(d, &["run", "pq.sql"], LIMIT);
     assert!(!ok);
     assert!(
         err.contains(
@@ -222,7 +206,7 @@ fn a_ddl_the_connector_cannot_serve_fails_clearly_and_never_hangs() {
         format!("CREATE TABLE tx (id TEXT, ts TIMESTAMP NOT NULL, WATERMARK FOR ts)\nWITH (connector = 'file', path = 'bad.jsonl');\n{sink}"),
     )
     .expect("write");
-    let (ok, err) = run_limited(d, &["run", "bad.sql", "--no-ui"], LIMIT);
+    let (ok, _, err) = run_limited(d, &["run", "bad.sql", "--no-ui"], LIMIT);
     assert!(ok, "{err}");
     assert!(
         err.contains("3000 events in, 0 on time, 0 late, 3000 rejected"),
@@ -254,7 +238,7 @@ fn card_payments_example_from_json_and_avro() {
     }
     let sql = repo().join("sql/examples/card_payments.sql");
     let sql = sql.to_str().expect("utf8");
-    let (ok, err) = run_limited(
+    let (ok, _, err) = run_limited(
         d,
         &[
             "train",
@@ -276,7 +260,7 @@ fn card_payments_example_from_json_and_avro() {
     for (format, file) in [("json", "pay.jsonl"), ("avro", "pay.avro")] {
         let out = d.join(format);
         let set = |t: &str| format!("{t}.path={}", out.join(t).display());
-        let (ok, err) = run_limited(
+        let (ok, _, err) = run_limited(
             d,
             &[
                 "run",

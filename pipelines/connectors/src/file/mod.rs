@@ -95,6 +95,25 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
 }
 
 impl FileSource {
+    /// A source at the start of `input` (read from `path`), giving rows of `schema`.
+    fn reading(
+        path: PathBuf,
+        source: &str,
+        schema: SchemaRef,
+        input: Input,
+        batch_rows: usize,
+    ) -> Self {
+        FileSource {
+            label: path.display().to_string(),
+            source: source.to_string(),
+            schema,
+            input,
+            path,
+            line_no: 0,
+            batch_rows: batch_rows.max(1),
+        }
+    }
+
     /// Opens `path` as lines, each decoded by `decoder`; `source` names the table.
     pub fn open_lines(
         path: impl AsRef<Path>,
@@ -104,18 +123,15 @@ impl FileSource {
     ) -> Result<Self, FileError> {
         let path = path.as_ref().to_path_buf();
         let file = File::open(&path).map_err(io(&path))?;
-        Ok(FileSource {
-            label: path.display().to_string(),
-            source: source.to_string(),
-            schema: decoder.schema(),
-            input: Input::Lines(
-                BufReader::with_capacity(1 << 20, file).lines(),
-                Box::new(decoder),
-            ),
+        let schema = decoder.schema();
+        let lines = BufReader::with_capacity(1 << 20, file).lines();
+        Ok(FileSource::reading(
             path,
-            line_no: 0,
-            batch_rows: batch_rows.max(1),
-        })
+            source,
+            schema,
+            Input::Lines(lines, Box::new(decoder)),
+            batch_rows,
+        ))
     }
 
     /// Opens `path` as an Avro object container file (its writer schema inside), each record
@@ -138,15 +154,14 @@ impl FileSource {
                     ),
                 }
             })?;
-        Ok(FileSource {
-            label: path.display().to_string(),
-            source: source.to_string(),
-            schema: decoder.schema(),
-            input: Input::Avro(Box::new(reader), Box::new(decoder)),
+        let schema = decoder.schema();
+        Ok(FileSource::reading(
             path,
-            line_no: 0,
-            batch_rows: batch_rows.max(1),
-        })
+            source,
+            schema,
+            Input::Avro(Box::new(reader), Box::new(decoder)),
+            batch_rows,
+        ))
     }
 
     /// Opens `path` as Parquet, reading the columns of `declared` (by name). A nullable
@@ -217,15 +232,13 @@ impl FileSource {
                 })
                 .collect::<Vec<_>>(),
         ));
-        Ok(FileSource {
-            label: path.display().to_string(),
-            source: source.to_string(),
-            schema,
-            input: Input::Parquet(reader, order),
+        Ok(FileSource::reading(
             path,
-            line_no: 0,
-            batch_rows: batch_rows.max(1),
-        })
+            source,
+            schema,
+            Input::Parquet(reader, order),
+            batch_rows,
+        ))
     }
 
     /// The source a table's options describe: Parquet when `format = 'parquet'` or the file

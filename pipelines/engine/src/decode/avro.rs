@@ -137,15 +137,15 @@ fn shown(v: &Value) -> String {
     }
 }
 
-/// A top-level record's fields as the row's cells.
-pub(super) fn record_cells(cols: &Columns, v: Value) -> Result<Vec<Cell<'static>>, String> {
+/// A top-level record's fields as the row's cells, borrowing its strings.
+pub(super) fn record_cells<'v>(cols: &Columns, v: &'v Value) -> Result<Vec<Cell<'v>>, String> {
     let fields = match v {
         Value::Record(fields) => fields,
-        Value::Union(_, inner) => return record_cells(cols, *inner),
-        other => return Err(format!("not an Avro record: {}", shown(&other))),
+        Value::Union(_, inner) => return record_cells(cols, inner),
+        other => return Err(format!("not an Avro record: {}", shown(other))),
     };
     let n = cols.kinds.len();
-    let mut cells: Vec<Cell<'static>> = (0..n).map(|_| Cell::Null).collect();
+    let mut cells: Vec<Cell<'v>> = (0..n).map(|_| Cell::Null).collect();
     let mut given = vec![false; n];
     for (name, value) in fields {
         let Some(&i) = cols.lookup.get(name.as_str()) else {
@@ -155,7 +155,7 @@ pub(super) fn record_cells(cols: &Columns, v: Value) -> Result<Vec<Cell<'static>
         cells[i] = cell(&cols.kinds[i], &cols.names[i], value)?;
     }
     for (i, c) in cells.iter().enumerate() {
-        if !cols.nullable[i] && matches!(c, Cell::Null) {
+        if !cols.fields[i].is_nullable() && matches!(c, Cell::Null) {
             return Err(format!(
                 "column {} is NOT NULL but {}",
                 cols.names[i],
@@ -166,39 +166,18 @@ pub(super) fn record_cells(cols: &Columns, v: Value) -> Result<Vec<Cell<'static>
     Ok(cells)
 }
 
-/// One Avro value into a column of `kind`.
-fn cell(kind: &Kind, name: &str, v: Value) -> Result<Cell<'static>, String> {
-    let wrong = |v: &Value| {
-        let want = match kind {
-            Kind::Text => "text",
-            Kind::Int => "a whole number",
-            Kind::UInt => "a whole number >= 0",
-            Kind::Float64 | Kind::Float32 => "a number",
-            Kind::Bool => "a boolean or 0/1",
-            Kind::Time => "a timestamp",
-            Kind::Struct(_) => "a record",
-        };
-        format!("column {name}: expected {want}, got {}", shown(v))
-    };
-    let float = |f: f64| {
-        if !f.is_finite() {
-            Err(format!("column {name}: {f} is not a finite number"))
-        } else if matches!(kind, Kind::Float32) && f.abs() > f64::from(f32::MAX) {
-            Err(format!("column {name}: {f} does not fit a REAL"))
-        } else {
-            Ok(Cell::Float(f))
-        }
-    };
+/// One Avro value into a column of `kind`, borrowing its text.
+fn cell<'v>(kind: &Kind, name: &str, v: &'v Value) -> Result<Cell<'v>, String> {
+    let wrong = |v: &Value| format!("column {name}: expected {}, got {}", kind.want(), shown(v));
+    let float = |f: f64| kind.float(name, f, &f);
     let time =
         |r: Result<i64, String>| r.map(Cell::Time).map_err(|m| format!("column {name}: {m}"));
     match (kind, v) {
         (_, Value::Null) => Ok(Cell::Null),
-        (_, Value::Union(_, inner)) => cell(kind, name, *inner),
-        (Kind::Struct(cols), Value::Record(fields)) => {
-            record_cells(cols, Value::Record(fields)).map(Cell::Struct)
-        }
+        (_, Value::Union(_, inner)) => cell(kind, name, inner),
+        (Kind::Struct(cols), Value::Record(_)) => record_cells(cols, v).map(Cell::Struct),
         (Kind::Time, Value::TimestampMicros(t) | Value::LocalTimestampMicros(t)) => {
-            Ok(Cell::Time(t))
+            Ok(Cell::Time(*t))
         }
         (Kind::Time, Value::TimestampMillis(t) | Value::LocalTimestampMillis(t)) => t
             .checked_mul(1000)
@@ -207,59 +186,46 @@ fn cell(kind: &Kind, name: &str, v: Value) -> Result<Cell<'static>, String> {
         (Kind::Time, Value::TimestampNanos(t) | Value::LocalTimestampNanos(t)) => {
             Ok(Cell::Time(t / 1000))
         }
-        (Kind::Time, Value::Date(d)) => Ok(Cell::Time(i64::from(d) * 86_400_000_000)),
-        (Kind::Time, Value::Long(t)) => time(epoch_to_micros(t as f64)),
-        (Kind::Time, Value::Int(t)) => time(epoch_to_micros(f64::from(t))),
-        (Kind::Time, Value::Double(t)) => time(epoch_to_micros(t)),
-        (Kind::Time, Value::String(s)) => time(parse_time(&s)),
-        (Kind::Int, Value::Int(i)) => Ok(Cell::Int(i64::from(i))),
-        (Kind::Int, Value::Long(i)) => Ok(Cell::Int(i)),
-        (Kind::UInt, Value::Int(i)) if i >= 0 => Ok(Cell::UInt(i as u64)),
-        (Kind::UInt, Value::Long(i)) if i >= 0 => Ok(Cell::UInt(i as u64)),
-        (Kind::Int, Value::String(s)) => s
-            .trim()
-            .parse()
-            .map(Cell::Int)
-            .map_err(|_| wrong(&Value::String(s))),
-        (Kind::UInt, Value::String(s)) => s
-            .trim()
-            .parse()
-            .map(Cell::UInt)
-            .map_err(|_| wrong(&Value::String(s))),
-        (Kind::Float64 | Kind::Float32, Value::Double(f)) => float(f),
-        (Kind::Float64 | Kind::Float32, Value::Float(f)) => float(f64::from(f)),
-        (Kind::Float64 | Kind::Float32, Value::Int(i)) => float(f64::from(i)),
-        (Kind::Float64 | Kind::Float32, Value::Long(i)) => float(i as f64),
+        (Kind::Time, Value::Date(d)) => Ok(Cell::Time(i64::from(*d) * 86_400_000_000)),
+        (Kind::Time, Value::Long(t)) => time(epoch_to_micros(*t as f64)),
+        (Kind::Time, Value::Int(t)) => time(epoch_to_micros(f64::from(*t))),
+        (Kind::Time, Value::Double(t)) => time(epoch_to_micros(*t)),
+        (Kind::Time, Value::String(s)) => time(parse_time(s)),
+        (Kind::Int, Value::Int(i)) => Ok(Cell::Int(i64::from(*i))),
+        (Kind::Int, Value::Long(i)) => Ok(Cell::Int(*i)),
+        (Kind::UInt, Value::Int(i)) if *i >= 0 => Ok(Cell::UInt(*i as u64)),
+        (Kind::UInt, Value::Long(i)) if *i >= 0 => Ok(Cell::UInt(*i as u64)),
+        (Kind::Int, Value::String(s)) => s.trim().parse().map(Cell::Int).map_err(|_| wrong(v)),
+        (Kind::UInt, Value::String(s)) => s.trim().parse().map(Cell::UInt).map_err(|_| wrong(v)),
+        (Kind::Float64 | Kind::Float32, Value::Double(f)) => float(*f),
+        (Kind::Float64 | Kind::Float32, Value::Float(f)) => float(f64::from(*f)),
+        (Kind::Float64 | Kind::Float32, Value::Int(i)) => float(f64::from(*i)),
+        (Kind::Float64 | Kind::Float32, Value::Long(i)) => float(*i as f64),
         (Kind::Float64 | Kind::Float32, Value::String(s)) => match s.trim().parse::<f64>() {
             Ok(f) => float(f),
-            Err(_) => Err(wrong(&Value::String(s))),
+            Err(_) => Err(wrong(v)),
         },
-        (Kind::Bool, Value::Boolean(b)) => Ok(Cell::Bool(b)),
-        (Kind::Bool, Value::Int(i @ (0 | 1))) => Ok(Cell::Bool(i == 1)),
-        (Kind::Bool, Value::Long(i @ (0 | 1))) => Ok(Cell::Bool(i == 1)),
-        (Kind::Text, Value::String(s) | Value::Enum(_, s)) => Ok(Cell::Text(Cow::Owned(s))),
+        (Kind::Bool, Value::Boolean(b)) => Ok(Cell::Bool(*b)),
+        (Kind::Bool, Value::Int(i @ (0 | 1))) => Ok(Cell::Bool(*i == 1)),
+        (Kind::Bool, Value::Long(i @ (0 | 1))) => Ok(Cell::Bool(*i == 1)),
+        (Kind::Text, Value::String(s) | Value::Enum(_, s)) => Ok(Cell::Text(Cow::Borrowed(s))),
         (Kind::Text, Value::Uuid(u)) => Ok(Cell::Text(Cow::Owned(u.to_string()))),
-        (Kind::Text, Value::Bytes(b)) => String::from_utf8(b)
-            .map(|s| Cell::Text(Cow::Owned(s)))
+        (Kind::Text, Value::Bytes(b)) => std::str::from_utf8(b)
+            .map(|s| Cell::Text(Cow::Borrowed(s)))
             .map_err(|_| format!("column {name}: bytes that are not UTF-8 text")),
         (
             Kind::Text,
-            v @ (Value::Record(_)
+            Value::Record(_)
             | Value::Array(_)
             | Value::Map(_)
             | Value::Boolean(_)
             | Value::Int(_)
             | Value::Long(_)
             | Value::Float(_)
-            | Value::Double(_)),
-        ) => serde_json::Value::try_from(v)
-            .map(|j| {
-                Cell::Text(Cow::Owned(match j {
-                    serde_json::Value::String(s) => s,
-                    j => j.to_string(),
-                }))
-            })
+            | Value::Double(_),
+        ) => serde_json::Value::try_from(v.clone())
+            .map(|j| Cell::Text(Cow::Owned(j.to_string())))
             .map_err(|e| format!("column {name}: {e}")),
-        (_, v) => Err(wrong(&v)),
+        (_, v) => Err(wrong(v)),
     }
 }

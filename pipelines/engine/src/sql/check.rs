@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Fields, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, Fields, TimeUnit};
 use datafusion::common::{Result as DfResult, exec_err};
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::{
@@ -224,7 +224,7 @@ fn check_ddl(p: &Pipeline, t: &TableDef, spec: &ConnectorSpec, role: Role) -> Re
         }
         return Ok(());
     }
-    if let Err(e) = crate::constraints::check_constraints(&t.schema(), &t.checks) {
+    if let Err(e) = crate::constraints::Constraints::new(t.schema(), &t.checks, None) {
         let at = t
             .checks
             .iter()
@@ -259,10 +259,6 @@ pub fn metadata_columns(t: &TableDef) -> Vec<(&Column, &str)> {
         .iter()
         .filter_map(|c| c.metadata.as_deref().map(|k| (c, k)))
         .collect()
-}
-
-fn schema_of(t: &TableDef) -> Schema {
-    t.schema().as_ref().clone()
 }
 
 /// `tumble(width)`, `hop(slide, width)`, `session(gap)` for planning: they type as a
@@ -361,8 +357,8 @@ pub async fn check(
                 format!("sink {} is never written by an INSERT INTO", t.name),
             ));
         }
-        let table = MemTable::try_new(Arc::new(schema_of(t)), vec![vec![]])
-            .map_err(|e| p.err(t.loc, e.to_string()))?;
+        let table =
+            MemTable::try_new(t.schema(), vec![vec![]]).map_err(|e| p.err(t.loc, e.to_string()))?;
         ctx.register_table(t.name.as_str(), Arc::new(table))
             .map_err(|e| p.err(t.loc, e.to_string()))?;
     }

@@ -165,32 +165,21 @@ impl TableDef {
 
     /// The payload columns as an Arrow schema (what a decoder fills).
     pub fn payload_schema(&self) -> arrow::datatypes::SchemaRef {
-        std::sync::Arc::new(arrow::datatypes::Schema::new(
-            self.payload_columns()
-                .map(|c| arrow::datatypes::Field::new(&c.name, c.data_type.clone(), c.nullable))
-                .collect::<Vec<_>>(),
-        ))
+        arrow_schema(self.payload_columns())
     }
 
     /// Every declared column as an Arrow schema.
     pub fn schema(&self) -> arrow::datatypes::SchemaRef {
-        std::sync::Arc::new(arrow::datatypes::Schema::new(
-            self.columns
-                .iter()
-                .map(|c| arrow::datatypes::Field::new(&c.name, c.data_type.clone(), c.nullable))
-                .collect::<Vec<_>>(),
-        ))
+        arrow_schema(self.columns.iter())
     }
+}
 
-    /// An error at this table's declaration, in `file`.
-    pub fn error(&self, file: &std::path::Path, at: Loc, message: impl Into<String>) -> SqlError {
-        SqlError {
-            file: file.to_path_buf(),
-            line: at.line,
-            column: at.column,
-            message: message.into(),
-        }
-    }
+fn arrow_schema<'a>(columns: impl Iterator<Item = &'a Column>) -> arrow::datatypes::SchemaRef {
+    std::sync::Arc::new(arrow::datatypes::Schema::new(
+        columns
+            .map(|c| arrow::datatypes::Field::new(&c.name, c.data_type.clone(), c.nullable))
+            .collect::<Vec<_>>(),
+    ))
 }
 
 /// `CREATE VIEW name AS query` (the statement text as written).
