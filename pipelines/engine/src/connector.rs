@@ -9,6 +9,8 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use futures::future::BoxFuture;
 
+use crate::sql::{ConnectorSpec, OptionError, TableDef};
+
 /// A connector failed: which table, and what to do about it.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{table}: {message}")]
@@ -23,6 +25,58 @@ impl ConnectorError {
             table: table.into(),
             message: message.to_string(),
         }
+    }
+}
+
+impl From<OptionError> for ConnectorError {
+    fn from(e: OptionError) -> Self {
+        ConnectorError {
+            table: e.table.clone(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A connector: what it accepts in `WITH (...)` and how it opens the sources and sinks a
+/// table declares. Each connector folder implements it once; the connectors crate lists them
+/// in one place, so a new connector is one folder and one line.
+pub trait Connector: Sync {
+    /// Its name, roles, options and metadata fields, for validating pipeline files.
+    fn spec(&self) -> ConnectorSpec;
+
+    /// The source `table` declares.
+    fn open_source<'a>(
+        &'a self,
+        table: &'a TableDef,
+    ) -> BoxFuture<'a, Result<Box<dyn Source>, ConnectorError>> {
+        let name = self.spec().name;
+        Box::pin(async move {
+            Err(ConnectorError::new(
+                &table.name,
+                format!("connector {name} cannot be a source"),
+            ))
+        })
+    }
+
+    /// The sink `table` declares, for rows of `schema`.
+    fn open_sink<'a>(
+        &'a self,
+        table: &'a TableDef,
+        _schema: SchemaRef,
+    ) -> BoxFuture<'a, Result<Box<dyn Sink>, ConnectorError>> {
+        let name = self.spec().name;
+        Box::pin(async move {
+            Err(ConnectorError::new(
+                &table.name,
+                format!("connector {name} cannot be a sink"),
+            ))
+        })
+    }
+
+    /// Where a sink table's rows go, for the run summary and the console (a Delta table's
+    /// path, a Postgres table with its server; never a password).
+    fn location(&self, _table: &TableDef) -> Option<String> {
+        None
     }
 }
 

@@ -41,7 +41,7 @@ use hashbrown::HashMap;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::event::dead_letter_schema;
-use crate::sql::{OptionKind, OptionSpec, TableDef};
+use crate::sql::{OptionError, OptionKind, OptionSpec, TableDef};
 
 mod avro;
 
@@ -50,42 +50,53 @@ pub use avro::{LookupError, SchemaLookup};
 /// Default largest message accepted (bytes).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
+/// `format`: how payloads are read.
+pub const FORMAT: OptionSpec = OptionSpec {
+    key: "format",
+    kind: OptionKind::OneOf(&["json", "raw_string", "avro", "parquet"]),
+    required: false,
+    help: "json (one object per message, fields by column name), raw_string (the payload \
+           as the table's one TEXT column), avro (fields by name) or, for files, parquet \
+           (default json, or from the file name)",
+};
+/// `avro.confluent_schema_registry`.
+pub const AVRO_CONFLUENT: OptionSpec = OptionSpec {
+    key: "avro.confluent_schema_registry",
+    kind: OptionKind::Bool,
+    required: false,
+    help: "Avro in Confluent's wire format, writer schemas looked up by id in the schema \
+           registry (schema_registry.endpoint)",
+};
+/// `avro.schema`.
+pub const AVRO_SCHEMA: OptionSpec = OptionSpec {
+    key: "avro.schema",
+    kind: OptionKind::Text,
+    required: false,
+    help: "the writer schema (Avro JSON) of plain Avro datums",
+};
+/// `json.aliases`.
+pub const JSON_ALIASES: OptionSpec = OptionSpec {
+    key: "json.aliases",
+    kind: OptionKind::Text,
+    required: false,
+    help: "other field names a column is read from, 'column=name|name' separated by commas \
+           or semicolons (e.g. 'ts=timestamp|event_time')",
+};
+/// `max_message_bytes`.
+pub const MAX_MESSAGE_BYTES: OptionSpec = OptionSpec {
+    key: "max_message_bytes",
+    kind: OptionKind::Integer,
+    required: false,
+    help: "larger messages go to the dead letters (default 1048576)",
+};
+
 /// The options of every source that decodes payloads (`kafka`, `file`), declared once.
 pub const FORMAT_OPTIONS: &[OptionSpec] = &[
-    OptionSpec {
-        key: "format",
-        kind: OptionKind::OneOf(&["json", "raw_string", "avro", "parquet"]),
-        required: false,
-        help: "json (one object per message, fields by column name), raw_string (the payload \
-               as the table's one TEXT column), avro (fields by name) or, for files, parquet \
-               (default json, or from the file name)",
-    },
-    OptionSpec {
-        key: "avro.confluent_schema_registry",
-        kind: OptionKind::Bool,
-        required: false,
-        help: "Avro in Confluent's wire format, writer schemas looked up by id in the schema \
-               registry (schema_registry.endpoint)",
-    },
-    OptionSpec {
-        key: "avro.schema",
-        kind: OptionKind::Text,
-        required: false,
-        help: "the writer schema (Avro JSON) of plain Avro datums",
-    },
-    OptionSpec {
-        key: "json.aliases",
-        kind: OptionKind::Text,
-        required: false,
-        help: "other field names a column is read from, 'column=name|name' separated by commas \
-               or semicolons (e.g. 'ts=timestamp|event_time')",
-    },
-    OptionSpec {
-        key: "max_message_bytes",
-        kind: OptionKind::Integer,
-        required: false,
-        help: "larger messages go to the dead letters (default 1048576)",
-    },
+    FORMAT,
+    AVRO_CONFLUENT,
+    AVRO_SCHEMA,
+    JSON_ALIASES,
+    MAX_MESSAGE_BYTES,
 ];
 
 /// How a payload is read.
@@ -835,39 +846,34 @@ impl Default for DecodeOptions {
 
 impl DecodeOptions {
     /// The format options of a source table ([`FORMAT_OPTIONS`]); `parquet` is the file
-    /// source's own business and reads as JSON here.
-    pub fn from_table(table: &TableDef) -> Result<Self, SchemaError> {
-        let mut o = DecodeOptions::default();
-        if let Some(f) = table.option("format") {
-            o.format = match f.value.as_text().as_str() {
-                "json" => Format::Json,
-                "parquet" => {
-                    return Err(SchemaError(
-                        "format parquet reads files (connector file); messages are json or raw_string"
-                            .into(),
-                    ));
-                }
-                "raw_string" => Format::RawString,
-                "avro" => Format::Avro,
-                other => {
-                    return Err(SchemaError(format!(
-                        "format '{other}' is not supported; use json, raw_string or avro"
-                    )));
-                }
-            };
-        }
-        if let Some(a) = table.option("json.aliases") {
-            for pair in a
-                .value
-                .as_text()
+    /// source's own business and is refused here.
+    pub fn from_table(table: &TableDef) -> Result<Self, OptionError> {
+        let format = match table.choice(&FORMAT)? {
+            None | Some("json") => Format::Json,
+            Some("raw_string") => Format::RawString,
+            Some("avro") => Format::Avro,
+            Some(_) => {
+                return Err(table.option_error(
+                    &FORMAT,
+                    "parquet reads files (connector file); messages are json, raw_string or avro",
+                ));
+            }
+        };
+        let mut o = DecodeOptions {
+            format,
+            ..DecodeOptions::default()
+        };
+        if let Some(text) = table.text(&JSON_ALIASES) {
+            for pair in text
                 .split([',', ';'])
                 .map(str::trim)
                 .filter(|p| !p.is_empty())
             {
                 let (col, names) = pair.split_once('=').ok_or_else(|| {
-                    SchemaError(format!(
-                        "json.aliases: {pair:?} is not column=name|name (e.g. ts=timestamp|event_time)"
-                    ))
+                    table.option_error(
+                        &JSON_ALIASES,
+                        format!("{pair:?} is not column=name|name (e.g. ts=timestamp|event_time)"),
+                    )
                 })?;
                 o.aliases.push((
                     col.trim().to_ascii_lowercase(),
@@ -878,23 +884,22 @@ impl DecodeOptions {
                         .collect(),
                 ));
             }
+            if o.format != Format::Json {
+                return Err(table.option_error(&JSON_ALIASES, "needs format json"));
+            }
         }
-        o.avro_schema = table.option("avro.schema").map(|v| v.value.as_text());
-        o.avro_confluent = table
-            .option("avro.confluent_schema_registry")
-            .is_some_and(|v| v.value.as_text() == "true");
+        o.avro_schema = table.text(&AVRO_SCHEMA);
+        o.avro_confluent = table.flag(&AVRO_CONFLUENT)?.unwrap_or(false);
         if o.format != Format::Avro && (o.avro_schema.is_some() || o.avro_confluent) {
-            return Err(SchemaError(
-                "the avro.* options need format = 'avro'".into(),
-            ));
+            let spec = if o.avro_schema.is_some() {
+                &AVRO_SCHEMA
+            } else {
+                &AVRO_CONFLUENT
+            };
+            return Err(table.option_error(spec, "the avro.* options need format = 'avro'"));
         }
-        if let Some(m) = table.option("max_message_bytes") {
-            o.max_message_bytes = m.value.as_text().parse().map_err(|_| {
-                SchemaError(format!(
-                    "max_message_bytes {} is not a whole number of bytes",
-                    m.value
-                ))
-            })?;
+        if let Some(m) = table.positive(&MAX_MESSAGE_BYTES)? {
+            o.max_message_bytes = m;
         }
         Ok(o)
     }
@@ -931,17 +936,21 @@ impl Decoder {
         if opts.format != Format::Json && !opts.aliases.is_empty() {
             return Err(SchemaError("json.aliases needs format json".into()));
         }
+        let cols = Columns::new(schema.fields(), &opts.aliases, "")?;
         let avro = match opts.format {
-            Format::Avro => Some(
-                avro::AvroDecoder::new(opts.avro_schema.as_deref(), opts.avro_confluent)
-                    .map_err(SchemaError)?,
-            ),
+            Format::Avro => {
+                let mut a =
+                    avro::AvroDecoder::new(opts.avro_schema.as_deref(), opts.avro_confluent)
+                        .map_err(SchemaError)?;
+                a.plan(&cols);
+                Some(a)
+            }
             _ => None,
         };
         Ok(Decoder {
             format: opts.format,
             max_message_bytes: opts.max_message_bytes,
-            cols: Columns::new(schema.fields(), &opts.aliases, "")?,
+            cols,
             schema,
             dead: DeadLetters::default(),
             avro,
@@ -952,7 +961,8 @@ impl Decoder {
 
     /// The decoder a source table declares: its payload columns, in its format.
     pub fn for_table(table: &TableDef) -> Result<Self, SchemaError> {
-        Decoder::new(table.payload_schema(), &DecodeOptions::from_table(table)?)
+        let opts = DecodeOptions::from_table(table).map_err(|e| SchemaError(e.to_string()))?;
+        Decoder::new(table.payload_schema(), &opts)
     }
 
     /// The schema of the rows it makes.
@@ -1012,16 +1022,15 @@ impl Decoder {
     /// Decodes one message into a row; `Err` says why not.
     fn decode(&mut self, payload: &[u8]) -> Result<(), Reject> {
         if let Some(a) = &mut self.avro {
-            let value = match a.value(payload) {
-                Ok(v) => v,
-                Err(avro::AvroError::Bad(m)) => return Err(Reject(m)),
-                Err(avro::AvroError::Unavailable(m)) => {
-                    self.failure = Some(m);
-                    return Ok(());
+            match a.datum(&self.cols, payload) {
+                Ok(avro::Datum::Cells(cells)) => self.cols.append(cells),
+                Ok(avro::Datum::Value(value)) => {
+                    let cells = avro::record_cells(&self.cols, &value).map_err(Reject)?;
+                    self.cols.append(cells);
                 }
-            };
-            let cells = avro::record_cells(&self.cols, &value).map_err(Reject)?;
-            self.cols.append(cells);
+                Err(avro::AvroError::Bad(m)) => return Err(Reject(m)),
+                Err(avro::AvroError::Unavailable(m)) => self.failure = Some(m),
+            }
             return Ok(());
         }
         if self.format == Format::RawString {

@@ -168,6 +168,32 @@ async fn mistakes_name_file_line_and_column() {
             GOOD.replace("type = 'sink'", "type = 'source'"),
             "pipeline.sql:28:32: connector collect cannot be a source",
         ),
+        // The connectors' own options structs, parsed at validate, at the option.
+        (
+            GOOD.replace("'fraud_rate' = 0.01", "'fraud_rate' = 1.5"),
+            "pipeline.sql:12:5: table transactions: option fraud_rate: 1.5 is not between 0 and 1",
+        ),
+        (
+            GOOD.replace(
+                "WITH (connector = 'collect');",
+                "WITH (connector = 'postgres', write_mode = 'append',\n    primary_key = 'transaction_id');",
+            ),
+            "pipeline.sql:22:5: table scored: option primary_key: is for write_mode = 'upsert'; drop one of them",
+        ),
+        (
+            GOOD.replace(
+                "WITH (connector = 'collect');",
+                "WITH (connector = 'delta', path = 'x', batch_rows = 0);",
+            ),
+            "pipeline.sql:21:42: table scored: option batch_rows: \"0\" is not a positive whole number",
+        ),
+        (
+            GOOD.replace(
+                "WITH (connector = 'collect');",
+                "WITH (connector = 'kafka', bootstrap_servers = 'b:9092', topic = 't',\n    client_configs = 'linger.ms=5;oops');",
+            ),
+            "pipeline.sql:22:5: table scored: option client_configs: \"oops\" is not key=value",
+        ),
     ];
     for (sql, want) in cases {
         let got = error_of(&sql).await;

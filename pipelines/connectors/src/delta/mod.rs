@@ -21,46 +21,61 @@ use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use txguard_engine::connector::{ConnectorError, Sink};
-use txguard_engine::sql::{ConnectorSpec, OptionKind, OptionSpec, Role, TableDef};
+use txguard_engine::sql::{ConnectorSpec, Role, TableDef};
+
+pub mod options;
+
+pub use options::DeltaOptions;
 
 /// `connector = 'delta'`: a sink (the default) or, with `type = 'source'`, a replay of a
-/// local table's rows (its current version) through the event-contract decoder.
+/// local table's rows (its current version), its Parquet read by column name.
 pub const SPEC: ConnectorSpec = ConnectorSpec {
     name: "delta",
     roles: &[Role::Sink, Role::Source],
-    options: &[
-        OptionSpec {
-            key: "path",
-            kind: OptionKind::Text,
-            required: true,
-            help: "the table's location: a local directory (created if missing), \
-                   s3://bucket/path, az://container/path or gs://bucket/path",
-        },
-        OptionSpec {
-            key: "storage_options",
-            kind: OptionKind::Text,
-            required: false,
-            help: "object-store settings, 'key=value' separated by commas (e.g. \
-                   'AWS_ENDPOINT_URL=http://minio:9000,AWS_ALLOW_HTTP=true'); credentials \
-                   are best left to the AWS_* environment variables",
-        },
-        OptionSpec {
-            key: "format",
-            kind: OptionKind::OneOf(&["parquet"]),
-            required: false,
-            help: "parquet (the only format of Delta tables; accepted for Arroyo compatibility)",
-        },
-        OptionSpec {
-            key: "batch_rows",
-            kind: OptionKind::Integer,
-            required: false,
-            help: "as a source: rows per batch (default 8192)",
-        },
-    ],
+    options: options::OPTIONS,
     metadata: &[],
     decodes: false,
-    check_table: None,
+    check_table: Some(check_table),
 };
+
+fn check_table(t: &TableDef, _: Role) -> Result<(), (txguard_engine::sql::Loc, String)> {
+    DeltaOptions::from_table(t)
+        .map(drop)
+        .map_err(|e| e.located())
+}
+
+/// The connector.
+pub struct DeltaConnector;
+
+impl txguard_engine::connector::Connector for DeltaConnector {
+    fn spec(&self) -> ConnectorSpec {
+        SPEC
+    }
+
+    fn open_source<'a>(
+        &'a self,
+        table: &'a TableDef,
+    ) -> BoxFuture<'a, Result<Box<dyn txguard_engine::connector::Source>, ConnectorError>> {
+        Box::pin(async move {
+            Ok(Box::new(DeltaSource::open(table).await?)
+                as Box<dyn txguard_engine::connector::Source>)
+        })
+    }
+
+    fn open_sink<'a>(
+        &'a self,
+        table: &'a TableDef,
+        schema: SchemaRef,
+    ) -> BoxFuture<'a, Result<Box<dyn Sink>, ConnectorError>> {
+        Box::pin(
+            async move { Ok(Box::new(DeltaSink::open(table, schema).await?) as Box<dyn Sink>) },
+        )
+    }
+
+    fn location(&self, table: &TableDef) -> Option<String> {
+        table.text(&options::PATH)
+    }
+}
 
 /// A Delta table as a source: the Parquet files of its current version, oldest first, each
 /// read like a Parquet `file` source (the declared columns by name, straight into Arrow;
@@ -76,10 +91,8 @@ pub struct DeltaSource {
 
 impl DeltaSource {
     pub async fn open(table: &TableDef) -> Result<Self, ConnectorError> {
-        let location = table
-            .option("path")
-            .map(|o| o.value.as_text())
-            .ok_or_else(|| ConnectorError::new(&table.name, "needs option path"))?;
+        let opts = DeltaOptions::from_table(table)?;
+        let (location, batch_rows) = (opts.path, opts.batch_rows);
         let err = |e: &dyn std::fmt::Display| delta_err(&table.name, &location, e);
         let url = deltalake::ensure_table_uri(&location).map_err(|e| err(&e))?;
         let mut t = DeltaTable::try_from_url(url).await.map_err(|e| err(&e))?;
@@ -108,10 +121,6 @@ impl DeltaSource {
             .collect();
         timed.sort();
         let files: std::collections::VecDeque<_> = timed.into_iter().map(|(_, f)| f).collect();
-        let batch_rows = table
-            .option("batch_rows")
-            .and_then(|o| o.value.as_text().parse().ok())
-            .unwrap_or(8192);
         let declared = table.payload_schema();
         // A table without a declared column fails now, not at its first file.
         if let Some(first) = files.front() {
@@ -207,12 +216,8 @@ fn writer_properties(schema: &Schema) -> WriterProperties {
 impl DeltaSink {
     /// Opens (or creates) the table at the sink table's `path` for rows of `schema`.
     pub async fn open(table: &TableDef, schema: SchemaRef) -> Result<Self, ConnectorError> {
-        let location = table
-            .option("path")
-            .map(|o| o.value.as_text())
-            .ok_or_else(|| ConnectorError::new(&table.name, "needs option path"))?;
-        let storage = crate::key_value_option(table, "storage_options")?;
-        DeltaSink::open_at(&table.name, &location, schema, storage).await
+        let opts = DeltaOptions::from_table(table)?;
+        DeltaSink::open_at(&table.name, &opts.path, schema, opts.storage_options).await
     }
 
     /// Opens (or creates) the table at `location` with object-store settings `storage`.

@@ -19,30 +19,47 @@ use deltalake::parquet::arrow::arrow_reader::{
 };
 use txguard_engine::connector::{ConnectorError, Poll, Source};
 use txguard_engine::decode::Decoder;
-use txguard_engine::sql::{ConnectorSpec, OptionKind, OptionSpec, Role, TableDef};
+use txguard_engine::sql::{ConnectorSpec, Role, TableDef};
+
+pub mod options;
+
+pub use options::FileOptions;
 
 /// `connector = 'file'` (and the format options: `format`, `json.aliases`, …).
 pub const SPEC: ConnectorSpec = ConnectorSpec {
     name: "file",
     roles: &[Role::Source],
-    options: &[
-        OptionSpec {
-            key: "path",
-            kind: OptionKind::Text,
-            required: true,
-            help: "the JSON-lines or Parquet file to replay",
-        },
-        OptionSpec {
-            key: "batch_rows",
-            kind: OptionKind::Integer,
-            required: false,
-            help: "lines decoded per batch (default 8192)",
-        },
-    ],
+    options: options::OPTIONS,
     metadata: &[],
     decodes: true,
-    check_table: None,
+    check_table: Some(check_table),
 };
+
+fn check_table(t: &TableDef, _: Role) -> Result<(), (txguard_engine::sql::Loc, String)> {
+    FileOptions::from_table(t)
+        .map(drop)
+        .map_err(|e| e.located())
+}
+
+/// The connector.
+pub struct FileConnector;
+
+impl txguard_engine::connector::Connector for FileConnector {
+    fn spec(&self) -> ConnectorSpec {
+        SPEC
+    }
+
+    fn open_source<'a>(
+        &'a self,
+        table: &'a TableDef,
+    ) -> futures::future::BoxFuture<'a, Result<Box<dyn Source>, ConnectorError>> {
+        Box::pin(async move {
+            let source =
+                FileSource::from_table(table).map_err(|e| ConnectorError::new(&table.name, e))?;
+            Ok(Box::new(source) as Box<dyn Source>)
+        })
+    }
+}
 
 /// Errors reading the file (bad lines are dead letters, not errors).
 #[derive(Debug, thiserror::Error)]
@@ -244,24 +261,13 @@ impl FileSource {
     /// The source a table's options describe: Parquet when `format = 'parquet'` or the file
     /// name ends in `.parquet`, else lines in the table's format.
     pub fn from_table(table: &TableDef) -> Result<Self, FileError> {
-        let opt = |k: &str| table.option(k).map(|o| o.value.as_text());
         let option = |message: String| FileError::Option {
             table: table.name.clone(),
             message,
         };
-        let path = opt("path").ok_or_else(|| option("needs option path".into()))?;
-        let batch_rows = match opt("batch_rows") {
-            Some(v) => v
-                .parse()
-                .map_err(|_| option(format!("batch_rows {v} is not a whole number")))?,
-            None => 8192,
-        };
-        let parquet = match opt("format").as_deref() {
-            Some("parquet") => true,
-            Some(_) => false,
-            None => is_parquet(Path::new(&path)),
-        };
-        if parquet {
+        let opts = FileOptions::from_table(table).map_err(|e| option(e.to_string()))?;
+        let (path, batch_rows) = (opts.path, opts.batch_rows);
+        if opts.parquet {
             return FileSource::open_parquet(
                 path,
                 batch_rows,

@@ -14,7 +14,7 @@
 //! `ts` already emitted. [`GeneratorSource`] runs it in a pipeline, paced to a wall-clock `rate`
 //! or as fast as possible.
 
-mod options;
+pub mod options;
 pub mod schema;
 mod source;
 mod world;
@@ -33,6 +33,31 @@ use rand_distr::weighted::WeightedAliasIndex;
 use txguard_engine::event::format_micros;
 
 pub use world::{CATEGORIES, CITIES, haversine_km};
+
+/// The connector.
+pub struct GeneratorConnector;
+
+impl txguard_engine::connector::Connector for GeneratorConnector {
+    fn spec(&self) -> txguard_engine::sql::ConnectorSpec {
+        SPEC
+    }
+
+    fn open_source<'a>(
+        &'a self,
+        table: &'a txguard_engine::sql::TableDef,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<
+            Box<dyn txguard_engine::connector::Source>,
+            txguard_engine::connector::ConnectorError,
+        >,
+    > {
+        Box::pin(async move {
+            Ok(Box::new(GeneratorSource::from_table(table)?)
+                as Box<dyn txguard_engine::connector::Source>)
+        })
+    }
+}
 use world::{MERCHANTS_PER_CATEGORY, RISKY_FROM, User};
 
 /// Default event-time start: 2026-01-01T00:00:00Z.

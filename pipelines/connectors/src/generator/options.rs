@@ -1,6 +1,9 @@
-//! The generator's `WITH (...)` options and their mapping to [`GeneratorConfig`].
+//! The generator's `WITH (...)` options, declared once and read back through the same
+//! constants into a [`GeneratorConfig`] and a pace.
 
-use txguard_engine::sql::{ConnectorSpec, OptionKind, OptionSpec, Role, TableDef};
+use txguard_engine::sql::{
+    ConnectorSpec, Loc, OptionError, OptionKind, OptionSpec, Role, TableDef,
+};
 
 use super::GeneratorConfig;
 
@@ -13,115 +16,120 @@ const fn opt(key: &'static str, kind: OptionKind, help: &'static str) -> OptionS
     }
 }
 
+pub const SEED: OptionSpec = opt(
+    "seed",
+    OptionKind::Integer,
+    "random seed; the same seed gives the same stream",
+);
+pub const USERS: OptionSpec = opt("users", OptionKind::Integer, "distinct card holders");
+pub const COUNT: OptionSpec = opt(
+    "count",
+    OptionKind::Integer,
+    "stop after this many transactions (default: endless)",
+);
+pub const EVENTS_PER_SECOND: OptionSpec = opt(
+    "events_per_second",
+    OptionKind::Number,
+    "simulated transactions per event-time second",
+);
+pub const RATE: OptionSpec = opt(
+    "rate",
+    OptionKind::Number,
+    "pace at this many transactions per wall-clock second",
+);
+pub const START: OptionSpec = opt(
+    "start",
+    OptionKind::Text,
+    "event time of the first transaction, RFC 3339",
+);
+pub const FRAUD_RATE: OptionSpec = opt(
+    "fraud_rate",
+    OptionKind::Number,
+    "share of transactions starting a fraud episode",
+);
+pub const OUT_OF_ORDER: OptionSpec = opt(
+    "out_of_order",
+    OptionKind::Number,
+    "share of transactions arriving late",
+);
+pub const MAX_DELAY_MS: OptionSpec = opt(
+    "max_delay_ms",
+    OptionKind::Integer,
+    "largest lateness of a late transaction",
+);
+
+/// Every option, as [`SPEC`] declares them.
+pub const OPTIONS: &[OptionSpec] = &[
+    SEED,
+    USERS,
+    COUNT,
+    EVENTS_PER_SECOND,
+    RATE,
+    START,
+    FRAUD_RATE,
+    OUT_OF_ORDER,
+    MAX_DELAY_MS,
+];
+
 /// `connector = 'generator'`.
 pub const SPEC: ConnectorSpec = ConnectorSpec {
     name: "generator",
     roles: &[Role::Source],
-    options: &[
-        opt(
-            "seed",
-            OptionKind::Integer,
-            "random seed; the same seed gives the same stream",
-        ),
-        opt("users", OptionKind::Integer, "distinct card holders"),
-        opt(
-            "count",
-            OptionKind::Integer,
-            "stop after this many transactions (default: endless)",
-        ),
-        opt(
-            "events_per_second",
-            OptionKind::Number,
-            "simulated transactions per event-time second",
-        ),
-        opt(
-            "rate",
-            OptionKind::Number,
-            "pace at this many transactions per wall-clock second",
-        ),
-        opt(
-            "start",
-            OptionKind::Text,
-            "event time of the first transaction, RFC 3339",
-        ),
-        opt(
-            "fraud_rate",
-            OptionKind::Number,
-            "share of transactions starting a fraud episode",
-        ),
-        opt(
-            "out_of_order",
-            OptionKind::Number,
-            "share of transactions arriving late",
-        ),
-        opt(
-            "max_delay_ms",
-            OptionKind::Integer,
-            "largest lateness of a late transaction",
-        ),
-    ],
+    options: OPTIONS,
     metadata: &[],
     decodes: false,
-    check_table: Some(super::check_table),
+    check_table: Some(check_table),
 };
 
-/// The generator configuration a table's options describe (validated by the SQL check).
-pub fn config_from(table: &TableDef) -> Result<GeneratorConfig, String> {
+/// At validate: the options make a generator, and the DDL is one it can fill.
+fn check_table(t: &TableDef, _: Role) -> Result<(), (Loc, String)> {
+    config_from(t).map_err(OptionError::located)?;
+    pace_from(t).map_err(OptionError::located)?;
+    super::schema::check_table(t)
+}
+
+/// The generator configuration a table's options describe.
+pub fn config_from(table: &TableDef) -> Result<GeneratorConfig, OptionError> {
     let mut c = GeneratorConfig::default();
-    let num = |k: &str| table.option(k).map(|o| o.value.as_text());
-    if let Some(v) = num("seed") {
-        c.seed = v
-            .parse()
-            .map_err(|_| format!("seed {v} is not a whole number"))?;
+    if let Some(v) = table.int(&SEED)? {
+        c.seed = v;
     }
-    if let Some(v) = num("users") {
-        c.users = v
-            .parse()
-            .map_err(|_| format!("users {v} is not a whole number"))?;
+    if let Some(v) = table.int(&USERS)? {
+        c.users = v;
     }
-    if let Some(v) = num("count") {
-        c.count = Some(
-            v.parse()
-                .map_err(|_| format!("count {v} is not a whole number"))?,
-        );
+    c.count = table.int(&COUNT)?;
+    if let Some(v) = table.number(&EVENTS_PER_SECOND)? {
+        c.events_per_second = v;
     }
-    if let Some(v) = num("events_per_second") {
-        c.events_per_second = v.parse().map_err(|_| format!("{v} is not a number"))?;
-    }
-    if let Some(v) = num("start") {
+    if let Some(v) = table.text(&START) {
         c.start_micros = chrono::DateTime::parse_from_rfc3339(&v)
-            .map_err(|e| format!("start '{v}': {e}"))?
+            .map_err(|e| table.option_error(&START, format!("'{v}': {e}")))?
             .timestamp_micros();
     }
-    if let Some(v) = num("fraud_rate") {
-        c.fraud_rate = v
-            .parse()
-            .map_err(|_| format!("fraud_rate {v} is not a number"))?;
+    if let Some(v) = table.number(&FRAUD_RATE)? {
+        c.fraud_rate = v;
     }
-    if let Some(v) = num("out_of_order") {
-        c.out_of_order = v
-            .parse()
-            .map_err(|_| format!("out_of_order {v} is not a number"))?;
+    if let Some(v) = table.number(&OUT_OF_ORDER)? {
+        c.out_of_order = v;
     }
-    if let Some(v) = num("max_delay_ms") {
-        c.max_delay_ms = v
-            .parse()
-            .map_err(|_| format!("max_delay_ms {v} is not a whole number"))?;
+    if let Some(v) = table.int(&MAX_DELAY_MS)? {
+        c.max_delay_ms = v;
     }
-    c.validate().map_err(|e| e.to_string())?;
+    c.validate().map_err(|e| {
+        let spec = OPTIONS.iter().find(|o| o.key == e.option).unwrap_or(&SEED);
+        table.option_error(spec, e.message)
+    })?;
     Ok(c)
 }
 
 /// The `rate` option: wall-clock pacing in transactions per second (`None` = as fast as
 /// possible).
-pub fn pace_from(table: &TableDef) -> Result<Option<f64>, String> {
-    match table.option("rate").map(|o| o.value.as_text()) {
-        None => Ok(None),
-        Some(v) => match v.parse::<f64>() {
-            Ok(r) if r > 0.0 && r.is_finite() => Ok(Some(r)),
-            _ => Err(format!(
-                "rate {v} is not a positive number of transactions per second"
-            )),
-        },
+pub fn pace_from(table: &TableDef) -> Result<Option<f64>, OptionError> {
+    match table.number(&RATE)? {
+        Some(r) if r <= 0.0 => Err(table.option_error(
+            &RATE,
+            format!("{r} is not a positive number of transactions per second"),
+        )),
+        r => Ok(r),
     }
 }

@@ -135,10 +135,10 @@ impl GeneratorSource {
 
     /// The source a table's options describe.
     pub fn from_table(table: &TableDef) -> Result<Self, ConnectorError> {
-        let err = |m: String| ConnectorError::new(&table.name, m);
-        let cfg = config_from(table).map_err(err)?;
-        let pace = pace_from(table).map_err(err)?;
-        let generator = Generator::new(cfg).map_err(|e| err(e.to_string()))?;
+        let cfg = config_from(table)?;
+        let pace = pace_from(table)?;
+        let generator =
+            Generator::new(cfg).map_err(|e| ConnectorError::new(&table.name, e.to_string()))?;
         Ok(GeneratorSource::new(generator, pace))
     }
 }

@@ -82,7 +82,8 @@ pub struct KafkaSink {
 impl KafkaSink {
     /// A producer for `table`'s topic, for rows of `schema` (which must hold the key field).
     pub fn open(table: &TableDef, schema: &Schema) -> Result<Self, ConnectorError> {
-        let mut cfg = super::client_config(table)?;
+        let opts = super::KafkaOptions::from_table(table)?;
+        let mut cfg = opts.client_config();
         for (k, v) in [
             ("enable.idempotence", "true"),
             ("linger.ms", "5"),
@@ -96,10 +97,7 @@ impl KafkaSink {
         let producer: ThreadedProducer<Deliveries> = cfg
             .create_with_context(Deliveries::new(servers))
             .map_err(|e| ConnectorError::new(&table.name, super::explain_client_error(&e)))?;
-        let key_field = table
-            .option("sink.key_field")
-            .map(|o| o.value.as_text())
-            .filter(|k| !k.is_empty());
+        let key_field = opts.key_field;
         if let Some(k) = &key_field
             && schema.field_with_name(k).is_err()
         {
@@ -110,7 +108,7 @@ impl KafkaSink {
         }
         Ok(KafkaSink {
             name: table.name.clone(),
-            topic: super::topic(table)?,
+            topic: opts.topic,
             key_field,
             producer: Arc::new(producer),
             sent: 0,

@@ -255,24 +255,15 @@ fn read_ahead(
 
 impl KafkaSource {
     pub fn open(table: &TableDef) -> Result<Self, ConnectorError> {
-        let text = |k: &str| table.option(k).map(|o| o.value.as_text());
-        let mut cfg = super::client_config(table)?;
-        let group = text("source.group_id").unwrap_or_else(|| format!("txguard-{}", table.name));
-        let reset = match text("source.offset").as_deref() {
-            Some("latest") => "latest",
-            _ => "earliest",
-        };
-        let isolation = match text("source.read_mode").as_deref() {
-            Some("read_uncommitted") => "read_uncommitted",
-            _ => "read_committed",
-        };
-        let stop_at_end = text("source.stop_at_end").is_some_and(|v| v == "true");
-        let fail_on_bad = text("bad_data").is_some_and(|v| v == "fail");
+        let opts = super::KafkaOptions::from_table(table)?;
+        let mut cfg = opts.client_config();
+        let group = opts.group_id.clone();
+        let (stop_at_end, fail_on_bad) = (opts.stop_at_end, opts.fail_on_bad);
         for (k, v) in [
             ("group.id", group.as_str()),
             ("enable.auto.commit", "false"),
-            ("auto.offset.reset", reset),
-            ("isolation.level", isolation),
+            ("auto.offset.reset", opts.offset_reset),
+            ("isolation.level", opts.isolation),
             // Also without stop_at_end: a caught-up partition must not hold time back.
             ("enable.partition.eof", "true"),
             // Throughput on a backlog: librdkafka's 1 MB per partition and fetch left the
@@ -287,16 +278,18 @@ impl KafkaSource {
                 cfg.set(k, v);
             }
         }
-        let topic = super::topic(table)?;
+        let topic = opts.topic.clone();
         let mut decoder =
             Decoder::for_table(table).map_err(|e| ConnectorError::new(&table.name, e))?;
         if decoder.needs_schema_registry() {
-            let registry = super::registry(table)?.ok_or_else(|| {
+            let r = opts.registry.as_ref().ok_or_else(|| {
                 ConnectorError::new(
                     &table.name,
                     "avro.confluent_schema_registry needs schema_registry.endpoint",
                 )
             })?;
+            let registry = super::registry::Registry::new(&r.endpoint, r.auth.clone())
+                .map_err(|e| ConnectorError::new(&table.name, e))?;
             decoder.set_schema_lookup(Box::new(registry));
         }
         let (metadata, schema) = MetadataColumns::of(table, &decoder.schema())?;

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod copy;
+pub mod options;
 pub mod scratch;
 #[cfg(test)]
 mod tests;
@@ -25,10 +26,12 @@ use futures::SinkExt;
 use futures::future::BoxFuture;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
+use txguard_engine::connector::Connector;
 use txguard_engine::connector::{ConnectorError, Sink};
-use txguard_engine::sql::{ConnectorSpec, OptionKind, OptionSpec, Role, TableDef};
+use txguard_engine::sql::{ConnectorSpec, Loc, Role, TableDef};
 
 use copy::Encoder;
+pub use options::{PostgresOptions, WriteMode};
 
 /// The environment variable that gives the connection when a table names none.
 pub const CONNECTION_ENV: &str = "TXGUARD_POSTGRES";
@@ -39,55 +42,43 @@ pub const DEFAULT_CONNECTION: &str = "host=127.0.0.1 port=5432 user=postgres dbn
 pub const SPEC: ConnectorSpec = ConnectorSpec {
     name: "postgres",
     roles: &[Role::Sink],
-    options: &[
-        OptionSpec {
-            key: "connection",
-            kind: OptionKind::Text,
-            required: false,
-            help: "a postgres:// URL or libpq keywords (host=… dbname=…); default: $TXGUARD_POSTGRES, \
-                   else host=127.0.0.1 user=postgres dbname=postgres",
-        },
-        OptionSpec {
-            key: "password_env",
-            kind: OptionKind::Text,
-            required: false,
-            help: "environment variable holding the password when the connection has none (default PGPASSWORD)",
-        },
-        OptionSpec {
-            key: "table",
-            kind: OptionKind::Text,
-            required: false,
-            help: "the Postgres table, optionally schema-qualified (default: the sink table's name)",
-        },
-        OptionSpec {
-            key: "write_mode",
-            kind: OptionKind::OneOf(&["upsert", "append"]),
-            required: false,
-            help: "upsert on the primary key (default when the table has one) or append",
-        },
-        OptionSpec {
-            key: "primary_key",
-            kind: OptionKind::Text,
-            required: false,
-            help: "comma-separated conflict columns for upsert (default: the table's primary key)",
-        },
-        OptionSpec {
-            key: "batch_rows",
-            kind: OptionKind::Integer,
-            required: false,
-            help: "rows per COPY (default 50000)",
-        },
-        OptionSpec {
-            key: "flush_interval",
-            kind: OptionKind::Text,
-            required: false,
-            help: "longest a row waits before it is written, e.g. 500ms (default 1s); checkpoints also flush",
-        },
-    ],
+    options: options::OPTIONS,
     metadata: &[],
     decodes: false,
-    check_table: None,
+    check_table: Some(check_table),
 };
+
+fn check_table(t: &TableDef, _: Role) -> Result<(), (Loc, String)> {
+    PostgresOptions::from_table(t)
+        .map(drop)
+        .map_err(|e| e.located())
+}
+
+/// The connector.
+pub struct PostgresConnector;
+
+impl Connector for PostgresConnector {
+    fn spec(&self) -> ConnectorSpec {
+        SPEC
+    }
+
+    fn open_sink<'a>(
+        &'a self,
+        table: &'a TableDef,
+        schema: SchemaRef,
+    ) -> BoxFuture<'a, Result<Box<dyn Sink>, ConnectorError>> {
+        Box::pin(
+            async move { Ok(Box::new(PostgresSink::open(table, schema).await?) as Box<dyn Sink>) },
+        )
+    }
+
+    /// The Postgres table with its server and database (never the password).
+    fn location(&self, table: &TableDef) -> Option<String> {
+        let opts = PostgresOptions::from_table(table).ok()?;
+        let cfg = config(&opts.connection, None, "txguard").ok()?;
+        Some(format!("{} in postgres {}", opts.table, describe(&cfg)))
+    }
+}
 
 /// A Postgres identifier, double-quoted (inner quotes doubled).
 pub fn quote_ident(name: &str) -> String {
@@ -205,75 +196,6 @@ pub fn is_transient(e: &tokio_postgres::Error) -> bool {
             SqlState::IDLE_SESSION_TIMEOUT,
         ]
         .contains(code)
-}
-
-/// How rows land in the table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteMode {
-    Append,
-    /// `ON CONFLICT (key columns)`.
-    Upsert(Vec<String>),
-}
-
-/// The sink's options, resolved.
-#[derive(Debug, Clone)]
-pub struct PostgresOptions {
-    pub connection: String,
-    pub password_env: Option<String>,
-    pub table: String,
-    /// `None`: upsert on the table's primary key if it has one, else append.
-    pub write_mode: Option<WriteMode>,
-    pub batch_rows: usize,
-    pub flush_interval: Duration,
-}
-
-impl PostgresOptions {
-    pub fn from_table(t: &TableDef) -> Result<Self, ConnectorError> {
-        let text = |k: &str| t.option(k).map(|o| o.value.as_text());
-        let key = text("primary_key").map(|k| {
-            k.split(',')
-                .map(|c| c.trim().to_string())
-                .filter(|c| !c.is_empty())
-                .collect::<Vec<_>>()
-        });
-        let write_mode = match (text("write_mode").as_deref(), key) {
-            (Some("append"), Some(_)) => {
-                return Err(ConnectorError::new(
-                    &t.name,
-                    "primary_key is for write_mode = 'upsert'; drop one of them",
-                ));
-            }
-            (Some("append"), None) => Some(WriteMode::Append),
-            (_, Some(k)) if k.is_empty() => {
-                return Err(ConnectorError::new(&t.name, "primary_key names no column"));
-            }
-            (_, Some(k)) => Some(WriteMode::Upsert(k)),
-            _ => None,
-        };
-        let batch_rows = match text("batch_rows") {
-            Some(s) => s.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                ConnectorError::new(&t.name, format!("batch_rows = {s}: give a positive count"))
-            })?,
-            None => 50_000,
-        };
-        let flush_interval = match text("flush_interval") {
-            Some(s) => humantime::parse_duration(&s).map_err(|e| {
-                ConnectorError::new(
-                    &t.name,
-                    format!("flush_interval = '{s}': {e} (e.g. '500ms', '2s')"),
-                )
-            })?,
-            None => Duration::from_secs(1),
-        };
-        Ok(PostgresOptions {
-            connection: connection_string(text("connection")),
-            password_env: text("password_env"),
-            table: text("table").unwrap_or_else(|| t.name.clone()),
-            write_mode,
-            batch_rows,
-            flush_interval,
-        })
-    }
 }
 
 /// Statements prepared on one session.

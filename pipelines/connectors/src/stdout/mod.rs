@@ -7,22 +7,38 @@ use arrow::array::RecordBatch;
 use arrow::error::ArrowError;
 use futures::future::BoxFuture;
 use txguard_engine::connector::{ConnectorError, Sink};
-use txguard_engine::sql::{ConnectorSpec, OptionKind, OptionSpec, Role, TableDef};
+use txguard_engine::sql::{ConnectorSpec, Role, TableDef};
+
+pub mod options;
 
 /// `connector = 'stdout'`.
 pub const SPEC: ConnectorSpec = ConnectorSpec {
     name: "stdout",
     roles: &[Role::Sink],
-    options: &[OptionSpec {
-        key: "format",
-        kind: OptionKind::OneOf(&["json", "table"]),
-        required: false,
-        help: "json (one object per row, default) or table",
-    }],
+    options: options::OPTIONS,
     metadata: &[],
     decodes: false,
     check_table: None,
 };
+
+/// The connector.
+pub struct StdoutConnector;
+
+impl txguard_engine::connector::Connector for StdoutConnector {
+    fn spec(&self) -> ConnectorSpec {
+        SPEC
+    }
+
+    fn open_sink<'a>(
+        &'a self,
+        table: &'a TableDef,
+        _schema: arrow::datatypes::SchemaRef,
+    ) -> BoxFuture<'a, Result<Box<dyn Sink>, ConnectorError>> {
+        Box::pin(async move {
+            Ok(Box::new(StdoutSink::from_table(std::io::stdout(), table)?) as Box<dyn Sink>)
+        })
+    }
+}
 
 /// How rows are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,12 +59,8 @@ impl<W: Write> StdoutSink<W> {
     }
 
     /// The sink a table's options describe.
-    pub fn from_table(out: W, table: &TableDef) -> Self {
-        let format = match table.option("format").map(|o| o.value.as_text()).as_deref() {
-            Some("table") => Format::Table,
-            _ => Format::Json,
-        };
-        StdoutSink::new(out, format)
+    pub fn from_table(out: W, table: &TableDef) -> Result<Self, ConnectorError> {
+        Ok(StdoutSink::new(out, options::format(table)?))
     }
 
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ArrowError> {

@@ -14,6 +14,10 @@ use hashbrown::HashMap;
 
 use super::{Cell, Columns, Kind, epoch_to_micros, parse_time};
 
+mod plan;
+
+use plan::Plan;
+
 /// Where Confluent schema ids are resolved: a schema registry (`GET /schemas/ids/{id}`).
 pub trait SchemaLookup: Send {
     /// The writer schema (Avro JSON) registered under `id`.
@@ -50,9 +54,18 @@ pub(super) struct AvroDecoder {
     writer: Option<Schema>,
     /// `'avro.confluent_schema_registry'`: datums in Confluent's wire format.
     confluent: bool,
+    /// The writer schema compiled against the columns ([`Decoder::new`] makes it).
+    writer_plan: Option<Plan>,
     lookup: Option<Box<dyn SchemaLookup>>,
-    /// Schemas by registry id; a failed lookup is not kept, so a registry back up is used.
-    schemas: HashMap<u32, Schema>,
+    /// Schemas by registry id, each with its plan when it has one; a failed lookup is not
+    /// kept, so a registry back up is used.
+    schemas: HashMap<u32, (Schema, Option<Plan>)>,
+}
+
+/// A datum read: straight into cells (a planned schema), or as a value.
+pub(super) enum Datum<'p> {
+    Cells(Vec<Cell<'p>>),
+    Value(Value),
 }
 
 impl AvroDecoder {
@@ -70,9 +83,15 @@ impl AvroDecoder {
         Ok(AvroDecoder {
             writer,
             confluent,
+            writer_plan: None,
             lookup: None,
             schemas: HashMap::new(),
         })
+    }
+
+    /// Compiles the table's writer schema (if it gives one) against the columns.
+    pub(super) fn plan(&mut self, cols: &Columns) {
+        self.writer_plan = self.writer.as_ref().and_then(|s| Plan::compile(s, cols));
     }
 
     pub(super) fn set_lookup(&mut self, lookup: Box<dyn SchemaLookup>) {
@@ -88,9 +107,14 @@ impl AvroDecoder {
         self.writer.is_some() || self.confluent
     }
 
-    /// One message's datum as an Avro value.
-    pub(super) fn value(&mut self, payload: &[u8]) -> Result<Value, AvroError> {
-        let (schema, mut datum) = if self.confluent {
+    /// One message's datum, read against `cols`: into checked cells where its schema has a
+    /// plan, else as a value.
+    pub(super) fn datum<'p>(
+        &mut self,
+        cols: &Columns,
+        payload: &'p [u8],
+    ) -> Result<Datum<'p>, AvroError> {
+        let (schema, plan, datum) = if self.confluent {
             if payload.len() < 5 || payload[0] != 0 {
                 return Err(AvroError::Bad(
                     "not in Confluent's wire format (a zero byte and a 4-byte schema id first)"
@@ -108,25 +132,35 @@ impl AvroDecoder {
                 })?;
                 let schema = Schema::parse_str(&text)
                     .map_err(|e| format!("schema {id} from the registry: {e}"))?;
-                self.schemas.insert(id, schema);
+                let plan = Plan::compile(&schema, cols);
+                self.schemas.insert(id, (schema, plan));
             }
-            (&self.schemas[&id], &payload[5..])
+            let (schema, plan) = &self.schemas[&id];
+            (schema, plan.as_ref(), &payload[5..])
         } else {
             let schema = self.writer.as_ref().ok_or_else(|| {
                 "format avro needs avro.schema or avro.confluent_schema_registry".to_string()
             })?;
-            (schema, payload)
+            (schema, self.writer_plan.as_ref(), payload)
         };
-        let value = apache_avro::from_avro_datum(schema, &mut datum, None)
-            .map_err(|e| format!("not an Avro datum of its schema: {e}"))?;
-        if !datum.is_empty() {
-            return Err(AvroError::Bad(format!(
-                "{} bytes left after the Avro datum",
-                datum.len()
-            )));
+        match plan {
+            Some(plan) => Ok(Datum::Cells(plan.row(cols, datum)?)),
+            None => Ok(Datum::Value(read_value(schema, datum)?)),
         }
-        Ok(value)
     }
+}
+
+/// A datum (all of `datum`) as an Avro value of `schema`.
+pub(super) fn read_value(schema: &Schema, mut datum: &[u8]) -> Result<Value, AvroError> {
+    let value = apache_avro::from_avro_datum(schema, &mut datum, None)
+        .map_err(|e| format!("not an Avro datum of its schema: {e}"))?;
+    if !datum.is_empty() {
+        return Err(AvroError::Bad(format!(
+            "{} bytes left after the Avro datum",
+            datum.len()
+        )));
+    }
+    Ok(value)
 }
 
 /// An Avro value for display in a message.

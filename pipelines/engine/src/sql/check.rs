@@ -222,7 +222,7 @@ fn check_ddl(p: &Pipeline, t: &TableDef, spec: &ConnectorSpec, role: Role) -> Re
                 ),
             ));
         }
-        return Ok(());
+        return connector_check(p, t, spec, role);
     }
     if let Err(e) = crate::constraints::Constraints::new(t.schema(), &t.checks, None) {
         let at = t
@@ -232,21 +232,26 @@ fn check_ddl(p: &Pipeline, t: &TableDef, spec: &ConnectorSpec, role: Role) -> Re
             .map_or(t.loc, |c| c.loc);
         return Err(p.err(at, format!("table {}: {e}", t.name)));
     }
-    let parquet = t
-        .option("format")
-        .is_some_and(|o| o.value.as_text() == "parquet");
-    if spec.decodes
-        && !parquet
-        && let Err(e) = crate::decode::Decoder::for_table(t)
-    {
-        let at = ["json.aliases", "format", "max_message_bytes"]
-            .iter()
-            .find_map(|k| t.option(k))
-            .map_or(t.loc, |o| o.loc);
-        return Err(p.err(at, format!("table {}: {e}", t.name)));
+    let parquet = t.text(&crate::decode::FORMAT).as_deref() == Some("parquet");
+    if spec.decodes && !parquet {
+        let opts = crate::decode::DecodeOptions::from_table(t)
+            .map_err(|e| p.err(e.loc, format!("table {}: {e}", t.name)))?;
+        if let Err(e) = crate::decode::Decoder::new(t.payload_schema(), &opts) {
+            let at = t.option(crate::decode::FORMAT.key).map_or(t.loc, |o| o.loc);
+            return Err(p.err(at, format!("table {}: {e}", t.name)));
+        }
     }
+    connector_check(p, t, spec, role)
+}
+
+fn connector_check(
+    p: &Pipeline,
+    t: &TableDef,
+    spec: &ConnectorSpec,
+    role: Role,
+) -> Result<(), SqlError> {
     if let Some(f) = spec.check_table
-        && let Err((at, message)) = f(t)
+        && let Err((at, message)) = f(t, role)
     {
         return Err(p.err(at, format!("table {}: {message}", t.name)));
     }

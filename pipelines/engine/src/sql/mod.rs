@@ -5,6 +5,7 @@
 //! DataFusion. Every error names the file, line and column.
 
 mod check;
+mod options;
 mod parse;
 
 use std::fmt;
@@ -14,6 +15,7 @@ use arrow::datatypes::DataType;
 
 pub use check::{PlanningFunctions, check, metadata_columns, role_of};
 pub(crate) use check::{strip, window_udfs};
+pub use options::OptionError;
 pub use parse::{parse, parse_interval_micros};
 
 /// An error in a pipeline file, at a position.
@@ -241,8 +243,9 @@ pub struct OptionSpec {
     pub help: &'static str,
 }
 
-/// A connector's own check of a table's DDL: `Err((where, why))`.
-pub type TableCheck = fn(&TableDef) -> Result<(), (Loc, String)>;
+/// A connector's own check of a table's DDL in the role it plays (its options parse, its
+/// columns are ones it can serve): `Err((where, why))`.
+pub type TableCheck = fn(&TableDef, Role) -> Result<(), (Loc, String)>;
 
 /// What a connector accepts in `WITH (...)`; each connector folder declares its own.
 #[derive(Debug, Clone, Copy)]
