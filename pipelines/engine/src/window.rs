@@ -101,21 +101,48 @@ struct Session {
     acc: Acc,
 }
 
+/// One window end's groups: by key, and the NULL key's own group (a NULL key is its own
+/// group, as in SQL, not the empty string's).
+#[derive(Default)]
+struct Groups {
+    keyed: HashMap<String, (i64, Acc)>,
+    null: Option<(i64, Acc)>,
+}
+
+impl Groups {
+    fn len(&self) -> usize {
+        self.keyed.len() + usize::from(self.null.is_some())
+    }
+
+    fn insert(&mut self, key: Option<&str>, group: (i64, Acc)) {
+        match key {
+            Some(k) => {
+                self.keyed.insert(k.to_string(), group);
+            }
+            None => self.null = Some(group),
+        }
+    }
+}
+
 /// Adds a row's values to the window `(end, key)`, opening it (from `start`) if new.
 fn add_to(
-    open: &mut BTreeMap<i64, HashMap<String, (i64, Acc)>>,
+    open: &mut BTreeMap<i64, Groups>,
     end: i64,
     start: i64,
-    key: &str,
+    key: Option<&str>,
     values: &[Option<f64>],
 ) {
-    let windows = open.entry(end).or_default();
-    match windows.get_mut(key) {
+    let groups = open.entry(end).or_default();
+    let found = match key {
+        Some(k) => groups.keyed.get_mut(k),
+        None => groups.null.as_mut(),
+    };
+    match found {
         Some((_, acc)) => acc.add(values),
         None => {
             let mut acc = Acc::new(values.len());
             acc.add(values);
-            windows.insert(key.to_string(), (start, acc));
+            groups.insert(key, (start, acc));
         }
     }
 }
@@ -129,9 +156,11 @@ pub struct WindowAggregate {
     /// Windows to emit once the watermark reaches their end: end -> key -> (start, acc).
     /// Tumble/hop windows live here from their first row; sessions once closed. (Two levels,
     /// so a row of an open window is added without allocating its key.)
-    open: BTreeMap<i64, HashMap<String, (i64, Acc)>>,
+    open: BTreeMap<i64, Groups>,
     /// Session: key -> the key's open session.
     sessions: HashMap<String, Session>,
+    /// The NULL key's open session.
+    null_session: Option<Session>,
     out_schema: SchemaRef,
 }
 
@@ -166,7 +195,7 @@ impl WindowAggregate {
             .unwrap_or_else(|| "key".into());
         let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
         let mut fields = vec![
-            Field::new(key_name, DataType::Utf8, false),
+            Field::new(key_name, DataType::Utf8, true),
             Field::new("window_start", ts.clone(), false),
             Field::new("window_end", ts, false),
         ];
@@ -183,6 +212,7 @@ impl WindowAggregate {
             aggs,
             open: BTreeMap::new(),
             sessions: HashMap::default(),
+            null_session: None,
             out_schema: Arc::new(Schema::new(fields)),
         })
     }
@@ -193,7 +223,9 @@ impl WindowAggregate {
 
     /// Windows (or sessions) still open.
     pub fn open_windows(&self) -> usize {
-        self.open.values().map(HashMap::len).sum::<usize>() + self.sessions.len()
+        self.open.values().map(Groups::len).sum::<usize>()
+            + self.sessions.len()
+            + usize::from(self.null_session.is_some())
     }
 
     /// Adds rows. Tumble and hop accept any order; sessions need event-time order (the
@@ -222,7 +254,7 @@ impl WindowAggregate {
         let mut values = vec![None; n_aggs];
         for r in 0..batch.num_rows() {
             let t = ts.value(r);
-            let key = if keys.is_null(r) { "" } else { keys.value(r) };
+            let key = (!keys.is_null(r)).then(|| keys.value(r));
             for (v, col) in values.iter_mut().zip(&inputs) {
                 *v = col.and_then(|c| (!c.is_null(r)).then(|| c.value(r)));
             }
@@ -241,33 +273,30 @@ impl WindowAggregate {
                     }
                 }
                 WindowKind::Session { gap } => {
-                    let s = self
-                        .sessions
-                        .entry(key.to_string())
-                        .or_insert_with(|| Session {
-                            start: t,
-                            last: t,
-                            acc: Acc::new(n_aggs),
-                        });
+                    let fresh = || Session {
+                        start: t,
+                        last: t,
+                        acc: Acc::new(n_aggs),
+                    };
+                    let s = match key {
+                        Some(k) => {
+                            if !self.sessions.contains_key(k) {
+                                self.sessions.insert(k.to_string(), fresh());
+                            }
+                            self.sessions.get_mut(k).ok_or_else(|| {
+                                ArrowError::ComputeError("session state vanished".into())
+                            })?
+                        }
+                        None => self.null_session.get_or_insert_with(fresh),
+                    };
                     if t - s.last > gap {
                         // The old session is complete; keep it for emission at its end.
-                        let done = std::mem::replace(
-                            s,
-                            Session {
-                                start: t,
-                                last: t,
-                                acc: Acc::new(n_aggs),
-                            },
-                        );
+                        let done = std::mem::replace(s, fresh());
                         self.open
                             .entry(done.last + gap)
                             .or_default()
-                            .insert(key.to_string(), (done.start, done.acc));
+                            .insert(key, (done.start, done.acc));
                     }
-                    let s = self
-                        .sessions
-                        .get_mut(key)
-                        .ok_or_else(|| ArrowError::ComputeError("session state vanished".into()))?;
                     s.last = s.last.max(t);
                     s.acc.add(&values);
                 }
@@ -291,8 +320,14 @@ impl WindowAggregate {
                     self.open
                         .entry(s.last + gap)
                         .or_default()
-                        .insert(k, (s.start, s.acc));
+                        .insert(Some(&k), (s.start, s.acc));
                 }
+            }
+            if let Some(s) = self.null_session.take_if(|s| s.last + gap < watermark) {
+                self.open
+                    .entry(s.last + gap)
+                    .or_default()
+                    .insert(None, (s.start, s.acc));
             }
         }
         let rest = self.open.split_off(&watermark.saturating_add(1));
@@ -308,16 +343,15 @@ impl WindowAggregate {
         self.advance(i64::MAX)
     }
 
-    fn emit(
-        &self,
-        ready: BTreeMap<i64, HashMap<String, (i64, Acc)>>,
-    ) -> Result<RecordBatch, ArrowError> {
-        // By end, then key: the same output for the same input, whatever the hashing.
-        let mut rows: Vec<(i64, String, (i64, Acc))> = Vec::new();
-        for (end, windows) in ready {
-            let mut w: Vec<(String, (i64, Acc))> = windows.into_iter().collect();
+    fn emit(&self, ready: BTreeMap<i64, Groups>) -> Result<RecordBatch, ArrowError> {
+        // By end, then key (NULL first): the same output for the same input, whatever the
+        // hashing.
+        let mut rows: Vec<(i64, Option<String>, (i64, Acc))> = Vec::new();
+        for (end, groups) in ready {
+            let mut w: Vec<(String, (i64, Acc))> = groups.keyed.into_iter().collect();
             w.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            rows.extend(w.into_iter().map(|(k, v)| (end, k, v)));
+            rows.extend(groups.null.map(|v| (end, None, v)));
+            rows.extend(w.into_iter().map(|(k, v)| (end, Some(k), v)));
         }
         let n = rows.len();
         let mut keys = StringBuilder::with_capacity(n, n * 8);
@@ -332,7 +366,7 @@ impl WindowAggregate {
             })
             .collect();
         for (end, key, (start, acc)) in &rows {
-            keys.append_value(key);
+            keys.append_option(key.as_deref());
             starts.append_value(*start);
             ends.append_value(*end);
             for ((a, (c, f)), v) in self.aggs.iter().zip(cols.iter_mut()).zip(&acc.vals) {

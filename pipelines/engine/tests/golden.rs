@@ -338,6 +338,16 @@ async fn session() {
 }
 
 #[tokio::test]
+async fn null_keys() {
+    case("null_keys").await;
+}
+
+#[tokio::test]
+async fn null_keys_tumble() {
+    case("null_keys_tumble").await;
+}
+
+#[tokio::test]
 async fn udf() {
     case("udf").await;
 }
