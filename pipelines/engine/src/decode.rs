@@ -51,44 +51,39 @@ pub use avro::{LookupError, SchemaLookup};
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// `format`: how payloads are read.
-pub const FORMAT: OptionSpec = OptionSpec {
-    key: "format",
-    kind: OptionKind::OneOf(&["json", "raw_string", "avro", "parquet"]),
-    required: false,
-    help: "json (one object per message, fields by column name), raw_string (the payload \
+pub const FORMAT: OptionSpec = OptionSpec::optional(
+    "format",
+    OptionKind::OneOf(&["json", "raw_string", "avro", "parquet"]),
+    "json (one object per message, fields by column name), raw_string (the payload \
            as the table's one TEXT column), avro (fields by name) or, for files, parquet \
            (default json, or from the file name)",
-};
+);
 /// `avro.confluent_schema_registry`.
-pub const AVRO_CONFLUENT: OptionSpec = OptionSpec {
-    key: "avro.confluent_schema_registry",
-    kind: OptionKind::Bool,
-    required: false,
-    help: "Avro in Confluent's wire format, writer schemas looked up by id in the schema \
+pub const AVRO_CONFLUENT: OptionSpec = OptionSpec::optional(
+    "avro.confluent_schema_registry",
+    OptionKind::Bool,
+    "Avro in Confluent's wire format, writer schemas looked up by id in the schema \
            registry (schema_registry.endpoint)",
-};
+);
 /// `avro.schema`.
-pub const AVRO_SCHEMA: OptionSpec = OptionSpec {
-    key: "avro.schema",
-    kind: OptionKind::Text,
-    required: false,
-    help: "the writer schema (Avro JSON) of plain Avro datums",
-};
+pub const AVRO_SCHEMA: OptionSpec = OptionSpec::optional(
+    "avro.schema",
+    OptionKind::Text,
+    "the writer schema (Avro JSON) of plain Avro datums",
+);
 /// `json.aliases`.
-pub const JSON_ALIASES: OptionSpec = OptionSpec {
-    key: "json.aliases",
-    kind: OptionKind::Text,
-    required: false,
-    help: "other field names a column is read from, 'column=name|name' separated by commas \
+pub const JSON_ALIASES: OptionSpec = OptionSpec::optional(
+    "json.aliases",
+    OptionKind::Text,
+    "other field names a column is read from, 'column=name|name' separated by commas \
            or semicolons (e.g. 'ts=timestamp|event_time')",
-};
+);
 /// `max_message_bytes`.
-pub const MAX_MESSAGE_BYTES: OptionSpec = OptionSpec {
-    key: "max_message_bytes",
-    kind: OptionKind::Integer,
-    required: false,
-    help: "larger messages go to the dead letters (default 1048576)",
-};
+pub const MAX_MESSAGE_BYTES: OptionSpec = OptionSpec::optional(
+    "max_message_bytes",
+    OptionKind::Integer,
+    "larger messages go to the dead letters (default 1048576)",
+);
 
 /// The options of every source that decodes payloads (`kafka`, `file`), declared once.
 pub const FORMAT_OPTIONS: &[OptionSpec] = &[

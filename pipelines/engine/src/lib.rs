@@ -13,6 +13,7 @@ pub mod event;
 pub mod over;
 pub mod runtime;
 pub mod sql;
+pub mod state;
 pub mod stream;
 pub mod time;
 pub mod window;

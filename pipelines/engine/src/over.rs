@@ -700,6 +700,179 @@ impl OverWindows {
     }
 }
 
+impl crate::state::Stateful for OverWindows {
+    fn fingerprint(&self) -> String {
+        let aggs: Vec<String> = self
+            .aggs
+            .iter()
+            .map(|a| format!("{:?}({})/{}us", a.func, a.input, a.range_micros))
+            .collect();
+        format!(
+            "over v1 key={} ts={} frame_inputs={:?} lag_inputs={:?} [{}]",
+            self.key_col,
+            self.ts_col,
+            self.frame_inputs,
+            self.lag_inputs,
+            aggs.join(", ")
+        )
+    }
+
+    /// One row per key: its LAG values, held frame rows, frame numbers, accumulators and
+    /// extreme deques, each as little-endian words (exact), keys in byte order.
+    fn snapshot(&self) -> Result<RecordBatch, ArrowError> {
+        use crate::state::put_words;
+        use arrow::array::{BinaryBuilder, UInt64Array};
+        let mut slots: Vec<u32> = self.table.iter().copied().collect();
+        slots.sort_unstable_by(|a, b| {
+            self.slots[*a as usize]
+                .key
+                .bytes()
+                .cmp(self.slots[*b as usize].key.bytes())
+        });
+        if let Some(s) = self.null_key {
+            slots.insert(0, s);
+        }
+        let key_of =
+            |s: u32| (Some(s) != self.null_key).then(|| self.slots[s as usize].key.bytes());
+        let (sw, aw, lag_k, n_exts) = (
+            self.seq_words(),
+            self.n_accs * ACC_WORDS,
+            self.lag_inputs.len(),
+            self.n_exts,
+        );
+        let (mut lag, mut rows, mut seqs, mut accs, mut exts) = (
+            BinaryBuilder::new(),
+            BinaryBuilder::new(),
+            BinaryBuilder::new(),
+            BinaryBuilder::new(),
+            BinaryBuilder::new(),
+        );
+        let mut lag_nulls = Vec::with_capacity(slots.len());
+        for &s in &slots {
+            let si = s as usize;
+            let slot = &self.slots[si];
+            lag_nulls.push(slot.lag_nulls);
+            put_words(
+                &mut lag,
+                self.lag_values[si * lag_k..][..lag_k]
+                    .iter()
+                    .map(|v| v.to_bits()),
+            );
+            put_words(&mut rows, slot.rows.iter().copied());
+            put_words(&mut seqs, self.seqs[si * sw..][..sw].iter().copied());
+            put_words(
+                &mut accs,
+                self.acc_values[si * aw..][..aw].iter().map(|v| v.to_bits()),
+            );
+            put_words(
+                &mut exts,
+                self.extremes[si * n_exts..][..n_exts].iter().flat_map(|d| {
+                    std::iter::once(d.len() as u64)
+                        .chain(d.iter().flat_map(|&(q, v)| [q, v.to_bits()]))
+                }),
+            );
+        }
+        let mut cols = crate::state::key_columns(slots.iter().map(|&s| key_of(s)));
+        cols.push(Arc::new(UInt64Array::from(lag_nulls)));
+        for mut b in [lag, rows, seqs, accs, exts] {
+            cols.push(Arc::new(b.finish()));
+        }
+        let binary = |n: &str| Field::new(n, DataType::Binary, false);
+        let schema = crate::state::schema(
+            &crate::state::Stateful::fingerprint(self),
+            vec![
+                Field::new("lag_nulls", DataType::UInt64, false),
+                binary("lag"),
+                binary("rows"),
+                binary("frames"),
+                binary("accumulators"),
+                binary("extremes"),
+            ],
+        );
+        RecordBatch::try_new(schema, cols)
+    }
+
+    fn restore(&mut self, state: &RecordBatch) -> Result<(), ArrowError> {
+        use crate::state::{binary, keys, words};
+        crate::state::check_fingerprint(state, &crate::state::Stateful::fingerprint(self))?;
+        let bad =
+            |what: &str| ArrowError::InvalidArgumentError(format!("saved OVER state: {what}"));
+        self.table.clear();
+        self.slots.clear();
+        self.null_key = None;
+        self.lag_values.clear();
+        self.seqs.clear();
+        self.acc_values.clear();
+        self.extremes.clear();
+        self.active.clear();
+        self.free.clear();
+        let key = keys(state)?;
+        let lag_nulls = crate::state::column(state, "lag_nulls")?
+            .as_primitive_opt::<arrow::datatypes::UInt64Type>()
+            .ok_or_else(|| bad("lag_nulls is not UInt64"))?;
+        let (lag, rows, seqs, accs, exts) = (
+            binary(state, "lag")?,
+            binary(state, "rows")?,
+            binary(state, "frames")?,
+            binary(state, "accumulators")?,
+            binary(state, "extremes")?,
+        );
+        let (sw, aw, lag_k, n_exts) = (
+            self.seq_words(),
+            self.n_accs * ACC_WORDS,
+            self.lag_inputs.len(),
+            self.n_exts,
+        );
+        for r in 0..state.num_rows() {
+            let s = self.slot_of((!key.is_null(r)).then(|| key.value(r).as_bytes()));
+            let si = s as usize;
+            let slot = &mut self.slots[si];
+            slot.lag_nulls = lag_nulls.value(r);
+            slot.rows = words(rows.value(r))?.collect();
+            if !slot.rows.len().is_multiple_of(self.stride) {
+                return Err(bad("rows are not whole rows"));
+            }
+            if !slot.rows.is_empty() {
+                self.active.push(s);
+            }
+            let fill = |dst: &mut [u64], src: &[u8], what: &str| -> Result<(), ArrowError> {
+                let w: Vec<u64> = words(src)?.collect();
+                if w.len() != dst.len() {
+                    return Err(bad(what));
+                }
+                dst.copy_from_slice(&w);
+                Ok(())
+            };
+            let mut tmp = vec![0u64; lag_k];
+            fill(&mut tmp, lag.value(r), "LAG values of another width")?;
+            for (d, w) in self.lag_values[si * lag_k..][..lag_k].iter_mut().zip(&tmp) {
+                *d = f64::from_bits(*w);
+            }
+            fill(
+                &mut self.seqs[si * sw..][..sw],
+                seqs.value(r),
+                "frames of another count",
+            )?;
+            let mut tmp = vec![0u64; aw];
+            fill(&mut tmp, accs.value(r), "accumulators of another count")?;
+            for (d, w) in self.acc_values[si * aw..][..aw].iter_mut().zip(&tmp) {
+                *d = f64::from_bits(*w);
+            }
+            let mut w = words(exts.value(r))?;
+            for d in &mut self.extremes[si * n_exts..][..n_exts] {
+                let n = w.next().ok_or_else(|| bad("extremes cut short"))?;
+                for _ in 0..n {
+                    let (Some(q), Some(v)) = (w.next(), w.next()) else {
+                        return Err(bad("extremes cut short"));
+                    };
+                    d.push_back((q, f64::from_bits(v)));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Adds `x` to an accumulator.
 fn add(a: &mut [f64], x: f64) {
     a[0] += 1.0;
@@ -1011,5 +1184,85 @@ mod tests {
             }
         }
         assert_eq!(w.keys(), 5, "k0, k1, k2, '' and NULL");
+    }
+
+    /// Stopped at any batch, snapshotted and restored into a new operator, the windows go on
+    /// to give bit for bit what an uninterrupted run gives; a snapshot does not restore into
+    /// an operator with other windows.
+    #[test]
+    fn snapshot_and_restore_continue_exactly() {
+        use crate::state::Stateful;
+        let aggs = |range: i64| {
+            let f = |name: &str, func| OverAgg {
+                name: name.into(),
+                func,
+                input: 2,
+                range_micros: range,
+            };
+            vec![
+                f("n", OverFn::CountRows),
+                f("sum", OverFn::Sum),
+                f("std", OverFn::Stddev),
+                f("max", OverFn::Max),
+                f("min", OverFn::Min),
+                f("prev", OverFn::Lag),
+            ]
+        };
+        let schema = batch(&[]).schema();
+        let rows: Vec<(Option<String>, i64, f64)> = (0..3000)
+            .map(|i: i64| {
+                let key = match i % 7 {
+                    0 => None,
+                    1 => Some(String::new()),
+                    k => Some(format!("user-{}", k * 1000 + i % 3)),
+                };
+                (key, i / 3 * 7_000_000, ((i * 7919) % 1000) as f64 / 7.0)
+            })
+            .collect();
+        let batches: Vec<RecordBatch> = rows
+            .chunks(300)
+            .map(|c| {
+                let keys: Vec<Option<&str>> = c.iter().map(|r| r.0.as_deref()).collect();
+                RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        Arc::new(StringArray::from(keys)),
+                        Arc::new(TimestampMicrosecondArray::from_iter_values(
+                            c.iter().map(|r| r.1),
+                        )),
+                        Arc::new(Float64Array::from_iter_values(c.iter().map(|r| r.2))),
+                    ],
+                )
+                .expect("batch")
+            })
+            .collect();
+        let new = || OverWindows::new(&schema, 0, 1, aggs(10 * MIN)).expect("operator");
+        let mut whole = new();
+        let want: Vec<RecordBatch> = batches
+            .iter()
+            .map(|b| whole.process(b).expect("run"))
+            .collect();
+        for stop in [1, 4, 9] {
+            let mut first = new();
+            for b in &batches[..stop] {
+                first.process(b).expect("run");
+            }
+            let state = first.snapshot().expect("snapshot");
+            assert_eq!(state.num_rows(), first.keys());
+            let mut second = new();
+            second.restore(&state).expect("restore");
+            assert_eq!(second.snapshot().expect("again"), state, "restore is exact");
+            for (b, w) in batches[stop..].iter().zip(&want[stop..]) {
+                assert_eq!(
+                    &second.process(b).expect("run"),
+                    w,
+                    "stopped after batch {stop}"
+                );
+            }
+        }
+        let state = whole.snapshot().expect("snapshot");
+        let mut other = OverWindows::new(&schema, 0, 1, aggs(20 * MIN)).expect("operator");
+        let e = other.restore(&state).expect_err("other windows");
+        assert!(e.to_string().contains("belongs to another operator"), "{e}");
     }
 }

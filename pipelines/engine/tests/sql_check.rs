@@ -338,6 +338,24 @@ INSERT INTO out SELECT payment_id FROM tx;"
     check(&p, &connectors(), &functions())
         .await
         .expect("Arroyo's syntax plans");
+    // Arroyo's parenthesised watermark expression with a one-string interval.
+    for (form, micros) in [
+        ("AS (event_time - INTERVAL '1 minute')", 60_000_000),
+        ("AS (event_time - interval '10 minute')", 600_000_000),
+        ("AS (event_time)", 0),
+        ("AS event_time - INTERVAL '2' SECOND", 2_000_000),
+    ] {
+        let sql = good.replace(
+            "WATERMARK FOR event_time\n",
+            &format!("WATERMARK FOR event_time {form}\n"),
+        );
+        let p = parse("pipeline.sql", &sql).expect(form);
+        assert_eq!(
+            p.tables[0].watermark.as_ref().map(|w| w.delay_micros),
+            Some(micros),
+            "{form}"
+        );
+    }
 
     let cases = [
         (
@@ -376,4 +394,50 @@ INSERT INTO out SELECT payment_id FROM tx;"
         let got = error_of(&sql).await;
         assert!(got.contains(want), "\nwant: {want}\n got: {got}");
     }
+}
+
+/// A sink declared without columns (Arroyo's `CREATE TABLE out WITH (…)`) takes its INSERT's
+/// columns; a query column no sink can store is reported at the sink, asking for columns.
+#[tokio::test]
+async fn sinks_without_columns_take_their_inserts_columns() {
+    let sql = GOOD.replace(
+        "CREATE TABLE scored (
+    transaction_id TEXT NOT NULL,
+    user_id TEXT,
+    amount DOUBLE,
+    count_1h BIGINT,
+    score DOUBLE
+) WITH (connector = 'collect');",
+        "CREATE TABLE scored WITH (connector = 'collect');",
+    );
+    assert_ne!(sql, GOOD, "the sink's columns were replaced");
+    let mut p = parse("pipeline.sql", &sql).expect("parse");
+    assert!(p.table("scored").expect("scored").columns.is_empty());
+    let functions = functions();
+    txguard_engine::sql::infer_sink_columns(&mut p, &functions).await;
+    let cols: Vec<(String, String)> = p
+        .table("scored")
+        .expect("scored")
+        .columns
+        .iter()
+        .map(|c| (c.name.clone(), c.data_type.to_string()))
+        .collect();
+    assert_eq!(cols.len(), 5, "{cols:?}");
+    assert_eq!(cols[0], ("transaction_id".into(), "Utf8".into()));
+    assert_eq!(cols[3].1, "Int64");
+    assert_eq!(cols[4].1, "Float64");
+    check(&p, &connectors(), &functions)
+        .await
+        .expect("plans with the inferred columns");
+
+    // Without inference (or with a type no sink stores) check asks for the columns.
+    let p = parse("pipeline.sql", &sql).expect("parse");
+    let e = check(&p, &connectors(), &functions)
+        .await
+        .expect_err("no columns")
+        .to_string();
+    assert!(
+        e.contains("pipeline.sql:15:1: sink scored declares no columns"),
+        "{e}"
+    );
 }

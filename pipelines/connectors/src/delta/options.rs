@@ -3,33 +3,29 @@
 
 use txguard_engine::sql::{OptionError, OptionKind, OptionSpec, TableDef};
 
-pub const PATH: OptionSpec = OptionSpec {
-    key: "path",
-    kind: OptionKind::Text,
-    required: true,
-    help: "the table's location: a local directory (created if missing), s3://bucket/path, \
+pub const PATH: OptionSpec = OptionSpec::required(
+    "path",
+    OptionKind::Text,
+    "the table's location: a local directory (created if missing), s3://bucket/path, \
            az://container/path or gs://bucket/path",
-};
-pub const STORAGE_OPTIONS: OptionSpec = OptionSpec {
-    key: "storage_options",
-    kind: OptionKind::Text,
-    required: false,
-    help: "object-store settings, 'key=value' separated by commas (e.g. \
+);
+pub const STORAGE_OPTIONS: OptionSpec = OptionSpec::optional(
+    "storage_options",
+    OptionKind::Text,
+    "object-store settings, 'key=value' separated by commas (e.g. \
            'AWS_ENDPOINT_URL=http://minio:9000,AWS_ALLOW_HTTP=true'); credentials are best \
            left to the AWS_* environment variables",
-};
-pub const FORMAT: OptionSpec = OptionSpec {
-    key: "format",
-    kind: OptionKind::OneOf(&["parquet"]),
-    required: false,
-    help: "parquet (the only format of Delta tables; accepted for Arroyo compatibility)",
-};
-pub const BATCH_ROWS: OptionSpec = OptionSpec {
-    key: "batch_rows",
-    kind: OptionKind::Integer,
-    required: false,
-    help: "as a source: rows per batch (default 8192)",
-};
+);
+pub const FORMAT: OptionSpec = OptionSpec::optional(
+    "format",
+    OptionKind::OneOf(&["parquet"]),
+    "parquet (the only format of Delta tables; accepted for Arroyo compatibility)",
+);
+pub const BATCH_ROWS: OptionSpec = OptionSpec::optional(
+    "batch_rows",
+    OptionKind::Integer,
+    "as a source: rows per batch (default 8192)",
+);
 
 /// Every option, as [`super::SPEC`] declares them.
 pub const OPTIONS: &[OptionSpec] = &[PATH, STORAGE_OPTIONS, FORMAT, BATCH_ROWS];

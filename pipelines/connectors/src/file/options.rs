@@ -6,18 +6,16 @@ use std::path::Path;
 use txguard_engine::decode::FORMAT;
 use txguard_engine::sql::{OptionError, OptionKind, OptionSpec, TableDef};
 
-pub const PATH: OptionSpec = OptionSpec {
-    key: "path",
-    kind: OptionKind::Text,
-    required: true,
-    help: "the file to replay: JSON lines, raw text lines, an Avro container file or Parquet",
-};
-pub const BATCH_ROWS: OptionSpec = OptionSpec {
-    key: "batch_rows",
-    kind: OptionKind::Integer,
-    required: false,
-    help: "lines decoded per batch (default 8192)",
-};
+pub const PATH: OptionSpec = OptionSpec::required(
+    "path",
+    OptionKind::Text,
+    "the file to replay: JSON lines, raw text lines, an Avro container file or Parquet",
+);
+pub const BATCH_ROWS: OptionSpec = OptionSpec::optional(
+    "batch_rows",
+    OptionKind::Integer,
+    "lines decoded per batch (default 8192)",
+);
 
 /// Every option, as [`super::SPEC`] declares them.
 pub const OPTIONS: &[OptionSpec] = &[PATH, BATCH_ROWS];

@@ -7,52 +7,44 @@ use txguard_engine::sql::{
 
 use super::GeneratorConfig;
 
-const fn opt(key: &'static str, kind: OptionKind, help: &'static str) -> OptionSpec {
-    OptionSpec {
-        key,
-        kind,
-        required: false,
-        help,
-    }
-}
-
-pub const SEED: OptionSpec = opt(
+pub const SEED: OptionSpec = OptionSpec::optional(
     "seed",
     OptionKind::Integer,
     "random seed; the same seed gives the same stream",
 );
-pub const USERS: OptionSpec = opt("users", OptionKind::Integer, "distinct card holders");
-pub const COUNT: OptionSpec = opt(
+pub const USERS: OptionSpec =
+    OptionSpec::optional("users", OptionKind::Integer, "distinct card holders");
+pub const COUNT: OptionSpec = OptionSpec::optional(
     "count",
     OptionKind::Integer,
     "stop after this many transactions (default: endless)",
 );
-pub const EVENTS_PER_SECOND: OptionSpec = opt(
+pub const EVENTS_PER_SECOND: OptionSpec = OptionSpec::optional(
     "events_per_second",
     OptionKind::Number,
     "simulated transactions per event-time second",
 );
-pub const RATE: OptionSpec = opt(
+pub const RATE: OptionSpec = OptionSpec::optional(
     "rate",
     OptionKind::Number,
     "pace at this many transactions per wall-clock second",
 );
-pub const START: OptionSpec = opt(
+pub const START: OptionSpec = OptionSpec::optional(
     "start",
     OptionKind::Text,
     "event time of the first transaction, RFC 3339",
 );
-pub const FRAUD_RATE: OptionSpec = opt(
+pub const FRAUD_RATE: OptionSpec = OptionSpec::optional(
     "fraud_rate",
     OptionKind::Number,
     "share of transactions starting a fraud episode",
 );
-pub const OUT_OF_ORDER: OptionSpec = opt(
+pub const OUT_OF_ORDER: OptionSpec = OptionSpec::optional(
     "out_of_order",
     OptionKind::Number,
     "share of transactions arriving late",
 );
-pub const MAX_DELAY_MS: OptionSpec = opt(
+pub const MAX_DELAY_MS: OptionSpec = OptionSpec::optional(
     "max_delay_ms",
     OptionKind::Integer,
     "largest lateness of a late transaction",

@@ -4,76 +4,61 @@
 use rdkafka::ClientConfig;
 use txguard_engine::sql::{OptionError, OptionKind, OptionSpec, TableDef};
 
-const fn opt(key: &'static str, kind: OptionKind, help: &'static str) -> OptionSpec {
-    OptionSpec {
-        key,
-        kind,
-        required: false,
-        help,
-    }
-}
-
-pub const BOOTSTRAP_SERVERS: OptionSpec = OptionSpec {
-    required: true,
-    ..opt(
-        "bootstrap_servers",
-        OptionKind::Text,
-        "comma-separated host:port of the brokers",
-    )
-};
-pub const TOPIC: OptionSpec = OptionSpec {
-    required: true,
-    ..opt("topic", OptionKind::Text, "the topic")
-};
-pub const BAD_DATA: OptionSpec = opt(
+pub const BOOTSTRAP_SERVERS: OptionSpec = OptionSpec::required(
+    "bootstrap_servers",
+    OptionKind::Text,
+    "comma-separated host:port of the brokers",
+);
+pub const TOPIC: OptionSpec = OptionSpec::required("topic", OptionKind::Text, "the topic");
+pub const BAD_DATA: OptionSpec = OptionSpec::optional(
     "bad_data",
     OptionKind::OneOf(&["dead_letter", "drop", "fail"]),
     "a message that cannot be used: dead_letter (default) and drop (Arroyo's name; txguard \
      never drops silently) send it to the dead letters with the reason; fail stops the \
      pipeline at it, uncommitted",
 );
-pub const OFFSET: OptionSpec = opt(
+pub const OFFSET: OptionSpec = OptionSpec::optional(
     "source.offset",
     OptionKind::OneOf(&["earliest", "latest", "group"]),
     "where to start when the group has no committed offset: earliest (default; `group` is \
      the same) or latest",
 );
-pub const GROUP_ID: OptionSpec = opt(
+pub const GROUP_ID: OptionSpec = OptionSpec::optional(
     "source.group_id",
     OptionKind::Text,
     "consumer group (default txguard-<table>); offsets are committed to it at checkpoints",
 );
-pub const READ_MODE: OptionSpec = opt(
+pub const READ_MODE: OptionSpec = OptionSpec::optional(
     "source.read_mode",
     OptionKind::OneOf(&["read_committed", "read_uncommitted"]),
     "read_committed (default) skips aborted transactional messages",
 );
-pub const STOP_AT_END: OptionSpec = opt(
+pub const STOP_AT_END: OptionSpec = OptionSpec::optional(
     "source.stop_at_end",
     OptionKind::Bool,
     "end the source when every assigned partition is read to its end (backfills, tests)",
 );
-pub const KEY_FIELD: OptionSpec = opt(
+pub const KEY_FIELD: OptionSpec = OptionSpec::optional(
     "sink.key_field",
     OptionKind::Text,
     "column whose value keys each message (default: no key)",
 );
-pub const REGISTRY_ENDPOINT: OptionSpec = opt(
+pub const REGISTRY_ENDPOINT: OptionSpec = OptionSpec::optional(
     "schema_registry.endpoint",
     OptionKind::Text,
     "the schema registry's URL, for format = 'avro' with avro.confluent_schema_registry",
 );
-pub const REGISTRY_API_KEY: OptionSpec = opt(
+pub const REGISTRY_API_KEY: OptionSpec = OptionSpec::optional(
     "schema_registry.api_key",
     OptionKind::Text,
     "user for the schema registry's basic auth",
 );
-pub const REGISTRY_API_SECRET: OptionSpec = opt(
+pub const REGISTRY_API_SECRET: OptionSpec = OptionSpec::optional(
     "schema_registry.api_secret",
     OptionKind::Text,
     "password for the schema registry's basic auth",
 );
-pub const CLIENT_CONFIGS: OptionSpec = opt(
+pub const CLIENT_CONFIGS: OptionSpec = OptionSpec::optional(
     "client_configs",
     OptionKind::Text,
     "extra librdkafka settings, 'key=value' separated by commas or semicolons (e.g. \

@@ -7,47 +7,38 @@ use txguard_engine::sql::{OptionError, OptionKind, OptionSpec, TableDef};
 
 use super::connection_string;
 
-const fn opt(key: &'static str, kind: OptionKind, help: &'static str) -> OptionSpec {
-    OptionSpec {
-        key,
-        kind,
-        required: false,
-        help,
-    }
-}
-
-pub const CONNECTION: OptionSpec = opt(
+pub const CONNECTION: OptionSpec = OptionSpec::optional(
     "connection",
     OptionKind::Text,
     "a postgres:// URL or libpq keywords (host=… dbname=…); default: $TXGUARD_POSTGRES, else \
      host=127.0.0.1 user=postgres dbname=postgres",
 );
-pub const PASSWORD_ENV: OptionSpec = opt(
+pub const PASSWORD_ENV: OptionSpec = OptionSpec::optional(
     "password_env",
     OptionKind::Text,
     "environment variable holding the password when the connection has none (default PGPASSWORD)",
 );
-pub const TABLE: OptionSpec = opt(
+pub const TABLE: OptionSpec = OptionSpec::optional(
     "table",
     OptionKind::Text,
     "the Postgres table, optionally schema-qualified (default: the sink table's name)",
 );
-pub const WRITE_MODE: OptionSpec = opt(
+pub const WRITE_MODE: OptionSpec = OptionSpec::optional(
     "write_mode",
     OptionKind::OneOf(&["upsert", "append"]),
     "upsert on the primary key (default when the table has one) or append",
 );
-pub const PRIMARY_KEY: OptionSpec = opt(
+pub const PRIMARY_KEY: OptionSpec = OptionSpec::optional(
     "primary_key",
     OptionKind::Text,
     "comma-separated conflict columns for upsert (default: the table's primary key)",
 );
-pub const BATCH_ROWS: OptionSpec = opt(
+pub const BATCH_ROWS: OptionSpec = OptionSpec::optional(
     "batch_rows",
     OptionKind::Integer,
     "rows per COPY (default 50000)",
 );
-pub const FLUSH_INTERVAL: OptionSpec = opt(
+pub const FLUSH_INTERVAL: OptionSpec = OptionSpec::optional(
     "flush_interval",
     OptionKind::Text,
     "longest a row waits before it is written, e.g. 500ms (default 1s); checkpoints also flush",

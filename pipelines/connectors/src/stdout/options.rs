@@ -4,12 +4,11 @@ use txguard_engine::sql::{OptionError, OptionKind, OptionSpec, TableDef};
 
 use super::Format;
 
-pub const FORMAT: OptionSpec = OptionSpec {
-    key: "format",
-    kind: OptionKind::OneOf(&["json", "table"]),
-    required: false,
-    help: "json (one object per row, default) or table",
-};
+pub const FORMAT: OptionSpec = OptionSpec::optional(
+    "format",
+    OptionKind::OneOf(&["json", "table"]),
+    "json (one object per row, default) or table",
+);
 
 /// Every option, as [`super::SPEC`] declares them.
 pub const OPTIONS: &[OptionSpec] = &[FORMAT];

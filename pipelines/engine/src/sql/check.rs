@@ -309,12 +309,8 @@ pub(crate) fn window_udfs() -> Vec<ScalarUDF> {
         .collect()
 }
 
-/// Validates `p` against the connectors and plans every query with DataFusion.
-pub async fn check(
-    p: &Pipeline,
-    connectors: &[ConnectorSpec],
-    functions: &PlanningFunctions,
-) -> Result<(), SqlError> {
+/// A DataFusion context that knows the pipeline's functions and the window functions.
+fn planning_context(functions: &PlanningFunctions) -> SessionContext {
     let ctx = SessionContext::new();
     for f in functions {
         ctx.register_udf(f.as_ref().clone());
@@ -322,6 +318,16 @@ pub async fn check(
     for f in window_udfs() {
         ctx.register_udf(f);
     }
+    ctx
+}
+
+/// Validates `p` against the connectors and plans every query with DataFusion.
+pub async fn check(
+    p: &Pipeline,
+    connectors: &[ConnectorSpec],
+    functions: &PlanningFunctions,
+) -> Result<(), SqlError> {
+    let ctx = planning_context(functions);
     for t in &p.tables {
         let spec = connectors
             .iter()
@@ -403,6 +409,18 @@ pub async fn check(
             .await
             .map_err(|e| p.err(i.loc, format!("INSERT INTO {}: {}", i.table, strip(e))))?;
         let got = df.schema().as_arrow();
+        if sink.columns.is_empty() {
+            return Err(p.err(
+                sink.loc,
+                format!(
+                    "sink {} declares no columns and its INSERT's columns cannot all be \
+                     stored ({}): declare them, e.g. CREATE TABLE {} (col TYPE, …) WITH (…)",
+                    i.table,
+                    crate::decode::column_list(got),
+                    i.table
+                ),
+            ));
+        }
         if got.fields().len() != sink.columns.len() {
             return Err(p.err(
                 i.loc,
@@ -439,15 +457,103 @@ pub async fn check(
     Ok(())
 }
 
+/// Fills the columns of every sink declared without any (`CREATE TABLE out WITH (…)`, as
+/// Arroyo allows) from its INSERT's query: names and types as planned (integers as BIGINT,
+/// floats as DOUBLE or REAL, text, booleans, timestamps, structs), nullable. A query that does
+/// not plan, or a type no sink stores, leaves the columns empty for [`check`] to report.
+pub async fn infer_sink_columns(p: &mut Pipeline, functions: &PlanningFunctions) {
+    let todo: Vec<String> = p
+        .tables
+        .iter()
+        .filter(|t| t.columns.is_empty() && p.inserts.iter().any(|i| i.table == t.name))
+        .map(|t| t.name.clone())
+        .collect();
+    if todo.is_empty() {
+        return;
+    }
+    let ctx = planning_context(functions);
+    for t in &p.tables {
+        if let Ok(table) = MemTable::try_new(t.schema(), vec![vec![]]) {
+            let _ = ctx.register_table(t.name.as_str(), Arc::new(table));
+        }
+    }
+    if let Ok(dead) = MemTable::try_new(crate::event::dead_letter_schema(), vec![vec![]]) {
+        let _ = ctx.register_table(crate::stream::DEAD_LETTERS, Arc::new(dead));
+    }
+    for v in &p.views {
+        let _ = ctx.sql(&v.sql).await;
+    }
+    for name in todo {
+        let Some(insert) = p.inserts.iter().find(|i| i.table == name) else {
+            continue;
+        };
+        let Ok(df) = ctx.sql(&insert.query).await else {
+            continue;
+        };
+        let columns: Option<Vec<Column>> = df
+            .schema()
+            .as_arrow()
+            .fields()
+            .iter()
+            .map(|f| {
+                Some(Column {
+                    name: f.name().clone(),
+                    data_type: storable(f.data_type())?,
+                    nullable: true,
+                    metadata: None,
+                    loc: insert.loc,
+                })
+            })
+            .collect();
+        if let (Some(columns), Some(t)) = (columns, p.tables.iter_mut().find(|t| t.name == name)) {
+            t.columns = columns;
+        }
+    }
+}
+
+/// The declared type that holds a planned column's values, if any does.
+fn storable(t: &DataType) -> Option<DataType> {
+    use DataType as D;
+    Some(match t {
+        D::Int8 | D::Int16 | D::Int32 | D::Int64 => D::Int64,
+        D::UInt8 | D::UInt16 | D::UInt32 | D::UInt64 => D::UInt64,
+        D::Float16 | D::Float64 | D::Decimal128(..) | D::Decimal256(..) => D::Float64,
+        D::Float32 => D::Float32,
+        D::Utf8 | D::LargeUtf8 | D::Utf8View | D::Null => D::Utf8,
+        D::Boolean => D::Boolean,
+        D::Timestamp(..) | D::Date32 | D::Date64 => {
+            D::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+        }
+        D::Struct(fields) => D::Struct(
+            fields
+                .iter()
+                .map(|f| {
+                    Some(Arc::new(Field::new(
+                        f.name(),
+                        storable(f.data_type())?,
+                        true,
+                    )))
+                })
+                .collect::<Option<Vec<_>>>()?
+                .into(),
+        ),
+        _ => return None,
+    })
+}
+
 /// Whether a query column of type `from` may be written to a sink column of type `to`:
-/// the same type, number to number, text to text, timestamp to timestamp, or NULL.
+/// the same type, number to number, timestamp to timestamp, NULL, or anything that has a
+/// text form into text (as Arroyo casts to the sink's type: a BIGINT into a TEXT column).
 fn assignable(from: &DataType, to: &DataType) -> bool {
     let text =
         |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
     from == to
         || matches!(from, DataType::Null)
         || (from.is_numeric() && to.is_numeric())
-        || (text(from) && text(to))
+        || (text(to)
+            && (text(from)
+                || from.is_numeric()
+                || matches!(from, DataType::Boolean | DataType::Timestamp(..))))
         || (matches!(from, DataType::Timestamp(..)) && matches!(to, DataType::Timestamp(..)))
 }
 

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use arrow::datatypes::DataType;
 
-pub use check::{PlanningFunctions, check, metadata_columns, role_of};
+pub use check::{PlanningFunctions, check, infer_sink_columns, metadata_columns, role_of};
 pub(crate) use check::{strip, window_udfs};
 pub use options::OptionError;
 pub use parse::{parse, parse_interval_micros};
@@ -241,6 +241,28 @@ pub struct OptionSpec {
     pub kind: OptionKind,
     pub required: bool,
     pub help: &'static str,
+}
+
+impl OptionSpec {
+    /// An option that may be left out.
+    pub const fn optional(key: &'static str, kind: OptionKind, help: &'static str) -> Self {
+        OptionSpec {
+            key,
+            kind,
+            required: false,
+            help,
+        }
+    }
+
+    /// An option every table of the connector must give.
+    pub const fn required(key: &'static str, kind: OptionKind, help: &'static str) -> Self {
+        OptionSpec {
+            key,
+            kind,
+            required: true,
+            help,
+        }
+    }
 }
 
 /// A connector's own check of a table's DDL in the role it plays (its options parse, its

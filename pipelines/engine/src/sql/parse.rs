@@ -286,20 +286,30 @@ fn parse_table(cx: &Ctx, sig: &[&TokenWithSpan], at: Loc) -> Result<TableDef, Sq
         .get(2)
         .ok_or_else(|| cx.err(at, "CREATE TABLE needs a name"))?;
     let name = ident(name_tok).ok_or_else(|| cx.err(loc(name_tok), "expected a table name"))?;
-    if !matches!(sig.get(3).map(|t| &t.token), Some(Token::LParen)) {
+    // `CREATE TABLE out WITH (…)`: a sink whose columns are its INSERT's (Arroyo's form),
+    // filled in by `infer_sink_columns`.
+    let no_columns = sig
+        .get(3)
+        .is_some_and(|t| matches!(&t.token, Token::Word(w) if w.keyword == Keyword::WITH));
+    if !no_columns && !matches!(sig.get(3).map(|t| &t.token), Some(Token::LParen)) {
         return Err(cx.err(
             loc(name_tok),
-            format!("expected `(` and the columns of {name}"),
+            format!("expected `(` and the columns of {name}, or WITH (…) for a sink"),
         ));
     }
-    let close = matching_paren(sig, 3).ok_or_else(|| cx.err(at, "unbalanced parentheses"))?;
+    let close = if no_columns {
+        2
+    } else {
+        matching_paren(sig, 3).ok_or_else(|| cx.err(at, "unbalanced parentheses"))?
+    };
+    let column_tokens: &[&TokenWithSpan] = if no_columns { &[] } else { &sig[4..close] };
     let mut columns_sql = Vec::new();
     let mut watermark = None;
     // `col TYPE METADATA FROM 'key' [VIRTUAL]` (Arroyo's and Flink's form): taken out here,
     // sqlparser does not read it.
     let mut metadata_from: Vec<(String, String)> = Vec::new();
     let mut constraint_locs = Vec::new();
-    for mut item in split_commas(&sig[4..close]) {
+    for mut item in split_commas(column_tokens) {
         if matches!(
             word(&item[0]).as_deref(),
             Some("CHECK" | "CONSTRAINT" | "PRIMARY" | "UNIQUE" | "FOREIGN")
@@ -345,7 +355,11 @@ fn parse_table(cx: &Ctx, sig: &[&TokenWithSpan], at: Loc) -> Result<TableDef, Sq
                 .join(" "),
         );
     }
-    let ddl = format!("CREATE TABLE t ({})", columns_sql.join(", "));
+    let ddl = if no_columns {
+        "CREATE TABLE t ()".to_string()
+    } else {
+        format!("CREATE TABLE t ({})", columns_sql.join(", "))
+    };
     let parsed = Parser::parse_sql(&GenericDialect {}, &ddl)
         .map_err(|e| cx.err(loc(sig[3]), format!("columns of {name}: {e}")))?;
     let Some(Statement::CreateTable(ct)) = parsed.into_iter().next() else {
@@ -354,7 +368,7 @@ fn parse_table(cx: &Ctx, sig: &[&TokenWithSpan], at: Loc) -> Result<TableDef, Sq
     let mut columns = Vec::new();
     let mut checks = Vec::new();
     for c in &ct.columns {
-        let col_at = column_loc(&sig[4..close], &c.name.value).unwrap_or(at);
+        let col_at = column_loc(column_tokens, &c.name.value).unwrap_or(at);
         let data_type = arrow_type(&c.data_type).ok_or_else(|| {
             cx.err(
                 col_at,
@@ -574,8 +588,8 @@ fn column_loc(sig: &[&TokenWithSpan], name: &str) -> Option<Loc> {
 /// default.
 pub const DEFAULT_WATERMARK_DELAY_MICROS: i64 = 1_000_000;
 
-/// `WATERMARK FOR col AS col - INTERVAL '5' SECOND` (or `AS col` for no delay, or no `AS`
-/// for Arroyo's default of one second).
+/// `WATERMARK FOR col AS col - INTERVAL '5' SECOND` (or `AS (col - INTERVAL '5 seconds')`,
+/// `AS col` for no delay, or no `AS` for Arroyo's default of one second).
 fn parse_watermark(cx: &Ctx, item: &[TokenWithSpan]) -> Result<Watermark, SqlError> {
     let at = loc(&item[0]);
     let bad = || {
@@ -598,24 +612,33 @@ fn parse_watermark(cx: &Ctx, item: &[TokenWithSpan]) -> Result<Watermark, SqlErr
     if word(item.get(3).ok_or_else(bad)?).as_deref() != Some("AS") {
         return Err(bad());
     }
-    let expr_col = ident(item.get(4).ok_or_else(bad)?).ok_or_else(bad)?;
+    // Arroyo writes the expression in parentheses too: `AS (ts - INTERVAL '1 minute')`.
+    let mut expr = &item[4..];
+    if let (Some(first), Some(last)) = (expr.first(), expr.last())
+        && matches!(first.token, Token::LParen)
+        && matches!(last.token, Token::RParen)
+        && expr.len() > 2
+    {
+        expr = &expr[1..expr.len() - 1];
+    }
+    let expr_col = ident(expr.first().ok_or_else(bad)?).ok_or_else(bad)?;
     if expr_col != column {
         return Err(cx.err(
-            loc(&item[4]),
+            loc(&expr[0]),
             format!("the watermark must be computed from {column}, not {expr_col}"),
         ));
     }
-    let delay_micros = match item.len() {
-        5 => 0,
-        8 | 9
-            if matches!(item[5].token, Token::Minus)
-                && word(&item[6]).as_deref() == Some("INTERVAL") =>
+    let delay_micros = match expr.len() {
+        1 => 0,
+        4 | 5
+            if matches!(expr[1].token, Token::Minus)
+                && word(&expr[2]).as_deref() == Some("INTERVAL") =>
         {
-            let Token::SingleQuotedString(value) = &item[7].token else {
+            let Token::SingleQuotedString(value) = &expr[3].token else {
                 return Err(bad());
             };
-            let unit = item.get(8).and_then(word);
-            parse_interval_micros(value, unit.as_deref()).map_err(|m| cx.err(loc(&item[6]), m))?
+            let unit = expr.get(4).and_then(word);
+            parse_interval_micros(value, unit.as_deref()).map_err(|m| cx.err(loc(&expr[2]), m))?
         }
         _ => return Err(bad()),
     };

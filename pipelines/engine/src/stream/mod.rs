@@ -120,6 +120,71 @@ impl Dataflow {
         Some(self.sinks.len() - 1)
     }
 
+    /// Every stateful operator's state, as `(operator id, state)`: the id is the node's
+    /// place and label (stable for the same pipeline file), the state's schema carries the
+    /// operator's fingerprint ([`crate::state`]).
+    pub fn snapshot(&self) -> Result<Vec<(String, RecordBatch)>, StreamError> {
+        use crate::state::Stateful;
+        let mut out = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let state = match &n.op {
+                Op::Over(o) => o.windows.snapshot()?,
+                Op::Window(w) => w.agg.snapshot()?,
+                _ => continue,
+            };
+            out.push((format!("{i}-{}", n.label), state));
+        }
+        Ok(out)
+    }
+
+    /// Restores what [`Dataflow::snapshot`] took from the same pipeline: every stateful
+    /// operator must find its state, and every state its operator (same id and fingerprint);
+    /// anything else is an error naming the operator, and nothing is restored partly.
+    pub fn restore(&mut self, states: &[(String, RecordBatch)]) -> Result<(), StreamError> {
+        use crate::state::Stateful;
+        let ids: Vec<(usize, String)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| matches!(n.op, Op::Over(_) | Op::Window(_)))
+            .map(|(i, n)| (i, format!("{i}-{}", n.label)))
+            .collect();
+        for (id, _) in states {
+            if !ids.iter().any(|(_, i)| i == id) {
+                return Err(StreamError::Plan(format!(
+                    "the saved state has operator {id}, which this pipeline does not (the SQL \
+                     changed since the checkpoint)"
+                )));
+            }
+        }
+        let mut staged = Vec::with_capacity(ids.len());
+        for (node, id) in &ids {
+            let state = states.iter().find(|(i, _)| i == id).ok_or_else(|| {
+                StreamError::Plan(format!("the saved state has nothing for operator {id}"))
+            })?;
+            staged.push((*node, id, &state.1));
+        }
+        // Check every fingerprint before touching any operator.
+        for (node, id, state) in &staged {
+            let want = match &self.nodes[*node].op {
+                Op::Over(o) => o.windows.fingerprint(),
+                Op::Window(w) => w.agg.fingerprint(),
+                _ => continue,
+            };
+            crate::state::check_fingerprint(state, &want)
+                .map_err(|e| StreamError::Plan(format!("operator {id}: {e}")))?;
+        }
+        for (node, id, state) in staged {
+            let r = match &mut self.nodes[node].op {
+                Op::Over(o) => o.windows.restore(state),
+                Op::Window(w) => w.agg.restore(state),
+                _ => Ok(()),
+            };
+            r.map_err(|e| StreamError::Plan(format!("operator {id}: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// The sources (the declared source tables, then [`DEAD_LETTERS`]).
     pub fn sources(&self) -> &[StreamSource] {
         &self.sources

@@ -13,7 +13,8 @@ use txguard_engine::connector::Sink;
 use txguard_engine::event::format_micros;
 use txguard_engine::runtime::{Connections, Metrics};
 use txguard_engine::sql::{
-    OptionValue, Pipeline, PlanningFunctions, Role, TableOption, check, parse, role_of,
+    OptionValue, Pipeline, PlanningFunctions, Role, TableOption, check, infer_sink_columns, parse,
+    role_of,
 };
 use txguard_engine::stream::{DEAD_LETTERS, Dataflow};
 
@@ -77,8 +78,11 @@ pub fn roles(p: &Pipeline) -> Result<HashMap<String, Role>> {
     Ok(out)
 }
 
-/// Checks `p` against the connectors and plans it.
-pub async fn plan(p: &Pipeline, functions: &PlanningFunctions) -> Result<Dataflow> {
+/// Fills the columns of sinks declared without any from their INSERTs, checks `p` against
+/// the connectors and plans it.
+pub async fn plan(p: &mut Pipeline, functions: &PlanningFunctions) -> Result<Dataflow> {
+    infer_sink_columns(p, functions).await;
+    let p = &*p;
     check(p, &txguard_connectors::specs(), functions).await?;
     Ok(txguard_engine::stream::plan(p, &roles(p)?, functions).await?)
 }

@@ -53,9 +53,9 @@ pub fn run(args: RunArgs) -> Result<()> {
 }
 
 async fn run_async(args: RunArgs) -> Result<()> {
-    let p = load(&args.pipeline, &args.sets)?;
+    let mut p = load(&args.pipeline, &args.sets)?;
     let (functions, model_versions) = pipeline_models(&p, &args.models)?;
-    let df = plan(&p, &functions).await?;
+    let df = plan(&mut p, &functions).await?;
     let conns = connect(&p, &df, Vec::new()).await?;
     let metrics = Arc::new(Metrics::for_dataflow(&df));
     if !args.no_ui {

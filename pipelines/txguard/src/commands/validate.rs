@@ -79,12 +79,12 @@ fn inputs(p: &Pipeline, sql: &str) -> Vec<String> {
 }
 
 pub fn run(args: ValidateArgs) -> Result<()> {
-    let p = crate::commands::pipeline::load(&args.pipeline, &args.sets)?;
+    let mut p = crate::commands::pipeline::load(&args.pipeline, &args.sets)?;
     let (functions, _) = pipeline_models(&p, &args.models)?;
     let connectors = txguard_connectors::specs();
     let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
     // Checks the connectors and options, then plans.
-    let df = rt.block_on(crate::commands::pipeline::plan(&p, &functions))?;
+    let df = rt.block_on(crate::commands::pipeline::plan(&mut p, &functions))?;
 
     println!("{}: valid", args.pipeline.display());
     for t in &p.tables {
