@@ -4,8 +4,11 @@
 //! and late rows ([`time`]), incremental per-event OVER windows ([`over`]) and TUMBLE / HOP /
 //! SESSION windowed GROUP BY ([`window`]), pipeline files in Arroyo's SQL dialect with their
 //! validation ([`sql`]), the streaming planner and dataflow that run them ([`stream`]), the
-//! source/sink interface ([`connector`]) and the runtime that drives them ([`runtime`]).
+//! source/sink interface ([`connector`]) and the runtime that drives them ([`runtime`]);
+//! operator state as exact Arrow snapshots ([`state`]) and checkpoints of them on disk
+//! ([`checkpoint`]).
 
+pub mod checkpoint;
 pub mod connector;
 pub mod constraints;
 pub mod decode;

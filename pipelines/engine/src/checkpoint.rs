@@ -1,0 +1,400 @@
+//! Checkpoints on disk: one consistent cut of a pipeline at an epoch — every stateful
+//! operator's state ([`crate::state`]) as an Arrow IPC file, plus a small JSON manifest
+//! written last (atomically, by rename) that lists the files with their SHA-256, and what the
+//! caller records beside them (source positions, watermarks). A checkpoint without its
+//! manifest is incomplete and ignored; one whose manifest or files do not check out is
+//! reported and skipped for the previous complete one. The newest few are kept.
+//!
+//! Layout, after Arroyo's: `<dir>/checkpoint-0000042/operator-<id>.arrow` and
+//! `<dir>/checkpoint-0000042/_manifest.json`.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+use arrow::ipc::reader::FileReader;
+use arrow::ipc::writer::FileWriter;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Why a checkpoint could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Arrow {
+        path: PathBuf,
+        #[source]
+        source: arrow::error::ArrowError,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// One operator's state file in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperatorFile {
+    pub id: String,
+    pub file: String,
+    pub rows: usize,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// What a checkpoint holds: the epoch, when it was taken, its operator files, and the
+/// caller's record of where every source was (`sources`, any JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: u32,
+    pub epoch: u64,
+    /// Unix microseconds.
+    pub created_at: i64,
+    pub operators: Vec<OperatorFile>,
+    pub sources: serde_json::Value,
+}
+
+/// A checkpoint read back: its manifest and every operator's state, by id.
+pub type Checkpoint = (Manifest, Vec<(String, RecordBatch)>);
+
+const MANIFEST: &str = "_manifest.json";
+const VERSION: u32 = 1;
+
+/// A folder of checkpoints.
+#[derive(Debug, Clone)]
+pub struct CheckpointStore {
+    dir: PathBuf,
+    keep: usize,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn invalid(path: &Path, message: impl Into<String>) -> CheckpointError {
+    CheckpointError::Invalid {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// A file name part for an operator id (letters, digits, `-` and `_`; anything else `_`).
+fn file_part(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl CheckpointStore {
+    /// Checkpoints under `dir` (created when the first is written), keeping the newest
+    /// `keep` (at least one).
+    pub fn new(dir: impl Into<PathBuf>, keep: usize) -> Self {
+        CheckpointStore {
+            dir: dir.into(),
+            keep: keep.max(1),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn folder(&self, epoch: u64) -> PathBuf {
+        self.dir.join(format!("checkpoint-{epoch:07}"))
+    }
+
+    /// Writes checkpoint `epoch`: each state as an IPC file, then the manifest (by rename,
+    /// so it appears whole or not at all), then drops checkpoints beyond the newest `keep`.
+    pub fn write(
+        &self,
+        epoch: u64,
+        states: &[(String, RecordBatch)],
+        sources: serde_json::Value,
+    ) -> Result<Manifest, CheckpointError> {
+        let folder = self.folder(epoch);
+        fs::create_dir_all(&folder).map_err(io(&folder))?;
+        let mut operators = Vec::with_capacity(states.len());
+        for (id, batch) in states {
+            let name = format!("operator-{}.arrow", file_part(id));
+            let path = folder.join(&name);
+            let mut buf = Vec::new();
+            {
+                let arrow_err = |source| CheckpointError::Arrow {
+                    path: path.clone(),
+                    source,
+                };
+                let mut w = FileWriter::try_new(&mut buf, &batch.schema()).map_err(arrow_err)?;
+                w.write(batch).map_err(|source| CheckpointError::Arrow {
+                    path: path.clone(),
+                    source,
+                })?;
+                w.finish().map_err(|source| CheckpointError::Arrow {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+            write_synced(&path, &buf)?;
+            operators.push(OperatorFile {
+                id: id.clone(),
+                file: name,
+                rows: batch.num_rows(),
+                bytes: buf.len() as u64,
+                sha256: sha256(&buf),
+            });
+        }
+        let manifest = Manifest {
+            version: VERSION,
+            epoch,
+            created_at: chrono::Utc::now().timestamp_micros(),
+            operators,
+            sources,
+        };
+        let text = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| invalid(&folder, format!("manifest: {e}")))?;
+        let tmp = folder.join(format!("{MANIFEST}.tmp"));
+        write_synced(&tmp, &text)?;
+        let done = folder.join(MANIFEST);
+        fs::rename(&tmp, &done).map_err(io(&done))?;
+        self.retain()?;
+        Ok(manifest)
+    }
+
+    /// Epochs of the checkpoint folders present, newest first (complete or not).
+    pub fn epochs(&self) -> Result<Vec<u64>, CheckpointError> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(&self.dir)(e)),
+        };
+        let mut epochs: Vec<u64> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_prefix("checkpoint-")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        epochs.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(epochs)
+    }
+
+    /// Reads and verifies checkpoint `epoch`: its manifest and every state file (size and
+    /// SHA-256 as the manifest says).
+    pub fn read(&self, epoch: u64) -> Result<Checkpoint, CheckpointError> {
+        let folder = self.folder(epoch);
+        let path = folder.join(MANIFEST);
+        let text = fs::read(&path).map_err(io(&path))?;
+        let manifest: Manifest = serde_json::from_slice(&text)
+            .map_err(|e| invalid(&path, format!("not a checkpoint manifest: {e}")))?;
+        if manifest.version != VERSION || manifest.epoch != epoch {
+            return Err(invalid(
+                &path,
+                format!(
+                    "manifest of version {} for epoch {} (this build reads version {VERSION})",
+                    manifest.version, manifest.epoch
+                ),
+            ));
+        }
+        let mut states = Vec::with_capacity(manifest.operators.len());
+        for op in &manifest.operators {
+            let path = folder.join(&op.file);
+            let bytes = fs::read(&path).map_err(io(&path))?;
+            if bytes.len() as u64 != op.bytes || sha256(&bytes) != op.sha256 {
+                return Err(invalid(
+                    &path,
+                    format!(
+                        "{} bytes whose SHA-256 does not match the manifest (torn or corrupt)",
+                        bytes.len()
+                    ),
+                ));
+            }
+            let arrow_err = |source| CheckpointError::Arrow {
+                path: path.clone(),
+                source,
+            };
+            let reader =
+                FileReader::try_new(std::io::Cursor::new(bytes), None).map_err(arrow_err)?;
+            let schema = reader.schema();
+            let batches: Vec<RecordBatch> =
+                reader
+                    .collect::<Result<_, _>>()
+                    .map_err(|source| CheckpointError::Arrow {
+                        path: path.clone(),
+                        source,
+                    })?;
+            let batch = arrow::compute::concat_batches(&schema, &batches).map_err(|source| {
+                CheckpointError::Arrow {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            states.push((op.id.clone(), batch));
+        }
+        Ok((manifest, states))
+    }
+
+    /// The newest checkpoint that reads and verifies; each newer one that does not is logged
+    /// with why and skipped. `None` when there is none.
+    pub fn latest(&self) -> Result<Option<Checkpoint>, CheckpointError> {
+        for epoch in self.epochs()? {
+            if !self.folder(epoch).join(MANIFEST).exists() {
+                tracing::warn!(
+                    epoch,
+                    "checkpoint {epoch} is incomplete (no manifest); skipped"
+                );
+                continue;
+            }
+            match self.read(epoch) {
+                Ok(c) => return Ok(Some(c)),
+                Err(e) => {
+                    tracing::warn!(epoch, "checkpoint {epoch} cannot be used, skipped: {e}");
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes checkpoint folders beyond the newest `keep` complete ones (and incomplete ones
+    /// older than the newest complete one).
+    fn retain(&self) -> Result<(), CheckpointError> {
+        let mut complete = 0;
+        for epoch in self.epochs()? {
+            let folder = self.folder(epoch);
+            let whole = folder.join(MANIFEST).exists();
+            if whole && complete < self.keep {
+                complete += 1;
+                continue;
+            }
+            if complete > 0 {
+                fs::remove_dir_all(&folder).map_err(io(&folder))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to `path` and syncs it to disk.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let mut f = fs::File::create(path).map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn state(n: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new_with_metadata(
+            vec![
+                Field::new("key", DataType::Utf8, true),
+                Field::new("v", DataType::Int64, false),
+            ],
+            [(crate::state::FINGERPRINT.to_string(), "test v1".to_string())].into(),
+        ));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec![Some("a"), None])),
+                Arc::new(Int64Array::from(vec![n, n + 1])),
+            ],
+        )
+        .expect("batch")
+    }
+
+    #[test]
+    fn written_checkpoints_read_back_and_the_newest_few_are_kept() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = CheckpointStore::new(dir.path().join("cp"), 2);
+        assert!(store.latest().expect("latest").is_none());
+        for epoch in 1..=4 {
+            let m = store
+                .write(
+                    epoch,
+                    &[("3-over".into(), state(epoch as i64))],
+                    serde_json::json!({"transactions": {"line": epoch * 10}}),
+                )
+                .expect("write");
+            assert_eq!(m.operators[0].rows, 2);
+        }
+        assert_eq!(
+            store.epochs().expect("epochs"),
+            [4, 3],
+            "keeps the newest two"
+        );
+        let (m, states) = store.latest().expect("latest").expect("some");
+        assert_eq!(m.epoch, 4);
+        assert_eq!(m.sources["transactions"]["line"], 40);
+        assert_eq!(states, vec![("3-over".to_string(), state(4))]);
+        assert_eq!(
+            states[0].1.schema().metadata()[crate::state::FINGERPRINT],
+            "test v1",
+            "the fingerprint survives the file"
+        );
+    }
+
+    #[test]
+    fn torn_corrupt_and_incomplete_checkpoints_are_skipped_for_the_previous_one() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = CheckpointStore::new(dir.path(), 5);
+        for epoch in 1..=3 {
+            store
+                .write(
+                    epoch,
+                    &[("w".into(), state(epoch as i64))],
+                    serde_json::Value::Null,
+                )
+                .expect("write");
+        }
+        // Epoch 3: one bit flipped in its state file.
+        let f = dir.path().join("checkpoint-0000003/operator-w.arrow");
+        let mut bytes = fs::read(&f).expect("read");
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x10;
+        fs::write(&f, &bytes).expect("flip");
+        assert!(
+            store
+                .read(3)
+                .unwrap_err()
+                .to_string()
+                .contains("does not match")
+        );
+        // Epoch 2: cut short.
+        let f = dir.path().join("checkpoint-0000002/operator-w.arrow");
+        let bytes = fs::read(&f).expect("read");
+        fs::write(&f, &bytes[..bytes.len() / 3]).expect("truncate");
+        // Epoch 4: killed before its manifest.
+        fs::create_dir_all(dir.path().join("checkpoint-0000004")).expect("dir");
+        let (m, states) = store.latest().expect("latest").expect("epoch 1 is whole");
+        assert_eq!(m.epoch, 1);
+        assert_eq!(states[0].1, state(1));
+        // A manifest that is not one.
+        fs::write(dir.path().join("checkpoint-0000001/_manifest.json"), b"{").expect("break");
+        assert!(store.latest().expect("latest").is_none());
+    }
+}
