@@ -12,6 +12,7 @@ pub mod file;
 pub mod generator;
 pub mod kafka;
 pub mod postgres;
+pub mod read_ahead;
 pub mod stdout;
 
 use arrow::datatypes::SchemaRef;

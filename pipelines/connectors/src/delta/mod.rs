@@ -57,8 +57,11 @@ impl txguard_engine::connector::Connector for DeltaConnector {
         table: &'a TableDef,
     ) -> BoxFuture<'a, Result<Box<dyn txguard_engine::connector::Source>, ConnectorError>> {
         Box::pin(async move {
-            Ok(Box::new(DeltaSource::open(table).await?)
-                as Box<dyn txguard_engine::connector::Source>)
+            let source = DeltaSource::open(table).await?;
+            // Parquet is read on a thread of its own, beside the operators (batch_rows at
+            // a time: the source sizes its own batches).
+            let ahead = crate::read_ahead::ReadAhead::spawn(&table.name, Box::new(source), 0)?;
+            Ok(Box::new(ahead) as Box<dyn txguard_engine::connector::Source>)
         })
     }
 

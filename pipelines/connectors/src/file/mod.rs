@@ -56,7 +56,10 @@ impl txguard_engine::connector::Connector for FileConnector {
         Box::pin(async move {
             let source =
                 FileSource::from_table(table).map_err(|e| ConnectorError::new(&table.name, e))?;
-            Ok(Box::new(source) as Box<dyn Source>)
+            // Decoding runs on a thread of its own, beside the operators (batch_rows at a
+            // time: the file source sizes its own batches).
+            let ahead = crate::read_ahead::ReadAhead::spawn(&table.name, Box::new(source), 0)?;
+            Ok(Box::new(ahead) as Box<dyn Source>)
         })
     }
 }
