@@ -79,6 +79,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
     }
 }
 
+fn arrow(path: &Path) -> impl Fn(arrow::error::ArrowError) -> CheckpointError + '_ {
+    move |source| CheckpointError::Arrow {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 fn invalid(path: &Path, message: impl Into<String>) -> CheckpointError {
     CheckpointError::Invalid {
         path: path.to_path_buf(),
@@ -137,19 +144,9 @@ impl CheckpointStore {
             let path = folder.join(&name);
             let mut buf = Vec::new();
             {
-                let arrow_err = |source| CheckpointError::Arrow {
-                    path: path.clone(),
-                    source,
-                };
-                let mut w = FileWriter::try_new(&mut buf, &batch.schema()).map_err(arrow_err)?;
-                w.write(batch).map_err(|source| CheckpointError::Arrow {
-                    path: path.clone(),
-                    source,
-                })?;
-                w.finish().map_err(|source| CheckpointError::Arrow {
-                    path: path.clone(),
-                    source,
-                })?;
+                let mut w = FileWriter::try_new(&mut buf, &batch.schema()).map_err(arrow(&path))?;
+                w.write(batch).map_err(arrow(&path))?;
+                w.finish().map_err(arrow(&path))?;
             }
             write_synced(&path, &buf)?;
             operators.push(OperatorFile {
@@ -228,26 +225,12 @@ impl CheckpointStore {
                     ),
                 ));
             }
-            let arrow_err = |source| CheckpointError::Arrow {
-                path: path.clone(),
-                source,
-            };
             let reader =
-                FileReader::try_new(std::io::Cursor::new(bytes), None).map_err(arrow_err)?;
+                FileReader::try_new(std::io::Cursor::new(bytes), None).map_err(arrow(&path))?;
             let schema = reader.schema();
             let batches: Vec<RecordBatch> =
-                reader
-                    .collect::<Result<_, _>>()
-                    .map_err(|source| CheckpointError::Arrow {
-                        path: path.clone(),
-                        source,
-                    })?;
-            let batch = arrow::compute::concat_batches(&schema, &batches).map_err(|source| {
-                CheckpointError::Arrow {
-                    path: path.clone(),
-                    source,
-                }
-            })?;
+                reader.collect::<Result<_, _>>().map_err(arrow(&path))?;
+            let batch = arrow::compute::concat_batches(&schema, &batches).map_err(arrow(&path))?;
             states.push((op.id.clone(), batch));
         }
         Ok((manifest, states))

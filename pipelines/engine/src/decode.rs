@@ -977,14 +977,6 @@ impl Decoder {
         self.avro.as_ref().is_some_and(|a| a.confluent_wire())
     }
 
-    /// Whether it decodes Avro messages on their own (given the writer schema or a registry);
-    /// an Avro container file needs neither.
-    pub fn reads_avro_messages(&self) -> bool {
-        self.avro
-            .as_ref()
-            .is_some_and(avro::AvroDecoder::reads_messages)
-    }
-
     /// Whether its format is Avro.
     pub fn is_avro(&self) -> bool {
         self.format == Format::Avro

@@ -65,21 +65,21 @@ fn check_table(t: &TableDef, role: Role) -> Result<(), (txguard_engine::sql::Loc
     if role == Role::Sink {
         return Ok(());
     }
-    let Ok(d) = txguard_engine::decode::Decoder::for_table(t) else {
+    use txguard_engine::decode::{AVRO_CONFLUENT, DecodeOptions, FORMAT, Format};
+    let Ok(d) = DecodeOptions::from_table(t) else {
         return Ok(()); // reported by the engine's own check
     };
-    if d.is_avro() && !d.reads_avro_messages() {
+    if d.format == Format::Avro && d.avro_schema.is_none() && !d.avro_confluent {
         return Err((
-            t.option_error(&txguard_engine::decode::FORMAT, "").loc,
+            t.option_loc(&FORMAT),
             "format avro on a topic needs the writer schema: avro.confluent_schema_registry = \
              true with schema_registry.endpoint, or avro.schema"
                 .into(),
         ));
     }
-    if d.needs_schema_registry() && opts.registry.is_none() {
+    if d.avro_confluent && opts.registry.is_none() {
         return Err((
-            t.option_error(&txguard_engine::decode::AVRO_CONFLUENT, "")
-                .loc,
+            t.option_loc(&AVRO_CONFLUENT),
             "avro.confluent_schema_registry needs schema_registry.endpoint (the registry's URL)"
                 .into(),
         ));

@@ -102,11 +102,6 @@ impl AvroDecoder {
         self.confluent
     }
 
-    /// Whether messages can be decoded without a container file's schema.
-    pub(super) fn reads_messages(&self) -> bool {
-        self.writer.is_some() || self.confluent
-    }
-
     /// One message's datum, read against `cols`: into checked cells where its schema has a
     /// plan, else as a value.
     pub(super) fn datum<'p>(

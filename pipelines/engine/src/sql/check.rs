@@ -237,7 +237,7 @@ fn check_ddl(p: &Pipeline, t: &TableDef, spec: &ConnectorSpec, role: Role) -> Re
         let opts = crate::decode::DecodeOptions::from_table(t)
             .map_err(|e| p.err(e.loc, format!("table {}: {e}", t.name)))?;
         if let Err(e) = crate::decode::Decoder::new(t.payload_schema(), &opts) {
-            let at = t.option(crate::decode::FORMAT.key).map_or(t.loc, |o| o.loc);
+            let at = t.option_loc(&crate::decode::FORMAT);
             return Err(p.err(at, format!("table {}: {e}", t.name)));
         }
     }

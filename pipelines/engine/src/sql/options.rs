@@ -36,12 +36,17 @@ impl TableDef {
         self.option(spec.key)
     }
 
+    /// Where `spec` is written (the table, when it is absent).
+    pub fn option_loc(&self, spec: &OptionSpec) -> Loc {
+        self.get(spec).map_or(self.loc, |o| o.loc)
+    }
+
     /// An error about `spec`'s value (at the option, or at the table when it is absent).
     pub fn option_error(&self, spec: &OptionSpec, message: impl Into<String>) -> OptionError {
         OptionError {
             table: self.name.clone(),
             key: spec.key.to_string(),
-            loc: self.get(spec).map_or(self.loc, |o| o.loc),
+            loc: self.option_loc(spec),
             message: message.into(),
         }
     }

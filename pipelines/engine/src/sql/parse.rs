@@ -355,11 +355,7 @@ fn parse_table(cx: &Ctx, sig: &[&TokenWithSpan], at: Loc) -> Result<TableDef, Sq
                 .join(" "),
         );
     }
-    let ddl = if no_columns {
-        "CREATE TABLE t ()".to_string()
-    } else {
-        format!("CREATE TABLE t ({})", columns_sql.join(", "))
-    };
+    let ddl = format!("CREATE TABLE t ({})", columns_sql.join(", "));
     let parsed = Parser::parse_sql(&GenericDialect {}, &ddl)
         .map_err(|e| cx.err(loc(sig[3]), format!("columns of {name}: {e}")))?;
     let Some(Statement::CreateTable(ct)) = parsed.into_iter().next() else {

@@ -124,15 +124,11 @@ impl Dataflow {
     /// place and label (stable for the same pipeline file), the state's schema carries the
     /// operator's fingerprint ([`crate::state`]).
     pub fn snapshot(&self) -> Result<Vec<(String, RecordBatch)>, StreamError> {
-        use crate::state::Stateful;
         let mut out = Vec::new();
         for (i, n) in self.nodes.iter().enumerate() {
-            let state = match &n.op {
-                Op::Over(o) => o.windows.snapshot()?,
-                Op::Window(w) => w.agg.snapshot()?,
-                _ => continue,
-            };
-            out.push((format!("{i}-{}", n.label), state));
+            if let Some(op) = n.op.stateful() {
+                out.push((format!("{i}-{}", n.label), op.snapshot()?));
+            }
         }
         Ok(out)
     }
@@ -141,12 +137,11 @@ impl Dataflow {
     /// operator must find its state, and every state its operator (same id and fingerprint);
     /// anything else is an error naming the operator, and nothing is restored partly.
     pub fn restore(&mut self, states: &[(String, RecordBatch)]) -> Result<(), StreamError> {
-        use crate::state::Stateful;
         let ids: Vec<(usize, String)> = self
             .nodes
             .iter()
             .enumerate()
-            .filter(|(_, n)| matches!(n.op, Op::Over(_) | Op::Window(_)))
+            .filter(|(_, n)| n.op.stateful().is_some())
             .map(|(i, n)| (i, format!("{i}-{}", n.label)))
             .collect();
         for (id, _) in states {
@@ -166,21 +161,16 @@ impl Dataflow {
         }
         // Check every fingerprint before touching any operator.
         for (node, id, state) in &staged {
-            let want = match &self.nodes[*node].op {
-                Op::Over(o) => o.windows.fingerprint(),
-                Op::Window(w) => w.agg.fingerprint(),
-                _ => continue,
-            };
-            crate::state::check_fingerprint(state, &want)
-                .map_err(|e| StreamError::Plan(format!("operator {id}: {e}")))?;
+            if let Some(op) = self.nodes[*node].op.stateful() {
+                crate::state::check_fingerprint(state, &op.fingerprint())
+                    .map_err(|e| StreamError::Plan(format!("operator {id}: {e}")))?;
+            }
         }
         for (node, id, state) in staged {
-            let r = match &mut self.nodes[node].op {
-                Op::Over(o) => o.windows.restore(state),
-                Op::Window(w) => w.agg.restore(state),
-                _ => Ok(()),
-            };
-            r.map_err(|e| StreamError::Plan(format!("operator {id}: {e}")))?;
+            if let Some(op) = self.nodes[node].op.stateful_mut() {
+                op.restore(state)
+                    .map_err(|e| StreamError::Plan(format!("operator {id}: {e}")))?;
+            }
         }
         Ok(())
     }

@@ -312,6 +312,23 @@ impl WindowOp {
 }
 
 impl Op {
+    /// The operator's state, if it keeps any.
+    pub(crate) fn stateful(&self) -> Option<&dyn crate::state::Stateful> {
+        match self {
+            Op::Over(o) => Some(&o.windows),
+            Op::Window(w) => Some(&w.agg),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn stateful_mut(&mut self) -> Option<&mut dyn crate::state::Stateful> {
+        match self {
+            Op::Over(o) => Some(&mut o.windows),
+            Op::Window(w) => Some(&mut w.agg),
+            _ => None,
+        }
+    }
+
     /// Runs one step: the input's batch of this step (if any) and the current watermark;
     /// `end` at the end of input (windows still open are emitted). Rows a sink refuses are
     /// added to `rejected` as dead letters.
