@@ -48,9 +48,33 @@ pub fn specs() -> Vec<ConnectorSpec> {
     CONNECTORS.iter().map(|c| c.spec()).collect()
 }
 
-/// The source a source table declares.
-pub async fn open_source(table: &TableDef) -> Result<Box<dyn Source>, ConnectorError> {
-    named(table)?.open_source(table).await
+/// The source a source table declares, at its start or at `resume` (its position in the
+/// checkpoint being restored).
+pub async fn open_source(
+    table: &TableDef,
+    resume: Option<&serde_json::Value>,
+) -> Result<Box<dyn Source>, ConnectorError> {
+    named(table)?.open_source(table, resume).await
+}
+
+/// `resume` as the position type `T` a source saves, or an error naming the table.
+pub(crate) fn resume_at<T: serde::de::DeserializeOwned>(
+    table: &TableDef,
+    resume: Option<&serde_json::Value>,
+) -> Result<Option<T>, ConnectorError> {
+    resume
+        .map(|v| {
+            serde_json::from_value(v.clone()).map_err(|e| {
+                ConnectorError::new(
+                    &table.name,
+                    format!(
+                        "the checkpoint's position {v} is not one this {} source saves: {e}",
+                        table.connector
+                    ),
+                )
+            })
+        })
+        .transpose()
 }
 
 /// Where a table's rows go, for the run summary and the web UI: a Delta table's path, a

@@ -14,7 +14,7 @@ use txguard_engine::connector::{ConnectorError, Poll, Source};
 /// Batches read ahead at most.
 const AHEAD: usize = 4;
 
-type Polled = (Result<Poll, ConnectorError>, String);
+type Polled = (Result<Poll, ConnectorError>, String, serde_json::Value);
 
 /// `inner`, read on a thread.
 pub struct ReadAhead {
@@ -23,6 +23,7 @@ pub struct ReadAhead {
     rx: Option<Receiver<Polled>>,
     reader: Option<JoinHandle<()>>,
     position: String,
+    checkpoint: serde_json::Value,
 }
 
 impl ReadAhead {
@@ -34,6 +35,7 @@ impl ReadAhead {
     ) -> Result<Self, ConnectorError> {
         let schema = inner.schema();
         let position = inner.position();
+        let checkpoint = inner.checkpoint();
         let (tx, rx) = sync_channel::<Polled>(AHEAD);
         let reader = std::thread::Builder::new()
             .name(format!("read-{name}"))
@@ -41,7 +43,8 @@ impl ReadAhead {
                 loop {
                     let polled = inner.poll(max_rows);
                     let last = matches!(polled, Ok(Poll::End) | Err(_));
-                    if tx.send((polled, inner.position())).is_err() || last {
+                    let at = (inner.position(), inner.checkpoint());
+                    if tx.send((polled, at.0, at.1)).is_err() || last {
                         return;
                     }
                 }
@@ -53,6 +56,7 @@ impl ReadAhead {
             rx: Some(rx),
             reader: Some(reader),
             position,
+            checkpoint,
         })
     }
 }
@@ -67,8 +71,9 @@ impl Source for ReadAhead {
             return Ok(Poll::End);
         };
         match rx.recv() {
-            Ok((polled, position)) => {
+            Ok((polled, position, checkpoint)) => {
                 self.position = position;
+                self.checkpoint = checkpoint;
                 if matches!(polled, Ok(Poll::End) | Err(_)) {
                     self.rx = None;
                 }
@@ -95,6 +100,10 @@ impl Source for ReadAhead {
 
     fn position(&self) -> String {
         self.position.clone()
+    }
+
+    fn checkpoint(&self) -> serde_json::Value {
+        self.checkpoint.clone()
     }
 }
 
@@ -138,6 +147,9 @@ mod tests {
         fn position(&self) -> String {
             format!("row {}", self.at)
         }
+        fn checkpoint(&self) -> serde_json::Value {
+            serde_json::json!(self.at)
+        }
     }
 
     #[test]
@@ -162,6 +174,7 @@ mod tests {
                 other => panic!("{other:?}"),
             }
             assert_eq!(r.position(), format!("row {i}"), "the position handed over");
+            assert_eq!(r.checkpoint(), serde_json::json!(i), "and where to resume");
         }
         assert!(matches!(r.poll(10), Ok(Poll::End)));
         assert!(matches!(r.poll(10), Ok(Poll::End)));

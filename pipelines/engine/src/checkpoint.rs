@@ -1,7 +1,8 @@
 //! Checkpoints on disk: one consistent cut of a pipeline at an epoch — every stateful
-//! operator's state ([`crate::state`]) as an Arrow IPC file, plus a small JSON manifest
-//! written last (atomically, by rename) that lists the files with their SHA-256, and what the
-//! caller records beside them (source positions, watermarks). A checkpoint without its
+//! operator's state ([`crate::state`]), every event-time buffer's held rows and every sink's
+//! prepared epoch, each as an Arrow IPC file, plus a small JSON manifest written last
+//! (atomically, by rename) that lists the files with their SHA-256 and what the runtime
+//! records beside them ([`RunRecord`]: source positions, watermarks, counters). A checkpoint without its
 //! manifest is incomplete and ignored; one whose manifest or files do not check out is
 //! reported and skipped for the previous complete one. The newest few are kept.
 //!
@@ -47,8 +48,8 @@ pub struct OperatorFile {
     pub sha256: String,
 }
 
-/// What a checkpoint holds: the epoch, when it was taken, its operator files, and the
-/// caller's record of where every source was (`sources`, any JSON).
+/// What a checkpoint holds: the epoch, when it was taken, its state files, and the
+/// runtime's record of where every source and sink was.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub version: u32,
@@ -56,7 +57,52 @@ pub struct Manifest {
     /// Unix microseconds.
     pub created_at: i64,
     pub operators: Vec<OperatorFile>,
-    pub sources: serde_json::Value,
+    pub record: RunRecord,
+}
+
+/// Where a run was at a checkpoint, beside the state files.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub sources: Vec<SourceRecord>,
+    pub sinks: Vec<SinkRecord>,
+    /// Rows sinks refused so far (sent to the dead letters).
+    pub rejected_by_sinks: u64,
+}
+
+/// One source at a checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    pub name: String,
+    /// Where it reopens ([`crate::connector::Source::checkpoint`]).
+    pub position: serde_json::Value,
+    /// The same for people ([`crate::connector::Source::position`]).
+    pub shown: String,
+    /// Its watermark (µs since the Unix epoch), and its event-time buffer's marks.
+    pub watermark: Option<i64>,
+    pub marks: crate::time::Marks,
+    /// Rows its event-time buffer held (saved as state `buffer-<name>`).
+    pub held: u64,
+    pub messages_in: u64,
+    pub rows: u64,
+    pub dead: u64,
+    pub late: u64,
+    pub released: u64,
+    /// Whether it had ended.
+    pub done: bool,
+}
+
+/// One sink at a checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SinkRecord {
+    pub table: String,
+    /// Its prepared epoch's metadata ([`crate::connector::Prepared::meta`]); the data, if
+    /// any, is state `sink-<table>`.
+    pub meta: serde_json::Value,
+    /// Rows the prepared epoch holds.
+    pub prepared_rows: u64,
+    pub rows: u64,
+    pub committed_rows: u64,
+    pub commits: u64,
 }
 
 /// A checkpoint read back: its manifest and every operator's state, by id.
@@ -134,7 +180,7 @@ impl CheckpointStore {
         &self,
         epoch: u64,
         states: &[(String, RecordBatch)],
-        sources: serde_json::Value,
+        record: RunRecord,
     ) -> Result<Manifest, CheckpointError> {
         let folder = self.folder(epoch);
         fs::create_dir_all(&folder).map_err(io(&folder))?;
@@ -162,7 +208,7 @@ impl CheckpointStore {
             epoch,
             created_at: chrono::Utc::now().timestamp_micros(),
             operators,
-            sources,
+            record,
         };
         let text = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| invalid(&folder, format!("manifest: {e}")))?;
@@ -195,11 +241,9 @@ impl CheckpointStore {
         Ok(epochs)
     }
 
-    /// Reads and verifies checkpoint `epoch`: its manifest and every state file (size and
-    /// SHA-256 as the manifest says).
-    pub fn read(&self, epoch: u64) -> Result<Checkpoint, CheckpointError> {
-        let folder = self.folder(epoch);
-        let path = folder.join(MANIFEST);
+    /// The manifest of checkpoint `epoch`, read and checked, without its state files.
+    pub fn manifest(&self, epoch: u64) -> Result<Manifest, CheckpointError> {
+        let path = self.folder(epoch).join(MANIFEST);
         let text = fs::read(&path).map_err(io(&path))?;
         let manifest: Manifest = serde_json::from_slice(&text)
             .map_err(|e| invalid(&path, format!("not a checkpoint manifest: {e}")))?;
@@ -212,6 +256,14 @@ impl CheckpointStore {
                 ),
             ));
         }
+        Ok(manifest)
+    }
+
+    /// Reads and verifies checkpoint `epoch`: its manifest and every state file (size and
+    /// SHA-256 as the manifest says).
+    pub fn read(&self, epoch: u64) -> Result<Checkpoint, CheckpointError> {
+        let folder = self.folder(epoch);
+        let manifest = self.manifest(epoch)?;
         let mut states = Vec::with_capacity(manifest.operators.len());
         for op in &manifest.operators {
             let path = folder.join(&op.file);
@@ -320,7 +372,10 @@ mod tests {
                 .write(
                     epoch,
                     &[("3-over".into(), state(epoch as i64))],
-                    serde_json::json!({"transactions": {"line": epoch * 10}}),
+                    RunRecord {
+                        rejected_by_sinks: epoch * 10,
+                        ..Default::default()
+                    },
                 )
                 .expect("write");
             assert_eq!(m.operators[0].rows, 2);
@@ -332,7 +387,7 @@ mod tests {
         );
         let (m, states) = store.latest().expect("latest").expect("some");
         assert_eq!(m.epoch, 4);
-        assert_eq!(m.sources["transactions"]["line"], 40);
+        assert_eq!(m.record.rejected_by_sinks, 40);
         assert_eq!(states, vec![("3-over".to_string(), state(4))]);
         assert_eq!(
             states[0].1.schema().metadata()[crate::state::FINGERPRINT],
@@ -350,7 +405,7 @@ mod tests {
                 .write(
                     epoch,
                     &[("w".into(), state(epoch as i64))],
-                    serde_json::Value::Null,
+                    RunRecord::default(),
                 )
                 .expect("write");
         }

@@ -1,7 +1,9 @@
 //! The one interface every source and sink implements (generator, file, Delta, Kafka,
-//! Postgres, stdout), and the error they report. Sources are polled synchronously by
-//! the runtime; sinks run on their own task and make their writes durable at each checkpoint
-//! epoch ([`Sink::commit`]), which is where exactly-once delivery hooks in.
+//! Postgres, stdout), and the error they report. Sources are polled synchronously by the
+//! runtime, say where they are as a resumable position ([`Source::checkpoint`]) and are
+//! reopened there after a restart; sinks run on their own task and deliver each checkpoint
+//! epoch in two phases ([`Sink::prepare`], then [`Sink::commit`] once the checkpoint that
+//! holds what `prepare` returned is durable), which is where exactly-once delivery hooks in.
 
 use std::sync::{Arc, Mutex};
 
@@ -44,10 +46,13 @@ pub trait Connector: Sync {
     /// Its name, roles, options and metadata fields, for validating pipeline files.
     fn spec(&self) -> ConnectorSpec;
 
-    /// The source `table` declares.
+    /// The source `table` declares, at its start or, after a restart, at `resume` (what its
+    /// [`Source::checkpoint`] said in the checkpoint being restored). A source that cannot
+    /// resume must refuse a `resume` rather than start over.
     fn open_source<'a>(
         &'a self,
         table: &'a TableDef,
+        _resume: Option<&'a serde_json::Value>,
     ) -> BoxFuture<'a, Result<Box<dyn Source>, ConnectorError>> {
         let name = self.spec().name;
         Box::pin(async move {
@@ -104,8 +109,15 @@ pub trait Source: Send {
     /// Up to about `max_rows` rows.
     fn poll(&mut self, max_rows: usize) -> Result<Poll, ConnectorError>;
 
-    /// Where it is, for logs and checkpoints (e.g. `line 1200`, `partition 3 offset 991`).
+    /// Where it is, for logs and dead letters (e.g. `line 1200`, `partition 3 offset 991`).
     fn position(&self) -> String;
+
+    /// Where it is as a position it can be reopened at ([`Connector::open_source`]'s
+    /// `resume`): just after every row and dead letter it has given so far. `Null`: it
+    /// cannot resume (a restart begins again, which the runtime refuses when restoring).
+    fn checkpoint(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 
     /// The event time its input has reached everywhere, for a source whose input has
     /// several parts read at different paces (Kafka partitions): no row it gives later will
@@ -128,19 +140,65 @@ pub trait Source: Send {
     }
 }
 
-/// A destination for rows.
+/// What a sink's first phase left for its second ([`Sink::prepare`] → [`Sink::commit`]):
+/// kept in the checkpoint, so that a run that stopped between the two can finish the commit
+/// after a restart.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Prepared {
+    /// Small, kept in the checkpoint's manifest (Delta: the add actions of the data files
+    /// written during the epoch).
+    pub meta: serde_json::Value,
+    /// Kept in a file of the checkpoint (Postgres: the epoch's rows as a `COPY` stream).
+    pub data: Vec<u8>,
+}
+
+impl Prepared {
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_null() && self.data.is_empty()
+    }
+}
+
+/// A destination for rows, written in epochs.
 pub trait Sink: Send {
     /// Takes rows (in the sink table's declared schema). They may be buffered until
-    /// [`Sink::commit`].
+    /// [`Sink::prepare`].
     fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<(), ConnectorError>>;
 
-    /// Makes everything written so far durable as checkpoint `epoch` (epochs only grow).
-    fn commit(&mut self, epoch: u64) -> BoxFuture<'_, Result<(), ConnectorError>>;
+    /// Phase one of epoch `epoch` (epochs only grow): everything written since the last
+    /// call is made durable where [`Sink::commit`] can make it visible, or handed back to be
+    /// kept in the checkpoint. A sink that cannot hold rows back delivers them here (at
+    /// least once).
+    fn prepare(&mut self, epoch: u64) -> BoxFuture<'_, Result<Prepared, ConnectorError>>;
 
-    /// The last epoch this sink made durable in an earlier run, if it records one (a Delta
-    /// table's application transaction). The runtime continues after it.
+    /// Phase two: makes `prepared` visible as epoch `epoch`, atomically with the record of
+    /// that epoch, and once: after [`Sink::last_epoch`] has reached `epoch` it does nothing.
+    /// Called after the checkpoint holding `prepared` is durable, and again when a restart
+    /// restores that checkpoint.
+    fn commit(
+        &mut self,
+        epoch: u64,
+        prepared: Prepared,
+    ) -> BoxFuture<'_, Result<(), ConnectorError>>;
+
+    /// The last epoch this sink committed, in this run or an earlier one, if it records one
+    /// (a Delta table's application transaction, a Postgres bookkeeping row).
     fn last_epoch(&self) -> Option<u64> {
         None
+    }
+
+    /// Whether a replay after a restart reaches the destination once (the commit and its
+    /// epoch land together) or possibly again (at least once).
+    fn exactly_once(&self) -> bool {
+        false
+    }
+
+    /// Both phases at once, without a checkpoint between them (tests, benchmarks, a run
+    /// without checkpoints).
+    fn commit_now(&mut self, epoch: u64) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        Box::pin(async move {
+            let prepared = self.prepare(epoch).await?;
+            self.commit(epoch, prepared).await
+        })
     }
 }
 
@@ -172,7 +230,11 @@ impl Sink for CollectSink {
         Box::pin(async move { r })
     }
 
-    fn commit(&mut self, _epoch: u64) -> BoxFuture<'_, Result<(), ConnectorError>> {
+    fn prepare(&mut self, _epoch: u64) -> BoxFuture<'_, Result<Prepared, ConnectorError>> {
+        Box::pin(async { Ok(Prepared::default()) })
+    }
+
+    fn commit(&mut self, _: u64, _: Prepared) -> BoxFuture<'_, Result<(), ConnectorError>> {
         Box::pin(async { Ok(()) })
     }
 }

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::connector::{ConnectorError, Poll, Sink, Source};
+use crate::checkpoint::{Checkpoint, CheckpointStore, RunRecord, SinkRecord, SourceRecord};
+use crate::connector::{ConnectorError, Poll, Prepared, Sink, Source};
 use crate::constraints::Constraints;
 use crate::event::rows_as_dead_letters;
 use crate::stream::{DEAD_LETTERS, Dataflow, StreamError, cast_to};
@@ -31,6 +32,9 @@ pub struct RunOptions {
     /// A source with nothing for this long no longer holds its last rows back: its watermark
     /// moves up to the newest event time it has seen.
     pub idle_timeout: Duration,
+    /// Where each epoch's checkpoint goes; `None`: no checkpoints (a restart begins again,
+    /// and sinks get each epoch at least once).
+    pub checkpoints: Option<CheckpointStore>,
 }
 
 impl Default for RunOptions {
@@ -39,6 +43,7 @@ impl Default for RunOptions {
             batch_rows: 8192,
             checkpoint_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(2),
+            checkpoints: None,
         }
     }
 }
@@ -83,6 +88,12 @@ pub struct Metrics {
     pub finished: AtomicBool,
     /// Rows sinks refused (NULL in a NOT NULL column), sent to the dead letters.
     pub rejected_by_sinks: AtomicU64,
+    /// Checkpoints written by this run, the size of the last and how long it took (µs, from
+    /// the snapshot to the manifest), and the checkpoint the run began from (0 = none).
+    pub checkpoints: AtomicU64,
+    pub checkpoint_bytes: AtomicU64,
+    pub checkpoint_micros: AtomicU64,
+    pub restored_epoch: AtomicU64,
 }
 
 impl Metrics {
@@ -128,6 +139,12 @@ pub enum RunError {
     Stream(#[from] StreamError),
     #[error("{0}")]
     Setup(String),
+    #[error("sink {0} stopped (see the error above)")]
+    SinkStopped(String),
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    #[error("cannot restore checkpoint {epoch}: {message}")]
+    Restore { epoch: u64, message: String },
 }
 
 impl From<arrow::error::ArrowError> for RunError {
@@ -138,10 +155,14 @@ impl From<arrow::error::ArrowError> for RunError {
 
 enum SinkMsg {
     Rows(RecordBatch),
-    Commit(u64),
+    /// Phase one of an epoch: the reply carries what phase two needs.
+    Prepare(u64, oneshot::Sender<Result<Prepared, ConnectorError>>),
+    /// Phase two, once the checkpoint holding the prepared epoch is durable.
+    Commit(u64, Prepared),
 }
 
 struct SinkTask {
+    table: String,
     tx: mpsc::Sender<SinkMsg>,
     handle: JoinHandle<Result<(), ConnectorError>>,
 }
@@ -152,21 +173,32 @@ fn now_micros() -> i64 {
 
 fn spawn_sink(mut sink: Box<dyn Sink>, index: usize, metrics: Arc<Metrics>) -> SinkTask {
     let (tx, mut rx) = mpsc::channel::<SinkMsg>(8);
+    let table = metrics.sinks[index].table.clone();
     let handle = tokio::spawn(async move {
-        let mut pending = 0u64;
+        let (mut pending, mut prepared_rows) = (0u64, 0u64);
         while let Some(msg) = rx.recv().await {
             match msg {
                 SinkMsg::Rows(b) => {
                     pending += b.num_rows() as u64;
                     sink.write(b).await?;
                 }
-                SinkMsg::Commit(epoch) => {
-                    sink.commit(epoch).await?;
+                SinkMsg::Prepare(epoch, reply) => {
+                    let prepared = sink.prepare(epoch).await;
+                    let failed = prepared.as_ref().err().cloned();
+                    let _ = reply.send(prepared);
+                    if let Some(e) = failed {
+                        return Err(e);
+                    }
+                    prepared_rows = std::mem::take(&mut pending);
+                }
+                SinkMsg::Commit(epoch, prepared) => {
+                    sink.commit(epoch, prepared).await?;
                     let m = &metrics.sinks[index];
                     m.commits.fetch_add(1, Ordering::Relaxed);
                     m.committed_epoch.store(epoch, Ordering::Release);
-                    m.committed_rows.fetch_add(pending, Ordering::Relaxed);
-                    if pending > 0 {
+                    m.committed_rows
+                        .fetch_add(std::mem::take(&mut prepared_rows), Ordering::Relaxed);
+                    if m.committed_rows.load(Ordering::Relaxed) > 0 {
                         let _ = metrics.first_commit_micros.compare_exchange(
                             0,
                             now_micros(),
@@ -174,13 +206,12 @@ fn spawn_sink(mut sink: Box<dyn Sink>, index: usize, metrics: Arc<Metrics>) -> S
                             Ordering::Relaxed,
                         );
                     }
-                    pending = 0;
                 }
             }
         }
         Ok(())
     });
-    SinkTask { tx, handle }
+    SinkTask { table, tx, handle }
 }
 
 /// Picks a table's declared columns out of what its source gives, by name, and applies the
@@ -302,14 +333,51 @@ fn last_reason(dead: &RecordBatch) -> Option<String> {
 }
 
 /// A source for each of the dataflow's declared sources (by table name) and a sink for each
-/// of its sinks (in [`Dataflow::sinks`] order).
+/// of its sinks (in [`Dataflow::sinks`] order), and the checkpoint they were opened at (the
+/// sources at its positions), which the run restores before anything else.
 pub struct Connections {
     pub sources: Vec<(String, Box<dyn Source>)>,
     pub sinks: Vec<Box<dyn Sink>>,
+    pub resume: Option<Checkpoint>,
+}
+
+/// State ids of the event-time buffers and sinks' prepared epochs in a checkpoint (operator
+/// ids begin with their node's number).
+const BUFFER_STATE: &str = "buffer-";
+const SINK_STATE: &str = "sink-";
+
+/// The operator states of a checkpoint (not the buffers' and sinks').
+pub fn operator_states(states: &[(String, RecordBatch)]) -> Vec<(String, RecordBatch)> {
+    states
+        .iter()
+        .filter(|(id, _)| !id.starts_with(BUFFER_STATE) && !id.starts_with(SINK_STATE))
+        .cloned()
+        .collect()
+}
+
+fn find_state<'a>(states: &'a [(String, RecordBatch)], id: &str) -> Option<&'a RecordBatch> {
+    states.iter().find(|(i, _)| i == id).map(|(_, b)| b)
+}
+
+/// A sink's prepared bytes as a one-row state batch, and back.
+fn data_state(data: &[u8]) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let col = arrow::array::LargeBinaryArray::from_vec(vec![data]);
+    RecordBatch::try_from_iter([("data", Arc::new(col) as ArrayRef)])
+}
+
+fn state_data(b: &RecordBatch) -> Option<Vec<u8>> {
+    use arrow::array::AsArray;
+    let col = b.column_by_name("data")?.as_binary_opt::<i64>()?;
+    (col.len() == 1).then(|| col.value(0).to_vec())
 }
 
 /// Runs `df` until its sources end or `stop` is set, then drains and commits. However it
 /// ends, [`Metrics::finished`] is set when it returns (progress displays wait for it).
+///
+/// With [`RunOptions::checkpoints`], every epoch is a checkpoint: the sinks prepare, the
+/// operators' state, the event-time buffers and the sources' positions are written as one
+/// checkpoint, and only then do the sinks commit; a stop takes a last checkpoint instead of
+/// draining, so the next run continues where this one stopped.
 pub async fn run(
     df: Dataflow,
     conns: Connections,
@@ -322,9 +390,100 @@ pub async fn run(
     result
 }
 
+/// Puts a checkpoint back: operator state, event-time buffers, counters, and the commit of
+/// its epoch in every sink that has not made it yet. Returns the epoch to continue after.
+async fn restore(
+    df: &mut Dataflow,
+    sources: &mut [SourceState],
+    sinks: &mut [Box<dyn Sink>],
+    metrics: &Metrics,
+    (manifest, states): Checkpoint,
+) -> Result<u64, RunError> {
+    let epoch = manifest.epoch;
+    let fail = |message: String| RunError::Restore { epoch, message };
+    df.restore(&operator_states(&states))
+        .map_err(|e| fail(e.to_string()))?;
+    let record = manifest.record;
+    for s in sources.iter_mut() {
+        let Some(rec) = record.sources.iter().find(|r| r.name == s.name) else {
+            return Err(fail(format!(
+                "the checkpoint has no position for source {}, which the pipeline reads \
+                 (the SQL changed since the checkpoint)",
+                s.name
+            )));
+        };
+        if let Some(buf) = &mut s.buffer {
+            let id = format!("{BUFFER_STATE}{}", s.name);
+            let rows = find_state(&states, &id)
+                .cloned()
+                .unwrap_or_else(|| RecordBatch::new_empty(buf.schema()));
+            buf.restore(rows, rec.marks)
+                .map_err(|e| fail(format!("source {}: {e}", s.name)))?;
+        }
+        let m = &metrics.sources[s.index];
+        m.messages_in.store(rec.messages_in, Ordering::Relaxed);
+        m.rows.store(rec.rows, Ordering::Relaxed);
+        m.dead.store(rec.dead, Ordering::Relaxed);
+        m.late.store(rec.late, Ordering::Relaxed);
+        m.released.store(rec.released, Ordering::Relaxed);
+        m.watermark
+            .store(rec.watermark.unwrap_or(i64::MIN), Ordering::Relaxed);
+    }
+    metrics
+        .rejected_by_sinks
+        .store(record.rejected_by_sinks, Ordering::Relaxed);
+    let mut resume_after = epoch;
+    for (i, sink) in sinks.iter_mut().enumerate() {
+        let m = &metrics.sinks[i];
+        let Some(rec) = record.sinks.iter().find(|r| r.table == m.table) else {
+            continue;
+        };
+        m.rows.store(rec.rows, Ordering::Relaxed);
+        m.commits.store(rec.commits, Ordering::Relaxed);
+        m.committed_rows
+            .store(rec.committed_rows + rec.prepared_rows, Ordering::Relaxed);
+        let last = sink.last_epoch();
+        if let Some(l) = last.filter(|l| *l > epoch) {
+            tracing::warn!(
+                sink = %m.table,
+                "sink {} has committed epoch {l}, newer than checkpoint {epoch} (a newer \
+                 checkpoint was lost): the rows of epochs {}..={l} will be written again",
+                m.table,
+                epoch + 1
+            );
+            resume_after = resume_after.max(l);
+        }
+        let data = find_state(&states, &format!("{SINK_STATE}{}", m.table))
+            .and_then(state_data)
+            .unwrap_or_default();
+        let prepared = Prepared {
+            meta: rec.meta.clone(),
+            data,
+        };
+        if prepared.is_empty() || last.is_some_and(|l| l >= epoch) {
+            continue;
+        }
+        tracing::info!(
+            sink = %m.table,
+            epoch,
+            rows = rec.prepared_rows,
+            "committing epoch {epoch}, which the previous run prepared but had not committed"
+        );
+        sink.commit(epoch, prepared).await?;
+    }
+    metrics.restored_epoch.store(epoch, Ordering::Relaxed);
+    tracing::info!(
+        epoch,
+        "restored checkpoint {epoch}: {} operators, {} sources",
+        operator_states(&states).len(),
+        record.sources.len()
+    );
+    Ok(resume_after)
+}
+
 async fn run_to_end(
     mut df: Dataflow,
-    conns: Connections,
+    mut conns: Connections,
     opts: RunOptions,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
@@ -370,10 +529,15 @@ async fn run_to_end(
             df.sinks().len()
         )));
     }
+    let restored = match conns.resume.take() {
+        Some(cp) => Some(restore(&mut df, &mut sources, &mut conns.sinks, &metrics, cp).await?),
+        None => None,
+    };
     let start_epoch = conns
         .sinks
         .iter()
         .filter_map(|s| s.last_epoch())
+        .chain(restored)
         .max()
         .map_or(1, |e| e + 1);
     let mut epoch = start_epoch;
@@ -384,7 +548,7 @@ async fn run_to_end(
         .enumerate()
         .map(|(i, s)| spawn_sink(s, i, metrics.clone()))
         .collect();
-
+    let store = opts.checkpoints.clone();
     let result = drive(
         &mut df,
         &mut sources,
@@ -396,47 +560,209 @@ async fn run_to_end(
         &mut epoch,
     )
     .await;
-    // Last commit (also after an error, so what was processed is not lost). Only a clean
-    // end has released every row, so only then may sources acknowledge all they gave.
-    let clean = result.is_ok();
-    if clean {
-        for s in sources.iter_mut() {
-            s.source.barrier(epoch, None);
+    // The last epoch: a checkpoint after a clean end or a stop. After an error there is no
+    // consistent cut to save: with checkpoints the next run continues from the last one;
+    // without, what was processed is still committed (at least once).
+    let mut outcome = match result {
+        Ok(()) => {
+            epoch_end(
+                &df,
+                &mut sources,
+                &tasks,
+                &metrics,
+                store.as_ref(),
+                &mut epoch,
+                true,
+            )
+            .await
         }
-    }
-    let mut outcome = result;
-    for t in &tasks {
-        if t.tx.send(SinkMsg::Commit(epoch)).await.is_err() && outcome.is_ok() {
-            outcome = Err(RunError::Setup("a sink stopped early".into()));
+        Err(e) => {
+            if store.is_none() {
+                let _ = commit_without_checkpoint(&tasks, epoch).await;
+            }
+            Err(e)
         }
-    }
+    };
+    let clean = outcome.is_ok();
     for t in tasks {
         drop(t.tx);
-        match t.handle.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                if outcome.is_ok() {
-                    outcome = Err(e.into());
-                } else {
-                    tracing::error!("{e}");
-                }
-            }
-            Err(e) => {
-                if outcome.is_ok() {
-                    outcome = Err(RunError::Setup(format!("a sink task failed: {e}")));
-                }
+        let failed = match t.handle.await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(RunError::from(e)),
+            Err(e) => Some(RunError::Setup(format!(
+                "sink {}'s task failed: {e}",
+                t.table
+            ))),
+        };
+        if let Some(e) = failed {
+            // A sink's own error says more than the pipeline's "the sink stopped".
+            match &outcome {
+                Ok(()) | Err(RunError::SinkStopped(_)) => outcome = Err(e),
+                Err(_) => tracing::error!("{e}"),
             }
         }
     }
     if clean && outcome.is_ok() {
         for s in sources.iter_mut() {
-            if let Err(e) = s.source.committed(epoch) {
+            if let Err(e) = s.source.committed(epoch - 1) {
                 outcome = Err(e.into());
             }
         }
     }
     metrics.finished.store(true, Ordering::Relaxed);
     outcome
+}
+
+/// Without checkpoints, after an error: both phases at once, so rows already processed are
+/// not lost.
+async fn commit_without_checkpoint(tasks: &[SinkTask], epoch: u64) -> Result<(), RunError> {
+    for t in tasks {
+        let (tx, rx) = oneshot::channel();
+        if t.tx.send(SinkMsg::Prepare(epoch, tx)).await.is_err() {
+            continue;
+        }
+        if let Ok(Ok(p)) = rx.await {
+            let _ = t.tx.send(SinkMsg::Commit(epoch, p)).await;
+        }
+    }
+    Ok(())
+}
+
+/// How long a checkpoint waits for a sink before saying so (and again each time after).
+const SLOW_SINK: Duration = Duration::from_secs(10);
+
+/// Ends epoch `epoch`: every source marks where it is, every sink prepares (the wait holds
+/// the pipeline back while a sink is slow or away, and is logged), the checkpoint is
+/// written (with a store), then every sink is told to commit. `last`: the run is ending, so
+/// every row a source gave is in the dataflow.
+#[allow(clippy::too_many_arguments)]
+async fn epoch_end(
+    df: &Dataflow,
+    sources: &mut [SourceState],
+    tasks: &[SinkTask],
+    metrics: &Metrics,
+    store: Option<&CheckpointStore>,
+    epoch: &mut u64,
+    last: bool,
+) -> Result<(), RunError> {
+    let e = *epoch;
+    for s in sources.iter_mut() {
+        // A checkpoint keeps the event-time buffer's rows, so everything given is covered;
+        // without one, only rows the buffer has released.
+        let released_before = match (store, last) {
+            (None, false) if !s.done => {
+                s.buffer.as_ref().map(|b| b.watermark().unwrap_or(i64::MIN))
+            }
+            _ => None,
+        };
+        s.source.barrier(e, released_before);
+    }
+    let mut replies = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        let (tx, rx) = oneshot::channel();
+        if t.tx.send(SinkMsg::Prepare(e, tx)).await.is_err() {
+            return Err(RunError::SinkStopped(t.table.clone()));
+        }
+        replies.push(rx);
+    }
+    let mut prepared = Vec::with_capacity(tasks.len());
+    for (t, mut rx) in tasks.iter().zip(replies) {
+        let waiting = Instant::now();
+        let p = loop {
+            match tokio::time::timeout(SLOW_SINK, &mut rx).await {
+                Ok(Ok(Ok(p))) => break p,
+                Ok(Ok(Err(err))) => return Err(err.into()),
+                Ok(Err(_)) => return Err(RunError::SinkStopped(t.table.clone())),
+                Err(_) => tracing::warn!(
+                    sink = %t.table,
+                    epoch = e,
+                    "epoch {e} has waited {:.0} s for sink {} to write its rows (slow or \
+                     unavailable; the sources are held back meanwhile)",
+                    waiting.elapsed().as_secs_f64(),
+                    t.table
+                ),
+            }
+        };
+        prepared.push(p);
+    }
+    if let Some(store) = store {
+        let started = Instant::now();
+        let mut states = df.snapshot()?;
+        let mut record = RunRecord {
+            rejected_by_sinks: metrics.rejected_by_sinks.load(Ordering::Relaxed),
+            ..RunRecord::default()
+        };
+        for s in sources.iter() {
+            let m = &metrics.sources[s.index];
+            let (marks, held) = match &s.buffer {
+                Some(buf) => {
+                    let (rows, marks) = buf.snapshot()?;
+                    let held = rows.num_rows() as u64;
+                    states.push((format!("{BUFFER_STATE}{}", s.name), rows));
+                    (marks, held)
+                }
+                None => (Default::default(), 0),
+            };
+            let watermark = m.watermark.load(Ordering::Relaxed);
+            record.sources.push(SourceRecord {
+                name: s.name.clone(),
+                position: s.source.checkpoint(),
+                shown: s.source.position(),
+                watermark: (watermark != i64::MIN).then_some(watermark),
+                marks,
+                held,
+                messages_in: m.messages_in.load(Ordering::Relaxed),
+                rows: m.rows.load(Ordering::Relaxed),
+                dead: m.dead.load(Ordering::Relaxed),
+                late: m.late.load(Ordering::Relaxed),
+                released: m.released.load(Ordering::Relaxed),
+                done: s.done,
+            });
+        }
+        for (i, (t, p)) in tasks.iter().zip(&prepared).enumerate() {
+            let m = &metrics.sinks[i];
+            if !p.data.is_empty() {
+                states.push((format!("{SINK_STATE}{}", t.table), data_state(&p.data)?));
+            }
+            let committed = m.committed_rows.load(Ordering::Relaxed);
+            record.sinks.push(SinkRecord {
+                table: t.table.clone(),
+                meta: p.meta.clone(),
+                // Rows handed to the sink up to this epoch's end, less those committed.
+                prepared_rows: m.rows.load(Ordering::Relaxed).saturating_sub(committed),
+                rows: m.rows.load(Ordering::Relaxed),
+                committed_rows: committed,
+                commits: m.commits.load(Ordering::Relaxed),
+            });
+        }
+        let paused = started.elapsed();
+        let store = store.clone();
+        let manifest = tokio::task::spawn_blocking(move || store.write(e, &states, record))
+            .await
+            .map_err(|err| RunError::Checkpoint(format!("the checkpoint writer failed: {err}")))?
+            .map_err(|err| RunError::Checkpoint(err.to_string()))?;
+        let bytes: u64 = manifest.operators.iter().map(|o| o.bytes).sum();
+        metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+        metrics.checkpoint_bytes.store(bytes, Ordering::Relaxed);
+        metrics
+            .checkpoint_micros
+            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        tracing::debug!(
+            epoch = e,
+            bytes,
+            snapshot_ms = paused.as_secs_f64() * 1000.0,
+            total_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "checkpoint written"
+        );
+    }
+    for (t, p) in tasks.iter().zip(prepared) {
+        if t.tx.send(SinkMsg::Commit(e, p)).await.is_err() {
+            return Err(RunError::SinkStopped(t.table.clone()));
+        }
+    }
+    *epoch += 1;
+    metrics.epoch.store(*epoch, Ordering::Relaxed);
+    Ok(())
 }
 
 async fn send(
@@ -449,10 +775,7 @@ async fn send(
             .rows
             .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
         if tasks[s].tx.send(SinkMsg::Rows(b)).await.is_err() {
-            return Err(RunError::Setup(format!(
-                "sink {} stopped (see the error above)",
-                metrics.sinks[s].table
-            )));
+            return Err(RunError::SinkStopped(tasks[s].table.clone()));
         }
     }
     Ok(())
@@ -530,6 +853,11 @@ async fn drive(
     let mut acked = 0u64;
     loop {
         let stopping = stop.load(Ordering::Relaxed);
+        if stopping && opts.checkpoints.is_some() {
+            // The last checkpoint keeps what is buffered and open: the next run goes on.
+            tracing::info!("stopping: taking a last checkpoint");
+            return Ok(());
+        }
         let mut busy = false;
         for s in sources.iter_mut().filter(|s| !s.done) {
             let m = &metrics.sources[s.index];
@@ -657,19 +985,16 @@ async fn drive(
         }
         acknowledge(sources, metrics, &mut acked)?;
         if Instant::now() >= next_commit {
-            for s in sources.iter_mut().filter(|s| !s.done) {
-                let released_before = s.buffer.as_ref().map(|b| b.watermark().unwrap_or(i64::MIN));
-                s.source.barrier(*epoch, released_before);
-            }
-            for t in tasks {
-                if t.tx.send(SinkMsg::Commit(*epoch)).await.is_err() {
-                    return Err(RunError::Setup(
-                        "a sink stopped (see the error above)".into(),
-                    ));
-                }
-            }
-            *epoch += 1;
-            metrics.epoch.store(*epoch, Ordering::Relaxed);
+            epoch_end(
+                df,
+                sources,
+                tasks,
+                metrics,
+                opts.checkpoints.as_ref(),
+                epoch,
+                false,
+            )
+            .await?;
             let rows_committed = metrics.first_commit_micros.load(Ordering::Relaxed) != 0;
             next_commit = Instant::now()
                 + if rows_committed {

@@ -23,6 +23,15 @@ pub struct Late {
     pub reasons: Vec<String>,
 }
 
+/// The buffer's progress besides the rows it holds, for a checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Marks {
+    /// The newest event time accepted.
+    pub max_seen: Option<i64>,
+    /// The floor an idle source raised the watermark to.
+    pub floor: Option<i64>,
+}
+
 /// Holds rows until the watermark passes them.
 pub struct EventTimeBuffer {
     schema: SchemaRef,
@@ -166,13 +175,64 @@ impl EventTimeBuffer {
         self.release_before(i64::MAX)
     }
 
-    fn release_before(&mut self, w: i64) -> Result<Option<RecordBatch>, ArrowError> {
-        let rest = self.index.split_off(&(w, 0));
-        let ready = std::mem::replace(&mut self.index, rest);
-        if ready.is_empty() {
+    /// What a checkpoint keeps: the rows held, in release order, and the marks. The
+    /// frontier is not kept: the source reports it again.
+    pub fn snapshot(&self) -> Result<(RecordBatch, Marks), ArrowError> {
+        let rows = match self.gather(&self.index)? {
+            Some(rows) => rows,
+            None => RecordBatch::new_empty(self.schema.clone()),
+        };
+        let marks = Marks {
+            max_seen: self.max_seen,
+            floor: self.floor,
+        };
+        Ok((rows, marks))
+    }
+
+    /// Puts back what [`EventTimeBuffer::snapshot`] took (into an empty buffer of the same
+    /// schema): the rows are held again, none judged late.
+    pub fn restore(&mut self, rows: RecordBatch, marks: Marks) -> Result<(), ArrowError> {
+        if rows.schema().fields() != self.schema.fields() {
+            return Err(ArrowError::SchemaError(
+                "the saved event-time buffer has other columns than the table".into(),
+            ));
+        }
+        let ts = rows
+            .column(self.ts_col)
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .ok_or_else(|| {
+                ArrowError::SchemaError("event-time column is not Timestamp(Microsecond)".into())
+            })?
+            .clone();
+        self.index.clear();
+        self.batches.clear();
+        let b = self.next_batch;
+        self.next_batch += 1;
+        for (r, t) in ts.iter().enumerate() {
+            let t = t.ok_or_else(|| {
+                ArrowError::InvalidArgumentError("a saved held row has no event time".into())
+            })?;
+            self.seq += 1;
+            self.index.insert((t, self.seq), (b, r as u32));
+        }
+        if rows.num_rows() > 0 {
+            let n = rows.num_rows();
+            self.batches.insert(b, (rows, n));
+        }
+        self.max_seen = marks.max_seen;
+        self.floor = marks.floor;
+        Ok(())
+    }
+
+    /// The rows `entries` point at, in their order.
+    fn gather(
+        &self,
+        entries: &BTreeMap<(i64, u64), (u64, u32)>,
+    ) -> Result<Option<RecordBatch>, ArrowError> {
+        if entries.is_empty() {
             return Ok(None);
         }
-        let mut ids: Vec<u64> = ready.values().map(|(b, _)| *b).collect();
+        let mut ids: Vec<u64> = entries.values().map(|(b, _)| *b).collect();
         ids.sort_unstable();
         ids.dedup();
         let pos: HashMap<u64, usize> = ids.iter().enumerate().map(|(i, b)| (*b, i)).collect();
@@ -185,8 +245,19 @@ impl EventTimeBuffer {
                 "event-time buffer lost track of a batch".into(),
             ));
         }
-        let idx: Vec<(usize, usize)> = ready.values().map(|(b, r)| (pos[b], *r as usize)).collect();
-        let out = interleave_record_batch(&parts, &idx)?;
+        let idx: Vec<(usize, usize)> = entries
+            .values()
+            .map(|(b, r)| (pos[b], *r as usize))
+            .collect();
+        Ok(Some(interleave_record_batch(&parts, &idx)?))
+    }
+
+    fn release_before(&mut self, w: i64) -> Result<Option<RecordBatch>, ArrowError> {
+        let rest = self.index.split_off(&(w, 0));
+        let ready = std::mem::replace(&mut self.index, rest);
+        let Some(out) = self.gather(&ready)? else {
+            return Ok(None);
+        };
         for (b, _) in ready.values() {
             if let Some(entry) = self.batches.get_mut(b) {
                 entry.1 -= 1;
@@ -264,5 +335,27 @@ mod tests {
         assert_eq!(b.watermark(), Some(55_000_000));
         assert_eq!(b.release().expect("release").map(|r| r.num_rows()), Some(1));
         assert_eq!(b.flush().expect("flush").map(|r| r.num_rows()), Some(1));
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_held_rows_and_the_watermark() {
+        let mut b = EventTimeBuffer::new(batch(&[]).schema(), 0, 5_000_000);
+        b.push(batch(&[9_000_000, 1_000_000, 7_000_000]))
+            .expect("push");
+        b.push(batch(&[8_000_000])).expect("push");
+        assert_eq!(b.release().expect("release").map(|r| r.num_rows()), Some(1));
+        let (rows, marks) = b.snapshot().expect("snapshot");
+        assert_eq!(rows.num_rows(), 3);
+        let mut again = EventTimeBuffer::new(batch(&[]).schema(), 0, 5_000_000);
+        again.restore(rows, marks).expect("restore");
+        assert_eq!(again.watermark(), b.watermark());
+        // The same rows come out, in the same order, and the same rows are late.
+        assert!(again.push(batch(&[3_000_000])).expect("push").is_some());
+        assert!(b.push(batch(&[3_000_000])).expect("push").is_some());
+        assert_eq!(
+            again.flush().expect("flush"),
+            b.flush().expect("flush"),
+            "restored buffer releases what the original does"
+        );
     }
 }

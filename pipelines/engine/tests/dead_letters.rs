@@ -67,6 +67,7 @@ async fn run_file_pipeline(
         Connections {
             sources: vec![("transactions".into(), Box::new(source))],
             sinks: vec![Box::new(first.clone()), Box::new(second.clone())],
+            resume: None,
         },
         RunOptions::default(),
         metrics.clone(),

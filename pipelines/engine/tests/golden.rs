@@ -142,6 +142,7 @@ async fn stream(file: &Path, input: &RecordBatch, seed: u64) -> RecordBatch {
         Connections {
             sources: vec![("transactions".into(), Box::new(replay))],
             sinks,
+            resume: None,
         },
         RunOptions::default(),
         metrics.clone(),
@@ -395,6 +396,7 @@ async fn default_pipeline_features() {
                 }),
             )],
             sinks: vec![Box::new(out.clone())],
+            resume: None,
         },
         RunOptions::default(),
         metrics,

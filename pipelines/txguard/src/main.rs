@@ -47,6 +47,11 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Postgres: create, inspect or reset the default pipeline's tables and views.
     Db(commands::db::DbArgs),
+    /// Show a pipeline's checkpoints: epochs, sizes, source positions, watermarks.
+    Checkpoints {
+        #[command(subcommand)]
+        command: commands::checkpoints::CheckpointsCommand,
+    },
     /// Provision dashboards as code (dashboards/).
     Dashboards {
         #[command(subcommand)]
@@ -117,6 +122,7 @@ fn main() -> ExitCode {
         Command::Train(args) => commands::train::run(args),
         Command::Validate(args) => commands::validate::run(args),
         Command::Db(args) => commands::db::run(args),
+        Command::Checkpoints { command } => commands::checkpoints::run(command),
         Command::Dashboards { command } => match command {
             DashboardsCommand::Metabase(args) => commands::dashboards::run(args),
         },

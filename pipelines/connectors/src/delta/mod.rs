@@ -1,8 +1,11 @@
 //! `delta` sink: appends rows to a Delta Lake table (Parquet files plus the `_delta_log`),
 //! creating it with the sink table's columns on first use. Rows are encoded to Parquet as they
-//! arrive; each checkpoint epoch becomes one Delta commit carrying the application
-//! transaction `txn(app_id = "txguard-<table>", version = epoch)`, so a restarted run knows
-//! the last epoch that landed and never commits one twice. Local paths, `memory://`, S3
+//! arrive; each checkpoint epoch is written in two phases: [`Sink::prepare`] finishes the
+//! epoch's data files (in the table's folder, not yet in its log) and hands back their add
+//! actions, which the checkpoint keeps; [`Sink::commit`] makes them one Delta commit carrying
+//! the application transaction `txn(app_id = "txguard-<table>", version = epoch)`. A restart
+//! that finds a checkpoint whose epoch the table lacks commits the same files then; one that
+//! finds the epoch in the log does nothing, so no epoch lands twice or goes missing. Local paths, `memory://`, S3
 //! (`s3://bucket/path`, or any S3-compatible store through `AWS_ENDPOINT_URL`), Azure
 //! (`az://container/path`, `abfss://…`) and Google Cloud Storage (`gs://bucket/path`),
 //! configured by `storage_options` and the usual `AWS_*` / `AZURE_*` / `GOOGLE_*` variables.
@@ -12,7 +15,7 @@ use arrow::datatypes::{DataType, Schema, SchemaRef};
 use deltalake::DeltaTable;
 use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, StructType, Transaction};
+use deltalake::kernel::{Action, Add, StructType, Transaction};
 use deltalake::parquet::basic::Compression;
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::parquet::schema::types::ColumnPath;
@@ -20,7 +23,7 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use txguard_engine::connector::{ConnectorError, Sink};
+use txguard_engine::connector::{ConnectorError, Prepared, Sink};
 use txguard_engine::sql::{ConnectorSpec, Role, TableDef};
 
 pub mod options;
@@ -55,9 +58,13 @@ impl txguard_engine::connector::Connector for DeltaConnector {
     fn open_source<'a>(
         &'a self,
         table: &'a TableDef,
+        resume: Option<&'a serde_json::Value>,
     ) -> BoxFuture<'a, Result<Box<dyn txguard_engine::connector::Source>, ConnectorError>> {
         Box::pin(async move {
-            let source = DeltaSource::open(table).await?;
+            let mut source = DeltaSource::open(table).await?;
+            if let Some(at) = crate::resume_at::<DeltaPosition>(table, resume)? {
+                source.seek(&at)?;
+            }
             // Parquet is read on a thread of its own, beside the operators (batch_rows at
             // a time: the source sizes its own batches).
             let ahead = crate::read_ahead::ReadAhead::spawn(&table.name, Box::new(source), 0)?;
@@ -86,6 +93,8 @@ impl txguard_engine::connector::Connector for DeltaConnector {
 pub struct DeltaSource {
     files: std::collections::VecDeque<std::path::PathBuf>,
     current: Option<crate::file::FileSource>,
+    /// Files read to their end.
+    files_done: usize,
     batch_rows: usize,
     label: String,
     name: String,
@@ -133,11 +142,57 @@ impl DeltaSource {
         Ok(DeltaSource {
             files,
             current: None,
+            files_done: 0,
             batch_rows,
             label: location,
             name: table.name.clone(),
             declared,
         })
+    }
+}
+
+/// Where a Delta source is: files (in replay order) read to their end, and rows of the next.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DeltaPosition {
+    pub files_done: usize,
+    pub row: u64,
+}
+
+impl DeltaSource {
+    fn open_file(&self, f: &std::path::Path) -> Result<crate::file::FileSource, ConnectorError> {
+        crate::file::FileSource::open_parquet(f, self.batch_rows, &self.declared, &self.name)
+            .map_err(|e| ConnectorError::new(&self.label, e))
+    }
+
+    /// Moves a source just opened to `at` (the table must not have lost files since).
+    fn seek(&mut self, at: &DeltaPosition) -> Result<(), ConnectorError> {
+        if at.files_done > self.files.len() {
+            return Err(ConnectorError::new(
+                &self.name,
+                format!(
+                    "the checkpoint has read {} files of {}, which now has {}",
+                    at.files_done,
+                    self.label,
+                    self.files.len()
+                ),
+            ));
+        }
+        self.files.drain(..at.files_done);
+        self.files_done = at.files_done;
+        if at.row > 0
+            && let Some(f) = self.files.pop_front()
+        {
+            let mut cur = self.open_file(&f)?;
+            let file_at = crate::file::FilePosition {
+                path: f.display().to_string(),
+                line: at.row,
+                byte: None,
+            };
+            cur.seek(&file_at)
+                .map_err(|e| ConnectorError::new(&self.label, e))?;
+            self.current = Some(cur);
+        }
+        Ok(())
     }
 }
 
@@ -152,23 +207,27 @@ impl txguard_engine::connector::Source for DeltaSource {
                 let Some(f) = self.files.pop_front() else {
                     return Ok(txguard_engine::connector::Poll::End);
                 };
-                self.current = Some(
-                    crate::file::FileSource::open_parquet(
-                        &f,
-                        self.batch_rows,
-                        &self.declared,
-                        &self.name,
-                    )
-                    .map_err(|e| ConnectorError::new(&self.label, e))?,
-                );
+                self.current = Some(self.open_file(&f)?);
             }
             if let Some(cur) = self.current.as_mut() {
                 match cur.poll(max_rows)? {
-                    txguard_engine::connector::Poll::End => self.current = None,
+                    txguard_engine::connector::Poll::End => {
+                        self.current = None;
+                        self.files_done += 1;
+                    }
                     other => return Ok(other),
                 }
             }
         }
+    }
+
+    fn checkpoint(&self) -> serde_json::Value {
+        let row = self.current.as_ref().map_or(0, |c| c.at().line);
+        serde_json::to_value(DeltaPosition {
+            files_done: self.files_done,
+            row,
+        })
+        .unwrap_or_default()
     }
 
     fn position(&self) -> String {
@@ -335,18 +394,37 @@ impl DeltaSink {
             .map_err(|e| delta_err(&self.name, &self.location, e))
     }
 
-    async fn commit_epoch(&mut self, epoch: u64) -> Result<(), ConnectorError> {
+    /// Phase one: the epoch's data files finished; their add actions, for the checkpoint.
+    async fn prepare_epoch(&mut self) -> Result<Prepared, ConnectorError> {
         let Some(mut w) = self.writer.take() else {
-            return Ok(());
+            return Ok(Prepared::default());
         };
         let adds = w.flush().await.map_err(|e| self.err(e))?;
         if adds.is_empty() {
+            return Ok(Prepared::default());
+        }
+        let meta = serde_json::to_value(&adds).map_err(|e| self.err(e))?;
+        Ok(Prepared {
+            meta,
+            data: Vec::new(),
+        })
+    }
+
+    /// Phase two: the prepared files as one commit with `txn(app_id, epoch)`, unless the
+    /// log has that epoch already.
+    async fn commit_epoch(&mut self, epoch: u64, prepared: Prepared) -> Result<(), ConnectorError> {
+        if prepared.meta.is_null() {
             return Ok(());
         }
         if self.last_epoch.is_some_and(|l| epoch <= l) {
-            tracing::warn!(table = %self.name, epoch, "epoch already committed earlier; skipped");
+            tracing::debug!(table = %self.name, epoch, "epoch already committed; skipped");
             return Ok(());
         }
+        let adds: Vec<Add> = serde_json::from_value(prepared.meta).map_err(|e| {
+            self.err(format!(
+                "the prepared files of epoch {epoch} do not read back: {e}"
+            ))
+        })?;
         let props = CommitProperties::default().with_application_transaction(Transaction::new(
             &self.app_id,
             i64::try_from(epoch).unwrap_or(i64::MAX),
@@ -375,12 +453,24 @@ impl Sink for DeltaSink {
         self.write_batch(batch).boxed()
     }
 
-    fn commit(&mut self, epoch: u64) -> BoxFuture<'_, Result<(), ConnectorError>> {
-        self.commit_epoch(epoch).boxed()
+    fn prepare(&mut self, _epoch: u64) -> BoxFuture<'_, Result<Prepared, ConnectorError>> {
+        self.prepare_epoch().boxed()
+    }
+
+    fn commit(
+        &mut self,
+        epoch: u64,
+        prepared: Prepared,
+    ) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        self.commit_epoch(epoch, prepared).boxed()
     }
 
     fn last_epoch(&self) -> Option<u64> {
         self.last_epoch
+    }
+
+    fn exactly_once(&self) -> bool {
+        true
     }
 }
 

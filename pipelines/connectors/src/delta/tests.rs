@@ -62,10 +62,12 @@ async fn creates_appends_and_remembers_its_epochs() {
     assert_eq!(s.last_epoch(), None);
     s.write(batch(&["a", "b"])).await.expect("write");
     s.write(batch(&["c"])).await.expect("write");
-    s.commit(1).await.expect("commit 1");
-    s.commit(2).await.expect("empty epoch: nothing to commit");
+    s.commit_now(1).await.expect("commit 1");
+    s.commit_now(2)
+        .await
+        .expect("empty epoch: nothing to commit");
     s.write(batch(&["d"])).await.expect("write");
-    s.commit(3).await.expect("commit 3");
+    s.commit_now(3).await.expect("commit 3");
     assert_eq!(parquet_rows(&path), 4);
     let log: Vec<_> = std::fs::read_dir(path.join("_delta_log"))
         .expect("log")
@@ -80,15 +82,52 @@ async fn creates_appends_and_remembers_its_epochs() {
         .expect("reopen");
     assert_eq!(again.last_epoch(), Some(3));
     again.write(batch(&["e"])).await.expect("write");
-    again.commit(3).await.expect("skipped");
+    again.commit_now(3).await.expect("skipped");
     assert_eq!(
         parquet_rows(&path) - 4,
         1,
         "the file is written but never committed"
     );
     again.write(batch(&["f"])).await.expect("write");
-    again.commit(4).await.expect("commit 4");
+    again.commit_now(4).await.expect("commit 4");
     assert_eq!(again.last_epoch(), Some(4));
+}
+
+#[tokio::test]
+async fn a_prepared_epoch_is_committed_after_a_restart_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("scored");
+    let loc = path.to_string_lossy().to_string();
+    let mut s = DeltaSink::open_at("scored", &loc, schema(), Vec::new())
+        .await
+        .expect("open");
+    s.write(batch(&["a", "b"])).await.expect("write");
+    let p1 = s.prepare(1).await.expect("prepare");
+    assert!(!p1.meta.is_null(), "the add actions, for the checkpoint");
+    assert_eq!(parquet_rows(&path), 2, "the data file is written");
+    // Killed before the commit: nothing is visible, and the table has no epoch.
+    drop(s);
+    let mut again = DeltaSink::open_at("scored", &loc, schema(), Vec::new())
+        .await
+        .expect("reopen");
+    assert_eq!(again.last_epoch(), None);
+    // The restart commits what the checkpoint kept, then the next epoch; a second commit
+    // of the same epoch (another restart) does nothing.
+    again.commit(1, p1.clone()).await.expect("commit 1");
+    again.commit(1, p1).await.expect("again: skipped");
+    again.write(batch(&["c"])).await.expect("write");
+    again.commit_now(2).await.expect("commit 2");
+    let url = deltalake::ensure_table_uri(&loc).expect("uri");
+    let mut t = deltalake::DeltaTable::try_from_url(url)
+        .await
+        .expect("table");
+    t.load().await.expect("load");
+    assert_eq!(
+        t.get_file_uris().expect("files").count(),
+        2,
+        "two files, each once"
+    );
+    assert_eq!(again.last_epoch(), Some(2));
 }
 
 #[tokio::test]
@@ -269,7 +308,7 @@ impl StoreServer {
             .expect("open on the store");
         assert_eq!(s.last_epoch(), None);
         s.write(batch(&["a", "b", "c"])).await.expect("write");
-        s.commit(1).await.expect("commit 1");
+        s.commit_now(1).await.expect("commit 1");
         drop(s);
 
         let mut again = DeltaSink::open_at("scored", loc, schema(), self.options())
@@ -278,7 +317,7 @@ impl StoreServer {
         assert_eq!(again.last_epoch(), Some(1));
         if second_epoch {
             again.write(batch(&["d", "e"])).await.expect("write");
-            again.commit(2).await.expect("commit 2");
+            again.commit_now(2).await.expect("commit 2");
         }
 
         let opts: Vec<String> = self

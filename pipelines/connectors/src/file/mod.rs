@@ -8,7 +8,7 @@
 //! `path row N`.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use arrow::array::{RecordBatch, RecordBatchReader};
@@ -52,10 +52,17 @@ impl txguard_engine::connector::Connector for FileConnector {
     fn open_source<'a>(
         &'a self,
         table: &'a TableDef,
+        resume: Option<&'a serde_json::Value>,
     ) -> futures::future::BoxFuture<'a, Result<Box<dyn Source>, ConnectorError>> {
         Box::pin(async move {
-            let source =
+            let mut source =
                 FileSource::from_table(table).map_err(|e| ConnectorError::new(&table.name, e))?;
+            if let Some(at) = crate::resume_at::<FilePosition>(table, resume)? {
+                source
+                    .seek(&at)
+                    .map_err(|e| ConnectorError::new(&table.name, e))?;
+                tracing::info!(table = %table.name, at = %source.position(), "file source resumes");
+            }
             // Decoding runs on a thread of its own, beside the operators (batch_rows at a
             // time: the file source sizes its own batches).
             let ahead = crate::read_ahead::ReadAhead::spawn(&table.name, Box::new(source), 0)?;
@@ -78,6 +85,16 @@ pub enum FileError {
     Option { table: String, message: String },
 }
 
+/// Where a file source is, to resume at: after `line` lines (JSON, text: `byte` bytes in),
+/// records (Avro) or rows (Parquet).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FilePosition {
+    pub path: String,
+    pub line: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byte: Option<u64>,
+}
+
 /// Batches of a JSON-lines, text-lines or Parquet file.
 pub struct FileSource {
     path: PathBuf,
@@ -85,14 +102,16 @@ pub struct FileSource {
     /// The table's name, the dead letters' `source`.
     source: String,
     input: Input,
-    /// Lines (JSON) or rows (Parquet) read so far.
+    /// Lines (JSON) or rows (Parquet) read so far, and (lines) the bytes they took.
     line_no: u64,
+    byte: u64,
     batch_rows: usize,
     schema: SchemaRef,
 }
 
 enum Input {
-    Lines(std::io::Lines<BufReader<File>>, Box<Decoder>),
+    /// The reader, a line's bytes, the decoder.
+    Lines(BufReader<File>, Vec<u8>, Box<Decoder>),
     /// The reader (declared columns only, in file order) and, per declared column, its
     /// index among them.
     Parquet(ParquetRecordBatchReader, Vec<Option<usize>>),
@@ -130,6 +149,7 @@ impl FileSource {
             input,
             path,
             line_no: 0,
+            byte: 0,
             batch_rows: batch_rows.max(1),
         }
     }
@@ -144,12 +164,12 @@ impl FileSource {
         let path = path.as_ref().to_path_buf();
         let file = File::open(&path).map_err(io(&path))?;
         let schema = decoder.schema();
-        let lines = BufReader::with_capacity(1 << 20, file).lines();
+        let reader = BufReader::with_capacity(1 << 20, file);
         Ok(FileSource::reading(
             path,
             source,
             schema,
-            Input::Lines(lines, Box::new(decoder)),
+            Input::Lines(reader, Vec::new(), Box::new(decoder)),
             batch_rows,
         ))
     }
@@ -286,11 +306,88 @@ impl FileSource {
         }
     }
 
+    /// Where it is, to resume at ([`FileSource::seek`]).
+    pub fn at(&self) -> FilePosition {
+        FilePosition {
+            path: self.label.clone(),
+            line: self.line_no,
+            byte: matches!(self.input, Input::Lines(..)).then_some(self.byte),
+        }
+    }
+
+    /// Moves a source just opened to `at`: lines by byte offset, Avro records and Parquet
+    /// rows by skipping them. A file shorter than `at` (replaced since) is an error.
+    pub fn seek(&mut self, at: &FilePosition) -> Result<(), FileError> {
+        if at.path != self.label {
+            tracing::warn!(
+                "resuming {} at the position saved for {} (the path changed)",
+                self.label,
+                at.path
+            );
+        }
+        let short = |what: &str| FileError::Io {
+            path: self.path.clone(),
+            error: std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the checkpoint is {} {what} in, but the file is shorter (was it replaced?)",
+                    at.line
+                ),
+            ),
+        };
+        match &mut self.input {
+            Input::Lines(reader, ..) => {
+                let byte = at.byte.unwrap_or(0);
+                let len = reader.get_ref().metadata().map_err(io(&self.path))?.len();
+                if byte > len {
+                    return Err(short("lines"));
+                }
+                reader.seek(SeekFrom::Start(byte)).map_err(io(&self.path))?;
+                self.byte = byte;
+            }
+            Input::Avro(reader, _) => {
+                for _ in 0..at.line {
+                    if reader.next().is_none() {
+                        return Err(short("records"));
+                    }
+                }
+            }
+            Input::Parquet(reader, _) => {
+                let mut left = at.line as usize;
+                // Whole batches: the reader's batches are `batch_rows` long.
+                while left > 0 {
+                    match reader.next() {
+                        Some(b) => {
+                            let b = b?;
+                            if b.num_rows() > left {
+                                return Err(FileError::Io {
+                                    path: self.path.clone(),
+                                    error: std::io::Error::new(
+                                        std::io::ErrorKind::InvalidInput,
+                                        format!(
+                                            "the checkpoint is at row {}, inside a batch \
+                                             (batch_rows changed since?)",
+                                            at.line
+                                        ),
+                                    ),
+                                });
+                            }
+                            left -= b.num_rows();
+                        }
+                        None => return Err(short("rows")),
+                    }
+                }
+            }
+        }
+        self.line_no = at.line;
+        Ok(())
+    }
+
     /// The next batch of rows and the dead letters among the same lines (none for Parquet);
     /// `None` at the end.
     pub fn next_batch(&mut self) -> Result<Option<(RecordBatch, Option<RecordBatch>)>, FileError> {
-        let (lines, decoder) = match &mut self.input {
-            Input::Lines(lines, decoder) => (lines, decoder),
+        let (reader, line, decoder) = match &mut self.input {
+            Input::Lines(reader, line, decoder) => (reader, line, decoder),
             Input::Avro(reader, decoder) => {
                 let mut taken = 0;
                 while taken < self.batch_rows {
@@ -345,14 +442,23 @@ impl FileSource {
         };
         let mut taken = 0;
         while taken < self.batch_rows {
-            let Some(line) = lines.next() else { break };
-            let line = line.map_err(io(&self.path))?;
+            line.clear();
+            let n = reader.read_until(b'\n', line).map_err(io(&self.path))?;
+            if n == 0 {
+                break;
+            }
+            self.byte += n as u64;
             self.line_no += 1;
-            if line.trim().is_empty() {
+            let mut text = line.as_slice();
+            while let [rest @ .., b'\n' | b'\r'] = text {
+                text = rest;
+            }
+            if text.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             let position = format!("{}:{}", self.label, self.line_no);
-            decoder.push(line.as_bytes(), &self.source, &position);
+            // Bytes that are not UTF-8 are the decoder's to reject, as a dead letter.
+            decoder.push(text, &self.source, &position);
             taken += 1;
         }
         if taken == 0 {
@@ -374,6 +480,10 @@ impl Source for FileSource {
             Ok(None) => Ok(Poll::End),
             Err(e) => Err(ConnectorError::new(&self.source, e)),
         }
+    }
+
+    fn checkpoint(&self) -> serde_json::Value {
+        serde_json::to_value(self.at()).unwrap_or_default()
     }
 
     fn position(&self) -> String {

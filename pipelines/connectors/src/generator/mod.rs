@@ -45,6 +45,7 @@ impl txguard_engine::connector::Connector for GeneratorConnector {
     fn open_source<'a>(
         &'a self,
         table: &'a txguard_engine::sql::TableDef,
+        resume: Option<&'a serde_json::Value>,
     ) -> futures::future::BoxFuture<
         'a,
         Result<
@@ -53,7 +54,8 @@ impl txguard_engine::connector::Connector for GeneratorConnector {
         >,
     > {
         Box::pin(async move {
-            Ok(Box::new(GeneratorSource::from_table(table)?)
+            let at = crate::resume_at::<source::GeneratorPosition>(table, resume)?;
+            Ok(Box::new(GeneratorSource::from_table(table, at)?)
                 as Box<dyn txguard_engine::connector::Source>)
         })
     }

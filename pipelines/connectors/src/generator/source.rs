@@ -91,6 +91,15 @@ pub struct GeneratorSource {
     mode: Mode,
     /// Transactions generated so far (including batches queued for the pipeline).
     emitted: Arc<AtomicU64>,
+    /// Transactions handed to the pipeline (since the stream's start, across restarts).
+    given: u64,
+}
+
+/// Where a generator source is: how many transactions of its stream (a seed's stream is
+/// always the same) it has given. A restarted run continues the same stream there.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GeneratorPosition {
+    pub given: u64,
 }
 
 enum Mode {
@@ -98,6 +107,8 @@ enum Mode {
         generator: Box<Generator>,
         rate: f64,
         started: Option<Instant>,
+        /// Transactions skipped to resume: the schedule counts from there.
+        base: u64,
     },
     Ahead(Receiver<Result<RecordBatch, String>>),
 }
@@ -106,13 +117,22 @@ enum Mode {
 const AHEAD_BATCH: usize = 8192;
 
 impl GeneratorSource {
-    pub fn new(generator: Generator, pace: Option<f64>) -> Self {
-        let emitted = Arc::new(AtomicU64::new(0));
+    /// The source of `generator`'s stream, continuing after `at` (the transactions before it
+    /// are generated and dropped: the same stream, at its cost).
+    pub fn new(mut generator: Generator, pace: Option<f64>, at: Option<GeneratorPosition>) -> Self {
+        let given = at.map_or(0, |a| a.given);
+        for _ in 0..given {
+            if generator.next_event().is_none() {
+                break;
+            }
+        }
+        let emitted = Arc::new(AtomicU64::new(given));
         let mode = match pace {
             Some(rate) => Mode::Paced {
                 generator: Box::new(generator),
                 rate,
                 started: None,
+                base: given,
             },
             None => {
                 let (tx, rx) = sync_channel(4);
@@ -130,16 +150,23 @@ impl GeneratorSource {
                 }
             }
         };
-        GeneratorSource { mode, emitted }
+        GeneratorSource {
+            mode,
+            emitted,
+            given,
+        }
     }
 
-    /// The source a table's options describe.
-    pub fn from_table(table: &TableDef) -> Result<Self, ConnectorError> {
+    /// The source a table's options describe, continuing after `at`.
+    pub fn from_table(
+        table: &TableDef,
+        at: Option<GeneratorPosition>,
+    ) -> Result<Self, ConnectorError> {
         let cfg = config_from(table)?;
         let pace = pace_from(table)?;
         let generator =
             Generator::new(cfg).map_err(|e| ConnectorError::new(&table.name, e.to_string()))?;
-        Ok(GeneratorSource::new(generator, pace))
+        Ok(GeneratorSource::new(generator, pace, at))
     }
 }
 
@@ -165,6 +192,24 @@ impl Source for GeneratorSource {
     }
 
     fn poll(&mut self, max_rows: usize) -> Result<Poll, ConnectorError> {
+        let polled = self.poll_inner(max_rows);
+        if let Ok(Poll::Data { rows, .. }) = &polled {
+            self.given += rows.num_rows() as u64;
+        }
+        polled
+    }
+
+    fn position(&self) -> String {
+        format!("{} transactions given", self.given)
+    }
+
+    fn checkpoint(&self) -> serde_json::Value {
+        serde_json::to_value(GeneratorPosition { given: self.given }).unwrap_or_default()
+    }
+}
+
+impl GeneratorSource {
+    fn poll_inner(&mut self, max_rows: usize) -> Result<Poll, ConnectorError> {
         match &mut self.mode {
             Mode::Ahead(rx) => match rx.recv() {
                 Ok(Ok(rows)) => Ok(Poll::Data { rows, dead: None }),
@@ -175,10 +220,11 @@ impl Source for GeneratorSource {
                 generator,
                 rate,
                 started,
+                base,
             } => {
                 let started = *started.get_or_insert_with(Instant::now);
                 let due = (started.elapsed().as_secs_f64() * *rate) as u64;
-                let ahead = due.saturating_sub(generator.emitted());
+                let ahead = due.saturating_sub(generator.emitted().saturating_sub(*base));
                 if ahead == 0 {
                     return Ok(Poll::Idle);
                 }
@@ -192,12 +238,5 @@ impl Source for GeneratorSource {
                 Ok(Poll::Data { rows, dead: None })
             }
         }
-    }
-
-    fn position(&self) -> String {
-        format!(
-            "{} transactions generated",
-            self.emitted.load(Ordering::Relaxed)
-        )
     }
 }

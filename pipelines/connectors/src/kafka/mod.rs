@@ -98,8 +98,12 @@ impl Connector for KafkaConnector {
     fn open_source<'a>(
         &'a self,
         table: &'a TableDef,
+        resume: Option<&'a serde_json::Value>,
     ) -> BoxFuture<'a, Result<Box<dyn Source>, ConnectorError>> {
-        Box::pin(async move { Ok(Box::new(KafkaSource::open(table)?) as Box<dyn Source>) })
+        Box::pin(async move {
+            let at = crate::resume_at::<source::KafkaPosition>(table, resume)?;
+            Ok(Box::new(KafkaSource::open(table, at)?) as Box<dyn Source>)
+        })
     }
 
     fn open_sink<'a>(

@@ -15,7 +15,7 @@ use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
-use txguard_engine::connector::{ConnectorError, Sink};
+use txguard_engine::connector::{ConnectorError, Prepared, Sink};
 use txguard_engine::sql::TableDef;
 
 /// Counts the messages the brokers did not take, and remembers why; client errors to the
@@ -204,7 +204,16 @@ impl Sink for KafkaSink {
         Box::pin(self.write_batch(batch))
     }
 
-    fn commit(&mut self, _epoch: u64) -> BoxFuture<'_, Result<(), ConnectorError>> {
-        Box::pin(self.flush())
+    /// At least once: the epoch's messages are sent as they come; `prepare` waits for the
+    /// brokers to acknowledge them, and a replay after a restart sends them again.
+    fn prepare(&mut self, _epoch: u64) -> BoxFuture<'_, Result<Prepared, ConnectorError>> {
+        Box::pin(async move {
+            self.flush().await?;
+            Ok(Prepared::default())
+        })
+    }
+
+    fn commit(&mut self, _: u64, _: Prepared) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        Box::pin(async { Ok(()) })
     }
 }

@@ -37,11 +37,24 @@ use txguard_engine::sql::TableDef;
 
 use super::metadata::MetadataColumns;
 
-/// Partitions taken away by a rebalance, for the source to forget; client errors to the log.
+/// Partitions taken away by a rebalance, for the source to forget; client errors to the log;
+/// the checkpoint's offsets, each applied to its partition's first assignment.
 #[derive(Default)]
 pub struct Rebalances {
     revoked: Mutex<Vec<i32>>,
     errors: super::ErrorLog,
+    topic: String,
+    resume: Mutex<BTreeMap<i32, i64>>,
+}
+
+/// Where a Kafka source is: per partition, the offset after the last message it gave. Kept
+/// in the checkpoint (the group's committed offsets trail it: they are committed only once
+/// the sinks have committed the epoch), and applied when the partition is first assigned
+/// after a restart.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KafkaPosition {
+    pub topic: String,
+    pub offsets: BTreeMap<i32, i64>,
 }
 
 impl ClientContext for Rebalances {
@@ -51,6 +64,71 @@ impl ClientContext for Rebalances {
 }
 
 impl ConsumerContext for Rebalances {
+    /// rdkafka's own rebalance (pre hook, assign, post hook), with the checkpoint's offsets
+    /// set on the partitions being assigned for the first time since the restart.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use rdkafka::consumer::RebalanceProtocol;
+        use rdkafka::types::RDKafkaRespErr as E;
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        match err {
+            E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Ok(mut resume) = self.resume.lock() {
+                    let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                    for p in parts {
+                        if let Some(o) = resume.remove(&p) {
+                            match tpl.set_partition_offset(&self.topic, p, Offset::Offset(o)) {
+                                Ok(()) => tracing::info!(
+                                    partition = p,
+                                    offset = o,
+                                    "kafka: partition resumes at the checkpoint's offset"
+                                ),
+                                Err(e) => tracing::error!(
+                                    partition = p,
+                                    "kafka: cannot resume at the checkpoint's offset {o}: {e}"
+                                ),
+                            }
+                        }
+                    }
+                }
+                self.pre_rebalance(consumer, &Rebalance::Assign(tpl));
+                let r = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = r {
+                    tracing::error!("kafka: assigning partitions: {e}");
+                }
+                self.post_rebalance(consumer, &Rebalance::Assign(tpl));
+            }
+            E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.pre_rebalance(consumer, &Rebalance::Revoke(tpl));
+                let r = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = r {
+                    tracing::error!("kafka: revoking partitions: {e}");
+                }
+                self.post_rebalance(consumer, &Rebalance::Revoke(tpl));
+            }
+            other => {
+                let code: rdkafka::types::RDKafkaErrorCode = other.into();
+                tracing::error!("kafka: rebalance failed: {code}");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
@@ -254,7 +332,8 @@ fn read_ahead(
 }
 
 impl KafkaSource {
-    pub fn open(table: &TableDef) -> Result<Self, ConnectorError> {
+    /// The source `table` declares, resuming at `resume` (a checkpoint's position).
+    pub fn open(table: &TableDef, resume: Option<KafkaPosition>) -> Result<Self, ConnectorError> {
         let opts = super::KafkaOptions::from_table(table)?;
         let mut cfg = opts.client_config();
         let group = opts.group_id.clone();
@@ -279,6 +358,16 @@ impl KafkaSource {
             }
         }
         let topic = opts.topic.clone();
+        if let Some(r) = resume.as_ref().filter(|r| r.topic != topic) {
+            return Err(ConnectorError::new(
+                &table.name,
+                format!(
+                    "the checkpoint read topic {}, the table now names {topic}: start from \
+                     scratch to read a new topic",
+                    r.topic
+                ),
+            ));
+        }
         let mut decoder =
             Decoder::for_table(table).map_err(|e| ConnectorError::new(&table.name, e))?;
         if decoder.needs_schema_registry() {
@@ -298,6 +387,13 @@ impl KafkaSource {
             .create_with_context(Rebalances {
                 revoked: Mutex::default(),
                 errors: super::ErrorLog::new(servers),
+                topic: opts.topic.clone(),
+                resume: Mutex::new(
+                    resume
+                        .as_ref()
+                        .map(|r| r.offsets.clone())
+                        .unwrap_or_default(),
+                ),
             })
             .map_err(|e| ConnectorError::new(&table.name, super::explain_client_error(&e)))?;
         consumer.subscribe(&[&topic]).map_err(|e| {
@@ -332,7 +428,10 @@ impl KafkaSource {
             fail_on_bad,
             at_end: HashSet::new(),
             waiting: HashMap::new(),
-            next: HashMap::new(),
+            // Partitions not read since the restart keep the checkpoint's offsets.
+            next: resume
+                .map(|r| r.offsets.into_iter().collect())
+                .unwrap_or_default(),
             barriers: VecDeque::new(),
             read: 0,
             max_ts: HashMap::new(),
@@ -538,6 +637,14 @@ impl Source for KafkaSource {
                 .collect::<Vec<_>>()
                 .join(" ")
         )
+    }
+
+    fn checkpoint(&self) -> serde_json::Value {
+        let position = KafkaPosition {
+            topic: self.topic.clone(),
+            offsets: self.next.iter().map(|(p, o)| (*p, *o)).collect(),
+        };
+        serde_json::to_value(position).unwrap_or_default()
     }
 
     fn barrier(&mut self, epoch: u64, released_before: Option<i64>) {

@@ -90,7 +90,7 @@ async fn every_row_arrives_once_as_json_keyed_by_the_key_field() {
         .expect("batch");
         sink.write(batch).await.expect("write");
     }
-    sink.commit(1).await.expect("commit waits for acks");
+    sink.commit_now(1).await.expect("commit waits for acks");
     assert_eq!(sink.sent(), n as u64);
 
     let got = tokio::task::spawn_blocking(move || read_all(&servers, "alerts", 3, n))
@@ -232,7 +232,7 @@ fn source_reads_every_message_and_resumes_at_committed_offsets() {
     produce(&servers, "tx", &msgs);
 
     let t = source_table(&servers, "tx", "g1");
-    let mut src = super::KafkaSource::open(&t).expect("source");
+    let mut src = super::KafkaSource::open(&t, None).expect("source");
     let (rows, dead, positions) = drain(&mut src);
     assert_eq!(
         (rows, dead),
@@ -250,7 +250,7 @@ fn source_reads_every_message_and_resumes_at_committed_offsets() {
     src.barrier(1, Some(i64::MIN));
     src.committed(1).expect("commit");
     drop(src);
-    let mut again = super::KafkaSource::open(&t).expect("source");
+    let mut again = super::KafkaSource::open(&t, None).expect("source");
     let (rows, dead, _) = drain(&mut again);
     assert_eq!((rows, dead), (2000, 2), "unreleased rows are read again");
     // Everything released and durable: a restart reads only what comes after.
@@ -258,7 +258,7 @@ fn source_reads_every_message_and_resumes_at_committed_offsets() {
     again.committed(2).expect("commit");
     drop(again);
     produce(&servers, "tx", &seed_messages(2000, 300));
-    let mut resumed = super::KafkaSource::open(&t).expect("source");
+    let mut resumed = super::KafkaSource::open(&t, None).expect("source");
     let (rows, dead, _) = drain(&mut resumed);
     assert_eq!((rows, dead), (300, 0), "resumes at the committed offsets");
 }
@@ -287,7 +287,7 @@ fn a_caught_up_partition_does_not_hold_time_back() {
                topic = 'quiet', 'source.group_id' = 'g-quiet',
                client_configs = 'session.timeout.ms=6000;heartbeat.interval.ms=500')"
     ));
-    let mut src = super::KafkaSource::open(&t).expect("source");
+    let mut src = super::KafkaSource::open(&t, None).expect("source");
     let (mut rows, deadline) = (0, Instant::now() + Duration::from_secs(30));
     while rows < 500 && Instant::now() < deadline {
         match src.poll(1000).expect("poll") {
@@ -348,7 +348,7 @@ fn metadata_columns_carry_partition_offset_timestamp_key_and_topic() {
                topic = 'meta', 'source.group_id' = 'g-meta', 'source.stop_at_end' = true,
                client_configs = 'session.timeout.ms=6000;heartbeat.interval.ms=500')"
     ));
-    let mut src = super::KafkaSource::open(&t).expect("source");
+    let mut src = super::KafkaSource::open(&t, None).expect("source");
     let schema = src.schema();
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     for c in [
@@ -469,7 +469,7 @@ fn bad_data_fail_stops_at_the_message_and_drop_keeps_it_as_a_dead_letter() {
                    client_configs = 'session.timeout.ms=6000;heartbeat.interval.ms=500')"
         ))
     };
-    let mut src = super::KafkaSource::open(&with("fail", "g-fail")).expect("source");
+    let mut src = super::KafkaSource::open(&with("fail", "g-fail"), None).expect("source");
     let deadline = Instant::now() + Duration::from_secs(30);
     let err = loop {
         assert!(
@@ -488,7 +488,7 @@ fn bad_data_fail_stops_at_the_message_and_drop_keeps_it_as_a_dead_letter() {
         "{err}"
     );
     drop(src);
-    let mut src = super::KafkaSource::open(&with("drop", "g-drop")).expect("source");
+    let mut src = super::KafkaSource::open(&with("drop", "g-drop"), None).expect("source");
     let (rows, dead, _) = drain(&mut src);
     assert_eq!(
         (rows, dead),

@@ -72,9 +72,11 @@ async fn rebuild(client: &mut Client, drop_first: bool) -> Result<(), AdminError
         let views: Vec<String> = VIEWS.iter().map(|v| quote_ident(v)).collect();
         let tables: Vec<String> = TABLES.iter().map(|t| quote_ident(t)).collect();
         tx.batch_execute(&format!(
-            "DROP VIEW IF EXISTS {}; DROP TABLE IF EXISTS {} CASCADE;",
+            "DROP VIEW IF EXISTS {}; DROP TABLE IF EXISTS {}, {} CASCADE;",
             views.join(", "),
-            tables.join(", ")
+            tables.join(", "),
+            // The sinks' epochs go too: a new table starts from epoch 1.
+            super::EPOCHS
         ))
         .await
         .map_err(fail("dropping the tables"))?;

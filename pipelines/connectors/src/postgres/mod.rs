@@ -1,5 +1,8 @@
-//! `postgres` sink: rows into a PostgreSQL table over binary `COPY`, batched by size and
-//! time. Upsert mode (the default when the table has a primary key the pipeline writes) never
+//! `postgres` sink: rows into a PostgreSQL table over binary `COPY`, one transaction per
+//! checkpoint epoch. Exactly once: each epoch's rows land in the same transaction as the
+//! sink's row in the bookkeeping table [`EPOCHS`] (`sink`, `epoch`), and an epoch at or
+//! below the recorded one is skipped, so a restart that commits a checkpoint's prepared
+//! epoch again (its rows kept in the checkpoint) never writes it twice. Upsert mode (the default when the table has a primary key the pipeline writes) never
 //! duplicates a row: each batch is first copied straight into the table, where the key
 //! refuses duplicates; a batch that meets existing keys (a replay, a retried batch) is instead
 //! copied into a session-local staging table and merged with one `INSERT … ON CONFLICT (key)
@@ -17,7 +20,7 @@ pub mod scratch;
 mod tests;
 
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -27,7 +30,7 @@ use futures::future::BoxFuture;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 use txguard_engine::connector::Connector;
-use txguard_engine::connector::{ConnectorError, Sink};
+use txguard_engine::connector::{ConnectorError, Prepared, Sink};
 use txguard_engine::sql::{ConnectorSpec, Loc, Role, TableDef};
 
 use copy::Encoder;
@@ -205,6 +208,9 @@ struct Session {
     direct: tokio_postgres::Statement,
     /// Upsert mode: `COPY stage FROM STDIN` and the merge from the stage.
     staged: Option<(tokio_postgres::Statement, tokio_postgres::Statement)>,
+    /// The sink's recorded epoch (locked), and the statement that records a new one.
+    check: tokio_postgres::Statement,
+    record: tokio_postgres::Statement,
 }
 
 /// After a batch meets rows already in the table, this many batches go through the staging
@@ -220,13 +226,13 @@ pub struct PostgresSink {
     mode: WriteMode,
     encoder: Encoder,
     session: Option<Session>,
-    /// Encoded rows since the last flush, behind the COPY header.
+    /// Encoded rows since the last prepare, behind the COPY header.
     pending: BytesMut,
     pending_rows: usize,
-    batch_rows: usize,
-    flush_interval: Duration,
-    last_flush: Instant,
     written: u64,
+    /// Its name in [`EPOCHS`], and the last epoch recorded there.
+    sink_id: String,
+    last_epoch: Option<u64>,
     /// Batches left to merge through the staging table before trying a direct COPY again.
     upsert_run: u32,
 }
@@ -239,6 +245,10 @@ enum Setup {
 
 /// The session-local staging table of upsert mode.
 const STAGE: &str = "\"txguard_stage\"";
+
+/// The bookkeeping table: the last epoch each sink committed (created when missing, in the
+/// connection's default schema). A sink is named `<sink table> -> <target table>`.
+pub const EPOCHS: &str = "txguard_sink_epochs";
 
 impl PostgresSink {
     /// Connects, checks the table's columns against `schema` and settles the write mode.
@@ -385,6 +395,31 @@ impl PostgresSink {
             mode = ?mode,
             "postgres sink ready"
         );
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {EPOCHS} (sink text PRIMARY KEY, epoch bigint NOT NULL, \
+                 committed_at timestamptz NOT NULL DEFAULT now())"
+            ))
+            .await
+            .map_err(|e| {
+                db(
+                    e,
+                    &format!(
+                        "creating the bookkeeping table {EPOCHS} (the sink records its last \
+                         epoch there; grant CREATE on the schema or create it beforehand)"
+                    ),
+                )
+            })?;
+        let sink_id = format!("{name} -> {}", opts.table);
+        let last_epoch = client
+            .query_opt(
+                &format!("SELECT epoch FROM {EPOCHS} WHERE sink = $1"),
+                &[&sink_id],
+            )
+            .await
+            .and_then(|r| r.map(|r| r.try_get::<_, i64>(0)).transpose())
+            .map_err(|e| db(e, &format!("reading {EPOCHS}")))?
+            .and_then(|e| u64::try_from(e).ok());
         let mut pending = BytesMut::with_capacity(1 << 20);
         pending.put_slice(copy::HEADER);
         let mut sink = PostgresSink {
@@ -397,14 +432,13 @@ impl PostgresSink {
             session: None,
             pending,
             pending_rows: 0,
-            batch_rows: opts.batch_rows,
-            flush_interval: opts.flush_interval,
-            last_flush: Instant::now(),
             written: 0,
+            sink_id,
+            last_epoch,
             upsert_run: 0,
         };
         sink.session = Some(
-            sink.prepare(client)
+            sink.prepare_session(client)
                 .await
                 .map_err(|e| db(e, "preparing statements"))?,
         );
@@ -455,7 +489,7 @@ impl PostgresSink {
         )
     }
 
-    async fn prepare(&self, client: Client) -> Result<Session, tokio_postgres::Error> {
+    async fn prepare_session(&self, client: Client) -> Result<Session, tokio_postgres::Error> {
         let cols = self.column_list();
         let direct = client
             .prepare(&format!(
@@ -480,19 +514,37 @@ impl PostgresSink {
                 Some((copy, merge))
             }
         };
+        let check = client
+            .prepare(&format!(
+                "SELECT epoch FROM {EPOCHS} WHERE sink = $1 FOR UPDATE"
+            ))
+            .await?;
+        let record = client
+            .prepare(&format!(
+                "INSERT INTO {EPOCHS} (sink, epoch) VALUES ($1, $2) ON CONFLICT (sink) \
+                 DO UPDATE SET epoch = EXCLUDED.epoch, committed_at = now()"
+            ))
+            .await?;
         Ok(Session {
             client,
             direct,
             staged,
+            check,
+            record,
         })
     }
 
-    /// One attempt at landing `data` (a whole COPY stream) in one transaction. In upsert
-    /// mode the batch is first copied straight into the table (the fast path: the primary
-    /// key still refuses duplicates); only when that meets an existing key is it copied
-    /// into the staging table and merged with `ON CONFLICT`, for this and the next
-    /// [`UPSERT_RUN`] batches.
-    async fn try_flush(&mut self, data: &Bytes) -> Result<(), tokio_postgres::Error> {
+    /// One attempt at landing epoch `epoch`'s `data` (a whole COPY stream) in one
+    /// transaction with its record in [`EPOCHS`]; `false`: the epoch was there already. In
+    /// upsert mode the batch is first copied straight into the table (the fast path: the
+    /// primary key still refuses duplicates); only when that meets an existing key is it
+    /// copied into the staging table and merged with `ON CONFLICT`, for this and the next
+    /// [`UPSERT_RUN`] epochs.
+    async fn try_commit(
+        &mut self,
+        epoch: i64,
+        data: &Bytes,
+    ) -> Result<bool, tokio_postgres::Error> {
         if self.session.as_ref().is_none_or(|s| s.client.is_closed()) {
             if self.session.is_some() {
                 tracing::warn!(
@@ -502,16 +554,23 @@ impl PostgresSink {
                 );
             }
             let client = open_session(&self.cfg).await?;
-            self.session = Some(self.prepare(client).await?);
+            self.session = Some(self.prepare_session(client).await?);
         }
         let Some(s) = self.session.as_ref() else {
-            return Ok(());
+            return Ok(false);
+        };
+        let tx = EpochTx {
+            client: &s.client,
+            check: &s.check,
+            record: &s.record,
+            sink: &self.sink_id,
+            epoch,
         };
         let (Some((stage_copy, merge)), WriteMode::Upsert(key)) = (&s.staged, &self.mode) else {
-            return copy_in(&s.client, &s.direct, data, None).await;
+            return tx.copy_in(&s.direct, data, None).await;
         };
         if self.upsert_run == 0 {
-            match copy_in(&s.client, &s.direct, data, None).await {
+            match tx.copy_in(&s.direct, data, None).await {
                 Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                     tracing::debug!(table = %self.name, "rows already present: merging on the key");
                     self.upsert_run = UPSERT_RUN;
@@ -520,36 +579,56 @@ impl PostgresSink {
             }
         }
         self.upsert_run = self.upsert_run.saturating_sub(1);
-        match copy_in(&s.client, stage_copy, data, Some(merge)).await {
-            // The same key twice in one batch: keep one row per key.
+        match tx.copy_in(stage_copy, data, Some(merge)).await {
+            // The same key twice in one epoch: keep one row per key.
             Err(e) if e.code() == Some(&SqlState::CARDINALITY_VIOLATION) => {
                 let distinct = s.client.prepare(&self.merge_sql(key, true)).await?;
-                copy_in(&s.client, stage_copy, data, Some(&distinct)).await
+                tx.copy_in(stage_copy, data, Some(&distinct)).await
             }
             other => other,
         }
     }
 
-    /// Writes what is pending, retrying with backoff while the database is away.
-    async fn flush(&mut self) -> Result<(), ConnectorError> {
-        self.last_flush = Instant::now();
+    /// Phase one: the epoch's rows as a finished COPY stream, for the checkpoint.
+    fn prepare_epoch(&mut self) -> Prepared {
         if self.pending_rows == 0 {
-            return Ok(());
+            return Prepared::default();
         }
         self.pending.put_slice(copy::TRAILER);
-        let data = self.pending.split().freeze();
-        let rows = self.pending_rows;
+        let data = self.pending.split().to_vec();
+        let rows = std::mem::take(&mut self.pending_rows);
+        self.pending.put_slice(copy::HEADER);
+        Prepared {
+            meta: serde_json::json!({ "rows": rows }),
+            data,
+        }
+    }
+
+    /// Phase two: the prepared rows land with the epoch's record, retrying with backoff
+    /// while the database is away; an epoch already recorded is skipped.
+    async fn commit_epoch(&mut self, epoch: u64, prepared: Prepared) -> Result<(), ConnectorError> {
+        if prepared.data.is_empty() || self.last_epoch.is_some_and(|l| epoch <= l) {
+            return Ok(());
+        }
+        let rows = prepared
+            .meta
+            .get("rows")
+            .and_then(|r| r.as_u64())
+            .unwrap_or(0);
+        let data = Bytes::from(prepared.data);
+        let as_i64 = i64::try_from(epoch).unwrap_or(i64::MAX);
         let mut delay = Duration::from_millis(100);
         let mut failures = 0u32;
-        loop {
-            match self.try_flush(&data).await {
-                Ok(()) => break,
+        let written = loop {
+            match self.try_commit(as_i64, &data).await {
+                Ok(w) => break w,
                 Err(e) if is_transient(&e) => {
                     failures += 1;
                     self.session = None;
                     tracing::warn!(
                         table = %self.name,
                         rows,
+                        epoch,
                         attempt = failures,
                         "Postgres at {} is unavailable ({}); retrying in {:?}",
                         describe(&self.cfg),
@@ -562,17 +641,24 @@ impl PostgresSink {
                 Err(e) => {
                     return Err(ConnectorError::new(
                         &self.name,
-                        format!("writing {rows} rows to {}: {}", self.target, db_message(&e)),
+                        format!(
+                            "writing epoch {epoch} ({rows} rows) to {}: {}",
+                            self.target,
+                            db_message(&e)
+                        ),
                     ));
                 }
             }
-        }
+        };
         if failures > 0 {
-            tracing::info!(table = %self.name, rows, "Postgres is back; batch written after {failures} failed attempts");
+            tracing::info!(table = %self.name, rows, epoch, "Postgres is back; epoch written after {failures} failed attempts");
         }
-        self.written += rows as u64;
-        self.pending_rows = 0;
-        self.pending.put_slice(copy::HEADER);
+        if written {
+            self.written += rows;
+        } else {
+            tracing::debug!(table = %self.name, epoch, "epoch already recorded; skipped");
+        }
+        self.last_epoch = Some(epoch);
         Ok(())
     }
 
@@ -581,38 +667,60 @@ impl PostgresSink {
             .encode(&batch, &mut self.pending)
             .map_err(|e| ConnectorError::new(&self.name, e))?;
         self.pending_rows += batch.num_rows();
-        if self.pending_rows >= self.batch_rows || self.last_flush.elapsed() >= self.flush_interval
-        {
-            self.flush().await?;
-        }
         Ok(())
     }
 }
 
-/// One transaction: `COPY` `data` with `copy`, then run `then` (the merge), commit.
-async fn copy_in(
-    client: &Client,
-    copy: &tokio_postgres::Statement,
-    data: &Bytes,
-    then: Option<&tokio_postgres::Statement>,
-) -> Result<(), tokio_postgres::Error> {
-    client.batch_execute("BEGIN").await?;
-    let result = async {
-        let sink = client.copy_in::<_, Bytes>(copy).await?;
-        futures::pin_mut!(sink);
-        sink.send(data.clone()).await?;
-        sink.finish().await?;
-        if let Some(stmt) = then {
-            client.execute(stmt, &[]).await?;
+/// One epoch's transaction on one session.
+struct EpochTx<'a> {
+    client: &'a Client,
+    check: &'a tokio_postgres::Statement,
+    record: &'a tokio_postgres::Statement,
+    sink: &'a str,
+    epoch: i64,
+}
+
+impl EpochTx<'_> {
+    /// One transaction: skip if the epoch is recorded, else `COPY` `data` with `copy`, run
+    /// `then` (the merge), record the epoch, commit. `false`: skipped.
+    async fn copy_in(
+        &self,
+        copy: &tokio_postgres::Statement,
+        data: &Bytes,
+        then: Option<&tokio_postgres::Statement>,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let client = self.client;
+        client.batch_execute("BEGIN").await?;
+        let result = async {
+            let done: Option<i64> = client
+                .query_opt(self.check, &[&self.sink])
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?;
+            if done.is_some_and(|d| d >= self.epoch) {
+                client.batch_execute("ROLLBACK").await?;
+                return Ok(false);
+            }
+            let sink = client.copy_in::<_, Bytes>(copy).await?;
+            futures::pin_mut!(sink);
+            sink.send(data.clone()).await?;
+            sink.finish().await?;
+            if let Some(stmt) = then {
+                client.execute(stmt, &[]).await?;
+            }
+            client
+                .execute(self.record, &[&self.sink, &self.epoch])
+                .await?;
+            client.batch_execute("COMMIT").await?;
+            Ok(true)
         }
-        client.batch_execute("COMMIT").await
+        .await;
+        if result.is_err() && !client.is_closed() {
+            // Leave the session clean for the next attempt.
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        result
     }
-    .await;
-    if result.is_err() && !client.is_closed() {
-        // Leave the session clean for the next attempt.
-        let _ = client.batch_execute("ROLLBACK").await;
-    }
-    result
 }
 
 /// The server's message with its detail and hint, or the client error.
@@ -659,7 +767,24 @@ impl Sink for PostgresSink {
         Box::pin(self.write_batch(batch))
     }
 
-    fn commit(&mut self, _epoch: u64) -> BoxFuture<'_, Result<(), ConnectorError>> {
-        Box::pin(self.flush())
+    fn prepare(&mut self, _epoch: u64) -> BoxFuture<'_, Result<Prepared, ConnectorError>> {
+        let prepared = self.prepare_epoch();
+        Box::pin(async move { Ok(prepared) })
+    }
+
+    fn commit(
+        &mut self,
+        epoch: u64,
+        prepared: Prepared,
+    ) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        Box::pin(self.commit_epoch(epoch, prepared))
+    }
+
+    fn last_epoch(&self) -> Option<u64> {
+        self.last_epoch
+    }
+
+    fn exactly_once(&self) -> bool {
+        true
     }
 }

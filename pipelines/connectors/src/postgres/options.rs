@@ -1,8 +1,6 @@
 //! The `postgres` connector's `WITH (...)` options, declared once and read back into
 //! [`PostgresOptions`].
 
-use std::time::Duration;
-
 use txguard_engine::sql::{OptionError, OptionKind, OptionSpec, TableDef};
 
 use super::connection_string;
@@ -36,12 +34,12 @@ pub const PRIMARY_KEY: OptionSpec = OptionSpec::optional(
 pub const BATCH_ROWS: OptionSpec = OptionSpec::optional(
     "batch_rows",
     OptionKind::Integer,
-    "rows per COPY (default 50000)",
+    "no longer used: each checkpoint epoch is one COPY in one transaction",
 );
 pub const FLUSH_INTERVAL: OptionSpec = OptionSpec::optional(
     "flush_interval",
     OptionKind::Text,
-    "longest a row waits before it is written, e.g. 500ms (default 1s); checkpoints also flush",
+    "no longer used: rows are written at each checkpoint (--checkpoint-interval)",
 );
 
 /// Every option, as [`super::SPEC`] declares them.
@@ -71,8 +69,6 @@ pub struct PostgresOptions {
     pub table: String,
     /// `None`: upsert on the table's primary key if it has one, else append.
     pub write_mode: Option<WriteMode>,
-    pub batch_rows: usize,
-    pub flush_interval: Duration,
 }
 
 impl PostgresOptions {
@@ -97,15 +93,21 @@ impl PostgresOptions {
             (_, Some(k)) => Some(WriteMode::Upsert(k)),
             _ => None,
         };
+        for old in [&BATCH_ROWS, &FLUSH_INTERVAL] {
+            if t.text(old).is_some() {
+                tracing::warn!(
+                    table = %t.name,
+                    "option {} is no longer used: each checkpoint epoch is written in one \
+                     transaction (set --checkpoint-interval instead)",
+                    old.key
+                );
+            }
+        }
         Ok(PostgresOptions {
             connection: connection_string(t.text(&CONNECTION)),
             password_env: t.text(&PASSWORD_ENV),
             table: t.text(&TABLE).unwrap_or_else(|| t.name.clone()),
             write_mode,
-            batch_rows: t.positive(&BATCH_ROWS)?.unwrap_or(50_000),
-            flush_interval: t
-                .duration(&FLUSH_INTERVAL)?
-                .unwrap_or(Duration::from_secs(1)),
         })
     }
 }

@@ -32,19 +32,12 @@ async fn client(db: &ScratchDb) -> Client {
     connect(&cfg).await.expect("connect")
 }
 
-fn opts(
-    db: &ScratchDb,
-    table: &str,
-    mode: Option<WriteMode>,
-    batch_rows: usize,
-) -> PostgresOptions {
+fn opts(db: &ScratchDb, table: &str, mode: Option<WriteMode>) -> PostgresOptions {
     PostgresOptions {
         connection: db.connection(),
         password_env: None,
         table: table.to_string(),
         write_mode: mode,
-        batch_rows,
-        flush_interval: Duration::from_secs(3600),
     }
 }
 
@@ -115,7 +108,7 @@ async fn every_type_arrives_exactly() {
         Arc::new(Int64Array::from(vec![Some(3), None, Some(-1)])),
     ];
     let batch = RecordBatch::try_new(schema.clone(), cols).expect("batch");
-    let mut sink = PostgresSink::open_with("t", &opts(&db, "t", None, 10), schema)
+    let mut sink = PostgresSink::open_with("t", &opts(&db, "t", None), schema)
         .await
         .expect("open");
     assert_eq!(
@@ -124,7 +117,7 @@ async fn every_type_arrives_exactly() {
         "a table without a key is appended to"
     );
     sink.write(batch).await.expect("write");
-    sink.commit(1).await.expect("commit");
+    sink.commit_now(1).await.expect("commit");
     assert_eq!(sink.written(), 3);
     c.batch_execute("SET TIME ZONE 'UTC'").await.expect("tz");
     let rows = c
@@ -229,7 +222,7 @@ async fn upserts_never_duplicate() {
     c.batch_execute("CREATE TABLE tx (transaction_id text PRIMARY KEY, amount float8 NOT NULL)")
         .await
         .expect("create");
-    let mut sink = PostgresSink::open_with("tx", &opts(&db, "tx", None, 250), tx_schema())
+    let mut sink = PostgresSink::open_with("tx", &opts(&db, "tx", None), tx_schema())
         .await
         .expect("open");
     assert_eq!(
@@ -238,15 +231,61 @@ async fn upserts_never_duplicate() {
         "the table's primary key is the default upsert key"
     );
     sink.write(tx_batch(0..1000, 1.0)).await.expect("write");
-    sink.commit(1).await.expect("commit");
+    sink.commit_now(1).await.expect("commit");
     assert_eq!(count_and_sum(&c, "tx").await, (1000, 1000.0));
     // The same transactions again, with new amounts; one batch even holds a key twice.
     sink.write(tx_batch(0..600, 2.0)).await.expect("write");
     sink.write(tx_batch((500..1000).chain(999..1000), 2.0))
         .await
         .expect("write");
-    sink.commit(2).await.expect("commit");
+    sink.commit_now(2).await.expect("commit");
     assert_eq!(count_and_sum(&c, "tx").await, (1000, 2000.0));
+    drop(c);
+    db.drop_db().await.expect("drop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_epoch_committed_again_after_a_restart_lands_once() {
+    let db = scratch().await;
+    let c = client(&db).await;
+    // Append mode: nothing but the epoch record stops a duplicate.
+    c.batch_execute("CREATE TABLE dl (transaction_id text, amount float8)")
+        .await
+        .expect("create");
+    let mut sink = PostgresSink::open_with("dl", &opts(&db, "dl", None), tx_schema())
+        .await
+        .expect("open");
+    assert_eq!(sink.last_epoch(), None);
+    sink.write(tx_batch(0..100, 1.0)).await.expect("write");
+    let p7 = sink.prepare(7).await.expect("prepare");
+    assert!(!p7.data.is_empty());
+    sink.commit(7, p7.clone()).await.expect("commit");
+    sink.write(tx_batch(100..150, 1.0)).await.expect("write");
+    let p8 = sink.prepare(8).await.expect("prepare");
+    // The run dies before committing 8. The next run restores the checkpoint of epoch 8
+    // and commits both what it holds for 8 and, as a stale retry, 7 again.
+    drop(sink);
+    let mut again = PostgresSink::open_with("dl", &opts(&db, "dl", None), tx_schema())
+        .await
+        .expect("open");
+    assert_eq!(
+        again.last_epoch(),
+        Some(7),
+        "the epoch recorded with the rows"
+    );
+    again.commit(7, p7).await.expect("commit 7 again: skipped");
+    again.commit(8, p8.clone()).await.expect("commit 8");
+    again.commit(8, p8).await.expect("commit 8 again: skipped");
+    assert_eq!(count_and_sum(&c, "dl").await, (150, 150.0));
+    let recorded: i64 = c
+        .query_one(
+            &format!("SELECT epoch FROM {EPOCHS} WHERE sink = 'dl -> dl'"),
+            &[],
+        )
+        .await
+        .expect("epochs")
+        .get(0);
+    assert_eq!(recorded, 8);
     drop(c);
     db.drop_db().await.expect("drop");
 }
@@ -259,7 +298,7 @@ async fn sessions_killed_mid_run_lose_nothing() {
         .await
         .expect("create");
     let name = format!("killed{}", std::process::id());
-    let mut sink = PostgresSink::open_with(&name, &opts(&db, "tx", None, 400), tx_schema())
+    let mut sink = PostgresSink::open_with(&name, &opts(&db, "tx", None), tx_schema())
         .await
         .expect("open");
     // A second session keeps terminating the sink's sessions while it writes.
@@ -288,11 +327,9 @@ async fn sessions_killed_mid_run_lose_nothing() {
         sink.write(tx_batch(b * per..(b + 1) * per, 1.0))
             .await
             .expect("write survives");
-        if b % 10 == 9 {
-            sink.commit(b).await.expect("commit survives");
-        }
+        sink.commit_now(b + 1).await.expect("commit survives");
     }
-    sink.commit(batches).await.expect("commit");
+    sink.commit_now(batches + 1).await.expect("commit");
     stop.store(true, Ordering::Relaxed);
     killer.await.expect("killer");
     assert!(
@@ -315,7 +352,7 @@ async fn bad_setups_fail_at_open_saying_what_to_do() {
         .await
         .expect("create");
     let open = |table: &str, mode: Option<WriteMode>| {
-        let o = opts(&db, table, mode, 10);
+        let o = opts(&db, table, mode);
         let table = table.to_string();
         async move {
             match PostgresSink::open_with("sink", &o, tx_schema()).await {
@@ -341,7 +378,7 @@ async fn bad_setups_fail_at_open_saying_what_to_do() {
         .expect("alter");
     let e = open("tx", Some(WriteMode::Upsert(vec!["id".into()]))).await;
     assert!(e.contains("upsert key column id"), "{e}");
-    let mut o = opts(&db, "tx", None, 10);
+    let mut o = opts(&db, "tx", None);
     o.connection = "host=127.0.0.1 port=1 user=postgres connect_timeout=2".into();
     let e = match PostgresSink::open_with("sink", &o, tx_schema()).await {
         Ok(_) => panic!("port 1 has no server"),

@@ -6,7 +6,7 @@ use std::io::Write;
 use arrow::array::RecordBatch;
 use arrow::error::ArrowError;
 use futures::future::BoxFuture;
-use txguard_engine::connector::{ConnectorError, Sink};
+use txguard_engine::connector::{ConnectorError, Prepared, Sink};
 use txguard_engine::sql::{ConnectorSpec, Role, TableDef};
 
 pub mod options;
@@ -88,12 +88,18 @@ impl<W: Write + Send> Sink for StdoutSink<W> {
         Box::pin(async move { r })
     }
 
-    fn commit(&mut self, _epoch: u64) -> BoxFuture<'_, Result<(), ConnectorError>> {
+    /// At least once: rows are printed as they come and flushed here.
+    fn prepare(&mut self, _epoch: u64) -> BoxFuture<'_, Result<Prepared, ConnectorError>> {
         let r = self
             .out
             .flush()
+            .map(|()| Prepared::default())
             .map_err(|e| ConnectorError::new("stdout", e));
         Box::pin(async move { r })
+    }
+
+    fn commit(&mut self, _: u64, _: Prepared) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        Box::pin(async { Ok(()) })
     }
 }
 

@@ -133,10 +133,18 @@ impl Dataflow {
         Ok(out)
     }
 
-    /// Restores what [`Dataflow::snapshot`] took from the same pipeline: every stateful
-    /// operator must find its state, and every state its operator (same id and fingerprint);
-    /// anything else is an error naming the operator, and nothing is restored partly.
-    pub fn restore(&mut self, states: &[(String, RecordBatch)]) -> Result<(), StreamError> {
+    /// Whether [`Dataflow::restore`] would take `states`: every stateful operator finds its
+    /// state, and every state its operator (same id and fingerprint); else an error naming
+    /// the operator and what differs.
+    pub fn check_restore(&self, states: &[(String, RecordBatch)]) -> Result<(), StreamError> {
+        self.staged(states).map(drop)
+    }
+
+    /// Each stateful operator's node with its saved state, all checked.
+    fn staged<'a>(
+        &self,
+        states: &'a [(String, RecordBatch)],
+    ) -> Result<Vec<(usize, String, &'a RecordBatch)>, StreamError> {
         let ids: Vec<(usize, String)> = self
             .nodes
             .iter()
@@ -153,20 +161,24 @@ impl Dataflow {
             }
         }
         let mut staged = Vec::with_capacity(ids.len());
-        for (node, id) in &ids {
-            let state = states.iter().find(|(i, _)| i == id).ok_or_else(|| {
+        for (node, id) in ids {
+            let state = states.iter().find(|(i, _)| *i == id).ok_or_else(|| {
                 StreamError::Plan(format!("the saved state has nothing for operator {id}"))
             })?;
-            staged.push((*node, id, &state.1));
-        }
-        // Check every fingerprint before touching any operator.
-        for (node, id, state) in &staged {
-            if let Some(op) = self.nodes[*node].op.stateful() {
-                crate::state::check_fingerprint(state, &op.fingerprint())
+            if let Some(op) = self.nodes[node].op.stateful() {
+                crate::state::check_fingerprint(&state.1, &op.fingerprint())
                     .map_err(|e| StreamError::Plan(format!("operator {id}: {e}")))?;
             }
+            staged.push((node, id, &state.1));
         }
-        for (node, id, state) in staged {
+        Ok(staged)
+    }
+
+    /// Restores what [`Dataflow::snapshot`] took from the same pipeline: every stateful
+    /// operator must find its state, and every state its operator (same id and fingerprint);
+    /// anything else is an error naming the operator, and nothing is restored partly.
+    pub fn restore(&mut self, states: &[(String, RecordBatch)]) -> Result<(), StreamError> {
+        for (node, id, state) in self.staged(states)? {
             if let Some(op) = self.nodes[node].op.stateful_mut() {
                 op.restore(state)
                     .map_err(|e| StreamError::Plan(format!("operator {id}: {e}")))?;

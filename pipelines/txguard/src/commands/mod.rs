@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod checkpoints;
 pub mod dashboards;
 pub mod db;
 pub mod generate;

@@ -2,13 +2,14 @@
 //! overrides, checking and planning it, opening its connectors, and the live progress line.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use txguard_engine::checkpoint::Checkpoint;
 use txguard_engine::connector::Sink;
 use txguard_engine::event::format_micros;
 use txguard_engine::runtime::{Connections, Metrics};
@@ -87,12 +88,14 @@ pub async fn plan(p: &mut Pipeline, functions: &PlanningFunctions) -> Result<Dat
     Ok(txguard_engine::stream::plan(p, &roles(p)?, functions).await?)
 }
 
-/// Opens every source of `df` and, for each of its sinks that is a table of `p`, the sink;
-/// `extra` supplies the sinks of taps (in order after the tables' sinks).
+/// Opens every source of `df` (at its position in `resume`, when restoring a checkpoint)
+/// and, for each of its sinks that is a table of `p`, the sink; `extra` supplies the sinks
+/// of taps (in order after the tables' sinks).
 pub async fn connect(
     p: &Pipeline,
     df: &Dataflow,
     mut extra: Vec<Box<dyn Sink>>,
+    resume: Option<Checkpoint>,
 ) -> Result<Connections> {
     let mut sources = Vec::new();
     for s in df.sources() {
@@ -102,7 +105,25 @@ pub async fn connect(
         let t = p
             .table(&s.name)
             .with_context(|| format!("no table {}", s.name))?;
-        sources.push((s.name.clone(), txguard_connectors::open_source(t).await?));
+        let at = match &resume {
+            Some((m, _)) => {
+                let rec = m.record.sources.iter().find(|r| r.name == s.name);
+                match rec.map(|r| &r.position) {
+                    Some(v) if !v.is_null() => Some(v),
+                    _ => bail!(
+                        "checkpoint {} has no position for source {} (the pipeline changed, or \
+                         its connector cannot resume); run with --from-scratch to begin again",
+                        m.epoch,
+                        s.name
+                    ),
+                }
+            }
+            None => None,
+        };
+        sources.push((
+            s.name.clone(),
+            txguard_connectors::open_source(t, at).await?,
+        ));
     }
     let mut sinks = Vec::new();
     extra.reverse();
@@ -116,7 +137,32 @@ pub async fn connect(
             ),
         }
     }
-    Ok(Connections { sources, sinks })
+    Ok(Connections {
+        sources,
+        sinks,
+        resume,
+    })
+}
+
+/// Where a pipeline's checkpoints go by default: beside its first local Delta sink
+/// (`<that table's folder>/_checkpoints/<pipeline>`), else `./data/_checkpoints/<pipeline>`.
+pub fn default_checkpoint_dir(p: &Pipeline, file: &Path) -> PathBuf {
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pipeline".into());
+    let roles = roles(p).unwrap_or_default();
+    let local = p
+        .tables
+        .iter()
+        .filter(|t| t.connector == "delta" && roles.get(&t.name) == Some(&Role::Sink))
+        .filter_map(txguard_connectors::sink_location)
+        .find(|l| !l.contains("://"));
+    let base = local
+        .as_deref()
+        .and_then(|l| Path::new(l).parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("data"));
+    base.join("_checkpoints").join(stem)
 }
 
 /// A live line on the terminal: events in, rows out, dead and late, rate, watermark.

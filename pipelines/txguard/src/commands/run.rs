@@ -1,16 +1,20 @@
 //! `txguard run`: run a pipeline file until its sources end or Ctrl-C, with a live progress
-//! line, and say where the results went.
+//! line, and say where the results went. With checkpoints (the default) a run continues from
+//! the last checkpoint of the same pipeline, and Ctrl-C takes a last one.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
-use txguard_engine::runtime::{Metrics, RunOptions, run as run_dataflow};
+use txguard_engine::checkpoint::{Checkpoint, CheckpointStore};
+use txguard_engine::runtime::{
+    Metrics, RunError, RunOptions, operator_states, run as run_dataflow,
+};
 
-use crate::commands::pipeline::{connect, load, plan, progress, status};
+use crate::commands::pipeline::{connect, default_checkpoint_dir, load, plan, progress, status};
 use crate::commands::validate::pipeline_models;
 
 #[derive(Debug, Args)]
@@ -29,6 +33,22 @@ pub struct RunArgs {
     /// Time between checkpoints: each sink commits what it has (e.g. 1s, 500ms).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub checkpoint_interval: Duration,
+    /// Where checkpoints go: operator state, source positions and the sinks' prepared epochs.
+    /// A run finds the newest complete one there and continues from it. Default: beside the
+    /// first local Delta sink (`<its folder>/_checkpoints/<pipeline>`), else
+    /// `./data/_checkpoints/<pipeline>`.
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Checkpoints kept (the newest ones; older ones are deleted).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub keep_checkpoints: usize,
+    /// Begin again: delete the pipeline's checkpoints instead of continuing from them (the
+    /// sinks keep what they hold).
+    #[arg(long)]
+    pub from_scratch: bool,
+    /// No checkpoints: a restart begins again, and sinks may get an epoch twice.
+    #[arg(long, conflicts_with_all = ["checkpoint_dir", "from_scratch"])]
+    pub no_checkpoints: bool,
     /// Rows asked of a source per poll.
     #[arg(long, default_value_t = 8192)]
     pub batch_rows: usize,
@@ -56,7 +76,18 @@ async fn run_async(args: RunArgs) -> Result<()> {
     let mut p = load(&args.pipeline, &args.sets)?;
     let (functions, model_versions) = pipeline_models(&p, &args.models)?;
     let df = plan(&mut p, &functions).await?;
-    let conns = connect(&p, &df, Vec::new()).await?;
+    let store = (!args.no_checkpoints).then(|| {
+        let dir = args
+            .checkpoint_dir
+            .clone()
+            .unwrap_or_else(|| default_checkpoint_dir(&p, &args.pipeline));
+        CheckpointStore::new(dir, args.keep_checkpoints)
+    });
+    let resume = match &store {
+        Some(store) => resume_from(store, &df, args.from_scratch)?,
+        None => None,
+    };
+    let conns = connect(&p, &df, Vec::new(), resume).await?;
     let metrics = Arc::new(Metrics::for_dataflow(&df));
     if !args.no_ui {
         let info = txguard_web::RunInfo {
@@ -83,7 +114,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
                 eprintln!("second Ctrl-C: exiting without a final commit");
                 std::process::exit(130);
             }
-            eprintln!("stopping: draining buffered events and committing (Ctrl-C again to abort)");
+            eprintln!("stopping: taking a last checkpoint and committing (Ctrl-C again to abort)");
         })
         .context("installing the Ctrl-C handler")?;
     }
@@ -96,6 +127,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
     let opts = RunOptions {
         batch_rows: args.batch_rows,
         checkpoint_interval: args.checkpoint_interval,
+        checkpoints: store.clone(),
         ..RunOptions::default()
     };
     let started = Instant::now();
@@ -106,6 +138,9 @@ async fn run_async(args: RunArgs) -> Result<()> {
         // The run has set `finished`, so the display's task ends within one tick.
         let _ = handle.await;
         pb.finish_and_clear();
+    }
+    if let Err(e @ RunError::Restore { .. }) = &result {
+        bail!("{e}; run with --from-scratch to begin again without the saved state");
     }
     result?;
     let first = metrics.first_commit_micros.load(Ordering::Relaxed);
@@ -119,6 +154,19 @@ async fn run_async(args: RunArgs) -> Result<()> {
         eprintln!(
             "first rows committed {:.0} ms after start",
             (first - start) as f64 / 1000.0
+        );
+    }
+    if let Some(store) = &store {
+        let n = metrics.checkpoints.load(Ordering::Relaxed);
+        eprintln!(
+            "{n} checkpoints in {} (the last {:.1} MB, written in {:.0} ms){}",
+            store.dir().display(),
+            metrics.checkpoint_bytes.load(Ordering::Relaxed) as f64 / 1e6,
+            metrics.checkpoint_micros.load(Ordering::Relaxed) as f64 / 1000.0,
+            match metrics.restored_epoch.load(Ordering::Relaxed) {
+                0 => String::new(),
+                e => format!("; continued from checkpoint {e}"),
+            }
         );
     }
     if let Some(kib) = peak_rss_kib() {
@@ -159,6 +207,59 @@ async fn run_async(args: RunArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The newest usable checkpoint in `store` (after checking it fits `df`), or none: with
+/// `from_scratch` the store is emptied first.
+fn resume_from(
+    store: &CheckpointStore,
+    df: &txguard_engine::stream::Dataflow,
+    from_scratch: bool,
+) -> Result<Option<Checkpoint>> {
+    let dir = store.dir();
+    if from_scratch && dir.exists() {
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("deleting the checkpoints in {}", dir.display()))?;
+        tracing::info!(
+            "--from-scratch: deleted the checkpoints in {}",
+            dir.display()
+        );
+    }
+    let Some(cp) = store
+        .latest()
+        .with_context(|| format!("reading the checkpoints in {}", dir.display()))?
+    else {
+        if !from_scratch {
+            tracing::info!(
+                "no checkpoint in {}: starting from the beginning",
+                dir.display()
+            );
+        }
+        return Ok(None);
+    };
+    let (manifest, states) = &cp;
+    df.check_restore(&operator_states(states)).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot continue from checkpoint {} in {}: {e}; run with --from-scratch to \
+             begin again without the saved state (the sinks keep what they hold)",
+            manifest.epoch,
+            dir.display()
+        )
+    })?;
+    let age = (chrono::Utc::now().timestamp_micros() - manifest.created_at) as f64 / 1e6;
+    let at: Vec<String> = manifest
+        .record
+        .sources
+        .iter()
+        .map(|s| format!("{} at {}", s.name, s.shown))
+        .collect();
+    eprintln!(
+        "continuing from checkpoint {} in {} (taken {age:.0} s ago): {}",
+        manifest.epoch,
+        dir.display(),
+        at.join("; ")
+    );
+    Ok(Some(cp))
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), in KiB.

@@ -1,0 +1,171 @@
+//! `txguard checkpoints list|inspect`: what a pipeline's checkpoints hold — epochs, when they
+//! were taken, size per operator, source positions, watermarks and the sinks' prepared
+//! epochs — as text or JSON, read without running the pipeline.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use txguard_engine::checkpoint::{CheckpointStore, Manifest};
+use txguard_engine::event::format_micros;
+
+use crate::commands::pipeline::{default_checkpoint_dir, load};
+
+#[derive(Debug, Subcommand)]
+pub enum CheckpointsCommand {
+    /// Every checkpoint, newest first: epoch, time, size, and whether it verifies.
+    List(Where),
+    /// One checkpoint in full (default: the newest that verifies).
+    Inspect {
+        #[command(flatten)]
+        at: Where,
+        /// The epoch to show.
+        #[arg(long)]
+        epoch: Option<u64>,
+    },
+}
+
+/// Which pipeline's checkpoints, and how to print them.
+#[derive(Debug, Args)]
+pub struct Where {
+    /// Pipeline file whose default checkpoint folder to read (as `txguard run` finds it).
+    #[arg(default_value = "sql/pipeline.sql")]
+    pub pipeline: PathBuf,
+    /// Overrides of the pipeline's table options, as given to `txguard run`.
+    #[arg(long = "set", value_name = "TABLE.OPTION=VALUE")]
+    pub sets: Vec<String>,
+    /// The checkpoint folder (instead of the pipeline's default).
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Where {
+    fn store(&self) -> Result<CheckpointStore> {
+        let dir = match &self.checkpoint_dir {
+            Some(d) => d.clone(),
+            None => default_checkpoint_dir(&load(&self.pipeline, &self.sets)?, &self.pipeline),
+        };
+        Ok(CheckpointStore::new(dir, usize::MAX))
+    }
+}
+
+pub fn run(command: CheckpointsCommand) -> Result<()> {
+    match command {
+        CheckpointsCommand::List(at) => list(&at),
+        CheckpointsCommand::Inspect { at, epoch } => inspect(&at, epoch),
+    }
+}
+
+fn size(m: &Manifest) -> u64 {
+    m.operators.iter().map(|o| o.bytes).sum()
+}
+
+fn list(at: &Where) -> Result<()> {
+    let store = at.store()?;
+    let epochs = store
+        .epochs()
+        .with_context(|| format!("reading {}", store.dir().display()))?;
+    let mut rows = Vec::new();
+    for epoch in epochs {
+        let row = match store.read(epoch) {
+            Ok((m, _)) => serde_json::json!({
+                "epoch": epoch,
+                "created_at": format_micros(m.created_at),
+                "bytes": size(&m),
+                "operators": m.operators.len(),
+                "ok": true,
+            }),
+            Err(e) => serde_json::json!({ "epoch": epoch, "ok": false, "error": e.to_string() }),
+        };
+        rows.push(row);
+    }
+    if at.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no checkpoints in {}", store.dir().display());
+        return Ok(());
+    }
+    println!("checkpoints in {}", store.dir().display());
+    println!(
+        "{:>8}  {:<27}  {:>12}  {:>9}  state",
+        "epoch", "taken", "bytes", "operators"
+    );
+    for r in rows {
+        if r["ok"] == true {
+            println!(
+                "{:>8}  {:<27}  {:>12}  {:>9}  complete",
+                r["epoch"],
+                r["created_at"].as_str().unwrap_or(""),
+                r["bytes"],
+                r["operators"]
+            );
+        } else {
+            println!(
+                "{:>8}  {:<27}  {:>12}  {:>9}  unusable: {}",
+                r["epoch"],
+                "",
+                "",
+                "",
+                r["error"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(())
+}
+
+fn inspect(at: &Where, epoch: Option<u64>) -> Result<()> {
+    let store = at.store()?;
+    let manifest = match epoch {
+        Some(e) => store.read(e)?.0,
+        None => match store.latest()? {
+            Some((m, _)) => m,
+            None => bail!("no usable checkpoint in {}", store.dir().display()),
+        },
+    };
+    if at.json {
+        println!("{}", serde_json::to_string_pretty(&manifest)?);
+        return Ok(());
+    }
+    let m = &manifest;
+    println!(
+        "checkpoint {} in {}, taken {}, {} bytes",
+        m.epoch,
+        store.dir().display(),
+        format_micros(m.created_at),
+        size(m)
+    );
+    println!("operators:");
+    for o in &m.operators {
+        println!("  {:<40} {:>10} rows {:>12} bytes", o.id, o.rows, o.bytes);
+    }
+    println!("sources:");
+    for s in &m.record.sources {
+        println!(
+            "  {}: at {}; watermark {}; {} rows held; {} in, {} dead, {} late{}",
+            s.name,
+            s.shown,
+            s.watermark
+                .map(format_micros)
+                .unwrap_or_else(|| "none".into()),
+            s.held,
+            s.messages_in,
+            s.dead,
+            s.late,
+            if s.done { "; ended" } else { "" }
+        );
+        println!("    resumes at {}", s.position);
+    }
+    println!("sinks:");
+    for s in &m.record.sinks {
+        println!(
+            "  {}: {} rows prepared for epoch {}, {} committed before",
+            s.table, s.prepared_rows, m.epoch, s.committed_rows
+        );
+    }
+    Ok(())
+}
