@@ -252,39 +252,51 @@ fn validate_prints_the_dataflow_and_bad_overrides_name_the_option() {
 }
 
 #[test]
-fn ctrl_c_drains_and_commits_an_endless_paced_source() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let child = spawn_endless(dir.path(), &["--no-ui"]);
-    // Wait until the first commit landed, then interrupt.
-    let log = dir.path().join("data/transactions_scored/_delta_log");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::fs::read_dir(&log).map_or(0, |d| d.count()) < 2 {
+fn ctrl_c_checkpoints_or_drains_an_endless_paced_source() {
+    for checkpoints in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let extra: &[&str] = if checkpoints {
+            &["--no-ui"]
+        } else {
+            &["--no-ui", "--no-checkpoints"]
+        };
+        let child = spawn_endless(dir.path(), extra);
+        // Wait until the first commit landed, then interrupt.
+        let log = dir.path().join("data/transactions_scored/_delta_log");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::fs::read_dir(&log).map_or(0, |d| d.count()) < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no commit within 60 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let status = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let out = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "a clean stop exits 0:\n{err}");
+        let t = read_tables(&dir.path().join("data"));
+        let rows = t["transactions_scored"]["rows"].as_i64().expect("rows");
+        assert!(rows > 0, "{t}");
         assert!(
-            std::time::Instant::now() < deadline,
-            "no commit within 60 s"
+            err.contains(&format!("sink transactions_scored: {rows} rows")),
+            "everything processed was committed ({rows} rows in the table):\n{err}"
         );
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        let windowed = t["user_window_stats"]["tx_total"].as_i64().expect("total");
+        if checkpoints {
+            // The last checkpoint keeps the open windows (and held rows) for the next run.
+            assert!(err.contains("taking a last checkpoint"), "{err}");
+            assert!(windowed <= rows, "{windowed} > {rows}");
+        } else {
+            // Without checkpoints there is no next run to continue: drain and close them.
+            assert!(err.contains("stopping: draining"), "{err}");
+            assert_eq!(windowed, rows, "open windows were closed");
+        }
     }
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let out = child.wait_with_output().expect("wait");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "a clean stop exits 0:\n{err}");
-    assert!(err.contains("stopping: draining"), "{err}");
-    let t = read_tables(&dir.path().join("data"));
-    let rows = t["transactions_scored"]["rows"].as_i64().expect("rows");
-    assert!(rows > 0, "{t}");
-    assert!(
-        err.contains(&format!("sink transactions_scored: {rows} rows")),
-        "everything processed was committed ({rows} rows in the table):\n{err}"
-    );
-    assert_eq!(
-        t["user_window_stats"]["tx_total"], rows,
-        "open windows were closed"
-    );
 }
 
 /// `GET path` on `addr`; the status line and body.

@@ -109,12 +109,21 @@ async fn run_async(args: RunArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
+        let checkpointing = store.is_some();
         ctrlc::set_handler(move || {
             if stop.swap(true, Ordering::Relaxed) {
                 eprintln!("second Ctrl-C: exiting without a final commit");
                 std::process::exit(130);
             }
-            eprintln!("stopping: taking a last checkpoint and committing (Ctrl-C again to abort)");
+            if checkpointing {
+                eprintln!(
+                    "stopping: taking a last checkpoint and committing (Ctrl-C again to abort)"
+                );
+            } else {
+                eprintln!(
+                    "stopping: draining buffered events and committing (Ctrl-C again to abort)"
+                );
+            }
         })
         .context("installing the Ctrl-C handler")?;
     }
