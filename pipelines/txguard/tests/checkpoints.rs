@@ -53,7 +53,12 @@ fn transactions(dir: &Path, n: u64) {
 
 /// The default pipeline reading `../tx.jsonl` in `dir`, its tables under `dir/data`.
 fn command(dir: &Path, extra: &[&str]) -> Command {
-    let pipeline = repo().join("sql/pipeline.sql");
+    command_of("sql/pipeline.sql", dir, extra)
+}
+
+/// `pipeline` (a file of the repository) reading `../tx.jsonl` in `dir`.
+fn command_of(pipeline: &str, dir: &Path, extra: &[&str]) -> Command {
+    let pipeline = repo().join(pipeline);
     let model = repo().join("models/default.json");
     let mut c = Command::new(env!("CARGO_BIN_EXE_txguard"));
     c.args([
@@ -83,7 +88,11 @@ fn command(dir: &Path, extra: &[&str]) -> Command {
 
 /// Runs to the end, within a bound.
 fn run_to_end(dir: &Path, extra: &[&str]) -> String {
-    let mut child = command(dir, extra).spawn().expect("spawn");
+    finish(command(dir, extra))
+}
+
+fn finish(mut command: Command) -> String {
+    let mut child = command.spawn().expect("spawn");
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
         if child.try_wait().expect("wait").is_some() {
@@ -120,22 +129,12 @@ fn moments(seed: u64, n: usize, lo_ms: u64, hi_ms: u64) -> Vec<Duration> {
         .collect()
 }
 
-#[test]
-fn killed_and_restarted_runs_end_with_the_uninterrupted_runs_output() {
-    let root = tempfile::tempdir().expect("tempdir");
-    transactions(root.path(), 150_000);
-    let reference = root.path().join("reference");
-    let killed = root.path().join("killed");
-    std::fs::create_dir_all(&reference).expect("dir");
-    std::fs::create_dir_all(&killed).expect("dir");
-    run_to_end(&reference, &[]);
-    let want = digests(&reference.join("data"));
-    assert_eq!(want["transactions_scored"]["rows"], 150_000);
-    assert_eq!(want["dead_letters"]["rows"], 30, "the malformed lines");
-
+/// Starts `command` and SIGKILLs it `kills` times at pseudo-random moments (or until a run
+/// finishes by itself); how many of the runs continued from a checkpoint.
+fn kill_and_restart(command: impl Fn() -> Command, seed: u64, kills: usize) -> usize {
     let mut restored = 0;
-    for (i, after) in moments(0x5eed, 12, 400, 1500).into_iter().enumerate() {
-        let mut child = command(&killed, &[]).spawn().expect("spawn");
+    for (i, after) in moments(seed, kills, 400, 1500).into_iter().enumerate() {
+        let mut child = command().spawn().expect("spawn");
         std::thread::sleep(after);
         let finished = child.try_wait().expect("wait").is_some();
         let _ = child.kill();
@@ -152,6 +151,23 @@ fn killed_and_restarted_runs_end_with_the_uninterrupted_runs_output() {
             break;
         }
     }
+    restored
+}
+
+#[test]
+fn killed_and_restarted_runs_end_with_the_uninterrupted_runs_output() {
+    let root = tempfile::tempdir().expect("tempdir");
+    transactions(root.path(), 150_000);
+    let reference = root.path().join("reference");
+    let killed = root.path().join("killed");
+    std::fs::create_dir_all(&reference).expect("dir");
+    std::fs::create_dir_all(&killed).expect("dir");
+    run_to_end(&reference, &[]);
+    let want = digests(&reference.join("data"));
+    assert_eq!(want["transactions_scored"]["rows"], 150_000);
+    assert_eq!(want["dead_letters"]["rows"], 30, "the malformed lines");
+
+    let restored = kill_and_restart(|| command(&killed, &[]), 0x5eed, 12);
     assert!(
         restored >= 3,
         "the kills must fall after checkpoints ({restored} restores)"
@@ -290,5 +306,76 @@ fn ctrl_c_checkpoints_corrupt_ones_are_skipped_and_changed_sql_is_refused() {
         digests(&dir.join("data")),
         want,
         "stopped with Ctrl-C, restarted past a torn checkpoint: the same output"
+    );
+}
+
+/// Every row of `table` as JSON text without the columns the database fills in when it
+/// writes (ids, insert times) or the pipeline stamps with the wall clock, sorted, digested.
+async fn pg_digest(c: &tokio_postgres::Client, table: &str) -> (i64, String) {
+    let row = c
+        .query_one(
+            &format!(
+                "SELECT count(*), md5(coalesce(string_agg(r, E'\\n' ORDER BY r), '')) FROM \
+                 (SELECT ((to_jsonb(t) - 'id') - 'inserted_at' - 'received_at')::text AS r \
+                  FROM {table} t) s"
+            ),
+            &[],
+        )
+        .await
+        .expect("digest");
+    (row.get(0), row.get(1))
+}
+
+#[test]
+fn killed_runs_into_postgres_write_every_row_once() {
+    use txguard_connectors::postgres::{self, DEFAULT_CONNECTION, scratch::ScratchDb};
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server =
+        std::env::var("TXGUARD_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_CONNECTION.to_string());
+    let root = tempfile::tempdir().expect("tempdir");
+    transactions(root.path(), 80_000);
+    let mut digests = Vec::new();
+    for killing in [false, true] {
+        let db = rt
+            .block_on(ScratchDb::create(&server))
+            .expect("scratch database");
+        let conn = db.connection();
+        let dir = root
+            .path()
+            .join(if killing { "killed" } else { "reference" });
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (ok, _, err) = txguard(&dir, &["db", "init", "--connection", &conn]);
+        assert!(ok, "{err}");
+        let command = || {
+            let mut c = command_of("sql/pipeline_postgres.sql", &dir, &[]);
+            c.env("TXGUARD_POSTGRES", &conn);
+            c
+        };
+        if killing {
+            let restored = kill_and_restart(command, 0xbead, 10);
+            assert!(restored >= 3, "{restored} restores");
+        }
+        let err = finish(command());
+        assert_eq!(killing, err.contains("continuing from checkpoint"), "{err}");
+        let c = rt.block_on(async {
+            postgres::connect(&postgres::config(&conn, None, "txguard test").expect("config"))
+                .await
+                .expect("connect")
+        });
+        let mut got = Vec::new();
+        for t in TABLES {
+            got.push((t, rt.block_on(pg_digest(&c, t))));
+        }
+        drop(c);
+        rt.block_on(db.drop_db()).expect("drop");
+        digests.push(got);
+    }
+    let (reference, killed) = (&digests[0], &digests[1]);
+    assert_eq!(reference[0].1.0, 80_000, "every transaction scored");
+    assert_eq!(reference[2].1.0, 16, "every malformed line a dead letter");
+    assert_eq!(
+        killed, reference,
+        "after kills and restarts, every table (the appended dead letters too) holds what \
+         the uninterrupted run wrote"
     );
 }
