@@ -30,6 +30,10 @@ pub struct Marks {
     pub max_seen: Option<i64>,
     /// The floor an idle source raised the watermark to.
     pub floor: Option<i64>,
+    /// The source's frontier at the time: the first rows after a restore are judged late
+    /// against the same watermark they would have met without the restart.
+    #[serde(default)]
+    pub frontier: Option<i64>,
 }
 
 /// Holds rows until the watermark passes them.
@@ -175,8 +179,7 @@ impl EventTimeBuffer {
         self.release_before(i64::MAX)
     }
 
-    /// What a checkpoint keeps: the rows held, in release order, and the marks. The
-    /// frontier is not kept: the source reports it again.
+    /// What a checkpoint keeps: the rows held, in release order, and the marks.
     pub fn snapshot(&self) -> Result<(RecordBatch, Marks), ArrowError> {
         let rows = match self.gather(&self.index)? {
             Some(rows) => rows,
@@ -185,6 +188,7 @@ impl EventTimeBuffer {
         let marks = Marks {
             max_seen: self.max_seen,
             floor: self.floor,
+            frontier: self.frontier,
         };
         Ok((rows, marks))
     }
@@ -221,6 +225,7 @@ impl EventTimeBuffer {
         }
         self.max_seen = marks.max_seen;
         self.floor = marks.floor;
+        self.frontier = marks.frontier;
         Ok(())
     }
 
@@ -340,6 +345,8 @@ mod tests {
     #[test]
     fn a_snapshot_restores_the_held_rows_and_the_watermark() {
         let mut b = EventTimeBuffer::new(batch(&[]).schema(), 0, 5_000_000);
+        // A slow part of the input holds the watermark back; the restored buffer must too.
+        b.set_frontier(Some(8_500_000));
         b.push(batch(&[9_000_000, 1_000_000, 7_000_000]))
             .expect("push");
         b.push(batch(&[8_000_000])).expect("push");

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{python_json, repo, txguard};
+use common::{delta_digests, finish, kill_and_restart, repo, txguard};
 
 const TABLES: [&str; 4] = [
     "transactions_scored",
@@ -91,67 +91,8 @@ fn run_to_end(dir: &Path, extra: &[&str]) -> String {
     finish(command(dir, extra))
 }
 
-fn finish(mut command: Command) -> String {
-    let mut child = command.spawn().expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the run did not finish within 240 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("output");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{err}");
-    err
-}
-
 fn digests(data: &Path) -> serde_json::Value {
-    let mut args = vec![data.to_str().expect("utf8")];
-    args.extend(TABLES);
-    python_json("delta/digest.py", &args)
-}
-
-/// A small deterministic sequence of kill moments (xorshift).
-fn moments(seed: u64, n: usize, lo_ms: u64, hi_ms: u64) -> Vec<Duration> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            Duration::from_millis(lo_ms + x % (hi_ms - lo_ms))
-        })
-        .collect()
-}
-
-/// Starts `command` and SIGKILLs it `kills` times at pseudo-random moments (or until a run
-/// finishes by itself); how many of the runs continued from a checkpoint.
-fn kill_and_restart(command: impl Fn() -> Command, seed: u64, kills: usize) -> usize {
-    let mut restored = 0;
-    for (i, after) in moments(seed, kills, 400, 1500).into_iter().enumerate() {
-        let mut child = command().spawn().expect("spawn");
-        std::thread::sleep(after);
-        let finished = child.try_wait().expect("wait").is_some();
-        let _ = child.kill();
-        let out = child.wait_with_output().expect("output");
-        let err = String::from_utf8_lossy(&out.stderr);
-        if err.contains("continuing from checkpoint") {
-            restored += 1;
-        }
-        assert!(
-            !err.contains("error:"),
-            "kill {i} after {after:?}: the run failed before it was killed:\n{err}"
-        );
-        if finished {
-            break;
-        }
-    }
-    restored
+    delta_digests(data, &TABLES)
 }
 
 #[test]
@@ -167,7 +108,7 @@ fn killed_and_restarted_runs_end_with_the_uninterrupted_runs_output() {
     assert_eq!(want["transactions_scored"]["rows"], 150_000);
     assert_eq!(want["dead_letters"]["rows"], 30, "the malformed lines");
 
-    let restored = kill_and_restart(|| command(&killed, &[]), 0x5eed, 12);
+    let restored = kill_and_restart(|| command(&killed, &[]), 0x5eed, 12, (400, 1500));
     assert!(
         restored >= 3,
         "the kills must fall after checkpoints ({restored} restores)"
@@ -352,7 +293,7 @@ fn killed_runs_into_postgres_write_every_row_once() {
             c
         };
         if killing {
-            let restored = kill_and_restart(command, 0xbead, 10);
+            let restored = kill_and_restart(command, 0xbead, 10, (400, 1500));
             assert!(restored >= 3, "{restored} restores");
         }
         let err = finish(command());

@@ -33,6 +33,13 @@ pub const READ_MODE: OptionSpec = OptionSpec::optional(
     OptionKind::OneOf(&["read_committed", "read_uncommitted"]),
     "read_committed (default) skips aborted transactional messages",
 );
+pub const PARTITIONS: OptionSpec = OptionSpec::optional(
+    "source.partitions",
+    OptionKind::OneOf(&["group", "all"]),
+    "group (default): a consumer-group member, partitions shared by rebalancing; all: this \
+     process reads every partition by direct assignment (no rebalance, no wait for a killed \
+     member's session after a restart; offsets still committed to source.group_id)",
+);
 pub const STOP_AT_END: OptionSpec = OptionSpec::optional(
     "source.stop_at_end",
     OptionKind::Bool,
@@ -73,6 +80,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OFFSET,
     GROUP_ID,
     READ_MODE,
+    PARTITIONS,
     STOP_AT_END,
     KEY_FIELD,
     REGISTRY_ENDPOINT,
@@ -101,6 +109,8 @@ pub struct KafkaOptions {
     /// `isolation.level`: `read_committed` or `read_uncommitted`.
     pub isolation: &'static str,
     pub stop_at_end: bool,
+    /// `source.partitions = 'all'`: assign every partition instead of joining the group.
+    pub all_partitions: bool,
     pub key_field: Option<String>,
     pub registry: Option<RegistryOptions>,
     pub client_configs: Vec<(String, String)>,
@@ -133,6 +143,7 @@ impl KafkaOptions {
                 .unwrap_or_else(|| format!("txguard-{}", t.name)),
             isolation: t.choice(&READ_MODE)?.unwrap_or("read_committed"),
             stop_at_end: t.flag(&STOP_AT_END)?.unwrap_or(false),
+            all_partitions: t.choice(&PARTITIONS)? == Some("all"),
             key_field: t.text(&KEY_FIELD).filter(|k| !k.is_empty()),
             registry,
             client_configs: t.key_values(&CLIENT_CONFIGS)?,

@@ -179,8 +179,14 @@ pub struct KafkaSource {
     event_time: Option<String>,
     /// Whether the last poll found every partition at its end (with `source.stop_at_end`).
     ended: bool,
+    /// When the partitions other members own were last checked for their end, and whether
+    /// the wait for them was logged.
+    others_checked: Option<Instant>,
+    others_logged: bool,
     /// Since when no partition has been assigned, if none is.
     unassigned_since: Option<Instant>,
+    /// Since when this member has had no partition, and when that is next logged.
+    no_partition: Option<(Instant, Duration)>,
 }
 
 /// What the reader thread hands the source, in the order it read it.
@@ -391,15 +397,59 @@ impl KafkaSource {
                 resume: Mutex::new(
                     resume
                         .as_ref()
+                        .filter(|_| !opts.all_partitions)
                         .map(|r| r.offsets.clone())
                         .unwrap_or_default(),
                 ),
             })
             .map_err(|e| ConnectorError::new(&table.name, super::explain_client_error(&e)))?;
-        consumer.subscribe(&[&topic]).map_err(|e| {
-            ConnectorError::new(&table.name, format!("subscribing to {topic}: {e}"))
-        })?;
-        tracing::info!(topic = %topic, group = %group, "kafka source subscribed");
+        if opts.all_partitions {
+            // Every partition, directly: at the checkpoint's offset, else the group's
+            // committed one (else source.offset).
+            let md = consumer
+                .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                .map_err(|e| {
+                    ConnectorError::new(
+                        &table.name,
+                        format!(
+                            "reading the partitions of {topic} (source.partitions = 'all'): {e}"
+                        ),
+                    )
+                })?;
+            let parts: Vec<i32> = md
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic)
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            if parts.is_empty() {
+                return Err(ConnectorError::new(
+                    &table.name,
+                    format!("topic {topic} has no partitions (does it exist?)"),
+                ));
+            }
+            let mut tpl = TopicPartitionList::new();
+            for p in &parts {
+                let at = resume
+                    .as_ref()
+                    .and_then(|r| r.offsets.get(p))
+                    .map_or(Offset::Stored, |o| Offset::Offset(*o));
+                tpl.add_partition_offset(&topic, *p, at)
+                    .map_err(|e| ConnectorError::new(&table.name, e))?;
+            }
+            consumer.assign(&tpl).map_err(|e| {
+                ConnectorError::new(
+                    &table.name,
+                    format!("assigning the partitions of {topic}: {e}"),
+                )
+            })?;
+            tracing::info!(topic = %topic, group = %group, partitions = parts.len(), "kafka source reads every partition");
+        } else {
+            consumer.subscribe(&[&topic]).map_err(|e| {
+                ConnectorError::new(&table.name, format!("subscribing to {topic}: {e}"))
+            })?;
+            tracing::info!(topic = %topic, group = %group, "kafka source subscribed");
+        }
         let consumer = Arc::new(consumer);
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::sync_channel(CHUNKS_AHEAD);
@@ -439,6 +489,9 @@ impl KafkaSource {
             event_time: table.watermark.as_ref().map(|w| w.column.clone()),
             ended: false,
             unassigned_since: None,
+            others_checked: None,
+            others_logged: false,
+            no_partition: None,
         })
     }
 
@@ -464,6 +517,108 @@ impl KafkaSource {
             .assignment()
             .ok()
             .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+    }
+
+    /// With `source.stop_at_end`, "at the end" is the whole topic's end: every partition this
+    /// member does not own must have the group's committed offset at its high watermark
+    /// (another member read it to its end), else this member waits — e.g. for the
+    /// partitions a killed member still holds until its session expires. Checked at most
+    /// once a second.
+    fn others_done(&mut self) -> bool {
+        if self
+            .others_checked
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return false;
+        }
+        self.others_checked = Some(Instant::now());
+        let timeout = Duration::from_secs(5);
+        let assigned = self.assigned().unwrap_or_default();
+        let partitions: Vec<i32> = match self.consumer.fetch_metadata(Some(&self.topic), timeout) {
+            Ok(md) => md
+                .topics()
+                .iter()
+                .filter(|t| t.name() == self.topic)
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(source = %self.name, "kafka: reading the topic's partitions: {e}");
+                return false;
+            }
+        };
+        let others: Vec<i32> = partitions
+            .into_iter()
+            .filter(|p| !assigned.contains(p))
+            .collect();
+        if others.is_empty() {
+            return true;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in &others {
+            tpl.add_partition(&self.topic, *p);
+        }
+        let committed = match self.consumer.committed_offsets(tpl, timeout) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(source = %self.name, "kafka: reading the group's offsets: {e}");
+                return false;
+            }
+        };
+        let mut behind = Vec::new();
+        for p in &others {
+            let at = match committed
+                .find_partition(&self.topic, *p)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(o)) => o,
+                _ => -1,
+            };
+            match self.consumer.fetch_watermarks(&self.topic, *p, timeout) {
+                Ok((_, high)) if at >= high => {}
+                Ok((_, high)) => behind.push(format!("{p} (committed {at} of {high})")),
+                Err(e) => behind.push(format!("{p} ({e})")),
+            }
+        }
+        if behind.is_empty() {
+            return true;
+        }
+        if !self.others_logged {
+            self.others_logged = true;
+            tracing::info!(
+                source = %self.name,
+                "source.stop_at_end: this member's partitions are at their end, but partitions \
+                 {} of {} are another member's (or a stopped member's, until its session \
+                 expires) and not read to their end yet; waiting",
+                behind.join(", "),
+                self.topic
+            );
+        }
+        false
+    }
+
+    /// Says so when the group has given this member no partition for a while (15 s, then
+    /// every 30 s): a run that reads nothing must not look like one that hangs.
+    fn note_assignment(&mut self) {
+        if self.assigned().is_some_and(|a| !a.is_empty()) {
+            self.no_partition = None;
+            return;
+        }
+        let (since, next) = self
+            .no_partition
+            .get_or_insert((Instant::now(), Duration::from_secs(15)));
+        if since.elapsed() >= *next {
+            *next += Duration::from_secs(30);
+            tracing::warn!(
+                source = %self.name,
+                "kafka: no partition of {} assigned to this member for {:.0} s: the group's \
+                 other members hold them all, or the coordinator is waiting for a stopped \
+                 member's session to expire (session.timeout.ms; static membership with \
+                 group.instance.id in client_configs avoids that wait on brokers that \
+                 support it)",
+                self.topic,
+                since.elapsed().as_secs_f64()
+            );
+        }
     }
 
     /// Whether every assigned partition is at its end.
@@ -521,6 +676,7 @@ impl Source for KafkaSource {
 
     fn poll(&mut self, max_rows: usize) -> Result<Poll, ConnectorError> {
         self.forget_revoked();
+        self.note_assignment();
         let (mut rows, mut dead, mut n) = (Vec::new(), Vec::new(), 0usize);
         let mut caught_up = false;
         while n < max_rows {
@@ -569,7 +725,7 @@ impl Source for KafkaSource {
         }
         // Only with nothing more waiting from the reader: its next chunk may hold rows
         // older than what ending would release.
-        let ended = caught_up && self.stop_at_end && self.all_at_end();
+        let ended = caught_up && self.stop_at_end && self.all_at_end() && self.others_done();
         let dead = match dead.first() {
             None => None,
             Some(first) => Some(

@@ -256,11 +256,24 @@ fn source_reads_every_message_and_resumes_at_committed_offsets() {
     // Everything released and durable: a restart reads only what comes after.
     again.barrier(2, None);
     again.committed(2).expect("commit");
+    let checkpointed: super::source::KafkaPosition =
+        serde_json::from_value(again.checkpoint()).expect("position");
     drop(again);
     produce(&servers, "tx", &seed_messages(2000, 300));
     let mut resumed = super::KafkaSource::open(&t, None).expect("source");
     let (rows, dead, _) = drain(&mut resumed);
     assert_eq!((rows, dead), (300, 0), "resumes at the committed offsets");
+    resumed.barrier(3, None);
+    resumed.committed(3).expect("commit");
+    drop(resumed);
+    // A checkpoint's offsets win over the group's, behind or ahead of them.
+    let mut restored = super::KafkaSource::open(&t, Some(checkpointed)).expect("source");
+    let (rows, dead, _) = drain(&mut restored);
+    assert_eq!(
+        (rows, dead),
+        (300, 0),
+        "resumes at the checkpoint's offsets"
+    );
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -69,4 +70,87 @@ pub fn run_pipeline(dir: &Path, pipeline: &str, sets: &[String]) -> (bool, Strin
         args.extend(["--set", s.as_str()]);
     }
     txguard(dir, &args)
+}
+
+/// Runs `command` (stderr piped) to its end within 240 s; its stderr. Panics on a failure
+/// or a timeout, with what the run printed. Stderr is read while the run goes on (a full
+/// pipe would stop it).
+pub fn finish(mut command: Command) -> String {
+    use std::io::Read;
+    let mut child = command.spawn().expect("spawn");
+    let mut pipe = child.stderr.take().expect("stderr piped");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = pipe.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = reader.join().expect("stderr reader");
+    match status {
+        None => panic!("the run did not finish within 240 s; it printed:\n{err}"),
+        Some(s) => assert!(s.success(), "{err}"),
+    }
+    err
+}
+
+/// A small deterministic sequence of kill moments (xorshift).
+pub fn moments(seed: u64, n: usize, lo_ms: u64, hi_ms: u64) -> Vec<Duration> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            Duration::from_millis(lo_ms + x % (hi_ms - lo_ms))
+        })
+        .collect()
+}
+
+/// Starts `command` and SIGKILLs it `kills` times at pseudo-random moments (or until a run
+/// finishes by itself); how many of the runs continued from a checkpoint.
+pub fn kill_and_restart(
+    command: impl Fn() -> Command,
+    seed: u64,
+    kills: usize,
+    (lo_ms, hi_ms): (u64, u64),
+) -> usize {
+    let mut restored = 0;
+    for (i, after) in moments(seed, kills, lo_ms, hi_ms).into_iter().enumerate() {
+        let mut child = command().spawn().expect("spawn");
+        std::thread::sleep(after);
+        let finished = child.try_wait().expect("wait").is_some();
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("output");
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("continuing from checkpoint") {
+            restored += 1;
+        }
+        assert!(
+            !err.contains("error:"),
+            "kill {i} after {after:?}: the run failed before it was killed:\n{err}"
+        );
+        if finished {
+            break;
+        }
+    }
+    restored
+}
+
+/// Row counts, distinct keys and a SHA-256 of every row of each Delta table under `data`
+/// (tests/delta/digest.py): two runs' outputs compare exactly.
+pub fn delta_digests(data: &Path, tables: &[&str]) -> serde_json::Value {
+    let mut args = vec![data.to_str().expect("utf8")];
+    args.extend(tables);
+    python_json("delta/digest.py", &args)
 }
