@@ -11,7 +11,7 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{delta_digests, finish, kill_and_restart, repo, txguard};
 

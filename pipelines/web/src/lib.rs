@@ -260,6 +260,30 @@ pub fn render_prometheus(m: &Metrics) -> String {
         "The checkpoint epoch in progress.",
         vec![(String::new(), load(&m.epoch) as f64)],
     );
+    family(
+        "txguard_checkpoints_total",
+        "counter",
+        "Checkpoints written by this run.",
+        vec![(String::new(), load(&m.checkpoints) as f64)],
+    );
+    family(
+        "txguard_checkpoint_bytes",
+        "gauge",
+        "Size of the last checkpoint written.",
+        vec![(String::new(), load(&m.checkpoint_bytes) as f64)],
+    );
+    family(
+        "txguard_checkpoint_duration_seconds",
+        "gauge",
+        "Time the last checkpoint took, from the snapshot to its manifest.",
+        vec![(String::new(), load(&m.checkpoint_micros) as f64 / 1e6)],
+    );
+    family(
+        "txguard_restored_epoch",
+        "gauge",
+        "The checkpoint this run continued from (0: none).",
+        vec![(String::new(), load(&m.restored_epoch) as f64)],
+    );
     out
 }
 
