@@ -96,18 +96,17 @@ fn list(at: &Where) -> Result<()> {
         "epoch", "taken", "bytes", "operators"
     );
     for r in rows {
+        let epoch = r["epoch"].as_u64().unwrap_or_default();
         if r["ok"] == true {
             println!(
-                "{:>8}  {:<27}  {:>12}  {:>9}  complete",
-                r["epoch"],
+                "{epoch:>8}  {:<27}  {:>12}  {:>9}  complete",
                 r["created_at"].as_str().unwrap_or(""),
-                r["bytes"],
-                r["operators"]
+                r["bytes"].as_u64().unwrap_or_default(),
+                r["operators"].as_u64().unwrap_or_default()
             );
         } else {
             println!(
-                "{:>8}  {:<27}  {:>12}  {:>9}  unusable: {}",
-                r["epoch"],
+                "{epoch:>8}  {:<27}  {:>12}  {:>9}  unusable: {}",
                 "",
                 "",
                 "",

@@ -168,7 +168,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
     if let Some(store) = &store {
         let n = metrics.checkpoints.load(Ordering::Relaxed);
         eprintln!(
-            "{n} checkpoints in {} (the last {:.1} MB, written in {:.0} ms){}",
+            "checkpoints: {n} written to {} (the last {:.1} MB in {:.0} ms){}",
             store.dir().display(),
             metrics.checkpoint_bytes.load(Ordering::Relaxed) as f64 / 1e6,
             metrics.checkpoint_micros.load(Ordering::Relaxed) as f64 / 1000.0,
