@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use arrow::array::{AsArray, RecordBatch, UInt32Array};
+use arrow::array::{AsArray, RecordBatch, TimestampMicrosecondArray, UInt32Array};
 use arrow::compute::{interleave_record_batch, take_record_batch};
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use arrow::error::ArrowError;
@@ -113,15 +113,20 @@ impl EventTimeBuffer {
         self.index.is_empty()
     }
 
-    /// Accepts a batch; returns its late rows (if any) with reasons.
-    pub fn push(&mut self, batch: RecordBatch) -> Result<Option<Late>, ArrowError> {
-        let ts = batch
+    /// The event-time column of `batch`.
+    fn event_times(&self, batch: &RecordBatch) -> Result<TimestampMicrosecondArray, ArrowError> {
+        batch
             .column(self.ts_col)
             .as_primitive_opt::<TimestampMicrosecondType>()
+            .cloned()
             .ok_or_else(|| {
                 ArrowError::SchemaError("event-time column is not Timestamp(Microsecond)".into())
-            })?
-            .clone();
+            })
+    }
+
+    /// Accepts a batch; returns its late rows (if any) with reasons.
+    pub fn push(&mut self, batch: RecordBatch) -> Result<Option<Late>, ArrowError> {
+        let ts = self.event_times(&batch)?;
         let mut late_idx = Vec::new();
         let mut reasons = Vec::new();
         let b = self.next_batch;
@@ -201,13 +206,7 @@ impl EventTimeBuffer {
                 "the saved event-time buffer has other columns than the table".into(),
             ));
         }
-        let ts = rows
-            .column(self.ts_col)
-            .as_primitive_opt::<TimestampMicrosecondType>()
-            .ok_or_else(|| {
-                ArrowError::SchemaError("event-time column is not Timestamp(Microsecond)".into())
-            })?
-            .clone();
+        let ts = self.event_times(&rows)?;
         self.index.clear();
         self.batches.clear();
         let b = self.next_batch;

@@ -10,10 +10,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{delta_digests, finish, kill_and_restart, repo, txguard};
+use common::{delta_digests, finish, kill_and_restart, repo, run_command, txguard};
 
 const TABLES: [&str; 4] = [
     "transactions_scored",
@@ -58,16 +58,8 @@ fn command(dir: &Path, extra: &[&str]) -> Command {
 
 /// `pipeline` (a file of the repository) reading `../tx.jsonl` in `dir`.
 fn command_of(pipeline: &str, dir: &Path, extra: &[&str]) -> Command {
-    let pipeline = repo().join(pipeline);
-    let model = repo().join("models/default.json");
-    let mut c = Command::new(env!("CARGO_BIN_EXE_txguard"));
+    let mut c = run_command(dir, pipeline);
     c.args([
-        "run",
-        pipeline.to_str().expect("utf8"),
-        "--model",
-        model.to_str().expect("utf8"),
-        "--no-ui",
-        "--quiet",
         "--set",
         "transactions.connector=file",
         "--set",
@@ -77,12 +69,7 @@ fn command_of(pipeline: &str, dir: &Path, extra: &[&str]) -> Command {
         "--checkpoint-interval",
         "150ms",
     ])
-    .args(extra)
-    .current_dir(dir)
-    .env("NO_COLOR", "1")
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+    .args(extra);
     c
 }
 

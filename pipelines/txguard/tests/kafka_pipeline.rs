@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{read_tables, repo, run_pipeline, txguard};
+use common::{read_tables, run_pipeline, txguard};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -148,21 +148,10 @@ fn kafka_topic_to_delta_and_alerts_loses_and_doubles_nothing() {
 }
 
 /// The default pipeline (Delta sinks under `dir/data`) reading `topic` as group `group`
-/// to its end, with 200 ms checkpoints; `extra` are further client settings.
+/// to its end, with 200 ms checkpoints.
 fn kafka_run(dir: &std::path::Path, broker: &str, group: &str) -> Command {
-    let pipeline = repo().join("sql/pipeline.sql");
-    let model = repo().join("models/default.json");
-    let mut c = Command::new(env!("CARGO_BIN_EXE_txguard"));
-    c.args([
-        "run",
-        pipeline.to_str().expect("utf8"),
-        "--model",
-        model.to_str().expect("utf8"),
-        "--no-ui",
-        "--quiet",
-        "--checkpoint-interval",
-        "200ms",
-    ]);
+    let mut c = common::run_command(dir, "sql/pipeline.sql");
+    c.args(["--checkpoint-interval", "200ms"]);
     for s in [
         "transactions.connector=kafka".to_string(),
         "transactions.type=source".to_string(),
@@ -176,11 +165,6 @@ fn kafka_run(dir: &std::path::Path, broker: &str, group: &str) -> Command {
     ] {
         c.args(["--set", &s]);
     }
-    c.current_dir(dir)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
     c
 }
 

@@ -406,22 +406,12 @@ impl KafkaSource {
         if opts.all_partitions {
             // Every partition, directly: at the checkpoint's offset, else the group's
             // committed one (else source.offset).
-            let md = consumer
-                .fetch_metadata(Some(&topic), Duration::from_secs(10))
-                .map_err(|e| {
-                    ConnectorError::new(
-                        &table.name,
-                        format!(
-                            "reading the partitions of {topic} (source.partitions = 'all'): {e}"
-                        ),
-                    )
-                })?;
-            let parts: Vec<i32> = md
-                .topics()
-                .iter()
-                .filter(|t| t.name() == topic)
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect();
+            let parts = partitions_of(&consumer, &topic, Duration::from_secs(10)).map_err(|e| {
+                ConnectorError::new(
+                    &table.name,
+                    format!("reading the partitions of {topic} (source.partitions = 'all'): {e}"),
+                )
+            })?;
             if parts.is_empty() {
                 return Err(ConnectorError::new(
                     &table.name,
@@ -534,13 +524,8 @@ impl KafkaSource {
         self.others_checked = Some(Instant::now());
         let timeout = Duration::from_secs(5);
         let assigned = self.assigned().unwrap_or_default();
-        let partitions: Vec<i32> = match self.consumer.fetch_metadata(Some(&self.topic), timeout) {
-            Ok(md) => md
-                .topics()
-                .iter()
-                .filter(|t| t.name() == self.topic)
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect(),
+        let partitions = match partitions_of(&self.consumer, &self.topic, timeout) {
+            Ok(p) => p,
             Err(e) => {
                 tracing::warn!(source = %self.name, "kafka: reading the topic's partitions: {e}");
                 return false;
@@ -659,6 +644,21 @@ impl KafkaSource {
             .min()
             .unwrap_or(i64::MAX)
     }
+}
+
+/// The partitions of `topic`, from the brokers' metadata.
+fn partitions_of(
+    consumer: &BaseConsumer<Rebalances>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, KafkaError> {
+    let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    Ok(md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
 }
 
 /// The event-time values of a batch (NULLs read as the earliest time, so they are released

@@ -154,3 +154,26 @@ pub fn delta_digests(data: &Path, tables: &[&str]) -> serde_json::Value {
     args.extend(tables);
     python_json("delta/digest.py", &args)
 }
+
+/// `txguard run <pipeline> --model models/default.json --no-ui --quiet` (the pipeline a file of
+/// the repository) in `dir`, without input, stdout discarded, stderr piped: for tests that
+/// start, kill and restart runs; they add their own options.
+pub fn run_command(dir: &Path, pipeline: &str) -> Command {
+    let pipeline = repo().join(pipeline);
+    let model = repo().join("models/default.json");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_txguard"));
+    c.args([
+        "run",
+        pipeline.to_str().expect("utf8"),
+        "--model",
+        model.to_str().expect("utf8"),
+        "--no-ui",
+        "--quiet",
+    ])
+    .current_dir(dir)
+    .env("NO_COLOR", "1")
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    c
+}
