@@ -23,7 +23,7 @@ use txguard_connectors::postgres::scratch::ScratchDb;
 use txguard_connectors::postgres::{
     DEFAULT_CONNECTION, PostgresOptions, PostgresSink, WriteMode, admin, config, connect,
 };
-use txguard_engine::connector::Sink;
+use txguard_engine::connector::{Sink, SinkContext};
 
 const BATCH: usize = 8192;
 
@@ -210,9 +210,13 @@ fn main() {
                 Some(WriteMode::Append),
             ),
         ] {
-            let mut sink = PostgresSink::open_with("bench", &opts(table, mode), schema.clone())
-                .await
-                .expect("sink");
+            let mut sink = PostgresSink::open_with(
+                "bench",
+                &opts(table, mode),
+                SinkContext::new(schema.clone()).with_writer("bench"),
+            )
+            .await
+            .expect("sink");
             let t = Instant::now();
             for (i, b) in batches.iter().enumerate() {
                 sink.write(b.clone()).await.expect("write");

@@ -15,8 +15,7 @@ pub mod postgres;
 pub mod read_ahead;
 pub mod stdout;
 
-use arrow::datatypes::SchemaRef;
-use txguard_engine::connector::{Connector, ConnectorError, Sink, Source};
+use txguard_engine::connector::{Connector, ConnectorError, Sink, SinkContext, Source};
 use txguard_engine::sql::{ConnectorSpec, TableDef};
 
 /// Every connector, once: a new connector is a folder and a line here.
@@ -83,10 +82,10 @@ pub fn sink_location(table: &TableDef) -> Option<String> {
     connector(&table.connector)?.location(table)
 }
 
-/// The sink a sink table declares, for rows of `schema`.
+/// The sink a sink table declares, for rows of `ctx.schema`.
 pub async fn open_sink(
     table: &TableDef,
-    schema: SchemaRef,
+    ctx: SinkContext,
 ) -> Result<Box<dyn Sink>, ConnectorError> {
-    named(table)?.open_sink(table, schema).await
+    named(table)?.open_sink(table, ctx).await
 }

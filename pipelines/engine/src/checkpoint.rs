@@ -8,6 +8,12 @@
 //!
 //! Layout, after Arroyo's: `<dir>/checkpoint-0000042/operator-<id>.arrow` and
 //! `<dir>/checkpoint-0000042/_manifest.json`.
+//!
+//! A folder has one writer at a time ([`CheckpointStore::claim`]: an exclusive lock on
+//! `<dir>/_lock`, as Kafka Streams locks its state directory) and a writer id, made on first
+//! use and kept in `<dir>/_writer`: the identity under which exactly-once sinks record the
+//! epochs they committed, so two runs writing one table (members of one consumer group) never
+//! take each other's epochs for their own, and a restarted run finds its own.
 
 use std::fs;
 use std::io::Write;
@@ -109,6 +115,23 @@ pub struct SinkRecord {
 pub type Checkpoint = (Manifest, Vec<(String, RecordBatch)>);
 
 const MANIFEST: &str = "_manifest.json";
+const LOCK: &str = "_lock";
+const WRITER: &str = "_writer";
+
+/// A run's hold on a checkpoint folder: the folder's lock (released when dropped, or by the
+/// operating system when the process dies) and its writer id.
+#[derive(Debug)]
+pub struct Claim {
+    writer: String,
+    _lock: fs::File,
+}
+
+impl Claim {
+    /// The folder's writer id: 16 hex digits, made when the folder was first claimed.
+    pub fn writer(&self) -> &str {
+        &self.writer
+    }
+}
 const VERSION: u32 = 1;
 
 /// A folder of checkpoints.
@@ -152,6 +175,21 @@ fn file_part(id: &str) -> String {
         .collect()
 }
 
+/// A new writer id: 64 bits of a hash over the folder, the process, the clock and the
+/// address of a fresh allocation, which tell apart runs started at once on many machines.
+fn new_writer_id(dir: &Path) -> String {
+    let mut h = Sha256::new();
+    h.update(dir.as_os_str().as_encoded_bytes());
+    h.update(std::process::id().to_le_bytes());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    h.update(now.as_nanos().to_le_bytes());
+    let probe = Box::new(0u8);
+    h.update((&raw const *probe as usize).to_le_bytes());
+    hex::encode(&h.finalize()[..8])
+}
+
 fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -168,6 +206,71 @@ impl CheckpointStore {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Takes the folder for this process (creating it): fails, naming the holder's process
+    /// id, while another run holds it, since two runs checkpointing into one folder would
+    /// restore each other's state. Reads the folder's writer id, making one on first use.
+    pub fn claim(&self) -> Result<Claim, CheckpointError> {
+        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let path = self.dir.join(LOCK);
+        let mut lock = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io(&path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                return Err(invalid(
+                    &self.dir,
+                    format!(
+                        "in use by another txguard run{}: each run, and each member of a \
+                         consumer group, needs its own checkpoint folder (--checkpoint-dir)",
+                        if holder.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (process {holder})")
+                        }
+                    ),
+                ));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io(&path)(e)),
+        }
+        lock.set_len(0).map_err(io(&path))?;
+        writeln!(lock, "{}", std::process::id()).map_err(io(&path))?;
+        let writer_path = self.dir.join(WRITER);
+        let writer = match fs::read_to_string(&writer_path) {
+            Ok(text) => {
+                let id = text.trim();
+                if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                    return Err(invalid(
+                        &writer_path,
+                        format!(
+                            "not a writer id ({id:?}): restore the file, or remove the folder \
+                             to start over with a new id"
+                        ),
+                    ));
+                }
+                id.to_string()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let id = new_writer_id(&self.dir);
+                let tmp = self.dir.join(format!("{WRITER}.tmp"));
+                write_synced(&tmp, format!("{id}\n").as_bytes())?;
+                fs::rename(&tmp, &writer_path).map_err(io(&writer_path))?;
+                id
+            }
+            Err(e) => return Err(io(&writer_path)(e)),
+        };
+        Ok(Claim {
+            writer,
+            _lock: lock,
+        })
     }
 
     fn folder(&self, epoch: u64) -> PathBuf {
@@ -218,6 +321,16 @@ impl CheckpointStore {
         fs::rename(&tmp, &done).map_err(io(&done))?;
         self.retain()?;
         Ok(manifest)
+    }
+
+    /// Deletes every checkpoint (the folder, its lock and writer id stay); how many there were.
+    pub fn clear(&self) -> Result<usize, CheckpointError> {
+        let epochs = self.epochs()?;
+        for &epoch in &epochs {
+            let folder = self.folder(epoch);
+            fs::remove_dir_all(&folder).map_err(io(&folder))?;
+        }
+        Ok(epochs.len())
     }
 
     /// Epochs of the checkpoint folders present, newest first (complete or not).
@@ -360,6 +473,37 @@ mod tests {
             ],
         )
         .expect("batch")
+    }
+
+    #[test]
+    fn a_folder_has_one_writer_at_a_time_and_keeps_its_writer_id() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = CheckpointStore::new(dir.path().join("cp"), 3);
+        let first = store.claim().expect("claim");
+        let id = first.writer().to_string();
+        assert_eq!(id.len(), 16, "{id}");
+        let e = store
+            .claim()
+            .expect_err("a second claim while the first holds");
+        let text = e.to_string();
+        assert!(
+            text.contains("in use by another txguard run")
+                && text.contains(&std::process::id().to_string())
+                && text.contains("--checkpoint-dir"),
+            "{text}"
+        );
+        drop(first);
+        let again = store.claim().expect("claim after release");
+        assert_eq!(again.writer(), id, "the folder keeps its writer id");
+        let other = CheckpointStore::new(dir.path().join("other"), 3)
+            .claim()
+            .expect("claim");
+        assert_ne!(other.writer(), id, "another folder, another writer");
+        assert_eq!(store.epochs().expect("epochs"), Vec::<u64>::new());
+        drop(again);
+        fs::write(dir.path().join("cp").join(WRITER), "not an id!\n").expect("write");
+        let e = store.claim().expect_err("a damaged writer id");
+        assert!(e.to_string().contains("not a writer id"), "{e}");
     }
 
     #[test]

@@ -63,11 +63,11 @@ pub trait Connector: Sync {
         })
     }
 
-    /// The sink `table` declares, for rows of `schema`.
+    /// The sink `table` declares, for rows of `ctx.schema`.
     fn open_sink<'a>(
         &'a self,
         table: &'a TableDef,
-        _schema: SchemaRef,
+        _ctx: SinkContext,
     ) -> BoxFuture<'a, Result<Box<dyn Sink>, ConnectorError>> {
         let name = self.spec().name;
         Box::pin(async move {
@@ -140,6 +140,34 @@ pub trait Source: Send {
     }
 }
 
+/// What a sink is opened with, besides its table.
+#[derive(Debug, Clone)]
+pub struct SinkContext {
+    /// The rows it will be given.
+    pub schema: SchemaRef,
+    /// The run's writer id when it keeps checkpoints ([`crate::checkpoint::Claim::writer`]):
+    /// an exactly-once sink records the epochs it commits under it, so that runs writing one
+    /// destination each find their own. `None`: no checkpoint will replay an epoch, and the
+    /// sink keeps no record (its epochs are delivered once per run, at least once overall).
+    pub writer: Option<String>,
+}
+
+impl SinkContext {
+    /// For rows of `schema`, without a writer id.
+    pub fn new(schema: SchemaRef) -> Self {
+        SinkContext {
+            schema,
+            writer: None,
+        }
+    }
+
+    /// The same, recording epochs as `writer`.
+    pub fn with_writer(mut self, writer: impl Into<String>) -> Self {
+        self.writer = Some(writer.into());
+        self
+    }
+}
+
 /// What a sink's first phase left for its second ([`Sink::prepare`] → [`Sink::commit`]):
 /// kept in the checkpoint, so that a run that stopped between the two can finish the commit
 /// after a restart.
@@ -180,8 +208,9 @@ pub trait Sink: Send {
         prepared: Prepared,
     ) -> BoxFuture<'_, Result<(), ConnectorError>>;
 
-    /// The last epoch this sink committed, in this run or an earlier one, if it records one
-    /// (a Delta table's application transaction, a Postgres bookkeeping row).
+    /// The last epoch this sink committed as its writer ([`SinkContext::writer`]), in this
+    /// run or an earlier one, if it records one (a Delta table's application transaction, a
+    /// Postgres bookkeeping row).
     fn last_epoch(&self) -> Option<u64> {
         None
     }

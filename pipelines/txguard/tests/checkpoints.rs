@@ -4,7 +4,8 @@
 //! the same rows, each once, with the same window features and scores (which shows the
 //! state was restored, not rebuilt). Also: Ctrl-C takes a last checkpoint the next run
 //! continues from, a corrupt newest checkpoint is skipped for the previous one with a log
-//! line saying so, a pipeline whose windows changed refuses the old state and names
+//! line saying so, a second run into a folder in use is refused, a pipeline whose windows
+//! changed refuses the old state and names
 //! `--from-scratch`, and `txguard checkpoints list|inspect` show what a checkpoint holds.
 
 mod common;
@@ -13,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{delta_digests, finish, kill_and_restart, repo, run_command, txguard};
+use common::{bounded, delta_digests, finish, kill_and_restart, repo, run_command, txguard};
 
 const TABLES: [&str; 4] = [
     "transactions_scored",
@@ -126,9 +127,17 @@ fn ctrl_c_checkpoints_corrupt_ones_are_skipped_and_changed_sql_is_refused() {
     run_to_end(&reference, &[]);
     let want = digests(&reference.join("data"));
 
-    // Ctrl-C mid-run: a last checkpoint, then a clean exit.
+    // A second run into the same checkpoint folder while the first goes on is refused at
+    // once, naming the holder; then Ctrl-C mid-run: a last checkpoint, a clean exit.
     let child = command(&dir, &[]).spawn().expect("spawn");
     std::thread::sleep(Duration::from_millis(1500));
+    let (ok, err) = bounded(command(&dir, &[]));
+    assert!(
+        !ok && err.contains("in use by another txguard run")
+            && err.contains(&format!("process {}", child.id()))
+            && err.contains("--checkpoint-dir"),
+        "a second run into one checkpoint folder:\n{err}"
+    );
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -3,7 +3,9 @@
 //! arrive; each checkpoint epoch is written in two phases: [`Sink::prepare`] finishes the
 //! epoch's data files (in the table's folder, not yet in its log) and hands back their add
 //! actions, which the checkpoint keeps; [`Sink::commit`] makes them one Delta commit carrying
-//! the application transaction `txn(app_id = "txguard-<table>", version = epoch)`. A restart
+//! the application transaction `txn(app_id = "txguard-<table>-<writer>", version = epoch)`,
+//! the writer being the run's checkpoint folder's id (a run without checkpoints commits
+//! without one), so each member of a consumer group finds its own epochs. A restart
 //! that finds a checkpoint whose epoch the table lacks commits the same files then; one that
 //! finds the epoch in the log does nothing, so no epoch lands twice or goes missing. Local paths, `memory://`, S3
 //! (`s3://bucket/path`, or any S3-compatible store through `AWS_ENDPOINT_URL`), Azure
@@ -23,7 +25,7 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use txguard_engine::connector::{ConnectorError, Prepared, Sink};
+use txguard_engine::connector::{ConnectorError, Prepared, Sink, SinkContext};
 use txguard_engine::sql::{ConnectorSpec, Role, TableDef};
 
 pub mod options;
@@ -75,11 +77,9 @@ impl txguard_engine::connector::Connector for DeltaConnector {
     fn open_sink<'a>(
         &'a self,
         table: &'a TableDef,
-        schema: SchemaRef,
+        ctx: SinkContext,
     ) -> BoxFuture<'a, Result<Box<dyn Sink>, ConnectorError>> {
-        Box::pin(
-            async move { Ok(Box::new(DeltaSink::open(table, schema).await?) as Box<dyn Sink>) },
-        )
+        Box::pin(async move { Ok(Box::new(DeltaSink::open(table, ctx).await?) as Box<dyn Sink>) })
     }
 
     fn location(&self, table: &TableDef) -> Option<String> {
@@ -245,7 +245,8 @@ pub struct DeltaSink {
     table: DeltaTable,
     schema: SchemaRef,
     writer: Option<RecordBatchWriter>,
-    app_id: String,
+    /// With a writer id: the application id its commits carry.
+    app_id: Option<String>,
     last_epoch: Option<u64>,
 }
 
@@ -276,19 +277,20 @@ fn writer_properties(schema: &Schema) -> WriterProperties {
 }
 
 impl DeltaSink {
-    /// Opens (or creates) the table at the sink table's `path` for rows of `schema`.
-    pub async fn open(table: &TableDef, schema: SchemaRef) -> Result<Self, ConnectorError> {
+    /// Opens (or creates) the table at the sink table's `path` for rows of `ctx.schema`.
+    pub async fn open(table: &TableDef, ctx: SinkContext) -> Result<Self, ConnectorError> {
         let opts = DeltaOptions::from_table(table)?;
-        DeltaSink::open_at(&table.name, &opts.path, schema, opts.storage_options).await
+        DeltaSink::open_at(&table.name, &opts.path, ctx, opts.storage_options).await
     }
 
     /// Opens (or creates) the table at `location` with object-store settings `storage`.
     pub async fn open_at(
         name: &str,
         location: &str,
-        schema: SchemaRef,
+        ctx: SinkContext,
         storage: Vec<(String, String)>,
     ) -> Result<Self, ConnectorError> {
+        let SinkContext { schema, writer } = ctx;
         let err = |e: &dyn std::fmt::Display| delta_err(name, location, e);
         let url = deltalake::ensure_table_uri(location).map_err(|e| err(&e))?;
         let mut table = deltalake::DeltaTableBuilder::from_url(url)
@@ -349,14 +351,17 @@ impl DeltaSink {
                 )));
             }
         }
-        let app_id = format!("txguard-{name}");
-        let last_epoch = table
-            .snapshot()
-            .map_err(|e| err(&e))?
-            .transaction_version(table.log_store().as_ref(), &app_id)
-            .await
-            .map_err(|e| err(&e))?
-            .and_then(|v| u64::try_from(v).ok());
+        let app_id = writer.map(|w| format!("txguard-{name}-{w}"));
+        let last_epoch = match &app_id {
+            None => None,
+            Some(id) => table
+                .snapshot()
+                .map_err(|e| err(&e))?
+                .transaction_version(table.log_store().as_ref(), id)
+                .await
+                .map_err(|e| err(&e))?
+                .and_then(|v| u64::try_from(v).ok()),
+        };
         Ok(DeltaSink {
             name: name.to_string(),
             location: location.to_string(),
@@ -425,10 +430,13 @@ impl DeltaSink {
                 "the prepared files of epoch {epoch} do not read back: {e}"
             ))
         })?;
-        let props = CommitProperties::default().with_application_transaction(Transaction::new(
-            &self.app_id,
-            i64::try_from(epoch).unwrap_or(i64::MAX),
-        ));
+        let mut props = CommitProperties::default();
+        if let Some(id) = &self.app_id {
+            props = props.with_application_transaction(Transaction::new(
+                id,
+                i64::try_from(epoch).unwrap_or(i64::MAX),
+            ));
+        }
         let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,
@@ -470,7 +478,7 @@ impl Sink for DeltaSink {
     }
 
     fn exactly_once(&self) -> bool {
-        true
+        self.app_id.is_some()
     }
 }
 

@@ -56,9 +56,14 @@ async fn creates_appends_and_remembers_its_epochs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("scored");
     let loc = path.to_string_lossy().to_string();
-    let mut s = DeltaSink::open_at("scored", &loc, schema(), Vec::new())
-        .await
-        .expect("open");
+    let mut s = DeltaSink::open_at(
+        "scored",
+        &loc,
+        SinkContext::new(schema()).with_writer("test"),
+        Vec::new(),
+    )
+    .await
+    .expect("open");
     assert_eq!(s.last_epoch(), None);
     s.write(batch(&["a", "b"])).await.expect("write");
     s.write(batch(&["c"])).await.expect("write");
@@ -77,9 +82,14 @@ async fn creates_appends_and_remembers_its_epochs() {
     assert_eq!(log.len(), 3, "create + two commits");
 
     // A new run sees the last epoch and does not commit an old one again.
-    let mut again = DeltaSink::open_at("scored", &loc, schema(), Vec::new())
-        .await
-        .expect("reopen");
+    let mut again = DeltaSink::open_at(
+        "scored",
+        &loc,
+        SinkContext::new(schema()).with_writer("test"),
+        Vec::new(),
+    )
+    .await
+    .expect("reopen");
     assert_eq!(again.last_epoch(), Some(3));
     again.write(batch(&["e"])).await.expect("write");
     again.commit_now(3).await.expect("skipped");
@@ -98,18 +108,28 @@ async fn a_prepared_epoch_is_committed_after_a_restart_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("scored");
     let loc = path.to_string_lossy().to_string();
-    let mut s = DeltaSink::open_at("scored", &loc, schema(), Vec::new())
-        .await
-        .expect("open");
+    let mut s = DeltaSink::open_at(
+        "scored",
+        &loc,
+        SinkContext::new(schema()).with_writer("test"),
+        Vec::new(),
+    )
+    .await
+    .expect("open");
     s.write(batch(&["a", "b"])).await.expect("write");
     let p1 = s.prepare(1).await.expect("prepare");
     assert!(!p1.meta.is_null(), "the add actions, for the checkpoint");
     assert_eq!(parquet_rows(&path), 2, "the data file is written");
     // Killed before the commit: nothing is visible, and the table has no epoch.
     drop(s);
-    let mut again = DeltaSink::open_at("scored", &loc, schema(), Vec::new())
-        .await
-        .expect("reopen");
+    let mut again = DeltaSink::open_at(
+        "scored",
+        &loc,
+        SinkContext::new(schema()).with_writer("test"),
+        Vec::new(),
+    )
+    .await
+    .expect("reopen");
     assert_eq!(again.last_epoch(), None);
     // The restart commits what the checkpoint kept, then the next epoch; a second commit
     // of the same epoch (another restart) does nothing.
@@ -131,17 +151,66 @@ async fn a_prepared_epoch_is_committed_after_a_restart_once() {
 }
 
 #[tokio::test]
+async fn two_writers_of_one_table_each_keep_their_own_epochs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("scored");
+    let loc = path.to_string_lossy().to_string();
+    let open = |writer: Option<&str>| {
+        let mut ctx = SinkContext::new(schema());
+        ctx.writer = writer.map(str::to_string);
+        DeltaSink::open_at("scored", &loc, ctx, Vec::new())
+    };
+    let mut a = open(Some("a")).await.expect("open a");
+    let mut b = open(Some("b")).await.expect("open b");
+    for epoch in 1..=2 {
+        a.write(batch(&["a"])).await.expect("write");
+        a.commit_now(epoch).await.expect("commit a");
+        // b sees a's commits before its own (as a member would, reopening)
+        b.table.update_state().await.expect("update");
+        b.write(batch(&["b", "b"])).await.expect("write");
+        b.commit_now(epoch).await.expect("commit b");
+        a.table.update_state().await.expect("update");
+    }
+    let reopened = open(Some("b")).await.expect("reopen b");
+    assert_eq!(reopened.last_epoch(), Some(2));
+    let mut plain = open(None).await.expect("open without a writer");
+    assert_eq!((plain.last_epoch(), plain.exactly_once()), (None, false));
+    plain.write(batch(&["c"])).await.expect("write");
+    plain.commit_now(1).await.expect("commit");
+    let url = deltalake::ensure_table_uri(&loc).expect("uri");
+    let mut t = deltalake::DeltaTable::try_from_url(url)
+        .await
+        .expect("table");
+    t.load().await.expect("load");
+    assert_eq!(
+        t.get_file_uris().expect("files").count(),
+        5,
+        "every epoch of both writers, and the one without"
+    );
+}
+
+#[tokio::test]
 async fn refuses_a_table_with_other_columns() {
     let dir = tempfile::tempdir().expect("tempdir");
     let loc = dir.path().join("t").to_string_lossy().to_string();
-    DeltaSink::open_at("t", &loc, schema(), Vec::new())
-        .await
-        .expect("create");
+    DeltaSink::open_at(
+        "t",
+        &loc,
+        SinkContext::new(schema()).with_writer("test"),
+        Vec::new(),
+    )
+    .await
+    .expect("create");
     let other = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
-    let e = DeltaSink::open_at("t", &loc, other, Vec::new())
-        .await
-        .err()
-        .expect("mismatch");
+    let e = DeltaSink::open_at(
+        "t",
+        &loc,
+        SinkContext::new(other).with_writer("test"),
+        Vec::new(),
+    )
+    .await
+    .err()
+    .expect("mismatch");
     let msg = e.to_string();
     assert!(
         msg.contains("existing table has columns (transaction_id Utf8"),
@@ -303,17 +372,27 @@ impl StoreServer {
     /// reopened by a second sink that learns the first's epoch from the log and (with
     /// `second_epoch`) appends again, then read back by delta-rs's Python package.
     async fn round_trip(&self, loc: &str, second_epoch: bool) {
-        let mut s = DeltaSink::open_at("scored", loc, schema(), self.options())
-            .await
-            .expect("open on the store");
+        let mut s = DeltaSink::open_at(
+            "scored",
+            loc,
+            SinkContext::new(schema()).with_writer("test"),
+            self.options(),
+        )
+        .await
+        .expect("open on the store");
         assert_eq!(s.last_epoch(), None);
         s.write(batch(&["a", "b", "c"])).await.expect("write");
         s.commit_now(1).await.expect("commit 1");
         drop(s);
 
-        let mut again = DeltaSink::open_at("scored", loc, schema(), self.options())
-            .await
-            .expect("reopen on the store");
+        let mut again = DeltaSink::open_at(
+            "scored",
+            loc,
+            SinkContext::new(schema()).with_writer("test"),
+            self.options(),
+        )
+        .await
+        .expect("reopen on the store");
         assert_eq!(again.last_epoch(), Some(1));
         if second_epoch {
             again.write(batch(&["d", "e"])).await.expect("write");

@@ -13,9 +13,8 @@ pub mod source;
 #[cfg(test)]
 mod tests;
 
-use arrow::datatypes::SchemaRef;
 use futures::future::BoxFuture;
-use txguard_engine::connector::{Connector, ConnectorError, Sink, Source};
+use txguard_engine::connector::{Connector, ConnectorError, Sink, SinkContext, Source};
 use txguard_engine::sql::{ConnectorSpec, MetadataKind, MetadataSpec, Role, TableDef};
 
 pub use options::KafkaOptions;
@@ -109,9 +108,9 @@ impl Connector for KafkaConnector {
     fn open_sink<'a>(
         &'a self,
         table: &'a TableDef,
-        schema: SchemaRef,
+        ctx: SinkContext,
     ) -> BoxFuture<'a, Result<Box<dyn Sink>, ConnectorError>> {
-        Box::pin(async move { Ok(Box::new(KafkaSink::open(table, &schema)?) as Box<dyn Sink>) })
+        Box::pin(async move { Ok(Box::new(KafkaSink::open(table, &ctx.schema)?) as Box<dyn Sink>) })
     }
 }
 

@@ -1,5 +1,6 @@
 //! `postgres` sink: rows into a PostgreSQL table over binary `COPY`, one transaction per
-//! checkpoint epoch. Exactly once: each epoch's rows land in the same transaction as the
+//! checkpoint epoch. Exactly once (in a run with checkpoints, whose writer id names the
+//! sink's record): each epoch's rows land in the same transaction as the
 //! sink's row in the bookkeeping table [`EPOCHS`] (`sink`, `epoch`), and an epoch at or
 //! below the recorded one is skipped, so a restart that commits a checkpoint's prepared
 //! epoch again (its rows kept in the checkpoint) never writes it twice. Upsert mode (the default when the table has a primary key the pipeline writes) never
@@ -23,14 +24,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::SinkExt;
 use futures::future::BoxFuture;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
-use txguard_engine::connector::Connector;
-use txguard_engine::connector::{ConnectorError, Prepared, Sink};
+use txguard_engine::connector::{Connector, ConnectorError, Prepared, Sink, SinkContext};
 use txguard_engine::sql::{ConnectorSpec, Loc, Role, TableDef};
 
 use copy::Encoder;
@@ -68,10 +67,10 @@ impl Connector for PostgresConnector {
     fn open_sink<'a>(
         &'a self,
         table: &'a TableDef,
-        schema: SchemaRef,
+        ctx: SinkContext,
     ) -> BoxFuture<'a, Result<Box<dyn Sink>, ConnectorError>> {
         Box::pin(
-            async move { Ok(Box::new(PostgresSink::open(table, schema).await?) as Box<dyn Sink>) },
+            async move { Ok(Box::new(PostgresSink::open(table, ctx).await?) as Box<dyn Sink>) },
         )
     }
 
@@ -208,9 +207,9 @@ struct Session {
     direct: tokio_postgres::Statement,
     /// Upsert mode: `COPY stage FROM STDIN` and the merge from the stage.
     staged: Option<(tokio_postgres::Statement, tokio_postgres::Statement)>,
-    /// The sink's recorded epoch (locked), and the statement that records a new one.
-    check: tokio_postgres::Statement,
-    record: tokio_postgres::Statement,
+    /// With a writer id: the sink's recorded epoch (locked), and the statement that records
+    /// a new one.
+    epochs: Option<(tokio_postgres::Statement, tokio_postgres::Statement)>,
 }
 
 /// After a batch meets rows already in the table, this many batches go through the staging
@@ -230,8 +229,8 @@ pub struct PostgresSink {
     pending: BytesMut,
     pending_rows: usize,
     written: u64,
-    /// Its name in [`EPOCHS`], and the last epoch recorded there.
-    sink_id: String,
+    /// Its name in [`EPOCHS`] (with a writer id only), and the last epoch recorded there.
+    sink_id: Option<String>,
     last_epoch: Option<u64>,
     /// Batches left to merge through the staging table before trying a direct COPY again.
     upsert_run: u32,
@@ -247,22 +246,27 @@ enum Setup {
 const STAGE: &str = "\"txguard_stage\"";
 
 /// The bookkeeping table: the last epoch each sink committed (created when missing, in the
-/// connection's default schema). A sink is named `<sink table> -> <target table>`.
+/// connection's default schema). A sink is named `<sink table> -> <target table> @ <writer>`,
+/// the writer being the run's checkpoint folder's id, so that each member of a consumer group
+/// (each with its own folder) keeps its own record.
 pub const EPOCHS: &str = "txguard_sink_epochs";
 
 impl PostgresSink {
     /// Connects, checks the table's columns against `schema` and settles the write mode.
     /// Fails with what to do when the database is unreachable, the table is missing or a
     /// column does not fit.
-    pub async fn open(table: &TableDef, schema: SchemaRef) -> Result<Self, ConnectorError> {
+    pub async fn open(table: &TableDef, ctx: SinkContext) -> Result<Self, ConnectorError> {
         let opts = PostgresOptions::from_table(table)?;
-        PostgresSink::open_with(&table.name, &opts, schema).await
+        PostgresSink::open_with(&table.name, &opts, ctx).await
     }
 
+    /// The same with options already read. With a writer id ([`SinkContext::writer`]) each
+    /// epoch lands with its record in [`EPOCHS`], under the sink id
+    /// `<sink table> -> <target> @ <writer>`; without, epochs are copied in with no record.
     pub async fn open_with(
         name: &str,
         opts: &PostgresOptions,
-        schema: SchemaRef,
+        ctx: SinkContext,
     ) -> Result<Self, ConnectorError> {
         let err = |m: String| ConnectorError::new(name, m);
         let cfg = config(
@@ -282,7 +286,7 @@ impl PostgresSink {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match PostgresSink::setup(name, opts, schema.clone(), cfg.clone(), client).await {
+            match PostgresSink::setup(name, opts, &ctx, cfg.clone(), client).await {
                 Ok(sink) => return Ok(sink),
                 Err(Setup::Fatal(e)) => return Err(e),
                 Err(Setup::Transient(e)) if attempt < 8 => {
@@ -313,10 +317,11 @@ impl PostgresSink {
     async fn setup(
         name: &str,
         opts: &PostgresOptions,
-        schema: SchemaRef,
+        ctx: &SinkContext,
         cfg: Config,
         client: Client,
     ) -> Result<Self, Setup> {
+        let schema = &ctx.schema;
         let err = |m: String| Setup::Fatal(ConnectorError::new(name, m));
         let db = |e: tokio_postgres::Error, what: &str| {
             if is_transient(&e) {
@@ -357,7 +362,7 @@ impl PostgresSink {
             .map_err(|e| db(e, &format!("table {}", opts.table)))?;
         let types: Vec<_> = stmt.columns().iter().map(|c| c.type_().clone()).collect();
         let encoder =
-            Encoder::new(&schema, &types).map_err(|e| err(format!("table {}: {e}", opts.table)))?;
+            Encoder::new(schema, &types).map_err(|e| err(format!("table {}: {e}", opts.table)))?;
         let mode = match &opts.write_mode {
             Some(m) => m.clone(),
             None => {
@@ -395,31 +400,16 @@ impl PostgresSink {
             mode = ?mode,
             "postgres sink ready"
         );
-        client
-            .batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS {EPOCHS} (sink text PRIMARY KEY, epoch bigint NOT NULL, \
-                 committed_at timestamptz NOT NULL DEFAULT now())"
-            ))
-            .await
-            .map_err(|e| {
-                db(
-                    e,
-                    &format!(
-                        "creating the bookkeeping table {EPOCHS} (the sink records its last \
-                         epoch there; grant CREATE on the schema or create it beforehand)"
-                    ),
-                )
-            })?;
-        let sink_id = format!("{name} -> {}", opts.table);
-        let last_epoch = client
-            .query_opt(
-                &format!("SELECT epoch FROM {EPOCHS} WHERE sink = $1"),
-                &[&sink_id],
-            )
-            .await
-            .and_then(|r| r.map(|r| r.try_get::<_, i64>(0)).transpose())
-            .map_err(|e| db(e, &format!("reading {EPOCHS}")))?
-            .and_then(|e| u64::try_from(e).ok());
+        let (sink_id, last_epoch) = match &ctx.writer {
+            None => (None, None),
+            Some(writer) => {
+                let id = format!("{name} -> {} @ {writer}", opts.table);
+                let last = PostgresSink::bookkeeping(&client, &id)
+                    .await
+                    .map_err(|(e, what)| db(e, &what))?;
+                (Some(id), last)
+            }
+        };
         let mut pending = BytesMut::with_capacity(1 << 20);
         pending.put_slice(copy::HEADER);
         let mut sink = PostgresSink {
@@ -443,6 +433,37 @@ impl PostgresSink {
                 .map_err(|e| db(e, "preparing statements"))?,
         );
         Ok(sink)
+    }
+
+    /// Creates [`EPOCHS`] when missing and reads the last epoch recorded for `sink_id`.
+    async fn bookkeeping(
+        client: &Client,
+        sink_id: &str,
+    ) -> Result<Option<u64>, (tokio_postgres::Error, String)> {
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {EPOCHS} (sink text PRIMARY KEY, epoch bigint NOT NULL, \
+                 committed_at timestamptz NOT NULL DEFAULT now())"
+            ))
+            .await
+            .map_err(|e| {
+                (
+                    e,
+                    format!(
+                        "creating the bookkeeping table {EPOCHS} (the sink records its last \
+                         epoch there; grant CREATE on the schema or create it beforehand)"
+                    ),
+                )
+            })?;
+        let last = client
+            .query_opt(
+                &format!("SELECT epoch FROM {EPOCHS} WHERE sink = $1"),
+                &[&sink_id],
+            )
+            .await
+            .and_then(|r| r.map(|r| r.try_get::<_, i64>(0)).transpose())
+            .map_err(|e| (e, format!("reading {EPOCHS}")))?;
+        Ok(last.and_then(|e| u64::try_from(e).ok()))
     }
 
     /// Rows this sink has written (committed in Postgres).
@@ -514,23 +535,27 @@ impl PostgresSink {
                 Some((copy, merge))
             }
         };
-        let check = client
-            .prepare(&format!(
-                "SELECT epoch FROM {EPOCHS} WHERE sink = $1 FOR UPDATE"
-            ))
-            .await?;
-        let record = client
-            .prepare(&format!(
-                "INSERT INTO {EPOCHS} (sink, epoch) VALUES ($1, $2) ON CONFLICT (sink) \
-                 DO UPDATE SET epoch = EXCLUDED.epoch, committed_at = now()"
-            ))
-            .await?;
+        let epochs = match &self.sink_id {
+            None => None,
+            Some(_) => Some((
+                client
+                    .prepare(&format!(
+                        "SELECT epoch FROM {EPOCHS} WHERE sink = $1 FOR UPDATE"
+                    ))
+                    .await?,
+                client
+                    .prepare(&format!(
+                        "INSERT INTO {EPOCHS} (sink, epoch) VALUES ($1, $2) ON CONFLICT (sink) \
+                         DO UPDATE SET epoch = EXCLUDED.epoch, committed_at = now()"
+                    ))
+                    .await?,
+            )),
+        };
         Ok(Session {
             client,
             direct,
             staged,
-            check,
-            record,
+            epochs,
         })
     }
 
@@ -561,9 +586,11 @@ impl PostgresSink {
         };
         let tx = EpochTx {
             client: &s.client,
-            check: &s.check,
-            record: &s.record,
-            sink: &self.sink_id,
+            record: s
+                .epochs
+                .as_ref()
+                .zip(self.sink_id.as_deref())
+                .map(|((check, record), sink)| (check, record, sink)),
             epoch,
         };
         let (Some((stage_copy, merge)), WriteMode::Upsert(key)) = (&s.staged, &self.mode) else {
@@ -674,9 +701,12 @@ impl PostgresSink {
 /// One epoch's transaction on one session.
 struct EpochTx<'a> {
     client: &'a Client,
-    check: &'a tokio_postgres::Statement,
-    record: &'a tokio_postgres::Statement,
-    sink: &'a str,
+    /// With a writer id: the check and record statements and the sink id.
+    record: Option<(
+        &'a tokio_postgres::Statement,
+        &'a tokio_postgres::Statement,
+        &'a str,
+    )>,
     epoch: i64,
 }
 
@@ -692,14 +722,16 @@ impl EpochTx<'_> {
         let client = self.client;
         client.batch_execute("BEGIN").await?;
         let result = async {
-            let done: Option<i64> = client
-                .query_opt(self.check, &[&self.sink])
-                .await?
-                .map(|r| r.try_get(0))
-                .transpose()?;
-            if done.is_some_and(|d| d >= self.epoch) {
-                client.batch_execute("ROLLBACK").await?;
-                return Ok(false);
+            if let Some((check, _, sink)) = self.record {
+                let done: Option<i64> = client
+                    .query_opt(check, &[&sink])
+                    .await?
+                    .map(|r| r.try_get(0))
+                    .transpose()?;
+                if done.is_some_and(|d| d >= self.epoch) {
+                    client.batch_execute("ROLLBACK").await?;
+                    return Ok(false);
+                }
             }
             let sink = client.copy_in::<_, Bytes>(copy).await?;
             futures::pin_mut!(sink);
@@ -708,9 +740,9 @@ impl EpochTx<'_> {
             if let Some(stmt) = then {
                 client.execute(stmt, &[]).await?;
             }
-            client
-                .execute(self.record, &[&self.sink, &self.epoch])
-                .await?;
+            if let Some((_, record, sink)) = self.record {
+                client.execute(record, &[&sink, &self.epoch]).await?;
+            }
             client.batch_execute("COMMIT").await?;
             Ok(true)
         }
@@ -785,6 +817,6 @@ impl Sink for PostgresSink {
     }
 
     fn exactly_once(&self) -> bool {
-        true
+        self.sink_id.is_some()
     }
 }

@@ -9,7 +9,7 @@ use arrow::array::{
     ArrayRef, BooleanArray, Date32Array, Float32Array, Float64Array, Int64Array, StringArray,
     TimestampMicrosecondArray, TimestampMillisecondArray,
 };
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use super::scratch::ScratchDb;
 use super::*;
@@ -108,9 +108,13 @@ async fn every_type_arrives_exactly() {
         Arc::new(Int64Array::from(vec![Some(3), None, Some(-1)])),
     ];
     let batch = RecordBatch::try_new(schema.clone(), cols).expect("batch");
-    let mut sink = PostgresSink::open_with("t", &opts(&db, "t", None), schema)
-        .await
-        .expect("open");
+    let mut sink = PostgresSink::open_with(
+        "t",
+        &opts(&db, "t", None),
+        SinkContext::new(schema).with_writer("test"),
+    )
+    .await
+    .expect("open");
     assert_eq!(
         sink.mode,
         WriteMode::Append,
@@ -222,9 +226,13 @@ async fn upserts_never_duplicate() {
     c.batch_execute("CREATE TABLE tx (transaction_id text PRIMARY KEY, amount float8 NOT NULL)")
         .await
         .expect("create");
-    let mut sink = PostgresSink::open_with("tx", &opts(&db, "tx", None), tx_schema())
-        .await
-        .expect("open");
+    let mut sink = PostgresSink::open_with(
+        "tx",
+        &opts(&db, "tx", None),
+        SinkContext::new(tx_schema()).with_writer("test"),
+    )
+    .await
+    .expect("open");
     assert_eq!(
         sink.mode,
         WriteMode::Upsert(vec!["transaction_id".into()]),
@@ -252,9 +260,13 @@ async fn an_epoch_committed_again_after_a_restart_lands_once() {
     c.batch_execute("CREATE TABLE dl (transaction_id text, amount float8)")
         .await
         .expect("create");
-    let mut sink = PostgresSink::open_with("dl", &opts(&db, "dl", None), tx_schema())
-        .await
-        .expect("open");
+    let mut sink = PostgresSink::open_with(
+        "dl",
+        &opts(&db, "dl", None),
+        SinkContext::new(tx_schema()).with_writer("test"),
+    )
+    .await
+    .expect("open");
     assert_eq!(sink.last_epoch(), None);
     sink.write(tx_batch(0..100, 1.0)).await.expect("write");
     let p7 = sink.prepare(7).await.expect("prepare");
@@ -265,9 +277,13 @@ async fn an_epoch_committed_again_after_a_restart_lands_once() {
     // The run dies before committing 8. The next run restores the checkpoint of epoch 8
     // and commits both what it holds for 8 and, as a stale retry, 7 again.
     drop(sink);
-    let mut again = PostgresSink::open_with("dl", &opts(&db, "dl", None), tx_schema())
-        .await
-        .expect("open");
+    let mut again = PostgresSink::open_with(
+        "dl",
+        &opts(&db, "dl", None),
+        SinkContext::new(tx_schema()).with_writer("test"),
+    )
+    .await
+    .expect("open");
     assert_eq!(
         again.last_epoch(),
         Some(7),
@@ -279,13 +295,60 @@ async fn an_epoch_committed_again_after_a_restart_lands_once() {
     assert_eq!(count_and_sum(&c, "dl").await, (150, 150.0));
     let recorded: i64 = c
         .query_one(
-            &format!("SELECT epoch FROM {EPOCHS} WHERE sink = 'dl -> dl'"),
+            &format!("SELECT epoch FROM {EPOCHS} WHERE sink = 'dl -> dl @ test'"),
             &[],
         )
         .await
         .expect("epochs")
         .get(0);
     assert_eq!(recorded, 8);
+    drop(c);
+    db.drop_db().await.expect("drop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_of_one_table_each_keep_their_own_epochs() {
+    // Two members of a consumer group, each with its own checkpoint folder, write one
+    // append table with the same epoch numbers: neither's epoch is taken for the other's.
+    let db = scratch().await;
+    let c = client(&db).await;
+    c.batch_execute("CREATE TABLE dl (transaction_id text, amount float8)")
+        .await
+        .expect("create");
+    let open = |writer: Option<&'static str>| {
+        let o = opts(&db, "dl", None);
+        async move {
+            let mut ctx = SinkContext::new(tx_schema());
+            ctx.writer = writer.map(str::to_string);
+            PostgresSink::open_with("dl", &o, ctx).await.expect("open")
+        }
+    };
+    let (mut a, mut b) = (open(Some("a")).await, open(Some("b")).await);
+    for epoch in 1..=3 {
+        a.write(tx_batch(0..10, 1.0)).await.expect("write");
+        b.write(tx_batch(10..30, 1.0)).await.expect("write");
+        a.commit_now(epoch).await.expect("commit a");
+        b.commit_now(epoch).await.expect("commit b");
+    }
+    assert_eq!(count_and_sum(&c, "dl").await, (90, 90.0));
+    assert_eq!(
+        (a.last_epoch(), b.last_epoch(), a.exactly_once()),
+        (Some(3), Some(3), true)
+    );
+    // Without a writer id (a run without checkpoints) epochs land with no record.
+    let mut plain = open(None).await;
+    assert_eq!((plain.last_epoch(), plain.exactly_once()), (None, false));
+    plain.write(tx_batch(0..5, 1.0)).await.expect("write");
+    plain.commit_now(1).await.expect("commit");
+    assert_eq!(count_and_sum(&c, "dl").await, (95, 95.0));
+    let sinks: Vec<String> = c
+        .query(&format!("SELECT sink FROM {EPOCHS} ORDER BY sink"), &[])
+        .await
+        .expect("epochs")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(sinks, ["dl -> dl @ a", "dl -> dl @ b"]);
     drop(c);
     db.drop_db().await.expect("drop");
 }
@@ -298,9 +361,13 @@ async fn sessions_killed_mid_run_lose_nothing() {
         .await
         .expect("create");
     let name = format!("killed{}", std::process::id());
-    let mut sink = PostgresSink::open_with(&name, &opts(&db, "tx", None), tx_schema())
-        .await
-        .expect("open");
+    let mut sink = PostgresSink::open_with(
+        &name,
+        &opts(&db, "tx", None),
+        SinkContext::new(tx_schema()).with_writer("test"),
+    )
+    .await
+    .expect("open");
     // A second session keeps terminating the sink's sessions while it writes.
     let stop = Arc::new(AtomicBool::new(false));
     let kills = Arc::new(AtomicU64::new(0));
@@ -355,7 +422,13 @@ async fn bad_setups_fail_at_open_saying_what_to_do() {
         let o = opts(&db, table, mode);
         let table = table.to_string();
         async move {
-            match PostgresSink::open_with("sink", &o, tx_schema()).await {
+            match PostgresSink::open_with(
+                "sink",
+                &o,
+                SinkContext::new(tx_schema()).with_writer("test"),
+            )
+            .await
+            {
                 Ok(_) => panic!("opening {table} should fail"),
                 Err(e) => e.to_string(),
             }
@@ -380,7 +453,13 @@ async fn bad_setups_fail_at_open_saying_what_to_do() {
     assert!(e.contains("upsert key column id"), "{e}");
     let mut o = opts(&db, "tx", None);
     o.connection = "host=127.0.0.1 port=1 user=postgres connect_timeout=2".into();
-    let e = match PostgresSink::open_with("sink", &o, tx_schema()).await {
+    let e = match PostgresSink::open_with(
+        "sink",
+        &o,
+        SinkContext::new(tx_schema()).with_writer("test"),
+    )
+    .await
+    {
         Ok(_) => panic!("port 1 has no server"),
         Err(e) => e.to_string(),
     };
@@ -389,7 +468,13 @@ async fn bad_setups_fail_at_open_saying_what_to_do() {
         "{e}"
     );
     o.connection = "host=127.0.0.1 port=notaport".into();
-    let e = match PostgresSink::open_with("sink", &o, tx_schema()).await {
+    let e = match PostgresSink::open_with(
+        "sink",
+        &o,
+        SinkContext::new(tx_schema()).with_writer("test"),
+    )
+    .await
+    {
         Ok(_) => panic!("a bad port does not parse"),
         Err(e) => e.to_string(),
     };

@@ -32,7 +32,7 @@ impl txguard_engine::connector::Connector for StdoutConnector {
     fn open_sink<'a>(
         &'a self,
         table: &'a TableDef,
-        _schema: arrow::datatypes::SchemaRef,
+        _ctx: txguard_engine::connector::SinkContext,
     ) -> BoxFuture<'a, Result<Box<dyn Sink>, ConnectorError>> {
         Box::pin(async move {
             Ok(Box::new(StdoutSink::from_table(std::io::stdout(), table)?) as Box<dyn Sink>)

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use txguard_engine::checkpoint::Checkpoint;
-use txguard_engine::connector::Sink;
+use txguard_engine::connector::{Sink, SinkContext};
 use txguard_engine::event::format_micros;
 use txguard_engine::runtime::{Connections, Metrics};
 use txguard_engine::sql::{
@@ -89,13 +89,15 @@ pub async fn plan(p: &mut Pipeline, functions: &PlanningFunctions) -> Result<Dat
 }
 
 /// Opens every source of `df` (at its position in `resume`, when restoring a checkpoint)
-/// and, for each of its sinks that is a table of `p`, the sink; `extra` supplies the sinks
-/// of taps (in order after the tables' sinks).
+/// and, for each of its sinks that is a table of `p`, the sink (recording its epochs as
+/// `writer`, the checkpoint folder's id, in a run with checkpoints); `extra` supplies the
+/// sinks of taps (in order after the tables' sinks).
 pub async fn connect(
     p: &Pipeline,
     df: &Dataflow,
     mut extra: Vec<Box<dyn Sink>>,
     resume: Option<Checkpoint>,
+    writer: Option<&str>,
 ) -> Result<Connections> {
     let mut sources = Vec::new();
     for s in df.sources() {
@@ -129,7 +131,11 @@ pub async fn connect(
     extra.reverse();
     for s in df.sinks() {
         match p.table(&s.table) {
-            Some(t) => sinks.push(txguard_connectors::open_sink(t, s.schema.clone()).await?),
+            Some(t) => {
+                let mut ctx = SinkContext::new(s.schema.clone());
+                ctx.writer = writer.map(str::to_string);
+                sinks.push(txguard_connectors::open_sink(t, ctx).await?);
+            }
             None => sinks.push(
                 extra
                     .pop()

@@ -83,11 +83,21 @@ async fn run_async(args: RunArgs) -> Result<()> {
             .unwrap_or_else(|| default_checkpoint_dir(&p, &args.pipeline));
         CheckpointStore::new(dir, args.keep_checkpoints)
     });
+    // Held to the end of the run: no other run may checkpoint into this folder meanwhile.
+    let claim = match &store {
+        Some(store) => Some(
+            store
+                .claim()
+                .context("taking the checkpoint folder (--checkpoint-dir)")?,
+        ),
+        None => None,
+    };
     let resume = match &store {
         Some(store) => resume_from(store, &df, args.from_scratch)?,
         None => None,
     };
-    let conns = connect(&p, &df, Vec::new(), resume).await?;
+    let writer = claim.as_ref().map(|c| c.writer());
+    let conns = connect(&p, &df, Vec::new(), resume, writer).await?;
     let metrics = Arc::new(Metrics::for_dataflow(&df));
     if !args.no_ui {
         let info = txguard_web::RunInfo {
@@ -219,18 +229,19 @@ async fn run_async(args: RunArgs) -> Result<()> {
 }
 
 /// The newest usable checkpoint in `store` (after checking it fits `df`), or none: with
-/// `from_scratch` the store is emptied first.
+/// `from_scratch` its checkpoints are deleted first (the folder and its writer id stay).
 fn resume_from(
     store: &CheckpointStore,
     df: &txguard_engine::stream::Dataflow,
     from_scratch: bool,
 ) -> Result<Option<Checkpoint>> {
     let dir = store.dir();
-    if from_scratch && dir.exists() {
-        std::fs::remove_dir_all(dir)
+    if from_scratch {
+        let n = store
+            .clear()
             .with_context(|| format!("deleting the checkpoints in {}", dir.display()))?;
         tracing::info!(
-            "--from-scratch: deleted the checkpoints in {}",
+            "--from-scratch: deleted {n} checkpoints in {}",
             dir.display()
         );
     }

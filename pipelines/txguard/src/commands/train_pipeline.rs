@@ -92,7 +92,7 @@ pub async fn train(args: TrainArgs) -> Result<()> {
     );
 
     let rows = CollectSink::default();
-    let conns = connect(&p, &df, vec![Box::new(rows.clone())], None).await?;
+    let conns = connect(&p, &df, vec![Box::new(rows.clone())], None, None).await?;
     let metrics = Arc::new(Metrics::for_dataflow(&df));
     let (pb, handle) = progress(metrics.clone());
     let result = run(

@@ -73,9 +73,17 @@ pub fn run_pipeline(dir: &Path, pipeline: &str, sets: &[String]) -> (bool, Strin
 }
 
 /// Runs `command` (stderr piped) to its end within 240 s; its stderr. Panics on a failure
-/// or a timeout, with what the run printed. Stderr is read while the run goes on (a full
-/// pipe would stop it).
-pub fn finish(mut command: Command) -> String {
+/// or a timeout, with what the run printed.
+pub fn finish(command: Command) -> String {
+    let (ok, err) = bounded(command);
+    assert!(ok, "{err}");
+    err
+}
+
+/// Runs `command` (stderr piped) to its end within 240 s: whether it succeeded, and its
+/// stderr. Panics on a timeout, with what the run printed. Stderr is read while the run
+/// goes on (a full pipe would stop it).
+pub fn bounded(mut command: Command) -> (bool, String) {
     use std::io::Read;
     let mut child = command.spawn().expect("spawn");
     let mut pipe = child.stderr.take().expect("stderr piped");
@@ -99,9 +107,8 @@ pub fn finish(mut command: Command) -> String {
     let err = reader.join().expect("stderr reader");
     match status {
         None => panic!("the run did not finish within 240 s; it printed:\n{err}"),
-        Some(s) => assert!(s.success(), "{err}"),
+        Some(s) => (s.success(), err),
     }
-    err
 }
 
 /// A small deterministic sequence of kill moments (xorshift).
