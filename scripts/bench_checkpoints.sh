@@ -27,8 +27,8 @@ for round in 1 2; do
     echo "== round $round, $mode: $(grep -E '^done' <<<"$out" | cut -d'|' -f1)"
     grep -E "^(peak|checkpoints:)" <<<"$out" || true
     if [ "$mode" = checkpoints ]; then
-      grep "checkpoint written" <<<"$out" | sed -E 's/.*bytes=([0-9]+).*snapshot_ms=([0-9.]+).*total_ms=([0-9.]+).*/\1 \2 \3/' |
-        awk '{ n++; b=$1; s+=$2; t+=$3; if ($3>m) m=$3 } END { if (n) printf "  %d checkpoints: last %.1f MB, snapshot %.1f ms avg, dataflow paused %.1f ms avg, %.1f ms max\n", n, b/1e6, s/n, t/n, m }'
+      grep "checkpoint written" <<<"$out" | sed -E 's/.*bytes=([0-9]+).*paused_ms=([0-9.]+).*total_ms=([0-9.]+).*/\1 \2 \3/' |
+        awk '{ n++; b=$1; s+=$2; t+=$3; if ($2>m) m=$2 } END { if (n) printf "  %d checkpoints: last %.1f MB, dataflow paused %.1f ms avg, %.1f ms max; barrier to durable %.1f ms avg\n", n, b/1e6, s/n, m, t/n }'
     fi
   done
 done

@@ -313,6 +313,7 @@ impl CheckpointStore {
             operators,
             record,
         };
+        crate::fault::point("files", epoch);
         let text = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| invalid(&folder, format!("manifest: {e}")))?;
         let tmp = folder.join(format!("{MANIFEST}.tmp"));
@@ -321,6 +322,12 @@ impl CheckpointStore {
         fs::rename(&tmp, &done).map_err(io(&done))?;
         self.retain()?;
         Ok(manifest)
+    }
+
+    /// The folder's writer id, if a run has claimed it (read without taking the lock).
+    pub fn writer_id(&self) -> Option<String> {
+        let id = fs::read_to_string(self.dir.join(WRITER)).ok()?;
+        Some(id.trim().to_string()).filter(|id| !id.is_empty())
     }
 
     /// Deletes every checkpoint (the folder, its lock and writer id stay); how many there were.
@@ -495,6 +502,7 @@ mod tests {
         drop(first);
         let again = store.claim().expect("claim after release");
         assert_eq!(again.writer(), id, "the folder keeps its writer id");
+        assert_eq!(store.writer_id().as_deref(), Some(id.as_str()));
         let other = CheckpointStore::new(dir.path().join("other"), 3)
             .claim()
             .expect("claim");

@@ -6,13 +6,14 @@
 //! validation ([`sql`]), the streaming planner and dataflow that run them ([`stream`]), the
 //! source/sink interface ([`connector`]) and the runtime that drives them ([`runtime`]);
 //! operator state as exact Arrow snapshots ([`state`]) and checkpoints of them on disk
-//! ([`checkpoint`]).
+//! ([`checkpoint`]), and the crashes on purpose the fault tests inject into them ([`fault`]).
 
 pub mod checkpoint;
 pub mod connector;
 pub mod constraints;
 pub mod decode;
 pub mod event;
+pub mod fault;
 pub mod over;
 pub mod runtime;
 pub mod sql;

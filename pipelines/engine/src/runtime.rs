@@ -15,7 +15,9 @@ use arrow::datatypes::SchemaRef;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::checkpoint::{Checkpoint, CheckpointStore, RunRecord, SinkRecord, SourceRecord};
+use crate::checkpoint::{
+    Checkpoint, CheckpointError, CheckpointStore, Manifest, RunRecord, SinkRecord, SourceRecord,
+};
 use crate::connector::{ConnectorError, Poll, Prepared, Sink, Source};
 use crate::constraints::Constraints;
 use crate::event::rows_as_dead_letters;
@@ -88,11 +90,14 @@ pub struct Metrics {
     pub finished: AtomicBool,
     /// Rows sinks refused (NULL in a NOT NULL column), sent to the dead letters.
     pub rejected_by_sinks: AtomicU64,
-    /// Checkpoints written by this run, the size of the last and how long it took (µs, from
-    /// the snapshot to the manifest), and the checkpoint the run began from (0 = none).
+    /// Checkpoints written by this run, the size of the last, how long it took (µs, from
+    /// the barrier to the durable manifest), how long of that the dataflow stood still (µs:
+    /// the sinks' prepare and the snapshot; the files are written meanwhile, off the
+    /// pipeline's thread), and the checkpoint the run began from (0 = none).
     pub checkpoints: AtomicU64,
     pub checkpoint_bytes: AtomicU64,
     pub checkpoint_micros: AtomicU64,
+    pub checkpoint_pause_micros: AtomicU64,
     pub restored_epoch: AtomicU64,
 }
 
@@ -193,6 +198,7 @@ fn spawn_sink(mut sink: Box<dyn Sink>, index: usize, metrics: Arc<Metrics>) -> S
                 }
                 SinkMsg::Commit(epoch, prepared) => {
                     sink.commit(epoch, prepared).await?;
+                    crate::fault::point(&format!("committed:{index}"), epoch);
                     let m = &metrics.sinks[index];
                     m.commits.fetch_add(1, Ordering::Relaxed);
                     m.committed_epoch.store(epoch, Ordering::Release);
@@ -549,6 +555,7 @@ async fn run_to_end(
         .map(|(i, s)| spawn_sink(s, i, metrics.clone()))
         .collect();
     let store = opts.checkpoints.clone();
+    let mut in_flight = None;
     let result = drive(
         &mut df,
         &mut sources,
@@ -557,6 +564,7 @@ async fn run_to_end(
         &opts,
         &metrics,
         &stop,
+        &mut in_flight,
         &mut epoch,
     )
     .await;
@@ -571,6 +579,7 @@ async fn run_to_end(
                 &tasks,
                 &metrics,
                 store.as_ref(),
+                &mut in_flight,
                 &mut epoch,
                 true,
             )
@@ -579,6 +588,9 @@ async fn run_to_end(
         Err(e) => {
             if store.is_none() {
                 let _ = commit_without_checkpoint(&tasks, epoch).await;
+            } else if let Err(late) = settle(&mut in_flight, &tasks, &metrics).await {
+                // The error that stopped the run says more; this one is logged.
+                tracing::error!("{late}");
             }
             Err(e)
         }
@@ -631,10 +643,65 @@ async fn commit_without_checkpoint(tasks: &[SinkTask], epoch: u64) -> Result<(),
 /// How long a checkpoint waits for a sink before saying so (and again each time after).
 const SLOW_SINK: Duration = Duration::from_secs(10);
 
-/// Ends epoch `epoch`: every source marks where it is, every sink prepares (the wait holds
-/// the pipeline back while a sink is slow or away, and is logged), the checkpoint is
-/// written (with a store), then every sink is told to commit. `last`: the run is ending, so
-/// every row a source gave is in the dataflow.
+/// A checkpoint being written off the pipeline's thread, and what its epoch's sinks
+/// prepared: they are told to commit once it is durable ([`settle`]).
+struct InFlight {
+    epoch: u64,
+    started: Instant,
+    paused: Duration,
+    write: JoinHandle<Result<Manifest, CheckpointError>>,
+    prepared: Vec<Prepared>,
+}
+
+/// Waits for the checkpoint in flight, if any, to be durable, then tells every sink to
+/// commit its epoch. Called before the next epoch's prepare, so that a sink has committed
+/// epoch `e` before checkpoint `e + 1` (which no longer holds `e`'s prepared rows) can exist.
+async fn settle(
+    in_flight: &mut Option<InFlight>,
+    tasks: &[SinkTask],
+    metrics: &Metrics,
+) -> Result<(), RunError> {
+    let Some(f) = in_flight.take() else {
+        return Ok(());
+    };
+    let manifest = f
+        .write
+        .await
+        .map_err(|err| RunError::Checkpoint(format!("the checkpoint writer failed: {err}")))?
+        .map_err(|err| RunError::Checkpoint(err.to_string()))?;
+    let bytes: u64 = manifest.operators.iter().map(|o| o.bytes).sum();
+    let total = f.started.elapsed();
+    metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+    metrics.checkpoint_bytes.store(bytes, Ordering::Relaxed);
+    metrics
+        .checkpoint_micros
+        .store(total.as_micros() as u64, Ordering::Relaxed);
+    metrics
+        .checkpoint_pause_micros
+        .store(f.paused.as_micros() as u64, Ordering::Relaxed);
+    tracing::debug!(
+        epoch = f.epoch,
+        bytes,
+        paused_ms = f.paused.as_secs_f64() * 1000.0,
+        total_ms = total.as_secs_f64() * 1000.0,
+        "checkpoint written"
+    );
+    crate::fault::point("checkpointed", f.epoch);
+    for (t, p) in tasks.iter().zip(f.prepared) {
+        if t.tx.send(SinkMsg::Commit(f.epoch, p)).await.is_err() {
+            return Err(RunError::SinkStopped(t.table.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Ends epoch `epoch`: the checkpoint of the epoch before is settled (durable, its sinks
+/// told to commit), every source marks where it is, every sink prepares (the wait holds the
+/// pipeline back while a sink is slow or away, and is logged), the state is snapshotted and,
+/// with a store, written off the pipeline's thread (`in_flight`; the sinks commit once it is
+/// durable) — without one, every sink is told to commit at once. `last`: the run is ending,
+/// so every row a source gave is in the dataflow, and the checkpoint is settled before
+/// returning.
 #[allow(clippy::too_many_arguments)]
 async fn epoch_end(
     df: &Dataflow,
@@ -642,9 +709,12 @@ async fn epoch_end(
     tasks: &[SinkTask],
     metrics: &Metrics,
     store: Option<&CheckpointStore>,
+    in_flight: &mut Option<InFlight>,
     epoch: &mut u64,
     last: bool,
 ) -> Result<(), RunError> {
+    settle(in_flight, tasks, metrics).await?;
+    let started = Instant::now();
     let e = *epoch;
     for s in sources.iter_mut() {
         // A checkpoint keeps the event-time buffer's rows, so everything given is covered;
@@ -685,83 +755,78 @@ async fn epoch_end(
         };
         prepared.push(p);
     }
-    if let Some(store) = store {
-        let started = Instant::now();
-        let mut states = df.snapshot()?;
-        let mut record = RunRecord {
-            rejected_by_sinks: metrics.rejected_by_sinks.load(Ordering::Relaxed),
-            ..RunRecord::default()
-        };
-        for s in sources.iter() {
-            let m = &metrics.sources[s.index];
-            let (marks, held) = match &s.buffer {
-                Some(buf) => {
-                    let (rows, marks) = buf.snapshot()?;
-                    let held = rows.num_rows() as u64;
-                    states.push((format!("{BUFFER_STATE}{}", s.name), rows));
-                    (marks, held)
-                }
-                None => (Default::default(), 0),
-            };
-            let watermark = m.watermark.load(Ordering::Relaxed);
-            record.sources.push(SourceRecord {
-                name: s.name.clone(),
-                position: s.source.checkpoint(),
-                shown: s.source.position(),
-                watermark: (watermark != i64::MIN).then_some(watermark),
-                marks,
-                held,
-                messages_in: m.messages_in.load(Ordering::Relaxed),
-                rows: m.rows.load(Ordering::Relaxed),
-                dead: m.dead.load(Ordering::Relaxed),
-                late: m.late.load(Ordering::Relaxed),
-                released: m.released.load(Ordering::Relaxed),
-                done: s.done,
-            });
-        }
-        for (i, (t, p)) in tasks.iter().zip(&prepared).enumerate() {
-            let m = &metrics.sinks[i];
-            if !p.data.is_empty() {
-                states.push((format!("{SINK_STATE}{}", t.table), data_state(&p.data)?));
+    crate::fault::point("prepared", e);
+    let Some(store) = store else {
+        for (t, p) in tasks.iter().zip(prepared) {
+            if t.tx.send(SinkMsg::Commit(e, p)).await.is_err() {
+                return Err(RunError::SinkStopped(t.table.clone()));
             }
-            let committed = m.committed_rows.load(Ordering::Relaxed);
-            record.sinks.push(SinkRecord {
-                table: t.table.clone(),
-                meta: p.meta.clone(),
-                // Rows handed to the sink up to this epoch's end, less those committed.
-                prepared_rows: m.rows.load(Ordering::Relaxed).saturating_sub(committed),
-                rows: m.rows.load(Ordering::Relaxed),
-                committed_rows: committed,
-                commits: m.commits.load(Ordering::Relaxed),
-            });
         }
-        let paused = started.elapsed();
-        let store = store.clone();
-        let manifest = tokio::task::spawn_blocking(move || store.write(e, &states, record))
-            .await
-            .map_err(|err| RunError::Checkpoint(format!("the checkpoint writer failed: {err}")))?
-            .map_err(|err| RunError::Checkpoint(err.to_string()))?;
-        let bytes: u64 = manifest.operators.iter().map(|o| o.bytes).sum();
-        metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
-        metrics.checkpoint_bytes.store(bytes, Ordering::Relaxed);
-        metrics
-            .checkpoint_micros
-            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        tracing::debug!(
-            epoch = e,
-            bytes,
-            snapshot_ms = paused.as_secs_f64() * 1000.0,
-            total_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "checkpoint written"
-        );
+        *epoch += 1;
+        metrics.epoch.store(*epoch, Ordering::Relaxed);
+        return Ok(());
+    };
+    let mut states = df.snapshot()?;
+    let mut record = RunRecord {
+        rejected_by_sinks: metrics.rejected_by_sinks.load(Ordering::Relaxed),
+        ..RunRecord::default()
+    };
+    for s in sources.iter() {
+        let m = &metrics.sources[s.index];
+        let (marks, held) = match &s.buffer {
+            Some(buf) => {
+                let (rows, marks) = buf.snapshot()?;
+                let held = rows.num_rows() as u64;
+                states.push((format!("{BUFFER_STATE}{}", s.name), rows));
+                (marks, held)
+            }
+            None => (Default::default(), 0),
+        };
+        let watermark = m.watermark.load(Ordering::Relaxed);
+        record.sources.push(SourceRecord {
+            name: s.name.clone(),
+            position: s.source.checkpoint(),
+            shown: s.source.position(),
+            watermark: (watermark != i64::MIN).then_some(watermark),
+            marks,
+            held,
+            messages_in: m.messages_in.load(Ordering::Relaxed),
+            rows: m.rows.load(Ordering::Relaxed),
+            dead: m.dead.load(Ordering::Relaxed),
+            late: m.late.load(Ordering::Relaxed),
+            released: m.released.load(Ordering::Relaxed),
+            done: s.done,
+        });
     }
-    for (t, p) in tasks.iter().zip(prepared) {
-        if t.tx.send(SinkMsg::Commit(e, p)).await.is_err() {
-            return Err(RunError::SinkStopped(t.table.clone()));
+    for (i, (t, p)) in tasks.iter().zip(&prepared).enumerate() {
+        let m = &metrics.sinks[i];
+        if !p.data.is_empty() {
+            states.push((format!("{SINK_STATE}{}", t.table), data_state(&p.data)?));
         }
+        let committed = m.committed_rows.load(Ordering::Relaxed);
+        record.sinks.push(SinkRecord {
+            table: t.table.clone(),
+            meta: p.meta.clone(),
+            // Rows handed to the sink up to this epoch's end, less those committed.
+            prepared_rows: m.rows.load(Ordering::Relaxed).saturating_sub(committed),
+            rows: m.rows.load(Ordering::Relaxed),
+            committed_rows: committed,
+            commits: m.commits.load(Ordering::Relaxed),
+        });
     }
+    let store = store.clone();
+    *in_flight = Some(InFlight {
+        epoch: e,
+        started,
+        paused: started.elapsed(),
+        write: tokio::task::spawn_blocking(move || store.write(e, &states, record)),
+        prepared,
+    });
     *epoch += 1;
     metrics.epoch.store(*epoch, Ordering::Relaxed);
+    if last {
+        settle(in_flight, tasks, metrics).await?;
+    }
     Ok(())
 }
 
@@ -842,6 +907,7 @@ async fn drive(
     opts: &RunOptions,
     metrics: &Metrics,
     stop: &AtomicBool,
+    in_flight: &mut Option<InFlight>,
     epoch: &mut u64,
 ) -> Result<(), RunError> {
     // Checkpoints come early (every 250 ms) until one has carried rows, so the first results
@@ -983,6 +1049,10 @@ async fn drive(
             deliver(df, dead_index, tasks, metrics, out).await?;
             return Ok(());
         }
+        if in_flight.as_ref().is_some_and(|f| f.write.is_finished()) {
+            // Durable: the sinks commit now rather than at the next epoch's end.
+            settle(in_flight, tasks, metrics).await?;
+        }
         acknowledge(sources, metrics, &mut acked)?;
         if Instant::now() >= next_commit {
             epoch_end(
@@ -991,6 +1061,7 @@ async fn drive(
                 tasks,
                 metrics,
                 opts.checkpoints.as_ref(),
+                in_flight,
                 epoch,
                 false,
             )

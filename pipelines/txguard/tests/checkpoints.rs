@@ -4,7 +4,8 @@
 //! the same rows, each once, with the same window features and scores (which shows the
 //! state was restored, not rebuilt). Also: Ctrl-C takes a last checkpoint the next run
 //! continues from, a corrupt newest checkpoint is skipped for the previous one with a log
-//! line saying so, a second run into a folder in use is refused, a pipeline whose windows
+//! line saying so, a crash at each step of the checkpoint protocol (injected) changes
+//! nothing in the end, a second run into a folder in use is refused, a pipeline whose windows
 //! changed refuses the old state and names
 //! `--from-scratch`, and `txguard checkpoints list|inspect` show what a checkpoint holds.
 
@@ -114,6 +115,51 @@ fn killed_and_restarted_runs_end_with_the_uninterrupted_runs_output() {
     let err = run_to_end(&killed, &[]);
     assert!(err.contains("continuing from checkpoint"), "{err}");
     assert_eq!(digests(&killed.join("data")), want);
+}
+
+#[test]
+fn a_crash_at_each_step_of_the_checkpoint_protocol_ends_with_the_uninterrupted_output() {
+    let root = tempfile::tempdir().expect("tempdir");
+    transactions(root.path(), 100_000);
+    let reference = root.path().join("reference");
+    let dir = root.path().join("run");
+    std::fs::create_dir_all(&reference).expect("dir");
+    std::fs::create_dir_all(&dir).expect("dir");
+    run_to_end(&reference, &[]);
+    let want = digests(&reference.join("data"));
+
+    // One crash at each step (txguard_engine::fault), each run continuing from what the
+    // one before left: sinks prepared but no checkpoint; state files without a manifest; a
+    // durable checkpoint with no sink committed; the first sink committed and the others
+    // perhaps not; the last sink committed.
+    let steps = [
+        "prepared@3",
+        "files@1",
+        "checkpointed@1",
+        "committed:0@1",
+        "committed:3@1",
+    ];
+    for (i, fault) in steps.iter().enumerate() {
+        let mut c = command(&dir, &[]);
+        c.env("TXGUARD_FAULT", fault);
+        let (ok, err) = bounded(c);
+        let point = fault.split('@').next().unwrap_or_default();
+        assert!(
+            !ok && err.contains(&format!("crashing at {point} in epoch")),
+            "a crash at {fault}:\n{err}"
+        );
+        assert!(
+            i == 0 || err.contains("continuing from checkpoint"),
+            "after a crash, the run continues from a checkpoint:\n{err}"
+        );
+    }
+    let err = run_to_end(&dir, &[]);
+    assert!(err.contains("continuing from checkpoint"), "{err}");
+    assert_eq!(
+        digests(&dir.join("data")),
+        want,
+        "after a crash at each step: every row once, the same features and scores"
+    );
 }
 
 #[test]
@@ -263,6 +309,34 @@ async fn pg_digest(c: &tokio_postgres::Client, table: &str) -> (i64, String) {
     (row.get(0), row.get(1))
 }
 
+/// Terminates every session of the run's sinks in database `db` every 200 ms until `stop`.
+async fn terminate_sessions(
+    conn: String,
+    db: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> u64 {
+    use txguard_connectors::postgres;
+    let c =
+        postgres::connect(&postgres::config(&conn, None, "txguard terminator").expect("config"))
+            .await
+            .expect("connect");
+    let mut terminated = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let rows = c
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 \
+                 AND application_name LIKE 'txguard %' \
+                 AND application_name NOT IN ('txguard test', 'txguard terminator')",
+                &[&db],
+            )
+            .await
+            .expect("terminate");
+        terminated += rows.len() as u64;
+    }
+    terminated
+}
+
 #[test]
 fn killed_runs_into_postgres_write_every_row_once() {
     use txguard_connectors::postgres::{self, DEFAULT_CONNECTION, scratch::ScratchDb};
@@ -272,14 +346,14 @@ fn killed_runs_into_postgres_write_every_row_once() {
     let root = tempfile::tempdir().expect("tempdir");
     transactions(root.path(), 80_000);
     let mut digests = Vec::new();
-    for killing in [false, true] {
+    // An uninterrupted run; runs SIGKILLed and restarted; a run whose database sessions are
+    // terminated every 200 ms (the database restarting, a proxy dropping connections).
+    for mode in ["reference", "killed", "terminated"] {
         let db = rt
             .block_on(ScratchDb::create(&server))
             .expect("scratch database");
         let conn = db.connection();
-        let dir = root
-            .path()
-            .join(if killing { "killed" } else { "reference" });
+        let dir = root.path().join(mode);
         std::fs::create_dir_all(&dir).expect("dir");
         let (ok, _, err) = txguard(&dir, &["db", "init", "--connection", &conn]);
         assert!(ok, "{err}");
@@ -288,12 +362,35 @@ fn killed_runs_into_postgres_write_every_row_once() {
             c.env("TXGUARD_POSTGRES", &conn);
             c
         };
-        if killing {
+        if mode == "killed" {
             let restored = kill_and_restart(command, 0xbead, 10, (400, 1500));
             assert!(restored >= 3, "{restored} restores");
         }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let terminator = (mode == "terminated").then(|| {
+            rt.spawn(terminate_sessions(
+                conn.clone(),
+                db.name.clone(),
+                stop.clone(),
+            ))
+        });
         let err = finish(command());
-        assert_eq!(killing, err.contains("continuing from checkpoint"), "{err}");
+        if let Some(t) = terminator {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let terminated = rt.block_on(t).expect("terminator");
+            assert!(terminated > 0, "sessions were terminated");
+            assert!(err.contains("retrying"), "the log says it retries:\n{err}");
+            let rss = err.lines().find(|l| l.starts_with("peak memory"));
+            eprintln!(
+                "{terminated} sessions terminated; {}",
+                rss.unwrap_or("no peak RSS")
+            );
+        }
+        assert_eq!(
+            mode == "killed",
+            err.contains("continuing from checkpoint"),
+            "{err}"
+        );
         let c = rt.block_on(async {
             postgres::connect(&postgres::config(&conn, None, "txguard test").expect("config"))
                 .await
@@ -307,12 +404,16 @@ fn killed_runs_into_postgres_write_every_row_once() {
         rt.block_on(db.drop_db()).expect("drop");
         digests.push(got);
     }
-    let (reference, killed) = (&digests[0], &digests[1]);
+    let (reference, killed, terminated) = (&digests[0], &digests[1], &digests[2]);
     assert_eq!(reference[0].1.0, 80_000, "every transaction scored");
     assert_eq!(reference[2].1.0, 16, "every malformed line a dead letter");
     assert_eq!(
         killed, reference,
         "after kills and restarts, every table (the appended dead letters too) holds what \
          the uninterrupted run wrote"
+    );
+    assert_eq!(
+        terminated, reference,
+        "with its sessions terminated again and again, the same rows, each once"
     );
 }

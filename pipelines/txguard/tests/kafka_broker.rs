@@ -122,6 +122,8 @@ fn hundred_thousand_messages_from_an_independent_client_none_lost_none_doubled()
         format!("transactions.bootstrap_servers={}", broker.addr),
         "transactions.source.stop_at_end=true".to_string(),
         format!("alerts.bootstrap_servers={}", broker.addr),
+        // tansu 0.6 cannot end a Kafka transaction (no EndTxn): the plain producer.
+        "alerts.sink.commit_mode=at_least_once".to_string(),
     ];
     let run = || {
         let (ok, _, err) = run_pipeline(dir.path(), "pipeline_kafka.sql", &sets);
@@ -304,7 +306,12 @@ fn two_members_of_one_group_split_the_partitions_and_lose_nothing() {
     );
     assert!(a.status.success() && b.status.success(), "{ea}\n{eb}");
     let (na, nb) = (events_in(&ea), events_in(&eb));
-    assert!(na > 0 && nb > 0, "both members read ({na}, {nb})");
+    // The second member took part in the group: it was assigned partitions (under load it
+    // may find them read to their end by the first, and read nothing itself).
+    assert!(
+        na > 0 && (nb > 0 || eb.contains("partitions assigned")),
+        "both members took part ({na}, {nb}):\n{ea}\n{eb}"
+    );
 
     // Together they score every usable message once (what both read around the rebalance
     // was upserted, not doubled), and none turns late: the first member's partitions that
@@ -322,9 +329,13 @@ fn two_members_of_one_group_split_the_partitions_and_lose_nothing() {
     let only_dead: i64 = rt
         .block_on(c.query_one(
             // A late row's raw column is the row as JSON.
-            "SELECT count(DISTINCT raw) FROM dead_letters d WHERE reason LIKE 'late%'
-               AND NOT EXISTS (SELECT 1 FROM transactions_scored t
-                               WHERE strpos(d.raw, '\"transaction_id\":\"' || t.transaction_id || '\"') > 0)",
+            // (Looked up by key: a scan per late row took minutes when one member had
+            // thousands of late rows.)
+            "WITH late AS MATERIALIZED (
+                 SELECT raw FROM dead_letters WHERE reason LIKE 'late%')
+             SELECT count(DISTINCT raw) FROM late
+             WHERE NOT EXISTS (SELECT 1 FROM transactions_scored t
+                               WHERE t.transaction_id = (late.raw::jsonb ->> 'transaction_id'))",
             &[],
         ))
         .expect("count")
@@ -445,6 +456,8 @@ fn the_pipeline_reads_and_writes_kafka_over_tls() {
         "transactions.source.stop_at_end=true".to_string(),
         format!("alerts.bootstrap_servers={servers}"),
         format!("alerts.client_configs={tls}"),
+        // tansu 0.6 cannot end a Kafka transaction (no EndTxn): the plain producer.
+        "alerts.sink.commit_mode=at_least_once".to_string(),
     ];
     let (ok, _, err) = run_pipeline(dir.path(), "pipeline_kafka.sql", &sets);
     assert!(ok, "run over TLS failed:\n{err}");
@@ -642,6 +655,59 @@ fn card_payments_in_avro_through_a_schema_registry() {
     assert!(
         err.contains("schema registry http://127.0.0.1:9 cannot be reached")
             && err.contains("a restart reads it again"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_broker_without_kafka_transactions_is_refused_at_start_naming_commit_mode() {
+    use txguard_connectors::kafka::KafkaSink;
+    // tansu 0.6 hands out transactional producer ids but cannot end a transaction (no
+    // EndTxn): the exactly-once sink must say so when it opens, not lose or stall epochs.
+    let broker = Broker::start();
+    broker.create_topic("alerts", 1);
+    let table = txguard_engine::sql::parse(
+        "t.sql",
+        &format!(
+            "CREATE TABLE alerts (transaction_id TEXT, user_id TEXT)
+             WITH (connector = 'kafka', bootstrap_servers = '{}', topic = 'alerts')",
+            broker.addr
+        ),
+    )
+    .expect("parse")
+    .tables
+    .remove(0);
+    let schema = arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("transaction_id", arrow::datatypes::DataType::Utf8, false),
+        arrow::datatypes::Field::new("user_id", arrow::datatypes::DataType::Utf8, false),
+    ]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let e = match rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            KafkaSink::open_exactly_once(&table, &schema, "w1"),
+        )
+        .await
+    }) {
+        Ok(Err(e)) => e.to_string(),
+        Ok(Ok(_)) => panic!("tansu 0.6 cannot end a transaction; the sink must refuse it"),
+        Err(_) => panic!("opening the sink did not finish within 120 s"),
+    };
+    assert!(
+        e.contains("transaction") && e.contains("'sink.commit_mode' = 'at_least_once'"),
+        "{e}"
+    );
+    // The same through `txguard run`: it stops at start with that advice.
+    let dir = tempfile::tempdir().expect("tempdir");
+    broker.create_topic("transactions", 1);
+    let sets = [
+        format!("transactions.bootstrap_servers={}", broker.addr),
+        "transactions.source.stop_at_end=true".to_string(),
+        format!("alerts.bootstrap_servers={}", broker.addr),
+    ];
+    let (ok, _, err) = run_pipeline(dir.path(), "pipeline_kafka.sql", &sets);
+    assert!(
+        !ok && err.contains("alerts") && err.contains("at_least_once"),
         "{err}"
     );
 }

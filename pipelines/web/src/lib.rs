@@ -275,8 +275,15 @@ pub fn render_prometheus(m: &Metrics) -> String {
     family(
         "txguard_checkpoint_duration_seconds",
         "gauge",
-        "Time the last checkpoint took, from the snapshot to its manifest.",
+        "Time the last checkpoint took, from the barrier to its durable manifest.",
         vec![(String::new(), load(&m.checkpoint_micros) as f64 / 1e6)],
+    );
+    family(
+        "txguard_checkpoint_pause_seconds",
+        "gauge",
+        "Time the dataflow stood still for the last checkpoint (sinks' prepare and the \
+         snapshot; the files are written meanwhile).",
+        vec![(String::new(), load(&m.checkpoint_pause_micros) as f64 / 1e6)],
     );
     family(
         "txguard_restored_epoch",

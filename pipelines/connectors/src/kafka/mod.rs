@@ -110,7 +110,13 @@ impl Connector for KafkaConnector {
         table: &'a TableDef,
         ctx: SinkContext,
     ) -> BoxFuture<'a, Result<Box<dyn Sink>, ConnectorError>> {
-        Box::pin(async move { Ok(Box::new(KafkaSink::open(table, &ctx.schema)?) as Box<dyn Sink>) })
+        Box::pin(async move {
+            let sink = match &ctx.writer {
+                Some(w) => KafkaSink::open_exactly_once(table, &ctx.schema, w).await?,
+                None => KafkaSink::open(table, &ctx.schema)?,
+            };
+            Ok(Box::new(sink) as Box<dyn Sink>)
+        })
     }
 }
 

@@ -50,6 +50,14 @@ pub const KEY_FIELD: OptionSpec = OptionSpec::optional(
     OptionKind::Text,
     "column whose value keys each message (default: no key)",
 );
+pub const COMMIT_MODE: OptionSpec = OptionSpec::optional(
+    "sink.commit_mode",
+    OptionKind::OneOf(&["exactly_once", "at_least_once"]),
+    "exactly_once (default in a run with checkpoints): each checkpoint epoch's messages in one \
+     Kafka transaction, committed once the checkpoint is durable, so read_committed consumers \
+     see each once (the broker must support transactions); at_least_once: messages are sent \
+     as they come and a replay after a restart sends them again",
+);
 pub const REGISTRY_ENDPOINT: OptionSpec = OptionSpec::optional(
     "schema_registry.endpoint",
     OptionKind::Text,
@@ -83,6 +91,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     PARTITIONS,
     STOP_AT_END,
     KEY_FIELD,
+    COMMIT_MODE,
     REGISTRY_ENDPOINT,
     REGISTRY_API_KEY,
     REGISTRY_API_SECRET,
@@ -112,6 +121,8 @@ pub struct KafkaOptions {
     /// `source.partitions = 'all'`: assign every partition instead of joining the group.
     pub all_partitions: bool,
     pub key_field: Option<String>,
+    /// `sink.commit_mode = 'at_least_once'`: no transactions even with checkpoints.
+    pub at_least_once: bool,
     pub registry: Option<RegistryOptions>,
     pub client_configs: Vec<(String, String)>,
 }
@@ -145,6 +156,7 @@ impl KafkaOptions {
             stop_at_end: t.flag(&STOP_AT_END)?.unwrap_or(false),
             all_partitions: t.choice(&PARTITIONS)? == Some("all"),
             key_field: t.text(&KEY_FIELD).filter(|k| !k.is_empty()),
+            at_least_once: t.choice(&COMMIT_MODE)? == Some("at_least_once"),
             registry,
             client_configs: t.key_values(&CLIENT_CONFIGS)?,
         })

@@ -90,7 +90,11 @@ fn list(at: &Where) -> Result<()> {
         println!("no checkpoints in {}", store.dir().display());
         return Ok(());
     }
-    println!("checkpoints in {}", store.dir().display());
+    println!(
+        "checkpoints in {}{}",
+        store.dir().display(),
+        writer_note(&store)
+    );
     println!(
         "{:>8}  {:<27}  {:>12}  {:>9}  state",
         "epoch", "taken", "bytes", "operators"
@@ -117,6 +121,14 @@ fn list(at: &Where) -> Result<()> {
     Ok(())
 }
 
+/// The folder's writer id, under which its runs' sinks record their epochs.
+fn writer_note(store: &CheckpointStore) -> String {
+    match store.writer_id() {
+        Some(id) => format!(" (writer {id}: the sinks record their epochs under this id)"),
+        None => String::new(),
+    }
+}
+
 fn inspect(at: &Where, epoch: Option<u64>) -> Result<()> {
     let store = at.store()?;
     let manifest = match epoch {
@@ -132,11 +144,12 @@ fn inspect(at: &Where, epoch: Option<u64>) -> Result<()> {
     }
     let m = &manifest;
     println!(
-        "checkpoint {} in {}, taken {}, {} bytes",
+        "checkpoint {} in {}, taken {}, {} bytes{}",
         m.epoch,
         store.dir().display(),
         format_micros(m.created_at),
-        size(m)
+        size(m),
+        writer_note(&store)
     );
     println!("operators:");
     for o in &m.operators {

@@ -69,7 +69,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    rt.block_on(run_async(args))
+    let result = rt.block_on(run_async(args));
+    // A run stopped while a connector still waited on an unreachable service leaves that
+    // wait on a blocking thread: it is not waited for (everything else has finished).
+    rt.shutdown_timeout(Duration::from_millis(500));
+    result
 }
 
 async fn run_async(args: RunArgs) -> Result<()> {
@@ -97,25 +101,6 @@ async fn run_async(args: RunArgs) -> Result<()> {
         None => None,
     };
     let writer = claim.as_ref().map(|c| c.writer());
-    let conns = connect(&p, &df, Vec::new(), resume, writer).await?;
-    let metrics = Arc::new(Metrics::for_dataflow(&df));
-    if !args.no_ui {
-        let info = txguard_web::RunInfo {
-            pipeline: args.pipeline.display().to_string(),
-            model_versions,
-            sink_locations: p
-                .tables
-                .iter()
-                .filter_map(|t| txguard_connectors::sink_location(t).map(|l| (t.name.clone(), l)))
-                .collect(),
-        };
-        match txguard_web::serve(&args.ui, metrics.clone(), info).await {
-            Ok(addr) => eprintln!("web UI: http://{addr}/ (metrics: http://{addr}/metrics)"),
-            Err(e) => {
-                tracing::warn!("{e}; running without the web UI (choose another --ui address)")
-            }
-        }
-    }
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -136,6 +121,41 @@ async fn run_async(args: RunArgs) -> Result<()> {
             }
         })
         .context("installing the Ctrl-C handler")?;
+    }
+    // Opening the connectors can wait on unreachable services (they log why and retry):
+    // Ctrl-C then ends the run before it has read or written anything.
+    let conns = {
+        let connecting = connect(&p, &df, Vec::new(), resume, writer);
+        tokio::pin!(connecting);
+        loop {
+            tokio::select! {
+                conns = &mut connecting => break conns?,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    if stop.load(Ordering::Relaxed) {
+                        eprintln!("stopped while opening the connectors: nothing was read or written");
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    };
+    let metrics = Arc::new(Metrics::for_dataflow(&df));
+    if !args.no_ui {
+        let info = txguard_web::RunInfo {
+            pipeline: args.pipeline.display().to_string(),
+            model_versions,
+            sink_locations: p
+                .tables
+                .iter()
+                .filter_map(|t| txguard_connectors::sink_location(t).map(|l| (t.name.clone(), l)))
+                .collect(),
+        };
+        match txguard_web::serve(&args.ui, metrics.clone(), info).await {
+            Ok(addr) => eprintln!("web UI: http://{addr}/ (metrics: http://{addr}/metrics)"),
+            Err(e) => {
+                tracing::warn!("{e}; running without the web UI (choose another --ui address)")
+            }
+        }
     }
     tracing::info!(
         "running {} ({} sources, {} sinks)",
@@ -178,10 +198,12 @@ async fn run_async(args: RunArgs) -> Result<()> {
     if let Some(store) = &store {
         let n = metrics.checkpoints.load(Ordering::Relaxed);
         eprintln!(
-            "checkpoints: {n} written to {} (the last {:.1} MB in {:.0} ms){}",
+            "checkpoints: {n} written to {} (the last {:.1} MB in {:.0} ms, the dataflow paused \
+             {:.0} ms){}",
             store.dir().display(),
             metrics.checkpoint_bytes.load(Ordering::Relaxed) as f64 / 1e6,
             metrics.checkpoint_micros.load(Ordering::Relaxed) as f64 / 1000.0,
+            metrics.checkpoint_pause_micros.load(Ordering::Relaxed) as f64 / 1000.0,
             match metrics.restored_epoch.load(Ordering::Relaxed) {
                 0 => String::new(),
                 e => format!("; continued from checkpoint {e}"),

@@ -4,6 +4,7 @@ a topic back.
 
     client.py produce BOOTSTRAP TOPIC COUNT SEED [START]   prints {"sent": n, "bad": k}
     client.py read BOOTSTRAP TOPIC [CAFILE]                prints {"messages": n, "ids": [...], "keyed": bool}
+    client.py read_committed BOOTSTRAP TOPIC               the same, as a read_committed consumer
 
 With CAFILE the reader connects over TLS and verifies the broker's certificate against it.
 """
@@ -51,12 +52,12 @@ def produce(bootstrap, topic, count, seed, start=0):
     print(json.dumps({"sent": count, "bad": bad}))
 
 
-def read(bootstrap, topic, cafile=None):
+def read(bootstrap, topic, cafile=None, isolation="read_uncommitted"):
     """Every message from the beginning, until none has come for 5 s (end offsets are not
     used: tansu 0.6's ListOffsets answer was seen short of the last offset)."""
     tls = {"security_protocol": "SSL", "ssl_cafile": cafile} if cafile else {}
     c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                      consumer_timeout_ms=5000, **tls)
+                      consumer_timeout_ms=5000, isolation_level=isolation, **tls)
     parts = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic) or []]
     c.assign(parts)
     c.seek_to_beginning(*parts)
@@ -76,5 +77,7 @@ if __name__ == "__main__":
                 int(sys.argv[6]) if len(sys.argv) > 6 else 0)
     elif cmd == "read":
         read(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None)
+    elif cmd == "read_committed":
+        read(sys.argv[2], sys.argv[3], isolation="read_committed")
     else:
         sys.exit(f"unknown command {cmd}")
