@@ -84,16 +84,23 @@ fn digests(data: &Path) -> serde_json::Value {
     delta_digests(data, &TABLES)
 }
 
+/// `n` transactions under `root`, the uninterrupted reference run of them in
+/// `root/reference`, and an empty folder `root/<name>` for the run under test: that folder
+/// and the reference's table digests.
+fn with_reference(root: &Path, n: u64, name: &str) -> (std::path::PathBuf, serde_json::Value) {
+    transactions(root, n);
+    let reference = root.join("reference");
+    let dir = root.join(name);
+    std::fs::create_dir_all(&reference).expect("dir");
+    std::fs::create_dir_all(&dir).expect("dir");
+    run_to_end(&reference, &[]);
+    (dir, digests(&reference.join("data")))
+}
+
 #[test]
 fn killed_and_restarted_runs_end_with_the_uninterrupted_runs_output() {
     let root = tempfile::tempdir().expect("tempdir");
-    transactions(root.path(), 150_000);
-    let reference = root.path().join("reference");
-    let killed = root.path().join("killed");
-    std::fs::create_dir_all(&reference).expect("dir");
-    std::fs::create_dir_all(&killed).expect("dir");
-    run_to_end(&reference, &[]);
-    let want = digests(&reference.join("data"));
+    let (killed, want) = with_reference(root.path(), 150_000, "killed");
     assert_eq!(want["transactions_scored"]["rows"], 150_000);
     assert_eq!(want["dead_letters"]["rows"], 30, "the malformed lines");
 
@@ -120,13 +127,7 @@ fn killed_and_restarted_runs_end_with_the_uninterrupted_runs_output() {
 #[test]
 fn a_crash_at_each_step_of_the_checkpoint_protocol_ends_with_the_uninterrupted_output() {
     let root = tempfile::tempdir().expect("tempdir");
-    transactions(root.path(), 100_000);
-    let reference = root.path().join("reference");
-    let dir = root.path().join("run");
-    std::fs::create_dir_all(&reference).expect("dir");
-    std::fs::create_dir_all(&dir).expect("dir");
-    run_to_end(&reference, &[]);
-    let want = digests(&reference.join("data"));
+    let (dir, want) = with_reference(root.path(), 100_000, "run");
 
     // One crash at each step (txguard_engine::fault), each run continuing from what the
     // one before left: sinks prepared but no checkpoint; state files without a manifest; a
@@ -165,13 +166,7 @@ fn a_crash_at_each_step_of_the_checkpoint_protocol_ends_with_the_uninterrupted_o
 #[test]
 fn ctrl_c_checkpoints_corrupt_ones_are_skipped_and_changed_sql_is_refused() {
     let root = tempfile::tempdir().expect("tempdir");
-    transactions(root.path(), 100_000);
-    let reference = root.path().join("reference");
-    let dir = root.path().join("run");
-    std::fs::create_dir_all(&reference).expect("dir");
-    std::fs::create_dir_all(&dir).expect("dir");
-    run_to_end(&reference, &[]);
-    let want = digests(&reference.join("data"));
+    let (dir, want) = with_reference(root.path(), 100_000, "run");
 
     // A second run into the same checkpoint folder while the first goes on is refused at
     // once, naming the holder; then Ctrl-C mid-run: a last checkpoint, a clean exit.

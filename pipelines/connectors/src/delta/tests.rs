@@ -35,6 +35,27 @@ fn batch(ids: &[&str]) -> RecordBatch {
 }
 
 /// Rows in the table's Parquet files (read with the parquet crate, not deltalake).
+/// Data files in the table's current version (committed), as a reader sees them.
+async fn committed_files(loc: &str) -> usize {
+    let url = deltalake::ensure_table_uri(loc).expect("uri");
+    let mut t = deltalake::DeltaTable::try_from_url(url)
+        .await
+        .expect("table");
+    t.load().await.expect("load");
+    t.get_file_uris().expect("files").count()
+}
+
+/// The sink of table `name` at `loc`, writer `test`, local (no storage options).
+async fn open_sink(name: &str, loc: &str) -> Result<DeltaSink, ConnectorError> {
+    DeltaSink::open_at(
+        name,
+        loc,
+        SinkContext::new(schema()).with_writer("test"),
+        Vec::new(),
+    )
+    .await
+}
+
 fn parquet_rows(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
         .expect("dir")
@@ -56,14 +77,7 @@ async fn creates_appends_and_remembers_its_epochs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("scored");
     let loc = path.to_string_lossy().to_string();
-    let mut s = DeltaSink::open_at(
-        "scored",
-        &loc,
-        SinkContext::new(schema()).with_writer("test"),
-        Vec::new(),
-    )
-    .await
-    .expect("open");
+    let mut s = open_sink("scored", &loc).await.expect("open");
     assert_eq!(s.last_epoch(), None);
     s.write(batch(&["a", "b"])).await.expect("write");
     s.write(batch(&["c"])).await.expect("write");
@@ -82,14 +96,7 @@ async fn creates_appends_and_remembers_its_epochs() {
     assert_eq!(log.len(), 3, "create + two commits");
 
     // A new run sees the last epoch and does not commit an old one again.
-    let mut again = DeltaSink::open_at(
-        "scored",
-        &loc,
-        SinkContext::new(schema()).with_writer("test"),
-        Vec::new(),
-    )
-    .await
-    .expect("reopen");
+    let mut again = open_sink("scored", &loc).await.expect("reopen");
     assert_eq!(again.last_epoch(), Some(3));
     again.write(batch(&["e"])).await.expect("write");
     again.commit_now(3).await.expect("skipped");
@@ -108,28 +115,14 @@ async fn a_prepared_epoch_is_committed_after_a_restart_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("scored");
     let loc = path.to_string_lossy().to_string();
-    let mut s = DeltaSink::open_at(
-        "scored",
-        &loc,
-        SinkContext::new(schema()).with_writer("test"),
-        Vec::new(),
-    )
-    .await
-    .expect("open");
+    let mut s = open_sink("scored", &loc).await.expect("open");
     s.write(batch(&["a", "b"])).await.expect("write");
     let p1 = s.prepare(1).await.expect("prepare");
     assert!(!p1.meta.is_null(), "the add actions, for the checkpoint");
     assert_eq!(parquet_rows(&path), 2, "the data file is written");
     // Killed before the commit: nothing is visible, and the table has no epoch.
     drop(s);
-    let mut again = DeltaSink::open_at(
-        "scored",
-        &loc,
-        SinkContext::new(schema()).with_writer("test"),
-        Vec::new(),
-    )
-    .await
-    .expect("reopen");
+    let mut again = open_sink("scored", &loc).await.expect("reopen");
     assert_eq!(again.last_epoch(), None);
     // The restart commits what the checkpoint kept, then the next epoch; a second commit
     // of the same epoch (another restart) does nothing.
@@ -137,16 +130,7 @@ async fn a_prepared_epoch_is_committed_after_a_restart_once() {
     again.commit(1, p1).await.expect("again: skipped");
     again.write(batch(&["c"])).await.expect("write");
     again.commit_now(2).await.expect("commit 2");
-    let url = deltalake::ensure_table_uri(&loc).expect("uri");
-    let mut t = deltalake::DeltaTable::try_from_url(url)
-        .await
-        .expect("table");
-    t.load().await.expect("load");
-    assert_eq!(
-        t.get_file_uris().expect("files").count(),
-        2,
-        "two files, each once"
-    );
+    assert_eq!(committed_files(&loc).await, 2, "two files, each once");
     assert_eq!(again.last_epoch(), Some(2));
 }
 
@@ -177,13 +161,8 @@ async fn two_writers_of_one_table_each_keep_their_own_epochs() {
     assert_eq!((plain.last_epoch(), plain.exactly_once()), (None, false));
     plain.write(batch(&["c"])).await.expect("write");
     plain.commit_now(1).await.expect("commit");
-    let url = deltalake::ensure_table_uri(&loc).expect("uri");
-    let mut t = deltalake::DeltaTable::try_from_url(url)
-        .await
-        .expect("table");
-    t.load().await.expect("load");
     assert_eq!(
-        t.get_file_uris().expect("files").count(),
+        committed_files(&loc).await,
         5,
         "every epoch of both writers, and the one without"
     );
@@ -193,14 +172,7 @@ async fn two_writers_of_one_table_each_keep_their_own_epochs() {
 async fn refuses_a_table_with_other_columns() {
     let dir = tempfile::tempdir().expect("tempdir");
     let loc = dir.path().join("t").to_string_lossy().to_string();
-    DeltaSink::open_at(
-        "t",
-        &loc,
-        SinkContext::new(schema()).with_writer("test"),
-        Vec::new(),
-    )
-    .await
-    .expect("create");
+    open_sink("t", &loc).await.expect("create");
     let other = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
     let e = DeltaSink::open_at(
         "t",
