@@ -687,8 +687,17 @@ async fn settle(
         "checkpoint written"
     );
     crate::fault::point("checkpointed", f.epoch);
-    for (t, p) in tasks.iter().zip(f.prepared) {
-        if t.tx.send(SinkMsg::Commit(f.epoch, p)).await.is_err() {
+    commit_all(tasks, f.epoch, f.prepared).await
+}
+
+/// Tells every sink to commit epoch `epoch` with what it prepared.
+async fn commit_all(
+    tasks: &[SinkTask],
+    epoch: u64,
+    prepared: Vec<Prepared>,
+) -> Result<(), RunError> {
+    for (t, p) in tasks.iter().zip(prepared) {
+        if t.tx.send(SinkMsg::Commit(epoch, p)).await.is_err() {
             return Err(RunError::SinkStopped(t.table.clone()));
         }
     }
@@ -757,11 +766,7 @@ async fn epoch_end(
     }
     crate::fault::point("prepared", e);
     let Some(store) = store else {
-        for (t, p) in tasks.iter().zip(prepared) {
-            if t.tx.send(SinkMsg::Commit(e, p)).await.is_err() {
-                return Err(RunError::SinkStopped(t.table.clone()));
-            }
-        }
+        commit_all(tasks, e, prepared).await?;
         *epoch += 1;
         metrics.epoch.store(*epoch, Ordering::Relaxed);
         return Ok(());
