@@ -6,6 +6,13 @@
 //! manifest is incomplete and ignored; one whose manifest or files do not check out is
 //! reported and skipped for the previous complete one. The newest few are kept.
 //!
+//! An operator that tracks its changes ([`crate::state::Snapshot::changes`]) writes only the
+//! keys changed in the epoch: its entry in the manifest is then a chain — the last whole
+//! state (in the folder of the checkpoint that wrote it) followed by each checkpoint's
+//! changes since — that reading merges ([`crate::state::merge`]). When a chain's changes
+//! outgrow its whole state (or grow long), the writer folds them into a new whole state, off
+//! the pipeline's thread. Folders a kept checkpoint's chains read from are kept with it.
+//!
 //! Layout, after Arroyo's: `<dir>/checkpoint-0000042/operator-<id>.arrow` and
 //! `<dir>/checkpoint-0000042/_manifest.json`.
 //!
@@ -20,6 +27,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use arrow::array::RecordBatch;
+
+use crate::state::Snapshot;
 use arrow::ipc::reader::FileReader;
 use arrow::ipc::writer::FileWriter;
 use serde::{Deserialize, Serialize};
@@ -52,6 +61,12 @@ pub struct OperatorFile {
     pub rows: usize,
     pub bytes: u64,
     pub sha256: String,
+    /// The checkpoint whose folder holds the file, when not this one (a chain's earlier link).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// Whether the file holds changes to the entry before it with the same id.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub changes: bool,
 }
 
 /// What a checkpoint holds: the epoch, when it was taken, its state files, and the
@@ -65,6 +80,26 @@ pub struct Manifest {
     pub operators: Vec<OperatorFile>,
     pub record: RunRecord,
 }
+
+impl Manifest {
+    /// Bytes of the files this checkpoint wrote (not those of earlier links it reads).
+    pub fn written_bytes(&self) -> u64 {
+        self.operators
+            .iter()
+            .filter(|o| o.epoch.is_none())
+            .map(|o| o.bytes)
+            .sum()
+    }
+
+    /// Bytes a restore from this checkpoint reads.
+    pub fn bytes(&self) -> u64 {
+        self.operators.iter().map(|o| o.bytes).sum()
+    }
+}
+
+/// A chain's changes are folded into a new whole state once they hold more bytes than it,
+/// or once there are this many.
+const MAX_CHAIN: usize = 16;
 
 /// Where a run was at a checkpoint, beside the state files.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -132,7 +167,9 @@ impl Claim {
         &self.writer
     }
 }
-const VERSION: u32 = 1;
+/// Manifests this build writes (2: chains of changes) and the oldest it reads.
+const VERSION: u32 = 2;
+const OLDEST_VERSION: u32 = 1;
 
 /// A folder of checkpoints.
 #[derive(Debug, Clone)]
@@ -279,32 +316,59 @@ impl CheckpointStore {
 
     /// Writes checkpoint `epoch`: each state as an IPC file, then the manifest (by rename,
     /// so it appears whole or not at all), then drops checkpoints beyond the newest `keep`.
+    /// A state of changes extends its chain in `base` (the previous checkpoint, which must
+    /// have one for its id), or is folded with that chain into a whole state.
     pub fn write(
         &self,
         epoch: u64,
-        states: &[(String, RecordBatch)],
+        states: &[(String, Snapshot)],
         record: RunRecord,
+        base: Option<&Manifest>,
     ) -> Result<Manifest, CheckpointError> {
         let folder = self.folder(epoch);
         fs::create_dir_all(&folder).map_err(io(&folder))?;
         let mut operators = Vec::with_capacity(states.len());
-        for (id, batch) in states {
-            let name = format!("operator-{}.arrow", file_part(id));
-            let path = folder.join(&name);
-            let mut buf = Vec::new();
-            {
-                let mut w = FileWriter::try_new(&mut buf, &batch.schema()).map_err(arrow(&path))?;
-                w.write(batch).map_err(arrow(&path))?;
-                w.finish().map_err(arrow(&path))?;
+        for (id, snap) in states {
+            if !snap.changes {
+                operators.push(self.write_state(&folder, id, &snap.batch, "")?);
+                continue;
             }
-            write_synced(&path, &buf)?;
-            operators.push(OperatorFile {
-                id: id.clone(),
-                file: name,
-                rows: batch.num_rows(),
-                bytes: buf.len() as u64,
-                sha256: sha256(&buf),
-            });
+            let chain: Vec<OperatorFile> = base
+                .map(|b| {
+                    b.operators
+                        .iter()
+                        .filter(|o| &o.id == id)
+                        .map(|o| OperatorFile {
+                            epoch: Some(o.epoch.unwrap_or(b.epoch)),
+                            ..o.clone()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let Some(whole) = chain.first().filter(|o| !o.changes) else {
+                return Err(invalid(
+                    &folder,
+                    format!("changes to state {id} without a previous checkpoint holding it"),
+                ));
+            };
+            let mut link = self.write_state(&folder, id, &snap.batch, ".changes")?;
+            link.changes = true;
+            let changed: u64 = chain.iter().skip(1).map(|o| o.bytes).sum::<u64>() + link.bytes;
+            if changed <= whole.bytes && chain.len() < MAX_CHAIN {
+                operators.extend(chain);
+                operators.push(link);
+                continue;
+            }
+            // Fold the chain into a whole state (the changes file stays unreferenced until
+            // the folder goes).
+            let mut batches = Vec::with_capacity(chain.len() + 1);
+            for o in &chain {
+                batches.push(self.read_state(o.epoch.unwrap_or(epoch), o)?);
+            }
+            batches.push(snap.batch.clone());
+            let merged = crate::state::merge(&batches[0], &batches[1..])
+                .map_err(arrow(&folder.join(&link.file)))?;
+            operators.push(self.write_state(&folder, id, &merged, "")?);
         }
         let manifest = Manifest {
             version: VERSION,
@@ -322,6 +386,54 @@ impl CheckpointStore {
         fs::rename(&tmp, &done).map_err(io(&done))?;
         self.retain()?;
         Ok(manifest)
+    }
+
+    /// Writes one state file into `folder` (`suffix` before the extension).
+    fn write_state(
+        &self,
+        folder: &Path,
+        id: &str,
+        batch: &RecordBatch,
+        suffix: &str,
+    ) -> Result<OperatorFile, CheckpointError> {
+        let name = format!("operator-{}{suffix}.arrow", file_part(id));
+        let path = folder.join(&name);
+        let mut buf = Vec::new();
+        {
+            let mut w = FileWriter::try_new(&mut buf, &batch.schema()).map_err(arrow(&path))?;
+            w.write(batch).map_err(arrow(&path))?;
+            w.finish().map_err(arrow(&path))?;
+        }
+        write_synced(&path, &buf)?;
+        Ok(OperatorFile {
+            id: id.to_string(),
+            file: name,
+            rows: batch.num_rows(),
+            bytes: buf.len() as u64,
+            sha256: sha256(&buf),
+            epoch: None,
+            changes: false,
+        })
+    }
+
+    /// Reads and verifies one state file of checkpoint `epoch`'s folder.
+    fn read_state(&self, epoch: u64, op: &OperatorFile) -> Result<RecordBatch, CheckpointError> {
+        let path = self.folder(epoch).join(&op.file);
+        let bytes = fs::read(&path).map_err(io(&path))?;
+        if bytes.len() as u64 != op.bytes || sha256(&bytes) != op.sha256 {
+            return Err(invalid(
+                &path,
+                format!(
+                    "{} bytes whose SHA-256 does not match the manifest (torn or corrupt)",
+                    bytes.len()
+                ),
+            ));
+        }
+        let reader =
+            FileReader::try_new(std::io::Cursor::new(bytes), None).map_err(arrow(&path))?;
+        let schema = reader.schema();
+        let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().map_err(arrow(&path))?;
+        arrow::compute::concat_batches(&schema, &batches).map_err(arrow(&path))
     }
 
     /// The folder's writer id, if a run has claimed it (read without taking the lock).
@@ -367,7 +479,7 @@ impl CheckpointStore {
         let text = fs::read(&path).map_err(io(&path))?;
         let manifest: Manifest = serde_json::from_slice(&text)
             .map_err(|e| invalid(&path, format!("not a checkpoint manifest: {e}")))?;
-        if manifest.version != VERSION || manifest.epoch != epoch {
+        if !(OLDEST_VERSION..=VERSION).contains(&manifest.version) || manifest.epoch != epoch {
             return Err(invalid(
                 &path,
                 format!(
@@ -380,30 +492,35 @@ impl CheckpointStore {
     }
 
     /// Reads and verifies checkpoint `epoch`: its manifest and every state file (size and
-    /// SHA-256 as the manifest says).
+    /// SHA-256 as the manifest says), each chain merged into the state it ends at.
     pub fn read(&self, epoch: u64) -> Result<Checkpoint, CheckpointError> {
         let folder = self.folder(epoch);
         let manifest = self.manifest(epoch)?;
-        let mut states = Vec::with_capacity(manifest.operators.len());
+        let mut chains: Vec<(String, RecordBatch, Vec<RecordBatch>)> = Vec::new();
         for op in &manifest.operators {
-            let path = folder.join(&op.file);
-            let bytes = fs::read(&path).map_err(io(&path))?;
-            if bytes.len() as u64 != op.bytes || sha256(&bytes) != op.sha256 {
-                return Err(invalid(
-                    &path,
-                    format!(
-                        "{} bytes whose SHA-256 does not match the manifest (torn or corrupt)",
-                        bytes.len()
-                    ),
-                ));
+            let batch = self.read_state(op.epoch.unwrap_or(epoch), op)?;
+            if !op.changes {
+                chains.push((op.id.clone(), batch, Vec::new()));
+                continue;
             }
-            let reader =
-                FileReader::try_new(std::io::Cursor::new(bytes), None).map_err(arrow(&path))?;
-            let schema = reader.schema();
-            let batches: Vec<RecordBatch> =
-                reader.collect::<Result<_, _>>().map_err(arrow(&path))?;
-            let batch = arrow::compute::concat_batches(&schema, &batches).map_err(arrow(&path))?;
-            states.push((op.id.clone(), batch));
+            match chains.iter_mut().rev().find(|c| c.0 == op.id) {
+                Some(c) => c.2.push(batch),
+                None => {
+                    return Err(invalid(
+                        &folder.join(MANIFEST),
+                        format!("changes to state {} follow no whole state", op.id),
+                    ));
+                }
+            }
+        }
+        let mut states = Vec::with_capacity(chains.len());
+        for (id, whole, changes) in chains {
+            let batch = if changes.is_empty() {
+                whole
+            } else {
+                crate::state::merge(&whole, &changes).map_err(arrow(&folder))?
+            };
+            states.push((id, batch));
         }
         Ok((manifest, states))
     }
@@ -430,19 +547,28 @@ impl CheckpointStore {
     }
 
     /// Deletes checkpoint folders beyond the newest `keep` complete ones (and incomplete ones
-    /// older than the newest complete one).
+    /// older than the newest complete one), except those a kept checkpoint's chains read.
     fn retain(&self) -> Result<(), CheckpointError> {
         let mut complete = 0;
+        let mut needed = std::collections::HashSet::new();
+        let mut doomed = Vec::new();
         for epoch in self.epochs()? {
             let folder = self.folder(epoch);
             let whole = folder.join(MANIFEST).exists();
             if whole && complete < self.keep {
                 complete += 1;
+                if let Ok(m) = self.manifest(epoch) {
+                    needed.extend(m.operators.iter().filter_map(|o| o.epoch));
+                }
                 continue;
             }
             if complete > 0 {
-                fs::remove_dir_all(&folder).map_err(io(&folder))?;
+                doomed.push(epoch);
             }
+        }
+        for epoch in doomed.into_iter().filter(|e| !needed.contains(e)) {
+            let folder = self.folder(epoch);
+            fs::remove_dir_all(&folder).map_err(io(&folder))?;
         }
         Ok(())
     }
@@ -523,11 +649,12 @@ mod tests {
             let m = store
                 .write(
                     epoch,
-                    &[("3-over".into(), state(epoch as i64))],
+                    &[("3-over".into(), Snapshot::full(state(epoch as i64)))],
                     RunRecord {
                         rejected_by_sinks: epoch * 10,
                         ..Default::default()
                     },
+                    None,
                 )
                 .expect("write");
             assert_eq!(m.operators[0].rows, 2);
@@ -556,8 +683,9 @@ mod tests {
             store
                 .write(
                     epoch,
-                    &[("w".into(), state(epoch as i64))],
+                    &[("w".into(), Snapshot::full(state(epoch as i64)))],
                     RunRecord::default(),
+                    None,
                 )
                 .expect("write");
         }
@@ -586,5 +714,163 @@ mod tests {
         // A manifest that is not one.
         fs::write(dir.path().join("checkpoint-0000001/_manifest.json"), b"{").expect("break");
         assert!(store.latest().expect("latest").is_none());
+    }
+
+    /// Changes to state "kv" (key, v): `(key, v)` upserts and `(key, None)` removals.
+    fn changes(rows: &[(Option<&str>, Option<i64>)]) -> RecordBatch {
+        let full = kv(&[]).schema();
+        RecordBatch::try_new(
+            crate::state::changes_schema(&full),
+            vec![
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter_values(
+                    rows.iter().map(|r| r.1.unwrap_or(0)),
+                )),
+                Arc::new(arrow::array::BooleanArray::from_iter(
+                    rows.iter().map(|r| Some(r.1.is_none())),
+                )),
+            ],
+        )
+        .expect("changes")
+    }
+
+    fn kv(rows: &[(Option<&str>, i64)]) -> RecordBatch {
+        let schema = state(0).schema();
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+            ],
+        )
+        .expect("batch")
+    }
+
+    #[test]
+    fn chains_of_changes_read_back_merged_are_folded_and_keep_their_folders() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = CheckpointStore::new(dir.path(), 1);
+        // Many keys, so that a few keys' changes are smaller than the whole state.
+        let many: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+        let with_many = |rows: &[(Option<&str>, i64)]| {
+            let mut all: Vec<(Option<&str>, i64)> = rows.to_vec();
+            all.splice(0..0, many.iter().map(|k| (Some(k.as_str()), 7)));
+            kv(&all)
+        };
+        let mut first: Vec<(Option<&str>, i64)> = vec![(Some("a"), 1), (None, 2), (Some("b"), 3)];
+        first.extend(many.iter().map(|k| (Some(k.as_str()), 7)));
+        let whole = kv(&first);
+        let m1 = store
+            .write(
+                1,
+                &[("s".into(), Snapshot::full(whole))],
+                RunRecord::default(),
+                None,
+            )
+            .expect("whole");
+        let step = |epoch: u64, base: &Manifest, rows: &[(Option<&str>, Option<i64>)]| {
+            store
+                .write(
+                    epoch,
+                    &[(
+                        "s".into(),
+                        Snapshot {
+                            batch: changes(rows),
+                            changes: true,
+                        },
+                    )],
+                    RunRecord::default(),
+                    Some(base),
+                )
+                .expect("changes")
+        };
+        // b changes, the NULL key goes, c comes; then a goes and comes back, b goes.
+        let m2 = step(
+            2,
+            &m1,
+            &[(Some("b"), Some(30)), (None, None), (Some("c"), Some(4))],
+        );
+        assert_eq!(m2.operators.len(), 2, "whole state, then changes: {m2:?}");
+        assert_eq!(m2.operators[0].epoch, Some(1));
+        assert!(m2.operators[1].changes && m2.operators[1].epoch.is_none());
+        let m3 = step(
+            3,
+            &m2,
+            &[(Some("a"), None), (Some("a"), Some(10)), (Some("b"), None)],
+        );
+        assert_eq!(m3.operators.len(), 3);
+        assert_eq!(
+            store.epochs().expect("epochs"),
+            [3, 2, 1],
+            "keeping one checkpoint keeps the folders its chain reads"
+        );
+        let (_, states) = store.latest().expect("latest").expect("some");
+        assert_eq!(
+            states,
+            vec![(
+                "s".to_string(),
+                with_many(&[(Some("c"), 4), (Some("a"), 10)])
+            )]
+        );
+        // A changed link is a broken checkpoint, like a broken whole state.
+        let link = dir
+            .path()
+            .join("checkpoint-0000002/operator-s.changes.arrow");
+        let good = fs::read(&link).expect("read");
+        fs::write(&link, &good[..good.len() / 2]).expect("truncate");
+        assert!(
+            store
+                .read(3)
+                .unwrap_err()
+                .to_string()
+                .contains("does not match")
+        );
+        fs::write(&link, &good).expect("repair");
+        // Changes outgrowing the whole state are folded into a new one.
+        let mut base = m3;
+        let mut epoch = 4;
+        while base.operators.len() > 1 {
+            base = step(
+                epoch,
+                &base,
+                &[(Some("d"), Some(epoch as i64)), (Some("e"), Some(5))],
+            );
+            epoch += 1;
+            assert!(epoch < 4 + MAX_CHAIN as u64, "never folded: {base:?}");
+        }
+        assert!(!base.operators[0].changes && base.operators[0].epoch.is_none());
+        let (m, states) = store.latest().expect("latest").expect("some");
+        assert_eq!(m.epoch, epoch - 1);
+        let want = with_many(&[
+            (Some("c"), 4),
+            (Some("a"), 10),
+            (Some("d"), epoch as i64 - 1),
+            (Some("e"), 5),
+        ]);
+        assert_eq!(states[0].1, want);
+        assert_eq!(
+            store.epochs().expect("epochs"),
+            [epoch - 1],
+            "the old chain's folders went"
+        );
+        // Changes with nothing to chain onto are refused.
+        let e = store
+            .write(
+                epoch,
+                &[(
+                    "t".into(),
+                    Snapshot {
+                        batch: changes(&[]),
+                        changes: true,
+                    },
+                )],
+                RunRecord::default(),
+                Some(&m),
+            )
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("without a previous checkpoint"),
+            "{e}"
+        );
     }
 }

@@ -191,6 +191,10 @@ pub struct OverWindows {
     active: Vec<u32>,
     /// Slots of removed keys, for reuse (only without LAG: LAG keeps every key).
     free: Vec<u32>,
+    /// One bit per slot whose state changed since the last snapshot or restore, and the keys
+    /// removed since (`None`: the NULL key): what an incremental snapshot holds.
+    dirty: Vec<u64>,
+    removed: Vec<Option<Box<[u8]>>>,
     out_schema: SchemaRef,
 }
 
@@ -323,6 +327,8 @@ impl OverWindows {
             extremes: Vec::new(),
             active: Vec::new(),
             free: Vec::new(),
+            dirty: Vec::new(),
+            removed: Vec::new(),
             out_schema: Arc::new(Schema::new(fields)),
         })
     }
@@ -369,11 +375,15 @@ impl OverWindows {
             self.slots[s as usize].rows = VecDeque::new();
             self.reset_frames(s);
             if keep_last {
+                self.mark(s);
                 continue;
             }
             if self.null_key == Some(s) {
                 self.null_key = None;
+                self.removed.push(None);
             } else {
+                self.removed
+                    .push(Some(self.slots[s as usize].key.bytes().into()));
                 let Self {
                     slots,
                     table,
@@ -388,6 +398,127 @@ impl OverWindows {
             self.slots[s as usize].key = Key::new(b"");
             self.free.push(s);
         }
+    }
+
+    /// Notes that slot `s`'s state changed (for the next incremental snapshot).
+    #[inline(always)]
+    fn mark(&mut self, s: u32) {
+        let w = (s >> 6) as usize;
+        if w >= self.dirty.len() {
+            self.dirty.resize(w + 1, 0);
+        }
+        self.dirty[w] |= 1u64 << (s & 63);
+    }
+
+    /// Per slot, whether it holds a keyed key (not free, not the NULL key's).
+    fn live(&self) -> Vec<bool> {
+        let mut live = vec![true; self.slots.len()];
+        for &f in &self.free {
+            live[f as usize] = false;
+        }
+        if let Some(s) = self.null_key {
+            live[s as usize] = false;
+        }
+        live
+    }
+
+    fn is_dirty(&self, s: u32) -> bool {
+        self.dirty
+            .get((s >> 6) as usize)
+            .is_some_and(|w| w & (1u64 << (s & 63)) != 0)
+    }
+
+    /// The snapshot rows of `removed` keys (empty state) then of `slots`, with the
+    /// [`crate::state::REMOVED`] column when `changes`.
+    fn encode(
+        &self,
+        removed: &[Option<&[u8]>],
+        slots: &[u32],
+        changes: bool,
+    ) -> Result<RecordBatch, ArrowError> {
+        use crate::state::put_words;
+        use arrow::array::{BinaryBuilder, UInt64Array};
+        let key_of =
+            |s: u32| (Some(s) != self.null_key).then(|| self.slots[s as usize].key.bytes());
+        let (sw, aw, lag_k, n_exts) = (
+            self.seq_words(),
+            self.n_accs * ACC_WORDS,
+            self.lag_inputs.len(),
+            self.n_exts,
+        );
+        let (mut lag, mut rows, mut seqs, mut accs, mut exts) = (
+            BinaryBuilder::new(),
+            BinaryBuilder::new(),
+            BinaryBuilder::new(),
+            BinaryBuilder::new(),
+            BinaryBuilder::new(),
+        );
+        let mut lag_nulls = Vec::with_capacity(removed.len() + slots.len());
+        for _ in removed {
+            lag_nulls.push(0);
+            for b in [&mut lag, &mut rows, &mut seqs, &mut accs, &mut exts] {
+                b.append_value([]);
+            }
+        }
+        for &s in slots {
+            let si = s as usize;
+            let slot = &self.slots[si];
+            lag_nulls.push(slot.lag_nulls);
+            put_words(
+                &mut lag,
+                self.lag_values[si * lag_k..][..lag_k]
+                    .iter()
+                    .map(|v| v.to_bits()),
+            );
+            put_words(&mut rows, slot.rows.iter().copied());
+            put_words(&mut seqs, self.seqs[si * sw..][..sw].iter().copied());
+            put_words(
+                &mut accs,
+                self.acc_values[si * aw..][..aw].iter().map(|v| v.to_bits()),
+            );
+            put_words(
+                &mut exts,
+                self.extremes[si * n_exts..][..n_exts].iter().flat_map(|d| {
+                    std::iter::once(d.len() as u64)
+                        .chain(d.iter().flat_map(|&(q, v)| [q, v.to_bits()]))
+                }),
+            );
+        }
+        let mut cols = crate::state::key_columns(
+            removed
+                .iter()
+                .copied()
+                .chain(slots.iter().map(|&s| key_of(s))),
+        );
+        cols.push(Arc::new(UInt64Array::from(lag_nulls)));
+        for mut b in [lag, rows, seqs, accs, exts] {
+            cols.push(Arc::new(b.finish()));
+        }
+        let binary = |n: &str| Field::new(n, DataType::Binary, false);
+        let schema = crate::state::schema(
+            &crate::state::Stateful::fingerprint(self),
+            vec![
+                Field::new("lag_nulls", DataType::UInt64, false),
+                binary("lag"),
+                binary("rows"),
+                binary("frames"),
+                binary("accumulators"),
+                binary("extremes"),
+            ],
+        );
+        if !changes {
+            return RecordBatch::try_new(schema, cols);
+        }
+        cols.push(Arc::new(arrow::array::BooleanArray::from_iter(
+            (0..removed.len() + slots.len()).map(|i| Some(i < removed.len())),
+        )));
+        RecordBatch::try_new(crate::state::changes_schema(&schema), cols)
+    }
+
+    /// Forgets the changes noted so far (a snapshot or restore has just captured them).
+    fn clear_changes(&mut self) {
+        self.dirty.iter_mut().for_each(|w| *w = 0);
+        self.removed.clear();
     }
 
     /// Empties a slot's frames: no rows, zero accumulators, no extremes.
@@ -611,6 +742,7 @@ impl OverWindows {
         for r in 0..n {
             let key = (!keys.is_null(r)).then(|| keys.value(r).as_bytes());
             let s = self.slot_of(key);
+            self.mark(s);
             let si = s as usize;
             prefetch(self.slots[si].rows.as_slices().0.as_ptr());
             if framed {
@@ -723,76 +855,43 @@ impl crate::state::Stateful for OverWindows {
     /// bytes, each a cache miss, took longer than the rest), and the order a restore
     /// allocates slots in, so the snapshot of a restored operator is the snapshot it came from.
     fn snapshot(&self) -> Result<RecordBatch, ArrowError> {
-        use crate::state::put_words;
-        use arrow::array::{BinaryBuilder, UInt64Array};
-        let mut live = vec![true; self.slots.len()];
-        for &f in &self.free {
-            live[f as usize] = false;
-        }
-        if let Some(s) = self.null_key {
-            live[s as usize] = false;
-        }
         let mut slots: Vec<u32> = Vec::with_capacity(self.keys());
         slots.extend(self.null_key);
+        let live = self.live();
         slots.extend((0..self.slots.len() as u32).filter(|&s| live[s as usize]));
-        let key_of =
-            |s: u32| (Some(s) != self.null_key).then(|| self.slots[s as usize].key.bytes());
-        let (sw, aw, lag_k, n_exts) = (
-            self.seq_words(),
-            self.n_accs * ACC_WORDS,
-            self.lag_inputs.len(),
-            self.n_exts,
-        );
-        let (mut lag, mut rows, mut seqs, mut accs, mut exts) = (
-            BinaryBuilder::new(),
-            BinaryBuilder::new(),
-            BinaryBuilder::new(),
-            BinaryBuilder::new(),
-            BinaryBuilder::new(),
-        );
-        let mut lag_nulls = Vec::with_capacity(slots.len());
-        for &s in &slots {
-            let si = s as usize;
-            let slot = &self.slots[si];
-            lag_nulls.push(slot.lag_nulls);
-            put_words(
-                &mut lag,
-                self.lag_values[si * lag_k..][..lag_k]
-                    .iter()
-                    .map(|v| v.to_bits()),
-            );
-            put_words(&mut rows, slot.rows.iter().copied());
-            put_words(&mut seqs, self.seqs[si * sw..][..sw].iter().copied());
-            put_words(
-                &mut accs,
-                self.acc_values[si * aw..][..aw].iter().map(|v| v.to_bits()),
-            );
-            put_words(
-                &mut exts,
-                self.extremes[si * n_exts..][..n_exts].iter().flat_map(|d| {
-                    std::iter::once(d.len() as u64)
-                        .chain(d.iter().flat_map(|&(q, v)| [q, v.to_bits()]))
-                }),
-            );
+        self.encode(&[], &slots, false)
+    }
+
+    /// Only the keys changed since the last snapshot or restore (removed keys first), unless
+    /// half the keys or more changed: then the whole state, which is as cheap to take and
+    /// cheaper to restore.
+    fn take_snapshot(&mut self, changes_only: bool) -> Result<crate::state::Snapshot, ArrowError> {
+        let changed: usize = self.dirty.iter().map(|w| w.count_ones() as usize).sum();
+        if !changes_only || (changed + self.removed.len()) * 2 >= self.keys().max(1) {
+            let batch = crate::state::Stateful::snapshot(self)?;
+            self.clear_changes();
+            return Ok(crate::state::Snapshot::full(batch));
         }
-        let mut cols = crate::state::key_columns(slots.iter().map(|&s| key_of(s)));
-        cols.push(Arc::new(UInt64Array::from(lag_nulls)));
-        for mut b in [lag, rows, seqs, accs, exts] {
-            cols.push(Arc::new(b.finish()));
+        let live = self.live();
+        let mut slots: Vec<u32> = Vec::with_capacity(changed);
+        slots.extend(self.null_key.filter(|&s| self.is_dirty(s)));
+        for (w, &bits) in self.dirty.iter().enumerate() {
+            let mut bits = bits;
+            while bits != 0 {
+                let s = (w as u32) * 64 + bits.trailing_zeros();
+                bits &= bits - 1;
+                if live.get(s as usize).copied().unwrap_or(false) {
+                    slots.push(s);
+                }
+            }
         }
-        let binary = |n: &str| Field::new(n, DataType::Binary, false);
-        let schema = crate::state::schema(
-            &crate::state::Stateful::fingerprint(self),
-            vec![
-                Field::new("lag_nulls", DataType::UInt64, false),
-                binary("lag"),
-                binary("rows"),
-                binary("frames"),
-                binary("accumulators"),
-                binary("extremes"),
-            ],
-        );
-        RecordBatch::try_new(schema, cols)
+        let removed: Vec<Option<&[u8]>> = self.removed.iter().map(|k| k.as_deref()).collect();
+        let batch = self.encode(&removed, &slots, true)?;
+        self.clear_changes();
+        Ok(crate::state::Snapshot {
+            batch,
+            changes: true,
+        })
     }
 
     fn restore(&mut self, state: &RecordBatch) -> Result<(), ArrowError> {
@@ -809,6 +908,7 @@ impl crate::state::Stateful for OverWindows {
         self.extremes.clear();
         self.active.clear();
         self.free.clear();
+        self.clear_changes();
         let key = keys(state)?;
         let lag_nulls = crate::state::column(state, "lag_nulls")?
             .as_primitive_opt::<arrow::datatypes::UInt64Type>()
@@ -1267,5 +1367,80 @@ mod tests {
         let mut other = OverWindows::new(&schema, 0, 1, aggs(20 * MIN)).expect("operator");
         let e = other.restore(&state).expect_err("other windows");
         assert!(e.to_string().contains("belongs to another operator"), "{e}");
+    }
+
+    #[test]
+    fn incremental_snapshots_merged_restore_what_whole_ones_do() {
+        use crate::state::Stateful;
+        let schema = batch(&[]).schema();
+        // 2000 keys (and NULL), each batch touching ~300 over 75 s, the frame 8 batches long:
+        // most snapshots hold only changes; keys idle for longer than the frame are evicted
+        // (removed, without LAG).
+        let batches: Vec<(RecordBatch, i64)> = (0..12)
+            .map(|b: i64| {
+                let rows: Vec<(Option<String>, i64, f64)> = (b * 300..(b + 1) * 300)
+                    .map(|i| {
+                        let key = (i % 11 != 0).then(|| format!("u{}", (i * 7919) % 2000));
+                        (key, i * 250_000, ((i * 31) % 97) as f64)
+                    })
+                    .collect();
+                let keys: Vec<Option<&str>> = rows.iter().map(|r| r.0.as_deref()).collect();
+                let batch = RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        Arc::new(StringArray::from(keys)),
+                        Arc::new(TimestampMicrosecondArray::from_iter_values(
+                            rows.iter().map(|r| r.1),
+                        )),
+                        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))),
+                    ],
+                )
+                .expect("batch");
+                (batch, (b + 1) * 300 * 250_000)
+            })
+            .collect();
+        for lag in [false, true] {
+            let mut whole = op(lag);
+            let want: Vec<RecordBatch> = batches
+                .iter()
+                .map(|(b, wm)| {
+                    let out = whole.process(b).expect("run");
+                    whole.evict_idle(*wm);
+                    out
+                })
+                .collect();
+            let mut inc = op(lag);
+            let (mut base, mut chain) = (None::<RecordBatch>, Vec::new());
+            let (mut deltas, mut removals) = (0, 0);
+            for (i, (b, wm)) in batches.iter().enumerate() {
+                inc.process(b).expect("run");
+                inc.evict_idle(*wm);
+                let snap = inc.take_snapshot(base.is_some()).expect("snapshot");
+                if snap.changes {
+                    deltas += 1;
+                    let removed = snap.batch.column(snap.batch.num_columns() - 1);
+                    removals += removed.as_boolean().true_count();
+                    chain.push(snap.batch);
+                } else {
+                    base = Some(snap.batch);
+                    chain.clear();
+                }
+                let state =
+                    crate::state::merge(base.as_ref().expect("base"), &chain).expect("merge");
+                assert_eq!(state.num_rows(), inc.keys(), "lag {lag}, batch {i}");
+                let mut again = op(lag);
+                again.restore(&state).expect("restore");
+                for ((b, wm), w) in batches[i + 1..].iter().zip(&want[i + 1..]) {
+                    assert_eq!(&again.process(b).expect("run"), w, "lag {lag}, after {i}");
+                    again.evict_idle(*wm);
+                }
+            }
+            assert!(deltas >= 6, "lag {lag}: {deltas} snapshots of changes");
+            assert_eq!(
+                removals > 0,
+                !lag,
+                "keys removed only without LAG: {removals}"
+            );
+        }
     }
 }

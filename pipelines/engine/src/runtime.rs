@@ -21,6 +21,7 @@ use crate::checkpoint::{
 use crate::connector::{ConnectorError, Poll, Prepared, Sink, Source};
 use crate::constraints::Constraints;
 use crate::event::rows_as_dead_letters;
+use crate::state::Snapshot;
 use crate::stream::{DEAD_LETTERS, Dataflow, StreamError, cast_to};
 use crate::time::EventTimeBuffer;
 
@@ -535,8 +536,21 @@ async fn run_to_end(
             df.sinks().len()
         )));
     }
+    let mut cp = Checkpoints::default();
     let restored = match conns.resume.take() {
-        Some(cp) => Some(restore(&mut df, &mut sources, &mut conns.sinks, &metrics, cp).await?),
+        Some(checkpoint) => {
+            cp.last = Some(checkpoint.0.clone());
+            Some(
+                restore(
+                    &mut df,
+                    &mut sources,
+                    &mut conns.sinks,
+                    &metrics,
+                    checkpoint,
+                )
+                .await?,
+            )
+        }
         None => None,
     };
     let start_epoch = conns
@@ -555,7 +569,6 @@ async fn run_to_end(
         .map(|(i, s)| spawn_sink(s, i, metrics.clone()))
         .collect();
     let store = opts.checkpoints.clone();
-    let mut in_flight = None;
     let result = drive(
         &mut df,
         &mut sources,
@@ -564,7 +577,7 @@ async fn run_to_end(
         &opts,
         &metrics,
         &stop,
-        &mut in_flight,
+        &mut cp,
         &mut epoch,
     )
     .await;
@@ -574,12 +587,12 @@ async fn run_to_end(
     let mut outcome = match result {
         Ok(()) => {
             epoch_end(
-                &df,
+                &mut df,
                 &mut sources,
                 &tasks,
                 &metrics,
                 store.as_ref(),
-                &mut in_flight,
+                &mut cp,
                 &mut epoch,
                 true,
             )
@@ -588,7 +601,7 @@ async fn run_to_end(
         Err(e) => {
             if store.is_none() {
                 let _ = commit_without_checkpoint(&tasks, epoch).await;
-            } else if let Err(late) = settle(&mut in_flight, &tasks, &metrics).await {
+            } else if let Err(late) = settle(&mut cp, &tasks, &metrics).await {
                 // The error that stopped the run says more; this one is logged.
                 tracing::error!("{late}");
             }
@@ -645,6 +658,14 @@ const SLOW_SINK: Duration = Duration::from_secs(10);
 
 /// A checkpoint being written off the pipeline's thread, and what its epoch's sinks
 /// prepared: they are told to commit once it is durable ([`settle`]).
+/// The checkpoint being written, if any, and the last durable one (or the one restored):
+/// the base the next checkpoint's changes chain onto.
+#[derive(Default)]
+struct Checkpoints {
+    in_flight: Option<InFlight>,
+    last: Option<Manifest>,
+}
+
 struct InFlight {
     epoch: u64,
     started: Instant,
@@ -657,11 +678,11 @@ struct InFlight {
 /// commit its epoch. Called before the next epoch's prepare, so that a sink has committed
 /// epoch `e` before checkpoint `e + 1` (which no longer holds `e`'s prepared rows) can exist.
 async fn settle(
-    in_flight: &mut Option<InFlight>,
+    cp: &mut Checkpoints,
     tasks: &[SinkTask],
     metrics: &Metrics,
 ) -> Result<(), RunError> {
-    let Some(f) = in_flight.take() else {
+    let Some(f) = cp.in_flight.take() else {
         return Ok(());
     };
     let manifest = f
@@ -669,7 +690,8 @@ async fn settle(
         .await
         .map_err(|err| RunError::Checkpoint(format!("the checkpoint writer failed: {err}")))?
         .map_err(|err| RunError::Checkpoint(err.to_string()))?;
-    let bytes: u64 = manifest.operators.iter().map(|o| o.bytes).sum();
+    let bytes = manifest.written_bytes();
+    let state_bytes = manifest.bytes();
     let total = f.started.elapsed();
     metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
     metrics.checkpoint_bytes.store(bytes, Ordering::Relaxed);
@@ -682,11 +704,13 @@ async fn settle(
     tracing::debug!(
         epoch = f.epoch,
         bytes,
+        state_bytes,
         paused_ms = f.paused.as_secs_f64() * 1000.0,
         total_ms = total.as_secs_f64() * 1000.0,
         "checkpoint written"
     );
     crate::fault::point("checkpointed", f.epoch);
+    cp.last = Some(manifest);
     commit_all(tasks, f.epoch, f.prepared).await
 }
 
@@ -713,16 +737,16 @@ async fn commit_all(
 /// returning.
 #[allow(clippy::too_many_arguments)]
 async fn epoch_end(
-    df: &Dataflow,
+    df: &mut Dataflow,
     sources: &mut [SourceState],
     tasks: &[SinkTask],
     metrics: &Metrics,
     store: Option<&CheckpointStore>,
-    in_flight: &mut Option<InFlight>,
+    cp: &mut Checkpoints,
     epoch: &mut u64,
     last: bool,
 ) -> Result<(), RunError> {
-    settle(in_flight, tasks, metrics).await?;
+    settle(cp, tasks, metrics).await?;
     let started = Instant::now();
     let e = *epoch;
     for s in sources.iter_mut() {
@@ -771,7 +795,8 @@ async fn epoch_end(
         metrics.epoch.store(*epoch, Ordering::Relaxed);
         return Ok(());
     };
-    let mut states = df.snapshot()?;
+    // Changes only when they can chain onto a durable checkpoint.
+    let mut states = df.snapshot(cp.last.is_some())?;
     let mut record = RunRecord {
         rejected_by_sinks: metrics.rejected_by_sinks.load(Ordering::Relaxed),
         ..RunRecord::default()
@@ -782,7 +807,7 @@ async fn epoch_end(
             Some(buf) => {
                 let (rows, marks) = buf.snapshot()?;
                 let held = rows.num_rows() as u64;
-                states.push((format!("{BUFFER_STATE}{}", s.name), rows));
+                states.push((format!("{BUFFER_STATE}{}", s.name), Snapshot::full(rows)));
                 (marks, held)
             }
             None => (Default::default(), 0),
@@ -806,7 +831,10 @@ async fn epoch_end(
     for (i, (t, p)) in tasks.iter().zip(&prepared).enumerate() {
         let m = &metrics.sinks[i];
         if !p.data.is_empty() {
-            states.push((format!("{SINK_STATE}{}", t.table), data_state(&p.data)?));
+            states.push((
+                format!("{SINK_STATE}{}", t.table),
+                Snapshot::full(data_state(&p.data)?),
+            ));
         }
         let committed = m.committed_rows.load(Ordering::Relaxed);
         record.sinks.push(SinkRecord {
@@ -819,18 +847,18 @@ async fn epoch_end(
             commits: m.commits.load(Ordering::Relaxed),
         });
     }
-    let store = store.clone();
-    *in_flight = Some(InFlight {
+    let (store, base) = (store.clone(), cp.last.clone());
+    cp.in_flight = Some(InFlight {
         epoch: e,
         started,
         paused: started.elapsed(),
-        write: tokio::task::spawn_blocking(move || store.write(e, &states, record)),
+        write: tokio::task::spawn_blocking(move || store.write(e, &states, record, base.as_ref())),
         prepared,
     });
     *epoch += 1;
     metrics.epoch.store(*epoch, Ordering::Relaxed);
     if last {
-        settle(in_flight, tasks, metrics).await?;
+        settle(cp, tasks, metrics).await?;
     }
     Ok(())
 }
@@ -912,7 +940,7 @@ async fn drive(
     opts: &RunOptions,
     metrics: &Metrics,
     stop: &AtomicBool,
-    in_flight: &mut Option<InFlight>,
+    cp: &mut Checkpoints,
     epoch: &mut u64,
 ) -> Result<(), RunError> {
     // Checkpoints come early (every 250 ms) until one has carried rows, so the first results
@@ -1054,19 +1082,22 @@ async fn drive(
             deliver(df, dead_index, tasks, metrics, out).await?;
             return Ok(());
         }
-        if in_flight.as_ref().is_some_and(|f| f.write.is_finished()) {
+        if cp.in_flight.as_ref().is_some_and(|f| f.write.is_finished()) {
             // Durable: the sinks commit now rather than at the next epoch's end.
-            settle(in_flight, tasks, metrics).await?;
+            settle(cp, tasks, metrics).await?;
         }
         acknowledge(sources, metrics, &mut acked)?;
-        if Instant::now() >= next_commit {
+        // An epoch ends once the previous checkpoint is durable: the dataflow never waits for
+        // a write (one that takes longer than the interval, such as a chain being folded into
+        // a whole state, lengthens the epoch instead).
+        if Instant::now() >= next_commit && cp.in_flight.is_none() {
             epoch_end(
                 df,
                 sources,
                 tasks,
                 metrics,
                 opts.checkpoints.as_ref(),
-                in_flight,
+                cp,
                 epoch,
                 false,
             )

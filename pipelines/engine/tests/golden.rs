@@ -481,10 +481,27 @@ async fn state_restores_exactly() {
         for stop in [1, 6, 11] {
             let mut first = plan().await.expect("plan");
             let mut got = Vec::new();
+            // A checkpoint after every batch, of changes once there is a whole state to chain
+            // onto; the state restored is each chain merged, as a checkpoint read gives it.
+            let mut chains: Vec<(String, RecordBatch, Vec<RecordBatch>)> = Vec::new();
             for b in &batches[..stop] {
                 feed(&mut first, b, &mut got);
+                let snaps = first.snapshot(!chains.is_empty()).expect("snapshot");
+                for (id, snap) in snaps {
+                    match chains.iter_mut().find(|c| c.0 == id) {
+                        Some(c) if snap.changes => c.2.push(snap.batch),
+                        Some(c) => *c = (id, snap.batch, Vec::new()),
+                        None => chains.push((id, snap.batch, Vec::new())),
+                    }
+                }
             }
-            let state = first.snapshot().expect("snapshot");
+            let state: Vec<(String, RecordBatch)> = chains
+                .into_iter()
+                .map(|(id, whole, changes)| {
+                    let merged = txguard_engine::state::merge(&whole, &changes).expect("merge");
+                    (id, merged)
+                })
+                .collect();
             drop(first);
             let mut second = plan().await.expect("plan");
             second.restore(&state).expect("restore");

@@ -122,12 +122,17 @@ impl Dataflow {
 
     /// Every stateful operator's state, as `(operator id, state)`: the id is the node's
     /// place and label (stable for the same pipeline file), the state's schema carries the
-    /// operator's fingerprint ([`crate::state`]).
-    pub fn snapshot(&self) -> Result<Vec<(String, RecordBatch)>, StreamError> {
+    /// operator's fingerprint ([`crate::state`]). With `changes_only`, an operator that
+    /// tracks its changes gives only those since its last snapshot or restore.
+    pub fn snapshot(
+        &mut self,
+        changes_only: bool,
+    ) -> Result<Vec<(String, crate::state::Snapshot)>, StreamError> {
         let mut out = Vec::new();
-        for (i, n) in self.nodes.iter().enumerate() {
-            if let Some(op) = n.op.stateful() {
-                out.push((format!("{i}-{}", n.label), op.snapshot()?));
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            let id = format!("{i}-{}", n.label);
+            if let Some(op) = n.op.stateful_mut() {
+                out.push((id, op.take_snapshot(changes_only)?));
             }
         }
         Ok(out)
