@@ -201,7 +201,8 @@ fn invalid(path: &Path, message: impl Into<String>) -> CheckpointError {
 
 /// A file name part for an operator id (letters, digits, `-` and `_`; anything else `_`).
 fn file_part(id: &str) -> String {
-    id.chars()
+    let safe: String = id
+        .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
                 c
@@ -209,7 +210,13 @@ fn file_part(id: &str) -> String {
                 '_'
             }
         })
-        .collect()
+        .collect();
+    // Operator ids carry their SQL and can be long: file names stay well under the 255
+    // bytes file systems allow, unique by a hash of the whole id.
+    if safe.len() <= 96 {
+        return safe;
+    }
+    format!("{}-{}", &safe[..64], &sha256(id.as_bytes())[..16])
 }
 
 /// A new writer id: 64 bits of a hash over the folder, the process, the clock and the

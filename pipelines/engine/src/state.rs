@@ -200,12 +200,18 @@ pub fn schema(fingerprint: &str, fields: Vec<Field>) -> SchemaRef {
 
 /// The `key` and `key_group` columns of keys (in order).
 pub fn key_columns<'a>(keys: impl Iterator<Item = Option<&'a [u8]>> + Clone) -> Vec<ArrayRef> {
-    let text: StringArray = keys
-        .clone()
-        .map(|k| k.map(|b| String::from_utf8_lossy(b).into_owned()))
-        .collect();
+    let n = keys.size_hint().0;
+    let mut text = arrow::array::StringBuilder::with_capacity(n, n * 8);
+    for k in keys.clone() {
+        match k.map(std::str::from_utf8) {
+            None => text.append_null(),
+            Some(Ok(k)) => text.append_value(k),
+            // Keys come from text columns; anything else is kept as readably as it can be.
+            Some(Err(_)) => text.append_value(String::from_utf8_lossy(k.unwrap_or_default())),
+        }
+    }
     let groups: UInt16Array = keys.map(key_group).collect();
-    vec![Arc::new(text), Arc::new(groups)]
+    vec![Arc::new(text.finish()), Arc::new(groups)]
 }
 
 /// A column of a snapshot by name, as `T`.
@@ -229,10 +235,15 @@ pub fn binary<'a>(state: &'a RecordBatch, name: &str) -> Result<&'a BinaryArray,
         .ok_or_else(|| ArrowError::SchemaError(format!("the saved state's {name} is not binary")))
 }
 
-/// Words as little-endian bytes, appended as one binary value.
+/// Words as little-endian bytes, appended as one binary value (written straight into the
+/// builder: no buffer per value).
 pub fn put_words(b: &mut BinaryBuilder, words: impl Iterator<Item = u64>) {
-    let bytes: Vec<u8> = words.flat_map(u64::to_le_bytes).collect();
-    b.append_value(bytes);
+    use std::io::Write;
+    for w in words {
+        // Writing into a builder's memory cannot fail.
+        let _ = b.write_all(&w.to_le_bytes());
+    }
+    b.append_value([]);
 }
 
 /// A binary value's little-endian words.
