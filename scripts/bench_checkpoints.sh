@@ -27,8 +27,9 @@ for round in 1 2; do
     echo "== round $round, $mode: $(grep -E '^done' <<<"$out" | cut -d'|' -f1)"
     grep -E "^(peak|checkpoints:)" <<<"$out" || true
     if [ "$mode" = checkpoints ]; then
-      grep "checkpoint written" <<<"$out" | sed -E 's/.*bytes=([0-9]+).*paused_ms=([0-9.]+).*total_ms=([0-9.]+).*/\1 \2 \3/' |
-        awk '{ n++; b=$1; s+=$2; t+=$3; if ($2>m) m=$2 } END { if (n) printf "  %d checkpoints: last %.1f MB, dataflow paused %.1f ms avg, %.1f ms max; barrier to durable %.1f ms avg\n", n, b/1e6, s/n, m, t/n }'
+      grep "checkpoint written" <<<"$out" | sed -E 's/.* bytes=([0-9]+) state_bytes=([0-9]+).*paused_ms=([0-9.]+).*total_ms=([0-9.]+).*/\1 \2 \3 \4/' |
+        awk '{ n++; w+=$1; b=$2; s+=$3; t+=$4; if ($3>m) m=$3 } END { if (n) printf "  %d checkpoints: state %.1f MB at the last, %.1f MB written per checkpoint avg; dataflow paused %.1f ms avg, %.1f ms max; barrier to durable %.1f ms avg\n", n, b/1e6, w/n/1e6, s/n, m, t/n }'
+      grep "checkpoint written" <<<"$out" | sed -E 's/.*epoch=([0-9]+) bytes=([0-9]+) state_bytes=([0-9]+).*paused_ms=([0-9.]+).*/    epoch \1: wrote \2 B of \3 B, paused \4 ms/' || true
     fi
   done
 done

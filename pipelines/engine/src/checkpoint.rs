@@ -358,23 +358,24 @@ impl CheckpointStore {
                     format!("changes to state {id} without a previous checkpoint holding it"),
                 ));
             };
-            let mut link = self.write_state(&folder, id, &snap.batch, ".changes")?;
-            link.changes = true;
-            let changed: u64 = chain.iter().skip(1).map(|o| o.bytes).sum::<u64>() + link.bytes;
+            let (name, bytes) = encode(&folder, id, &snap.batch, ".changes")?;
+            let changed: u64 =
+                chain.iter().skip(1).map(|o| o.bytes).sum::<u64>() + bytes.len() as u64;
             if changed <= whole.bytes && chain.len() < MAX_CHAIN {
+                let mut link = self.put_state(&folder, id, name, &snap.batch, &bytes)?;
+                link.changes = true;
                 operators.extend(chain);
                 operators.push(link);
                 continue;
             }
-            // Fold the chain into a whole state (the changes file stays unreferenced until
-            // the folder goes).
+            // Fold the chain into a whole state.
             let mut batches = Vec::with_capacity(chain.len() + 1);
             for o in &chain {
                 batches.push(self.read_state(o.epoch.unwrap_or(epoch), o)?);
             }
             batches.push(snap.batch.clone());
             let merged = crate::state::merge(&batches[0], &batches[1..])
-                .map_err(arrow(&folder.join(&link.file)))?;
+                .map_err(arrow(&folder.join(&name)))?;
             operators.push(self.write_state(&folder, id, &merged, "")?);
         }
         let manifest = Manifest {
@@ -403,21 +404,26 @@ impl CheckpointStore {
         batch: &RecordBatch,
         suffix: &str,
     ) -> Result<OperatorFile, CheckpointError> {
-        let name = format!("operator-{}{suffix}.arrow", file_part(id));
-        let path = folder.join(&name);
-        let mut buf = Vec::new();
-        {
-            let mut w = FileWriter::try_new(&mut buf, &batch.schema()).map_err(arrow(&path))?;
-            w.write(batch).map_err(arrow(&path))?;
-            w.finish().map_err(arrow(&path))?;
-        }
-        write_synced(&path, &buf)?;
+        let (name, bytes) = encode(folder, id, batch, suffix)?;
+        self.put_state(folder, id, name, batch, &bytes)
+    }
+
+    /// Writes the encoded state `bytes` of `batch` as file `name` into `folder`.
+    fn put_state(
+        &self,
+        folder: &Path,
+        id: &str,
+        name: String,
+        batch: &RecordBatch,
+        bytes: &[u8],
+    ) -> Result<OperatorFile, CheckpointError> {
+        write_synced(&folder.join(&name), bytes)?;
         Ok(OperatorFile {
             id: id.to_string(),
             file: name,
             rows: batch.num_rows(),
-            bytes: buf.len() as u64,
-            sha256: sha256(&buf),
+            bytes: bytes.len() as u64,
+            sha256: sha256(bytes),
             epoch: None,
             changes: false,
         })
@@ -579,6 +585,24 @@ impl CheckpointStore {
         }
         Ok(())
     }
+}
+
+/// A state file's name (`suffix` before the extension) and its Arrow IPC bytes.
+fn encode(
+    folder: &Path,
+    id: &str,
+    batch: &RecordBatch,
+    suffix: &str,
+) -> Result<(String, Vec<u8>), CheckpointError> {
+    let name = format!("operator-{}{suffix}.arrow", file_part(id));
+    let path = folder.join(&name);
+    let mut buf = Vec::new();
+    {
+        let mut w = FileWriter::try_new(&mut buf, &batch.schema()).map_err(arrow(&path))?;
+        w.write(batch).map_err(arrow(&path))?;
+        w.finish().map_err(arrow(&path))?;
+    }
+    Ok((name, buf))
 }
 
 /// Writes `bytes` to `path` and syncs it to disk.
@@ -846,6 +870,15 @@ mod tests {
             assert!(epoch < 4 + MAX_CHAIN as u64, "never folded: {base:?}");
         }
         assert!(!base.operators[0].changes && base.operators[0].epoch.is_none());
+        let folded: Vec<String> = fs::read_dir(store.folder(epoch - 1))
+            .expect("folder")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !folded.iter().any(|f| f.contains(".changes")),
+            "folded changes are not written: {folded:?}"
+        );
         let (m, states) = store.latest().expect("latest").expect("some");
         assert_eq!(m.epoch, epoch - 1);
         let want = with_many(&[

@@ -21,6 +21,10 @@
 //! through a `HashTable<u32>` of slot numbers (one hash per row), a key's frame rows are one
 //! flat deque of words (`ts`, a NULL mask, the frame inputs), and the per-key numbers — each
 //! frame's first row, the accumulators, LAG's previous row — are flat arrays indexed by slot.
+//!
+//! Checkpoints: one bit per slot notes that its state changed since the last snapshot, so a
+//! checkpoint's snapshot holds only the keys an epoch touched (and those it removed), not
+//! every key ([`crate::state::Stateful::take_snapshot`]).
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;

@@ -59,8 +59,10 @@ pub fn run(command: CheckpointsCommand) -> Result<()> {
     }
 }
 
+/// Bytes the checkpoint's own folder holds (earlier links of its chains are counted where
+/// they were written).
 fn size(m: &Manifest) -> u64 {
-    m.operators.iter().map(|o| o.bytes).sum()
+    m.written_bytes()
 }
 
 fn list(at: &Where) -> Result<()> {
@@ -144,16 +146,26 @@ fn inspect(at: &Where, epoch: Option<u64>) -> Result<()> {
     }
     let m = &manifest;
     println!(
-        "checkpoint {} in {}, taken {}, {} bytes{}",
+        "checkpoint {} in {}, taken {}, {} bytes written, {} read by a restore{}",
         m.epoch,
         store.dir().display(),
         format_micros(m.created_at),
         size(m),
+        m.bytes(),
         writer_note(&store)
     );
     println!("operators:");
     for o in &m.operators {
-        println!("  {:<40} {:>10} rows {:>12} bytes", o.id, o.rows, o.bytes);
+        let what = match (o.changes, o.epoch) {
+            (false, None) => String::new(),
+            (false, Some(e)) => format!("  whole state of checkpoint {e}"),
+            (true, None) => "  changes".to_string(),
+            (true, Some(e)) => format!("  changes of checkpoint {e}"),
+        };
+        println!(
+            "  {:<40} {:>10} rows {:>12} bytes{what}",
+            o.id, o.rows, o.bytes
+        );
     }
     println!("sources:");
     for s in &m.record.sources {
