@@ -621,6 +621,14 @@ mod tests {
 
     use super::*;
 
+    /// Why checkpoint `epoch` cannot be read.
+    fn read_error(store: &CheckpointStore, epoch: u64) -> String {
+        match store.read(epoch) {
+            Ok(_) => format!("checkpoint {epoch} reads"),
+            Err(e) => e.to_string(),
+        }
+    }
+
     fn state(n: i64) -> RecordBatch {
         let schema = Arc::new(Schema::new_with_metadata(
             vec![
@@ -726,13 +734,7 @@ mod tests {
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0x10;
         fs::write(&f, &bytes).expect("flip");
-        assert!(
-            store
-                .read(3)
-                .unwrap_err()
-                .to_string()
-                .contains("does not match")
-        );
+        assert!(read_error(&store, 3).contains("does not match"));
         // Epoch 2: cut short.
         let f = dir.path().join("checkpoint-0000002/operator-w.arrow");
         let bytes = fs::read(&f).expect("read");
@@ -849,13 +851,7 @@ mod tests {
             .join("checkpoint-0000002/operator-s.changes.arrow");
         let good = fs::read(&link).expect("read");
         fs::write(&link, &good[..good.len() / 2]).expect("truncate");
-        assert!(
-            store
-                .read(3)
-                .unwrap_err()
-                .to_string()
-                .contains("does not match")
-        );
+        assert!(read_error(&store, 3).contains("does not match"));
         fs::write(&link, &good).expect("repair");
         // Changes outgrowing the whole state are folded into a new one.
         let mut base = m3;
