@@ -27,12 +27,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use arrow::array::RecordBatch;
-
-use crate::state::Snapshot;
 use arrow::ipc::reader::FileReader;
 use arrow::ipc::writer::FileWriter;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::state::Snapshot;
 
 /// Why a checkpoint could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -337,7 +337,7 @@ impl CheckpointStore {
         let mut operators = Vec::with_capacity(states.len());
         for (id, snap) in states {
             if !snap.changes {
-                operators.push(self.write_state(&folder, id, &snap.batch, "")?);
+                operators.push(write_state(&folder, id, &snap.batch, "")?);
                 continue;
             }
             let chain: Vec<OperatorFile> = base
@@ -362,7 +362,7 @@ impl CheckpointStore {
             let changed: u64 =
                 chain.iter().skip(1).map(|o| o.bytes).sum::<u64>() + bytes.len() as u64;
             if changed <= whole.bytes && chain.len() < MAX_CHAIN {
-                let mut link = self.put_state(&folder, id, name, &snap.batch, &bytes)?;
+                let mut link = put_state(&folder, id, name, &snap.batch, &bytes)?;
                 link.changes = true;
                 operators.extend(chain);
                 operators.push(link);
@@ -376,7 +376,7 @@ impl CheckpointStore {
             batches.push(snap.batch.clone());
             let merged = crate::state::merge(&batches[0], &batches[1..])
                 .map_err(arrow(&folder.join(&name)))?;
-            operators.push(self.write_state(&folder, id, &merged, "")?);
+            operators.push(write_state(&folder, id, &merged, "")?);
         }
         let manifest = Manifest {
             version: VERSION,
@@ -394,39 +394,6 @@ impl CheckpointStore {
         fs::rename(&tmp, &done).map_err(io(&done))?;
         self.retain()?;
         Ok(manifest)
-    }
-
-    /// Writes one state file into `folder` (`suffix` before the extension).
-    fn write_state(
-        &self,
-        folder: &Path,
-        id: &str,
-        batch: &RecordBatch,
-        suffix: &str,
-    ) -> Result<OperatorFile, CheckpointError> {
-        let (name, bytes) = encode(folder, id, batch, suffix)?;
-        self.put_state(folder, id, name, batch, &bytes)
-    }
-
-    /// Writes the encoded state `bytes` of `batch` as file `name` into `folder`.
-    fn put_state(
-        &self,
-        folder: &Path,
-        id: &str,
-        name: String,
-        batch: &RecordBatch,
-        bytes: &[u8],
-    ) -> Result<OperatorFile, CheckpointError> {
-        write_synced(&folder.join(&name), bytes)?;
-        Ok(OperatorFile {
-            id: id.to_string(),
-            file: name,
-            rows: batch.num_rows(),
-            bytes: bytes.len() as u64,
-            sha256: sha256(bytes),
-            epoch: None,
-            changes: false,
-        })
     }
 
     /// Reads and verifies one state file of checkpoint `epoch`'s folder.
@@ -585,6 +552,37 @@ impl CheckpointStore {
         }
         Ok(())
     }
+}
+
+/// Writes one state file into `folder` (`suffix` before the extension).
+fn write_state(
+    folder: &Path,
+    id: &str,
+    batch: &RecordBatch,
+    suffix: &str,
+) -> Result<OperatorFile, CheckpointError> {
+    let (name, bytes) = encode(folder, id, batch, suffix)?;
+    put_state(folder, id, name, batch, &bytes)
+}
+
+/// Writes the encoded state `bytes` of `batch` as file `name` into `folder`.
+fn put_state(
+    folder: &Path,
+    id: &str,
+    name: String,
+    batch: &RecordBatch,
+    bytes: &[u8],
+) -> Result<OperatorFile, CheckpointError> {
+    write_synced(&folder.join(&name), bytes)?;
+    Ok(OperatorFile {
+        id: id.to_string(),
+        file: name,
+        rows: batch.num_rows(),
+        bytes: bytes.len() as u64,
+        sha256: sha256(bytes),
+        epoch: None,
+        changes: false,
+    })
 }
 
 /// A state file's name (`suffix` before the extension) and its Arrow IPC bytes.

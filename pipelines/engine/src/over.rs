@@ -415,16 +415,19 @@ impl OverWindows {
         self.dirty[w] |= 1u64 << (s & 63);
     }
 
-    /// Per slot, whether it holds a keyed key (not free, not the NULL key's).
-    fn live(&self) -> Vec<bool> {
-        let mut live = vec![true; self.slots.len()];
+    /// The slots of keys `keep` picks: the NULL key's first, then the others in slot order
+    /// (free slots skipped) — the order a restore allocates slots in.
+    fn slots_where(&self, keep: impl Fn(u32) -> bool) -> Vec<u32> {
+        let mut keyed = vec![true; self.slots.len()];
         for &f in &self.free {
-            live[f as usize] = false;
+            keyed[f as usize] = false;
         }
         if let Some(s) = self.null_key {
-            live[s as usize] = false;
+            keyed[s as usize] = false;
         }
-        live
+        let mut slots: Vec<u32> = self.null_key.filter(|&s| keep(s)).into_iter().collect();
+        slots.extend((0..self.slots.len() as u32).filter(|&s| keyed[s as usize] && keep(s)));
+        slots
     }
 
     fn is_dirty(&self, s: u32) -> bool {
@@ -517,7 +520,7 @@ impl OverWindows {
             return RecordBatch::try_new(schema, cols);
         }
         cols.push(Arc::new(arrow::array::BooleanArray::from_iter(
-            (0..removed.len() + slots.len()).map(|i| Some(i < removed.len())),
+            (0..n).map(|i| Some(i < removed.len())),
         )));
         RecordBatch::try_new(crate::state::changes_schema(&schema), cols)
     }
@@ -870,36 +873,19 @@ impl crate::state::Stateful for OverWindows {
     /// bytes, each a cache miss, took longer than the rest), and the order a restore
     /// allocates slots in, so the snapshot of a restored operator is the snapshot it came from.
     fn snapshot(&self) -> Result<RecordBatch, ArrowError> {
-        let mut slots: Vec<u32> = Vec::with_capacity(self.keys());
-        slots.extend(self.null_key);
-        let live = self.live();
-        slots.extend((0..self.slots.len() as u32).filter(|&s| live[s as usize]));
-        self.encode(&[], &slots, false)
+        self.encode(&[], &self.slots_where(|_| true), false)
     }
 
     /// Only the keys changed since the last snapshot or restore (removed keys first): never
     /// more work than the whole state, and usually much less (the checkpoint writer folds
     /// changes into a whole state off the pipeline's thread).
     fn take_snapshot(&mut self, changes_only: bool) -> Result<crate::state::Snapshot, ArrowError> {
-        let changed: usize = self.dirty.iter().map(|w| w.count_ones() as usize).sum();
         if !changes_only {
             let batch = crate::state::Stateful::snapshot(self)?;
             self.clear_changes();
             return Ok(crate::state::Snapshot::full(batch));
         }
-        let live = self.live();
-        let mut slots: Vec<u32> = Vec::with_capacity(changed);
-        slots.extend(self.null_key.filter(|&s| self.is_dirty(s)));
-        for (w, &bits) in self.dirty.iter().enumerate() {
-            let mut bits = bits;
-            while bits != 0 {
-                let s = (w as u32) * 64 + bits.trailing_zeros();
-                bits &= bits - 1;
-                if live.get(s as usize).copied().unwrap_or(false) {
-                    slots.push(s);
-                }
-            }
-        }
+        let slots = self.slots_where(|s| self.is_dirty(s));
         let removed: Vec<Option<&[u8]>> = self.removed.iter().map(|k| k.as_deref()).collect();
         let batch = self.encode(&removed, &slots, true)?;
         self.clear_changes();
@@ -1107,6 +1093,22 @@ mod tests {
             Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))),
         ];
         RecordBatch::try_new(schema, cols).expect("batch")
+    }
+
+    /// A batch of `batch`'s schema whose keys may be NULL.
+    fn nullable_batch(rows: &[(Option<String>, i64, f64)]) -> RecordBatch {
+        let keys: Vec<Option<&str>> = rows.iter().map(|r| r.0.as_deref()).collect();
+        RecordBatch::try_new(
+            batch(&[]).schema(),
+            vec![
+                Arc::new(StringArray::from(keys)),
+                Arc::new(TimestampMicrosecondArray::from_iter_values(
+                    rows.iter().map(|r| r.1),
+                )),
+                Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            ],
+        )
+        .expect("batch")
     }
 
     fn op(lag: bool) -> OverWindows {
@@ -1337,23 +1339,7 @@ mod tests {
                 (key, i / 3 * 7_000_000, ((i * 7919) % 1000) as f64 / 7.0)
             })
             .collect();
-        let batches: Vec<RecordBatch> = rows
-            .chunks(300)
-            .map(|c| {
-                let keys: Vec<Option<&str>> = c.iter().map(|r| r.0.as_deref()).collect();
-                RecordBatch::try_new(
-                    schema.clone(),
-                    vec![
-                        Arc::new(StringArray::from(keys)),
-                        Arc::new(TimestampMicrosecondArray::from_iter_values(
-                            c.iter().map(|r| r.1),
-                        )),
-                        Arc::new(Float64Array::from_iter_values(c.iter().map(|r| r.2))),
-                    ],
-                )
-                .expect("batch")
-            })
-            .collect();
+        let batches: Vec<RecordBatch> = rows.chunks(300).map(nullable_batch).collect();
         let new = || OverWindows::new(&schema, 0, 1, aggs(10 * MIN)).expect("operator");
         let mut whole = new();
         let want: Vec<RecordBatch> = batches
@@ -1387,7 +1373,6 @@ mod tests {
     #[test]
     fn incremental_snapshots_merged_restore_what_whole_ones_do() {
         use crate::state::Stateful;
-        let schema = batch(&[]).schema();
         // 2000 keys (and NULL), each batch touching ~300 over 75 s, the frame 8 batches long:
         // most snapshots hold only changes; keys idle for longer than the frame are evicted
         // (removed, without LAG).
@@ -1399,19 +1384,7 @@ mod tests {
                         (key, i * 250_000, ((i * 31) % 97) as f64)
                     })
                     .collect();
-                let keys: Vec<Option<&str>> = rows.iter().map(|r| r.0.as_deref()).collect();
-                let batch = RecordBatch::try_new(
-                    schema.clone(),
-                    vec![
-                        Arc::new(StringArray::from(keys)),
-                        Arc::new(TimestampMicrosecondArray::from_iter_values(
-                            rows.iter().map(|r| r.1),
-                        )),
-                        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))),
-                    ],
-                )
-                .expect("batch");
-                (batch, (b + 1) * 300 * 250_000)
+                (nullable_batch(&rows), (b + 1) * 300 * 250_000)
             })
             .collect();
         for lag in [false, true] {

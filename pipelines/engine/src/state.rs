@@ -66,13 +66,10 @@ pub trait Stateful {
     /// A snapshot for a checkpoint, after which changes are tracked anew. With
     /// `changes_only`, the operator may give only what changed since its last snapshot or
     /// restore (a batch with the snapshot's columns and [`REMOVED`] last, see [`merge`]);
-    /// it gives the whole state when it does not track changes or when most keys changed.
+    /// one that does not track changes gives the whole state.
     fn take_snapshot(&mut self, changes_only: bool) -> Result<Snapshot, ArrowError> {
         let _ = changes_only;
-        Ok(Snapshot {
-            batch: self.snapshot()?,
-            changes: false,
-        })
+        Ok(Snapshot::full(self.snapshot()?))
     }
 }
 
@@ -203,11 +200,13 @@ pub fn key_columns<'a>(keys: impl Iterator<Item = Option<&'a [u8]>> + Clone) -> 
     let n = keys.size_hint().0;
     let mut text = arrow::array::StringBuilder::with_capacity(n, n * 8);
     for k in keys.clone() {
-        match k.map(std::str::from_utf8) {
+        match k {
             None => text.append_null(),
-            Some(Ok(k)) => text.append_value(k),
             // Keys come from text columns; anything else is kept as readably as it can be.
-            Some(Err(_)) => text.append_value(String::from_utf8_lossy(k.unwrap_or_default())),
+            Some(b) => match std::str::from_utf8(b) {
+                Ok(k) => text.append_value(k),
+                Err(_) => text.append_value(String::from_utf8_lossy(b)),
+            },
         }
     }
     let groups: UInt16Array = keys.map(key_group).collect();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use txguard_engine::checkpoint::{CheckpointStore, Manifest};
+use txguard_engine::checkpoint::CheckpointStore;
 use txguard_engine::event::format_micros;
 
 use crate::commands::pipeline::{default_checkpoint_dir, load};
@@ -59,12 +59,6 @@ pub fn run(command: CheckpointsCommand) -> Result<()> {
     }
 }
 
-/// Bytes the checkpoint's own folder holds (earlier links of its chains are counted where
-/// they were written).
-fn size(m: &Manifest) -> u64 {
-    m.written_bytes()
-}
-
 fn list(at: &Where) -> Result<()> {
     let store = at.store()?;
     let epochs = store
@@ -76,7 +70,7 @@ fn list(at: &Where) -> Result<()> {
             Ok((m, _)) => serde_json::json!({
                 "epoch": epoch,
                 "created_at": format_micros(m.created_at),
-                "bytes": size(&m),
+                "bytes": m.written_bytes(),
                 "operators": m.operators.len(),
                 "ok": true,
             }),
@@ -150,7 +144,7 @@ fn inspect(at: &Where, epoch: Option<u64>) -> Result<()> {
         m.epoch,
         store.dir().display(),
         format_micros(m.created_at),
-        size(m),
+        m.written_bytes(),
         m.bytes(),
         writer_note(&store)
     );
