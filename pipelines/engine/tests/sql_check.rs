@@ -201,6 +201,31 @@ async fn mistakes_name_file_line_and_column() {
     }
 }
 
+/// DataFusion picks among equally close function names in hash-map order; the hint must be
+/// the same on every run (each planning context hashes with its own seed).
+#[tokio::test]
+async fn the_hint_for_an_unknown_function_is_the_same_every_time() {
+    let sql = GOOD.replace(
+        "iforest_score(log_amount, count_1h)",
+        "iforest_scor(log_amount, count_1h)",
+    );
+    let first = error_of(&sql).await;
+    assert!(
+        first.contains("pipeline.sql:37:1: INSERT INTO scored: unknown function iforest_scor (did you mean iforest_score?)"),
+        "{first}"
+    );
+    // Equally far (2 edits) from several built-ins: the nearest by name wins, every time.
+    let sql = GOOD.replace("ln(1 + amount)", "lx2(1 + amount)");
+    let first = error_of(&sql).await;
+    assert!(
+        first.contains("unknown function lx2 (did you mean "),
+        "{first}"
+    );
+    for _ in 0..20 {
+        assert_eq!(error_of(&sql).await, first);
+    }
+}
+
 #[test]
 fn intervals() {
     use txguard_engine::sql::parse_interval_micros as iv;

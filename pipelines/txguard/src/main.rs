@@ -1,6 +1,19 @@
 //! `txguard`: the command line. Parses arguments, sets up logging and dispatches to the
 //! subcommands in [`commands`].
 
+/// Prints a line to standard output. A closed stdout (`txguard validate FILE | head`) is the
+/// end of the output, as ripgrep treats it: the process exits 0 at once and quietly. Any other
+/// write error exits 2 naming it. Every command prints through this, never `println!` (which
+/// panics when the reader has gone).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            $crate::stdout_failed(e);
+        }
+    }};
+}
+
 mod commands;
 mod tabular;
 
@@ -100,6 +113,16 @@ fn no_transparent_hugepages() {
             libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
         }
     }
+}
+
+/// Where [`outln!`] goes when a write to stdout fails.
+#[cold]
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: writing to standard output: {e}");
+    std::process::exit(2);
 }
 
 fn main() -> ExitCode {

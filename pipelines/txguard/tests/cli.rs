@@ -357,3 +357,39 @@ fn validate_prints_the_dataflow_or_the_exact_mistake() {
         "{e}"
     );
 }
+
+/// `txguard … | head`: a reader that goes away is the end of the output, as ripgrep treats
+/// it — exit 0, no panic, nothing on stderr. The read end is closed before the command
+/// writes, so its first write meets a closed pipe every time.
+#[test]
+fn a_closed_stdout_ends_the_output_quietly() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let pipeline = repo.join("sql/pipeline.sql");
+    let model = repo.join("models/default.json");
+    let (pipeline, model) = (
+        pipeline.to_str().expect("utf8"),
+        model.to_str().expect("utf8"),
+    );
+    for args in [
+        vec!["validate", pipeline, "--model", model],
+        vec!["model", "info", model],
+        vec!["model", "info", model, "--json"],
+        vec!["generate", "--count", "100000", "--output", "-"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_txguard"))
+            .args(&args)
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !stderr.contains("panicked"),
+            "txguard {args:?}: {:?}\n{stderr}",
+            out.status
+        );
+    }
+}

@@ -2,7 +2,8 @@
 //! write), a file of raw text lines (`format = 'raw_string'`), an Avro object container file
 //! (`format = 'avro'`, its records by field name; positions `path record N`), or a Parquet
 //! file (what pandas' `to_parquet` writes), in file order. Lines are decoded into the table's declared columns
-//! ([`Decoder`]); bad lines become dead letters positioned `path:line`. Parquet is read as
+//! ([`Decoder`]); bad lines become dead letters positioned `path:line`. A blank line (only
+//! whitespace) is layout, not a message: it is skipped, and counted in line numbers. Parquet is read as
 //! Arrow, straight into the declared columns (by name; the file's types are cast to the
 //! declared ones, and a file without a declared column is refused at open); positions are
 //! `path row N`.

@@ -19,6 +19,7 @@ pub mod options;
 pub mod scratch;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -27,6 +28,7 @@ use arrow::array::RecordBatch;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::SinkExt;
 use futures::future::BoxFuture;
+use tls::Tls;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 use txguard_engine::connector::{Connector, ConnectorError, Prepared, Sink, SinkContext};
@@ -98,13 +100,19 @@ pub fn quote_table(name: &str) -> String {
 /// Why a Postgres connection could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("connection {0:?} is not a postgres:// URL or libpq keywords: {1}")]
-    Parse(String, String),
-    #[error("cannot connect to Postgres at {target}: {source}")]
+    /// The string itself is not echoed: it may hold a password.
+    #[error("the connection string is not a postgres:// URL or libpq keywords: {0}")]
+    Parse(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// `message` is the whole chain of causes (tokio-postgres' own text says only "error
+    /// performing TLS handshake").
+    #[error("cannot connect to Postgres at {target}: {message}{}", hint.as_deref().map(|h| format!(" ({h})")).unwrap_or_default())]
     Connect {
         target: String,
-        #[source]
-        source: tokio_postgres::Error,
+        message: String,
+        /// What to change, when the failure was the TLS handshake.
+        hint: Option<String>,
     },
 }
 
@@ -116,15 +124,25 @@ pub fn connection_string(explicit: Option<String>) -> String {
         .unwrap_or_else(|| DEFAULT_CONNECTION.to_string())
 }
 
-/// Parses `conn`, fills the password from `password_env` (default `PGPASSWORD`) when the
-/// string has none, and names the session `application_name` unless it names itself.
+/// A connection, parsed: tokio-postgres' settings and the TLS they are opened with.
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    pub pg: Config,
+    pub tls: Tls,
+}
+
+/// Parses `conn` (TLS keywords as libpq reads them, see [`tls`]), fills the password from
+/// `password_env` (default `PGPASSWORD`) when the string has none, and names the session
+/// `application_name` unless it names itself.
 pub fn config(
     conn: &str,
     password_env: Option<&str>,
     application_name: &str,
-) -> Result<Config, ConnectError> {
-    let mut cfg =
-        Config::from_str(conn).map_err(|e| ConnectError::Parse(conn.to_string(), e.to_string()))?;
+) -> Result<PgConfig, ConnectError> {
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let (rest, tls) = tls::split(conn, |k| std::env::var(k).ok(), home.as_deref())?;
+    let mut cfg = Config::from_str(&rest).map_err(|e| ConnectError::Parse(db_message(&e)))?;
+    cfg.ssl_mode(tls.mode.negotiation());
     if cfg.get_password().is_none()
         && let Ok(p) = std::env::var(password_env.unwrap_or("PGPASSWORD"))
     {
@@ -136,12 +154,14 @@ pub fn config(
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(Duration::from_secs(10));
     }
-    Ok(cfg)
+    Ok(PgConfig { pg: cfg, tls })
 }
 
-/// Where a config points, for messages (never the password).
-pub fn describe(cfg: &Config) -> String {
-    let host = cfg
+/// Where a config points, for messages (never the password), with its TLS mode unless it
+/// is libpq's default.
+pub fn describe(cfg: &PgConfig) -> String {
+    let pg = &cfg.pg;
+    let host = pg
         .get_hosts()
         .first()
         .map(|h| match h {
@@ -149,33 +169,55 @@ pub fn describe(cfg: &Config) -> String {
             tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
         })
         .unwrap_or_else(|| "localhost".into());
-    let port = cfg.get_ports().first().copied().unwrap_or(5432);
-    let db = cfg
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    let db = pg
         .get_dbname()
-        .or(cfg.get_user())
+        .or(pg.get_user())
         .unwrap_or("postgres")
         .to_string();
-    format!("{host}:{port}/{db}")
+    match cfg.tls.mode {
+        tls::SslMode::Prefer => format!("{host}:{port}/{db}"),
+        m => format!("{host}:{port}/{db} (sslmode={})", m.as_str()),
+    }
 }
 
 /// Opens a session; its connection runs on a tokio task that ends with the client.
-pub async fn connect(cfg: &Config) -> Result<Client, ConnectError> {
-    open_session(cfg)
-        .await
-        .map_err(|source| ConnectError::Connect {
+pub async fn connect(cfg: &PgConfig) -> Result<Client, ConnectError> {
+    open_session(cfg).await.map_err(|e| {
+        let message = db_message(&e);
+        let hint = message
+            .starts_with("error performing TLS handshake")
+            .then(|| tls::hint(cfg.tls.mode, &message))
+            .flatten();
+        ConnectError::Connect {
             target: describe(cfg),
-            source,
-        })
+            message,
+            hint,
+        }
+    })
 }
 
-async fn open_session(cfg: &Config) -> Result<Client, tokio_postgres::Error> {
-    let (client, conn) = cfg.connect(NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::warn!("Postgres session ended: {e}");
+async fn open_session(cfg: &PgConfig) -> Result<Client, tokio_postgres::Error> {
+    let client = match &cfg.tls.connector {
+        None => {
+            let (client, conn) = cfg.pg.connect(NoTls).await?;
+            tokio::spawn(watch(conn));
+            client
         }
-    });
+        Some(tls) => {
+            let (client, conn) = cfg.pg.connect(tls.clone()).await?;
+            tokio::spawn(watch(conn));
+            client
+        }
+    };
     Ok(client)
+}
+
+/// Drives a session's connection until it ends, saying why if it failed.
+async fn watch<F: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(conn: F) {
+    if let Err(e) = conn.await {
+        tracing::warn!("Postgres session ended: {e}");
+    }
 }
 
 /// Whether an error is the database being away or busy (retry) rather than a wrong
@@ -219,7 +261,7 @@ const UPSERT_RUN: u32 = 16;
 /// Writes one sink table's rows to one Postgres table.
 pub struct PostgresSink {
     name: String,
-    cfg: Config,
+    cfg: PgConfig,
     target: String,
     columns: Vec<String>,
     mode: WriteMode,
@@ -318,7 +360,7 @@ impl PostgresSink {
         name: &str,
         opts: &PostgresOptions,
         ctx: &SinkContext,
-        cfg: Config,
+        cfg: PgConfig,
         client: Client,
     ) -> Result<Self, Setup> {
         let schema = &ctx.schema;
@@ -769,10 +811,14 @@ pub fn db_message(e: &tokio_postgres::Error) -> String {
             m
         }
         None => {
+            // The causes, each once (TLS errors repeat their cause in their own text).
             let mut m = e.to_string();
             let mut src = std::error::Error::source(e);
             while let Some(s) = src {
-                m.push_str(&format!(": {s}"));
+                let text = s.to_string();
+                if !m.contains(&text) {
+                    m.push_str(&format!(": {text}"));
+                }
                 src = s.source();
             }
             m

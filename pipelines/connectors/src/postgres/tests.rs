@@ -544,3 +544,181 @@ async fn schema_init_is_idempotent_and_every_view_answers() {
     drop(c);
     db.drop_db().await.expect("drop");
 }
+
+/// A self-signed certificate no server here was issued by.
+fn unrelated_ca_pem() -> Vec<u8> {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::x509::{X509Builder, X509NameBuilder};
+    let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).expect("rsa")).expect("key");
+    let mut name = X509NameBuilder::new().expect("name");
+    name.append_entry_by_text("CN", "localhost").expect("cn");
+    let name = name.build();
+    let mut b = X509Builder::new().expect("builder");
+    b.set_version(2).expect("version");
+    b.set_subject_name(&name).expect("subject");
+    b.set_issuer_name(&name).expect("issuer");
+    b.set_pubkey(&key).expect("pubkey");
+    b.set_not_before(&Asn1Time::days_from_now(0).expect("t"))
+        .expect("not before");
+    b.set_not_after(&Asn1Time::days_from_now(1).expect("t"))
+        .expect("not after");
+    let serial = BigNum::from_u32(7)
+        .and_then(|n| n.to_asn1_integer())
+        .expect("serial");
+    b.set_serial_number(&serial).expect("serial");
+    b.sign(&key, MessageDigest::sha256()).expect("sign");
+    b.build().to_pem().expect("pem")
+}
+
+/// Connects with `conn` and asks the server whether the session is encrypted.
+async fn encrypted(conn: &str) -> Result<bool, ConnectError> {
+    let c = connect(&config(conn, None, "txguard tls test")?).await?;
+    let row = c
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("pg_stat_ssl");
+    Ok(row.get(0))
+}
+
+/// Every `sslmode` against the local server, whose certificate (self-signed, for `localhost`)
+/// is read from the server's own `ssl_cert_file` at test time; then the sink itself over
+/// `verify-full`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sslmode_against_the_local_server() {
+    let db = scratch().await;
+    let c = client(&db).await;
+    let ssl: String = c.query_one("SHOW ssl", &[]).await.expect("ssl").get(0);
+    assert_eq!(
+        ssl, "on",
+        "these tests need the server's TLS on (ssl = on in postgresql.conf)"
+    );
+    let cert_file: String = c
+        .query_one("SHOW ssl_cert_file", &[])
+        .await
+        .expect("ssl_cert_file")
+        .get(0);
+    let pem = std::fs::read(&cert_file)
+        .unwrap_or_else(|e| panic!("reading the server's certificate {cert_file}: {e}"));
+    let dir = tempfile::tempdir().expect("tmp");
+    let server_ca = dir.path().join("server ca.pem");
+    let other_ca = dir.path().join("other.pem");
+    std::fs::write(&server_ca, &pem).expect("write");
+    std::fs::write(&other_ca, unrelated_ca_pem()).expect("write");
+
+    let admin = config(&db.connection(), None, "t").expect("config");
+    let port = admin.pg.get_ports().first().copied().unwrap_or(5432);
+    let user = admin.pg.get_user().unwrap_or("postgres").to_string();
+    let base = |host: &str| format!("host={host} port={port} user={user} dbname={}", db.name);
+    let with = |host: &str, extra: &str| format!("{} {extra}", base(host));
+    let root = |p: &std::path::Path| format!("sslmode=verify-full sslrootcert='{}'", p.display());
+
+    assert!(
+        !encrypted(&with("127.0.0.1", "sslmode=disable"))
+            .await
+            .expect("disable")
+    );
+    assert!(
+        encrypted(&base("127.0.0.1"))
+            .await
+            .expect("prefer, libpq's default")
+    );
+    assert!(
+        encrypted(&with("127.0.0.1", "sslmode=require"))
+            .await
+            .expect("require")
+    );
+    let verify_ca = format!("sslmode=verify-ca sslrootcert='{}'", server_ca.display());
+    assert!(
+        encrypted(&with("127.0.0.1", &verify_ca))
+            .await
+            .expect("verify-ca checks no name")
+    );
+    assert!(
+        encrypted(&with("localhost", &root(&server_ca)))
+            .await
+            .expect("verify-full")
+    );
+    let url = format!(
+        "postgres://{user}@localhost:{port}/{}?sslmode=verify-full&sslrootcert={}",
+        db.name,
+        percent_encoding::utf8_percent_encode(
+            &server_ca.display().to_string(),
+            percent_encoding::NON_ALPHANUMERIC
+        )
+    );
+    assert!(encrypted(&url).await.expect("verify-full as a URL"));
+
+    // The certificate names localhost, not 127.0.0.1.
+    let e = encrypted(&with("127.0.0.1", &root(&server_ca)))
+        .await
+        .expect_err("wrong name");
+    let m = e.to_string();
+    assert!(
+        m.contains("sslmode=verify-full") && m.contains("does not name the host"),
+        "{m}"
+    );
+    // Signed by someone else: refused at verify-ca, and at require once a root is given
+    // (libpq's rule).
+    for extra in [
+        format!("sslmode=verify-ca sslrootcert='{}'", other_ca.display()),
+        format!("sslmode=require sslrootcert='{}'", other_ca.display()),
+    ] {
+        let m = encrypted(&with("localhost", &extra))
+            .await
+            .expect_err("other CA")
+            .to_string();
+        assert!(m.contains("not signed by a trusted root"), "{extra}: {m}");
+    }
+    let m = config(
+        &with(
+            "localhost",
+            "sslmode=verify-full sslrootcert=/no/such/ca.pem",
+        ),
+        None,
+        "t",
+    )
+    .expect_err("missing root")
+    .to_string();
+    assert!(
+        m.contains("/no/such/ca.pem") && m.contains("No such file"),
+        "{m}"
+    );
+
+    // The sink, over verify-full.
+    c.batch_execute("CREATE TABLE tx (transaction_id text PRIMARY KEY, amount float8 NOT NULL)")
+        .await
+        .expect("create");
+    let tls_opts = PostgresOptions {
+        connection: with("localhost", &root(&server_ca)),
+        ..opts(&db, "tx", None)
+    };
+    let mut sink = PostgresSink::open_with(
+        "tx",
+        &tls_opts,
+        SinkContext::new(tx_schema()).with_writer("test"),
+    )
+    .await
+    .expect("open over verify-full");
+    sink.write(tx_batch(0..500, 1.0)).await.expect("write");
+    sink.commit_now(1).await.expect("commit");
+    assert_eq!(count_and_sum(&c, "tx").await, (500, 500.0));
+    let sessions: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = 'txguard tx' AND s.ssl",
+            &[],
+        )
+        .await
+        .expect("sessions")
+        .get(0);
+    assert!(sessions >= 1, "the sink's session is encrypted");
+    drop(sink);
+    drop(c);
+    db.drop_db().await.expect("drop");
+}

@@ -63,18 +63,24 @@ impl<W: Write> StdoutSink<W> {
         Ok(StdoutSink::new(out, options::format(table)?))
     }
 
+    /// Formats the whole batch first and writes it with one `write_all`: standard output
+    /// is locked for that call, so the lines of two stdout sinks never interleave.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ArrowError> {
+        let mut text = Vec::new();
         match self.format {
             Format::Json => {
-                let mut w = arrow::json::LineDelimitedWriter::new(&mut self.out);
+                let mut w = arrow::json::LineDelimitedWriter::new(&mut text);
                 w.write(batch)?;
-                w.finish()
+                w.finish()?;
             }
             Format::Table => {
                 let t = arrow::util::pretty::pretty_format_batches(std::slice::from_ref(batch))?;
-                writeln!(self.out, "{t}").map_err(|e| ArrowError::IoError(e.to_string(), e))
+                writeln!(text, "{t}").map_err(|e| ArrowError::IoError(e.to_string(), e))?;
             }
         }
+        self.out
+            .write_all(&text)
+            .map_err(|e| ArrowError::IoError(e.to_string(), e))
     }
 
     pub fn into_inner(self) -> W {

@@ -387,9 +387,10 @@ pub async fn check(
     ctx.register_table(crate::stream::DEAD_LETTERS, Arc::new(dead))
         .map_err(|e| p.err(super::Loc::default(), e.to_string()))?;
     for v in &p.views {
-        ctx.sql(&v.sql)
-            .await
-            .map_err(|e| p.err(v.loc, format!("view {}: {}", v.name, strip(e))))?;
+        ctx.sql(&v.sql).await.map_err(|e| {
+            let m = stable_hint(&ctx, strip(e));
+            p.err(v.loc, format!("view {}: {m}", v.name))
+        })?;
     }
     for i in &p.inserts {
         let Some(sink) = p.table(&i.table) else {
@@ -404,10 +405,10 @@ pub async fn check(
                 format!("INSERT INTO {}: it is a source, not a sink", i.table),
             ));
         }
-        let df = ctx
-            .sql(&i.query)
-            .await
-            .map_err(|e| p.err(i.loc, format!("INSERT INTO {}: {}", i.table, strip(e))))?;
+        let df = ctx.sql(&i.query).await.map_err(|e| {
+            let m = stable_hint(&ctx, strip(e));
+            p.err(i.loc, format!("INSERT INTO {}: {m}", i.table))
+        })?;
         let got = df.schema().as_arrow();
         if sink.columns.is_empty() {
             return Err(p.err(
@@ -555,6 +556,31 @@ fn assignable(from: &DataType, to: &DataType) -> bool {
                 || from.is_numeric()
                 || matches!(from, DataType::Boolean | DataType::Timestamp(..))))
         || (matches!(from, DataType::Timestamp(..)) && matches!(to, DataType::Timestamp(..)))
+}
+
+/// DataFusion's "Invalid function 'x'.\nDid you mean 'y'?" names whichever of the equally
+/// close candidates its hash map yields first, so it changed from run to run: the hint is made
+/// again here over every function the session knows, nearest first, ties by name.
+fn stable_hint(ctx: &SessionContext, message: String) -> String {
+    let Some(rest) = message.strip_prefix("Invalid function '") else {
+        return message;
+    };
+    let Some((name, _)) = rest.split_once("'.") else {
+        return message;
+    };
+    let state = ctx.state();
+    let lower = name.to_lowercase();
+    let best = state
+        .scalar_functions()
+        .keys()
+        .chain(state.aggregate_functions().keys())
+        .chain(state.window_functions().keys())
+        .map(|c| (edit_distance(&lower, &c.to_lowercase()), c.as_str()))
+        .min();
+    match best {
+        Some((_, c)) => format!("unknown function {name} (did you mean {c}?)"),
+        None => format!("unknown function {name}"),
+    }
 }
 
 /// DataFusion's message without its error-kind prefix.

@@ -79,33 +79,36 @@ fn list(at: &Where) -> Result<()> {
         rows.push(row);
     }
     if at.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
     if rows.is_empty() {
-        println!("no checkpoints in {}", store.dir().display());
+        outln!("no checkpoints in {}", store.dir().display());
         return Ok(());
     }
-    println!(
+    outln!(
         "checkpoints in {}{}",
         store.dir().display(),
         writer_note(&store)
     );
-    println!(
+    outln!(
         "{:>8}  {:<27}  {:>12}  {:>9}  state",
-        "epoch", "taken", "bytes", "operators"
+        "epoch",
+        "taken",
+        "bytes",
+        "operators"
     );
     for r in rows {
         let epoch = r["epoch"].as_u64().unwrap_or_default();
         if r["ok"] == true {
-            println!(
+            outln!(
                 "{epoch:>8}  {:<27}  {:>12}  {:>9}  complete",
                 r["created_at"].as_str().unwrap_or(""),
                 r["bytes"].as_u64().unwrap_or_default(),
                 r["operators"].as_u64().unwrap_or_default()
             );
         } else {
-            println!(
+            outln!(
                 "{epoch:>8}  {:<27}  {:>12}  {:>9}  unusable: {}",
                 "",
                 "",
@@ -135,11 +138,11 @@ fn inspect(at: &Where, epoch: Option<u64>) -> Result<()> {
         },
     };
     if at.json {
-        println!("{}", serde_json::to_string_pretty(&manifest)?);
+        outln!("{}", serde_json::to_string_pretty(&manifest)?);
         return Ok(());
     }
     let m = &manifest;
-    println!(
+    outln!(
         "checkpoint {} in {}, taken {}, {} bytes written, {} read by a restore{}",
         m.epoch,
         store.dir().display(),
@@ -148,7 +151,7 @@ fn inspect(at: &Where, epoch: Option<u64>) -> Result<()> {
         m.bytes(),
         writer_note(&store)
     );
-    println!("operators:");
+    outln!("operators:");
     for o in &m.operators {
         let what = match (o.changes, o.epoch) {
             (false, None) => String::new(),
@@ -156,14 +159,16 @@ fn inspect(at: &Where, epoch: Option<u64>) -> Result<()> {
             (true, None) => "  changes".to_string(),
             (true, Some(e)) => format!("  changes of checkpoint {e}"),
         };
-        println!(
+        outln!(
             "  {:<40} {:>10} rows {:>12} bytes{what}",
-            o.id, o.rows, o.bytes
+            o.id,
+            o.rows,
+            o.bytes
         );
     }
-    println!("sources:");
+    outln!("sources:");
     for s in &m.record.sources {
-        println!(
+        outln!(
             "  {}: at {}; watermark {}; {} rows held; {} in, {} dead, {} late{}",
             s.name,
             s.shown,
@@ -176,13 +181,16 @@ fn inspect(at: &Where, epoch: Option<u64>) -> Result<()> {
             s.late,
             if s.done { "; ended" } else { "" }
         );
-        println!("    resumes at {}", s.position);
+        outln!("    resumes at {}", s.position);
     }
-    println!("sinks:");
+    outln!("sinks:");
     for s in &m.record.sinks {
-        println!(
+        outln!(
             "  {}: {} rows prepared for epoch {}, {} committed before",
-            s.table, s.prepared_rows, m.epoch, s.committed_rows
+            s.table,
+            s.prepared_rows,
+            m.epoch,
+            s.committed_rows
         );
     }
     Ok(())

@@ -303,17 +303,19 @@ pub fn run(args: MetabaseArgs) -> Result<()> {
 async fn provision(args: MetabaseArgs) -> Result<()> {
     let (dash, questions) = load_dashboard(&args.dir)?;
     let cfg = postgres::config(&args.connection, None, "metabase")?;
-    let host = match cfg.get_hosts().first() {
+    let host = match cfg.pg.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
         _ => bail!("--connection must name a TCP host Metabase can reach"),
     };
     let details = json!({
         "host": host,
-        "port": cfg.get_ports().first().copied().unwrap_or(5432),
-        "dbname": cfg.get_dbname().or(cfg.get_user()).unwrap_or("postgres"),
-        "user": cfg.get_user().unwrap_or("postgres"),
-        "password": cfg.get_password().map(|p| String::from_utf8_lossy(p).into_owned()),
-        "ssl": false,
+        "port": cfg.pg.get_ports().first().copied().unwrap_or(5432),
+        "dbname": cfg.pg.get_dbname().or(cfg.pg.get_user()).unwrap_or("postgres"),
+        "user": cfg.pg.get_user().unwrap_or("postgres"),
+        "password": cfg.pg.get_password().map(|p| String::from_utf8_lossy(p).into_owned()),
+        // Metabase connects from its own machine: it gets the mode, not our root certificate.
+        "ssl": cfg.tls.mode >= postgres::tls::SslMode::Require,
+        "ssl-mode": cfg.tls.mode.as_str(),
     });
     let api = Api::login(&args.url, &args.user, &args.password).await?;
     let mut tally = Tally::default();
@@ -473,7 +475,7 @@ async fn provision(args: MetabaseArgs) -> Result<()> {
         }),
     )
     .await?;
-    println!(
+    outln!(
         "{}/dashboard/{dash_id}: {} created, {} updated{}",
         api.base,
         tally.created.len(),

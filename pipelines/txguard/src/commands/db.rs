@@ -61,7 +61,7 @@ async fn run_async(args: DbArgs) -> Result<()> {
         DbCommand::Init => {
             let mut c = connect().await?;
             admin::init(&mut c).await?;
-            println!(
+            outln!(
                 "{target}: tables {} and views {} are ready",
                 admin::TABLES.join(", "),
                 admin::VIEWS.join(", ")
@@ -71,7 +71,7 @@ async fn run_async(args: DbArgs) -> Result<()> {
             let c = connect().await?;
             let s = admin::stats(&c).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&stats_json(&s))?);
+                outln!("{}", serde_json::to_string_pretty(&stats_json(&s))?);
             } else {
                 print_stats(&target, &s);
             }
@@ -89,7 +89,7 @@ async fn run_async(args: DbArgs) -> Result<()> {
             }
             let mut c = c;
             admin::reset(&mut c).await?;
-            println!("{target}: dropped {rows} rows; tables and views recreated empty");
+            outln!("{target}: dropped {rows} rows; tables and views recreated empty");
         }
     }
     Ok(())
@@ -118,29 +118,30 @@ fn fmt_opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
 }
 
 fn print_stats(target: &str, s: &admin::Stats) {
-    println!("{target}");
-    println!("  {:<22} {:>12}  {:>12}", "table", "rows", "last write");
+    outln!("{target}");
+    outln!("  {:<22} {:>12}  {:>12}", "table", "rows", "last write");
     for t in &s.tables {
         match t.rows {
-            Some(n) => println!(
+            Some(n) => outln!(
                 "  {:<22} {:>12}  {:>12}",
                 t.table,
                 n,
                 fmt_opt(t.last_write_age_s, |a| format!("{a:.1}s ago"))
             ),
-            None => println!(
+            None => outln!(
                 "  {:<22} {:>12}",
-                t.table, "missing (run `txguard db init`)"
+                t.table,
+                "missing (run `txguard db init`)"
             ),
         }
     }
-    println!(
+    outln!(
         "  anomaly rate {}   precision {}   recall {}",
         fmt_opt(s.anomaly_rate, |r| format!("{:.3}%", r * 100.0)),
         fmt_opt(s.precision, |r| format!("{r:.3}")),
         fmt_opt(s.recall, |r| format!("{r:.3}")),
     );
-    println!(
+    outln!(
         "  last minute: {} rows written, event time to written {}",
         fmt_opt(s.rows_last_minute, |n| n.to_string()),
         fmt_opt(s.event_lag_s, |l| format!("{l:.1}s"))

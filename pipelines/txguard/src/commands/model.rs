@@ -67,7 +67,7 @@ pub fn info(path: &Path, json: bool) -> Result<()> {
     let f = load(path)?;
     let card = f.card();
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(card).context("serialising the card")?
         );
@@ -81,41 +81,41 @@ pub fn info(path: &Path, json: bool) -> Result<()> {
         .max()
         .unwrap_or(0);
     let nodes: usize = f.model_file().trees.iter().map(|t| t.n_nodes()).sum();
-    println!("model        {}", path.display());
+    outln!("model        {}", path.display());
     if let Some(n) = &card.name {
-        println!("name         {n}");
+        outln!("name         {n}");
     }
-    println!("version      {}", f.version());
-    println!(
+    outln!("version      {}", f.version());
+    outln!(
         "features     {} ({})",
         f.n_features(),
         f.features().join(", ")
     );
-    println!(
+    outln!(
         "trees        {} (max_samples {}, max depth {depth}, {nodes} nodes)",
         f.n_estimators(),
         f.max_samples()
     );
-    println!("offset       {}", f.offset());
-    println!(
+    outln!("offset       {}", f.offset());
+    outln!(
         "scoring      {} on this CPU ({} overrides)",
         scoring(&f),
         txguard_iforest::KERNEL_ENV
     );
-    println!("created      {} by {}", card.created_at, card.trainer);
+    outln!("created      {} by {}", card.created_at, card.trainer);
     let rows = card
         .training_rows
         .map(|r| r.to_string())
         .unwrap_or_else(|| "unknown".into());
     match card.training_seconds {
-        Some(s) => println!("training     {rows} rows in {s:.2} s"),
-        None => println!("training     {rows} rows"),
+        Some(s) => outln!("training     {rows} rows in {s:.2} s"),
+        None => outln!("training     {rows} rows"),
     }
     if let Some(src) = &card.data_source {
-        println!("data source  {src}");
+        outln!("data source  {src}");
     }
     if let Some(fp) = &card.data_fingerprint {
-        println!("fingerprint  {fp}");
+        outln!("fingerprint  {fp}");
     }
     if !card.params.is_empty() {
         let p: Vec<String> = card
@@ -123,11 +123,11 @@ pub fn info(path: &Path, json: bool) -> Result<()> {
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        println!("params       {}", p.join(" "));
+        outln!("params       {}", p.join(" "));
     }
     match &card.metrics {
         Some(m) => {
-            println!(
+            outln!(
                 "metrics      ROC AUC {}, PR AUC {} on {} labelled rows ({} anomalous); flags {:.2}% of training rows",
                 fmt_metric(m.roc_auc),
                 fmt_metric(m.pr_auc),
@@ -136,10 +136,10 @@ pub fn info(path: &Path, json: bool) -> Result<()> {
                 m.flagged_rate * 100.0
             );
         }
-        None => println!("metrics      none (trained without labels)"),
+        None => outln!("metrics      none (trained without labels)"),
     }
     if let Some(n) = &card.notes {
-        println!("notes        {n}");
+        outln!("notes        {n}");
     }
     Ok(())
 }

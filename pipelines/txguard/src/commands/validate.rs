@@ -86,7 +86,7 @@ pub fn run(args: ValidateArgs) -> Result<()> {
     // Checks the connectors and options, then plans.
     let df = rt.block_on(crate::commands::pipeline::plan(&mut p, &functions))?;
 
-    println!("{}: valid", args.pipeline.display());
+    outln!("{}: valid", args.pipeline.display());
     for t in &p.tables {
         let spec = connectors.iter().find(|c| c.name == t.connector);
         let role = spec
@@ -104,26 +104,26 @@ pub fn run(args: ValidateArgs) -> Result<()> {
                 )
             })
             .unwrap_or_default();
-        println!("  {role:<6} {} [{}{wm}]", t.name, t.connector);
+        outln!("  {role:<6} {} [{}{wm}]", t.name, t.connector);
     }
     for v in &p.views {
         let from: Vec<String> = inputs(&p, &v.sql)
             .into_iter()
             .filter(|n| *n != v.name)
             .collect();
-        println!("  view   {} <- {}", v.name, from.join(", "));
+        outln!("  view   {} <- {}", v.name, from.join(", "));
     }
     for i in &p.inserts {
-        println!(
+        outln!(
             "  insert {} <- {} (line {})",
             i.table,
             inputs(&p, &i.query).join(", "),
             i.loc.line
         );
     }
-    println!("dataflow (each operator under its input):");
+    outln!("dataflow (each operator under its input):");
     for line in df.describe().lines() {
-        println!("  {line}");
+        outln!("  {line}");
     }
     Ok(())
 }
