@@ -126,6 +126,9 @@ pub struct SourceRecord {
     pub messages_in: u64,
     pub rows: u64,
     pub dead: u64,
+    /// Of `dead`, the rows that failed a CHECK (older checkpoints: 0).
+    #[serde(default)]
+    pub check_failed: u64,
     pub late: u64,
     pub released: u64,
     /// Whether it had ended.

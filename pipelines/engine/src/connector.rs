@@ -127,6 +127,12 @@ pub trait Source: Send {
         None
     }
 
+    /// Per partition of its input (Kafka), how many messages it is behind the partition's
+    /// end, as last reported (for `/metrics`); empty for a source without partitions.
+    fn partition_lag(&self) -> Vec<(i32, i64)> {
+        Vec::new()
+    }
+
     /// A checkpoint barrier for `epoch`: of the rows this source has given, those with event
     /// time before `released_before` (all of them, when `None`) are in the dataflow; the rest
     /// wait in the runtime's event-time buffer. A source with offsets records here how far

@@ -14,6 +14,7 @@ pub mod constraints;
 pub mod decode;
 pub mod event;
 pub mod fault;
+pub mod histogram;
 pub mod over;
 pub mod runtime;
 pub mod sql;

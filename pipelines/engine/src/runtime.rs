@@ -21,6 +21,7 @@ use crate::checkpoint::{
 use crate::connector::{ConnectorError, Poll, Prepared, Sink, Source};
 use crate::constraints::Constraints;
 use crate::event::rows_as_dead_letters;
+use crate::histogram::Histogram;
 use crate::state::Snapshot;
 use crate::stream::{DEAD_LETTERS, Dataflow, StreamError, cast_to};
 use crate::time::EventTimeBuffer;
@@ -58,12 +59,17 @@ pub struct SourceMetrics {
     /// Messages read (decoded rows plus rejected messages).
     pub messages_in: AtomicU64,
     pub rows: AtomicU64,
+    /// Messages and rows sent to the dead letters: undecodable messages and rows failing a
+    /// CHECK (`check_failed` of them); late rows are counted apart, in `late`.
     pub dead: AtomicU64,
+    pub check_failed: AtomicU64,
     pub late: AtomicU64,
     /// Rows released to the dataflow (on time).
     pub released: AtomicU64,
     /// Current watermark, µs since the epoch (i64::MIN before any row).
     pub watermark: AtomicI64,
+    /// Per partition (Kafka), messages behind its end; refreshed at every checkpoint.
+    pub partition_lag: std::sync::Mutex<Vec<(i32, i64)>>,
 }
 
 /// Counters of one sink.
@@ -76,7 +82,19 @@ pub struct SinkMetrics {
     pub committed_rows: AtomicU64,
     /// The last epoch this sink made durable (0 = none yet).
     pub committed_epoch: AtomicU64,
+    /// Batches handed to the sink and not yet taken by it (of [`SINK_QUEUE`]): a full queue
+    /// is a sink holding the pipeline back.
+    pub queued: AtomicU64,
+    /// Per row: from being handed to the sink to its commit being durable.
+    pub commit_latency: Histogram,
+    /// Per commit: how long the sink's commit took.
+    pub commit_seconds: Histogram,
+    /// When the last commit finished (µs since the Unix epoch; 0 = none yet).
+    pub last_commit_micros: AtomicI64,
 }
+
+/// Batches (and checkpoint messages) a sink's queue holds before the pipeline waits for it.
+pub const SINK_QUEUE: usize = 8;
 
 /// What the runtime has done so far; shared with the web UI and `/metrics`.
 #[derive(Debug, Default)]
@@ -160,7 +178,8 @@ impl From<arrow::error::ArrowError> for RunError {
 }
 
 enum SinkMsg {
-    Rows(RecordBatch),
+    /// Rows, and when they were handed over (for the commit latency).
+    Rows(RecordBatch, Instant),
     /// Phase one of an epoch: the reply carries what phase two needs.
     Prepare(u64, oneshot::Sender<Result<Prepared, ConnectorError>>),
     /// Phase two, once the checkpoint holding the prepared epoch is durable.
@@ -178,14 +197,18 @@ fn now_micros() -> i64 {
 }
 
 fn spawn_sink(mut sink: Box<dyn Sink>, index: usize, metrics: Arc<Metrics>) -> SinkTask {
-    let (tx, mut rx) = mpsc::channel::<SinkMsg>(8);
+    let (tx, mut rx) = mpsc::channel::<SinkMsg>(SINK_QUEUE);
     let table = metrics.sinks[index].table.clone();
     let handle = tokio::spawn(async move {
         let (mut pending, mut prepared_rows) = (0u64, 0u64);
+        // When each batch of the open epoch, and of the prepared one, was handed over.
+        let (mut handed, mut prepared_handed) = (Vec::new(), Vec::new());
         while let Some(msg) = rx.recv().await {
             match msg {
-                SinkMsg::Rows(b) => {
+                SinkMsg::Rows(b, at) => {
+                    metrics.sinks[index].queued.fetch_sub(1, Ordering::Relaxed);
                     pending += b.num_rows() as u64;
+                    handed.push((at, b.num_rows() as u64));
                     sink.write(b).await?;
                 }
                 SinkMsg::Prepare(epoch, reply) => {
@@ -196,11 +219,20 @@ fn spawn_sink(mut sink: Box<dyn Sink>, index: usize, metrics: Arc<Metrics>) -> S
                         return Err(e);
                     }
                     prepared_rows = std::mem::take(&mut pending);
+                    prepared_handed = std::mem::take(&mut handed);
                 }
                 SinkMsg::Commit(epoch, prepared) => {
+                    let started = Instant::now();
                     sink.commit(epoch, prepared).await?;
                     crate::fault::point(&format!("committed:{index}"), epoch);
                     let m = &metrics.sinks[index];
+                    let done = Instant::now();
+                    m.commit_seconds
+                        .observe_n((done - started).as_secs_f64(), 1);
+                    for (at, n) in prepared_handed.drain(..) {
+                        m.commit_latency.observe_n((done - at).as_secs_f64(), n);
+                    }
+                    m.last_commit_micros.store(now_micros(), Ordering::Relaxed);
                     m.commits.fetch_add(1, Ordering::Relaxed);
                     m.committed_epoch.store(epoch, Ordering::Release);
                     m.committed_rows
@@ -431,6 +463,7 @@ async fn restore(
         m.messages_in.store(rec.messages_in, Ordering::Relaxed);
         m.rows.store(rec.rows, Ordering::Relaxed);
         m.dead.store(rec.dead, Ordering::Relaxed);
+        m.check_failed.store(rec.check_failed, Ordering::Relaxed);
         m.late.store(rec.late, Ordering::Relaxed);
         m.released.store(rec.released, Ordering::Relaxed);
         m.watermark
@@ -812,6 +845,9 @@ async fn epoch_end(
             }
             None => (Default::default(), 0),
         };
+        if let Ok(mut lag) = m.partition_lag.lock() {
+            *lag = s.source.partition_lag();
+        }
         let watermark = m.watermark.load(Ordering::Relaxed);
         record.sources.push(SourceRecord {
             name: s.name.clone(),
@@ -823,6 +859,7 @@ async fn epoch_end(
             messages_in: m.messages_in.load(Ordering::Relaxed),
             rows: m.rows.load(Ordering::Relaxed),
             dead: m.dead.load(Ordering::Relaxed),
+            check_failed: m.check_failed.load(Ordering::Relaxed),
             late: m.late.load(Ordering::Relaxed),
             released: m.released.load(Ordering::Relaxed),
             done: s.done,
@@ -872,7 +909,13 @@ async fn send(
         metrics.sinks[s]
             .rows
             .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-        if tasks[s].tx.send(SinkMsg::Rows(b)).await.is_err() {
+        metrics.sinks[s].queued.fetch_add(1, Ordering::Relaxed);
+        if tasks[s]
+            .tx
+            .send(SinkMsg::Rows(b, Instant::now()))
+            .await
+            .is_err()
+        {
             return Err(RunError::SinkStopped(tasks[s].table.clone()));
         }
     }
@@ -993,6 +1036,8 @@ async fn drive(
                         bad += broken.num_rows();
                         reason = reasons.last().cloned();
                         m.dead
+                            .fetch_add(broken.num_rows() as u64, Ordering::Relaxed);
+                        m.check_failed
                             .fetch_add(broken.num_rows() as u64, Ordering::Relaxed);
                         let dead =
                             rows_as_dead_letters(&s.name, &broken, &reasons, &s.source.position())?;

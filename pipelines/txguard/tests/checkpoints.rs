@@ -304,7 +304,10 @@ async fn pg_digest(c: &tokio_postgres::Client, table: &str) -> (i64, String) {
     (row.get(0), row.get(1))
 }
 
-/// Terminates every session of the run's sinks in database `db` every 200 ms until `stop`.
+/// Terminates every session of the run's sinks in database `db` every 200 ms, for 8 s (or
+/// until `stop`): a database dropping connections for a while, then back. (Terminated
+/// forever, an epoch whose one transaction takes longer than 200 ms could never land: the
+/// sink retries it whole, by design of one transaction per epoch.)
 async fn terminate_sessions(
     conn: String,
     db: String,
@@ -316,7 +319,8 @@ async fn terminate_sessions(
             .await
             .expect("connect");
     let mut terminated = 0;
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(8);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && tokio::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let rows = c
             .query(
@@ -342,7 +346,8 @@ fn killed_runs_into_postgres_write_every_row_once() {
     transactions(root.path(), 80_000);
     let mut digests = Vec::new();
     // An uninterrupted run; runs SIGKILLed and restarted; a run whose database sessions are
-    // terminated every 200 ms (the database restarting, a proxy dropping connections).
+    // terminated every 200 ms for 8 s (the database restarting, a proxy dropping
+    // connections), then left alone.
     for mode in ["reference", "killed", "terminated"] {
         let db = rt
             .block_on(ScratchDb::create(&server))

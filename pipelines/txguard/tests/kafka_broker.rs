@@ -5,108 +5,12 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::broker::{Broker, free_port};
 use common::{read_tables, repo, run_pipeline};
-
-/// The tansu binary scripts/setup.sh builds (or `$TXGUARD_TANSU`).
-fn tansu() -> PathBuf {
-    std::env::var("TXGUARD_TANSU")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").expect("HOME"))
-                .join(".cache/txguard/tansu/bin/tansu")
-        })
-}
-
-/// A tansu broker on a free loopback port, killed on drop.
-struct Broker {
-    child: Child,
-    addr: String,
-}
-
-/// A free port on the loopback interface.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-impl Broker {
-    fn start() -> Broker {
-        Self::start_advertising(None)
-    }
-
-    /// A broker that tells clients to connect to `advertised` (a port on 127.0.0.1) instead
-    /// of its own, e.g. a TLS front of it.
-    fn start_advertising(advertised: Option<u16>) -> Broker {
-        let bin = tansu();
-        assert!(
-            bin.exists(),
-            "{} is missing: run scripts/setup.sh (it builds the tansu broker once)",
-            bin.display()
-        );
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let advertised_url = format!("tcp://127.0.0.1:{}", advertised.unwrap_or(port));
-        let child = Command::new(&bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &advertised_url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu");
-        let addr = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not start listening on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Broker { child, addr }
-    }
-
-    fn create_topic(&self, name: &str, partitions: u32) {
-        let bin = tansu();
-        let out = Command::new(bin)
-            .args([
-                "topic",
-                "create",
-                name,
-                "--partitions",
-                &partitions.to_string(),
-                "--broker",
-                &format!("tcp://{}", self.addr),
-            ])
-            .output()
-            .expect("tansu topic create");
-        assert!(
-            out.status.success(),
-            "creating {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn client(args: &[&str]) -> serde_json::Value {
     common::python_json("kafka/client.py", args)

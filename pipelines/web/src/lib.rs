@@ -14,13 +14,17 @@ use axum::http::header;
 use axum::response::{Html, IntoResponse, Json};
 use axum::routing::get;
 use serde::Serialize;
-use txguard_engine::runtime::Metrics;
+use txguard_engine::runtime::{Metrics, SINK_QUEUE};
+use txguard_iforest_datafusion::ScoreStats;
 
 /// What the UI shows besides the counters.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunInfo {
     pub pipeline: String,
     pub model_versions: Vec<String>,
+    /// What each model's `iforest_score` scored (for `/metrics`).
+    #[serde(skip)]
+    pub score_stats: Vec<Arc<ScoreStats>>,
     /// Sink table → where it writes (e.g. a Delta path).
     pub sink_locations: Vec<(String, String)>,
 }
@@ -174,8 +178,43 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// One series of a histogram: its labels (without `le`), cumulative `(le, count)` buckets
+/// and the sum.
+type HistogramSeries = (String, Vec<(f64, u64)>, f64);
+
+/// One histogram family.
+fn histogram(out: &mut String, name: &str, help: &str, series: Vec<HistogramSeries>) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (labels, buckets, sum) in series {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut count = 0;
+        for (le, n) in &buckets {
+            let le = if le.is_infinite() {
+                "+Inf".to_string()
+            } else {
+                le.to_string()
+            };
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {n}");
+            count = *n;
+        }
+        if buckets.last().is_some_and(|(le, _)| le.is_finite()) {
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        }
+        let braces = |s: &str| {
+            if s.is_empty() {
+                String::new()
+            } else {
+                format!("{{{s}}}")
+            }
+        };
+        let _ = writeln!(out, "{name}_sum{} {sum}", braces(&labels));
+        let _ = writeln!(out, "{name}_count{} {count}", braces(&labels));
+    }
+}
+
 /// The metrics in Prometheus' text exposition format.
-pub fn render_prometheus(m: &Metrics) -> String {
+pub fn render_prometheus(m: &Metrics, info: &RunInfo) -> String {
     let mut out = String::new();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
@@ -291,6 +330,161 @@ pub fn render_prometheus(m: &Metrics) -> String {
         "The checkpoint this run continued from (0: none).",
         vec![(String::new(), load(&m.restored_epoch) as f64)],
     );
+    family(
+        "txguard_dead_letters_total",
+        "counter",
+        "Events sent to the dead letters, by kind: decode (not decodable into the table), \
+         check (failed a CHECK), late (behind the watermark).",
+        m.sources
+            .iter()
+            .flat_map(|s| {
+                let source = label(&s.name);
+                let check = load(&s.check_failed);
+                [
+                    ("decode", load(&s.dead).saturating_sub(check)),
+                    ("check", check),
+                    ("late", load(&s.late)),
+                ]
+                .map(|(kind, n)| (format!("{{source=\"{source}\",kind=\"{kind}\"}}"), n as f64))
+            })
+            .collect(),
+    );
+    family(
+        "txguard_sink_rejected_rows_total",
+        "counter",
+        "Rows a sink refused (NULL in a NOT NULL column), sent to the dead letters.",
+        vec![(String::new(), load(&m.rejected_by_sinks) as f64)],
+    );
+    let now = now_micros();
+    family(
+        "txguard_event_time_lag_seconds",
+        "gauge",
+        "Wall clock minus the source's watermark: how far event time lags behind now.",
+        m.sources
+            .iter()
+            .filter(|s| s.watermark.load(Ordering::Relaxed) != i64::MIN)
+            .map(|s| {
+                (
+                    format!("{{source=\"{}\"}}", label(&s.name)),
+                    (now - s.watermark.load(Ordering::Relaxed)) as f64 / 1e6,
+                )
+            })
+            .collect(),
+    );
+    family(
+        "txguard_kafka_consumer_lag",
+        "gauge",
+        "Messages between a Kafka partition's end and the source's position (librdkafka \
+         statistics, every 5 s; refreshed at each checkpoint).",
+        m.sources
+            .iter()
+            .flat_map(|s| {
+                let source = label(&s.name);
+                s.partition_lag
+                    .lock()
+                    .map(|l| l.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |(p, lag)| {
+                        (
+                            format!("{{source=\"{source}\",partition=\"{p}\"}}"),
+                            lag as f64,
+                        )
+                    })
+            })
+            .collect(),
+    );
+    family(
+        "txguard_sink_queue_fill_ratio",
+        "gauge",
+        "Batches waiting for the sink over its queue's capacity: 1 = the sink holds the \
+         pipeline back.",
+        m.sinks
+            .iter()
+            .map(|s| {
+                (
+                    format!("{{sink=\"{}\"}}", label(&s.table)),
+                    load(&s.queued) as f64 / SINK_QUEUE as f64,
+                )
+            })
+            .collect(),
+    );
+    family(
+        "txguard_sink_last_commit_timestamp_seconds",
+        "gauge",
+        "When the sink's last commit finished (seconds since the Unix epoch; 0: none yet).",
+        m.sinks
+            .iter()
+            .map(|s| {
+                (
+                    format!("{{sink=\"{}\"}}", label(&s.table)),
+                    s.last_commit_micros.load(Ordering::Relaxed) as f64 / 1e6,
+                )
+            })
+            .collect(),
+    );
+    family(
+        "txguard_start_time_seconds",
+        "gauge",
+        "When this run started (seconds since the Unix epoch).",
+        vec![(
+            String::new(),
+            m.started_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        )],
+    );
+    let sink_series = |f: &dyn Fn(
+        &txguard_engine::runtime::SinkMetrics,
+    ) -> &txguard_engine::histogram::Histogram| {
+        m.sinks
+            .iter()
+            .map(|s| {
+                let (b, sum) = f(s).cumulative();
+                (format!("sink=\"{}\"", label(&s.table)), b, sum)
+            })
+            .collect::<Vec<_>>()
+    };
+    histogram(
+        &mut out,
+        "txguard_sink_commit_latency_seconds",
+        "Per row: from being handed to the sink to its commit being durable (the checkpoint \
+         interval plus the checkpoint and the commit).",
+        sink_series(&|s| &s.commit_latency),
+    );
+    histogram(
+        &mut out,
+        "txguard_sink_commit_duration_seconds",
+        "Per commit: how long the sink took to make an epoch durable.",
+        sink_series(&|s| &s.commit_seconds),
+    );
+    let model_labels = |st: &ScoreStats| {
+        format!(
+            "model=\"{}\",version=\"{}\"",
+            label(&st.model),
+            label(&st.version)
+        )
+    };
+    histogram(
+        &mut out,
+        "txguard_score",
+        "Anomaly scores given by iforest_score, per model (in (0, 1]; higher = more anomalous).",
+        info.score_stats
+            .iter()
+            .map(|st| (model_labels(st), st.cumulative(), st.sum()))
+            .collect(),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP txguard_anomalies_total Rows iforest_score scored above the model's threshold.\n\
+         # TYPE txguard_anomalies_total counter"
+    );
+    for st in &info.score_stats {
+        let _ = writeln!(
+            out,
+            "txguard_anomalies_total{{{}}} {}",
+            model_labels(st),
+            st.flagged()
+        );
+    }
     out
 }
 
@@ -300,6 +494,6 @@ async fn prometheus(State(s): State<AppState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render_prometheus(&s.metrics),
+        render_prometheus(&s.metrics, &s.info),
     )
 }

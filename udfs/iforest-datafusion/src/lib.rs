@@ -13,12 +13,17 @@
 //!   (−`offset_`): `iforest_score(…) > iforest_threshold()` is exactly `iforest_is_anomaly(…)`
 //!   but scores each row once when both the score and the flag are wanted.
 //!
+//! [`forest_udfs_observed`] makes the same functions recording what `iforest_score` scores
+//! into a [`ScoreStats`] (the score distribution and the rows above the threshold), which a
+//! running pipeline exports as metrics.
+//!
 //! Arguments are the model's features in order; any numeric type is accepted (Float32 is
 //! scored without widening). The wrong number or a non-numeric argument fails at planning
 //! time with the model's feature list. A NULL, NaN or infinite feature gives NULL.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Float32Array, Float64Array};
 use arrow::buffer::NullBuffer;
@@ -61,6 +66,86 @@ pub struct ForestUdf {
     kind: Kind,
     forest: Arc<Forest>,
     signature: Signature,
+    /// Where `iforest_score` records what it scored (none outside a running pipeline).
+    stats: Option<Arc<ScoreStats>>,
+}
+
+/// Buckets of [`ScoreStats`]: scores are in (0, 1], cut every 0.05.
+pub const SCORE_BUCKETS: usize = 20;
+
+/// What one model's `iforest_score` calls scored: the score distribution (20 buckets of
+/// 0.05), their sum, and how many were above the model's threshold (anomalies). Counted per
+/// batch, then added with one atomic add per bucket.
+#[derive(Debug)]
+pub struct ScoreStats {
+    pub model: String,
+    pub version: String,
+    /// The score above which a row is an anomaly (−`offset_`).
+    pub threshold: f64,
+    buckets: [AtomicU64; SCORE_BUCKETS],
+    /// Sum of the scores, in units of 1e-9.
+    sum_nanos: AtomicU64,
+    flagged: AtomicU64,
+}
+
+impl ScoreStats {
+    pub fn new(model: &str, forest: &Forest) -> Self {
+        ScoreStats {
+            model: model.to_string(),
+            version: forest.version().to_string(),
+            threshold: -forest.offset(),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_nanos: AtomicU64::new(0),
+            flagged: AtomicU64::new(0),
+        }
+    }
+
+    /// Records a batch of `score_samples` values (negated scores; NaN = no score).
+    fn record(&self, samples: &[f64]) {
+        let mut local = [0u64; SCORE_BUCKETS];
+        let (mut sum, mut flagged) = (0.0f64, 0u64);
+        for &s in samples {
+            if s.is_nan() {
+                continue;
+            }
+            let score = -s;
+            let i = ((score * SCORE_BUCKETS as f64).ceil() as usize).clamp(1, SCORE_BUCKETS) - 1;
+            local[i] += 1;
+            sum += score;
+            flagged += u64::from(score > self.threshold);
+        }
+        for (b, n) in self.buckets.iter().zip(local) {
+            if n > 0 {
+                b.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        self.sum_nanos
+            .fetch_add((sum * 1e9) as u64, Ordering::Relaxed);
+        self.flagged.fetch_add(flagged, Ordering::Relaxed);
+    }
+
+    /// `(upper bound, cumulative count)` for each bucket; the last bound is 1.0, which every
+    /// score is at or below, so its count is the number of rows scored.
+    pub fn cumulative(&self) -> Vec<(f64, u64)> {
+        let mut total = 0;
+        self.buckets
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                total += b.load(Ordering::Relaxed);
+                ((i + 1) as f64 / SCORE_BUCKETS as f64, total)
+            })
+            .collect()
+    }
+
+    pub fn sum(&self) -> f64 {
+        self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9
+    }
+
+    /// Rows scored above the threshold.
+    pub fn flagged(&self) -> u64 {
+        self.flagged.load(Ordering::Relaxed)
+    }
 }
 
 impl PartialEq for ForestUdf {
@@ -88,6 +173,23 @@ pub fn function_name(base: &str, model: &str) -> String {
 
 /// The five functions for `forest` registered as model `model`.
 pub fn forest_udfs(model: &str, forest: Arc<Forest>) -> Result<Vec<ScalarUDF>, UdfError> {
+    make_udfs(model, forest, None)
+}
+
+/// The same, with `iforest_score` recording into `stats`.
+pub fn forest_udfs_observed(
+    model: &str,
+    forest: Arc<Forest>,
+    stats: Arc<ScoreStats>,
+) -> Result<Vec<ScalarUDF>, UdfError> {
+    make_udfs(model, forest, Some(stats))
+}
+
+fn make_udfs(
+    model: &str,
+    forest: Arc<Forest>,
+    stats: Option<Arc<ScoreStats>>,
+) -> Result<Vec<ScalarUDF>, UdfError> {
     if !txguard_iforest::arroyo::valid_function_name(model) {
         return Err(UdfError::BadName(model.to_string()));
     }
@@ -102,6 +204,7 @@ pub fn forest_udfs(model: &str, forest: Arc<Forest>) -> Result<Vec<ScalarUDF>, U
             kind,
             forest: forest.clone(),
             signature,
+            stats: stats.clone().filter(|_| kind == Kind::Score),
         })
     };
     Ok(vec![
@@ -207,6 +310,9 @@ impl ScalarUDFImpl for ForestUdf {
             ColumnarValue::values_to_arrays(&args.args)?
         };
         let scores = score_arrays(&self.forest, &arrays, n)?;
+        if let Some(stats) = &self.stats {
+            stats.record(&scores);
+        }
         let out: ArrayRef = match self.kind {
             Kind::Score => Arc::new(Float64Array::from_iter(
                 scores.iter().map(|&s| (!s.is_nan()).then_some(-s)),

@@ -45,6 +45,8 @@ pub struct Rebalances {
     errors: super::ErrorLog,
     topic: String,
     resume: Mutex<BTreeMap<i32, i64>>,
+    /// Each assigned partition's consumer lag, from librdkafka's latest statistics.
+    lag: Mutex<BTreeMap<i32, i64>>,
 }
 
 /// Where a Kafka source is: per partition, the offset after the last message it gave. Kept
@@ -60,6 +62,31 @@ pub struct KafkaPosition {
 impl ClientContext for Rebalances {
     fn error(&self, error: KafkaError, reason: &str) {
         self.errors.report(&error, reason);
+    }
+
+    /// librdkafka's statistics (every `statistics.interval.ms`): each partition's consumer
+    /// lag. Read from the JSON directly: only these fields matter, and a broker that omits
+    /// another must not make the whole document unreadable.
+    fn stats_raw(&self, statistics: &[u8]) {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(statistics) else {
+            return;
+        };
+        let mut lag = BTreeMap::new();
+        if let Some(parts) = v["topics"][&self.topic]["partitions"].as_object() {
+            for (id, p) in parts {
+                // Partition -1 is librdkafka's internal "unassigned" queue.
+                let Some(id) = id.parse::<i32>().ok().filter(|id| *id >= 0) else {
+                    continue;
+                };
+                let l = p["consumer_lag"].as_i64().unwrap_or(-1);
+                if l >= 0 {
+                    lag.insert(id, l);
+                }
+            }
+        }
+        if let Ok(mut m) = self.lag.lock() {
+            *m = lag;
+        }
     }
 }
 
@@ -358,6 +385,8 @@ impl KafkaSource {
             ("max.partition.fetch.bytes", "10485760"),
             ("queued.min.messages", "500000"),
             ("fetch.wait.max.ms", "100"),
+            // Consumer lag per partition for /metrics (ClientContext::stats_raw).
+            ("statistics.interval.ms", "5000"),
         ] {
             if cfg.get(k).is_none() {
                 cfg.set(k, v);
@@ -401,6 +430,7 @@ impl KafkaSource {
                         .map(|r| r.offsets.clone())
                         .unwrap_or_default(),
                 ),
+                lag: Mutex::default(),
             })
             .map_err(|e| ConnectorError::new(&table.name, super::explain_client_error(&e)))?;
         if opts.all_partitions {
@@ -778,6 +808,15 @@ impl Source for KafkaSource {
     fn frontier(&mut self) -> Option<i64> {
         self.event_time.as_ref()?;
         Some(self.partition_frontier(self.ended))
+    }
+
+    fn partition_lag(&self) -> Vec<(i32, i64)> {
+        self.consumer
+            .context()
+            .lag
+            .lock()
+            .map(|m| m.iter().map(|(p, l)| (*p, *l)).collect())
+            .unwrap_or_default()
     }
 
     fn position(&self) -> String {

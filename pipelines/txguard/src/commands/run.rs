@@ -78,8 +78,8 @@ pub fn run(args: RunArgs) -> Result<()> {
 
 async fn run_async(args: RunArgs) -> Result<()> {
     let mut p = load(&args.pipeline, &args.sets)?;
-    let (functions, model_versions) = pipeline_models(&p, &args.models)?;
-    let df = plan(&mut p, &functions).await?;
+    let models = pipeline_models(&p, &args.models)?;
+    let df = plan(&mut p, &models.functions).await?;
     let store = (!args.no_checkpoints).then(|| {
         let dir = args
             .checkpoint_dir
@@ -143,7 +143,8 @@ async fn run_async(args: RunArgs) -> Result<()> {
     if !args.no_ui {
         let info = txguard_web::RunInfo {
             pipeline: args.pipeline.display().to_string(),
-            model_versions,
+            model_versions: models.versions,
+            score_stats: models.stats,
             sink_locations: p
                 .tables
                 .iter()

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use txguard_engine::sql::{Pipeline, PlanningFunctions, role_of};
+use txguard_iforest_datafusion::ScoreStats;
 
 use crate::commands::model::load;
 
@@ -24,20 +25,33 @@ pub struct ValidateArgs {
     pub sets: Vec<String>,
 }
 
-/// Loads `[name=]path` model arguments as SQL functions; also returns `name version` of
-/// each model, for display.
-pub fn model_functions(specs: &[String]) -> Result<(PlanningFunctions, Vec<String>)> {
-    let mut out = Vec::new();
-    let mut versions = Vec::new();
+/// A pipeline's models as SQL functions.
+pub struct Models {
+    pub functions: PlanningFunctions,
+    /// `name version` of each model, for display.
+    pub versions: Vec<String>,
+    /// What each model's `iforest_score` calls score (for `/metrics`).
+    pub stats: Vec<Arc<ScoreStats>>,
+}
+
+/// Loads `[name=]path` model arguments as SQL functions.
+pub fn model_functions(specs: &[String]) -> Result<Models> {
+    let mut m = Models {
+        functions: Vec::new(),
+        versions: Vec::new(),
+        stats: Vec::new(),
+    };
     for s in specs {
         let (name, path) = s.split_once('=').unwrap_or(("default", s.as_str()));
         let forest = Arc::new(load(std::path::Path::new(path))?);
-        versions.push(format!("{name} {}", forest.version()));
-        let udfs = txguard_iforest_datafusion::forest_udfs(name, forest)
+        m.versions.push(format!("{name} {}", forest.version()));
+        let stats = Arc::new(ScoreStats::new(name, &forest));
+        let udfs = txguard_iforest_datafusion::forest_udfs_observed(name, forest, stats.clone())
             .with_context(|| format!("--model {s}"))?;
-        out.extend(udfs.into_iter().map(Arc::new));
+        m.functions.extend(udfs.into_iter().map(Arc::new));
+        m.stats.push(stats);
     }
-    Ok((out, versions))
+    Ok(m)
 }
 
 /// The model a pipeline gets when no `--model` is given.
@@ -54,14 +68,14 @@ fn uses_forest(p: &Pipeline) -> bool {
 
 /// The forest functions for `p`: the `--model`s given, else the default model when the
 /// pipeline calls a forest function, else none (a pipeline without one needs no model).
-pub fn pipeline_models(p: &Pipeline, specs: &[String]) -> Result<(PlanningFunctions, Vec<String>)> {
+pub fn pipeline_models(p: &Pipeline, specs: &[String]) -> Result<Models> {
     if !specs.is_empty() {
         return model_functions(specs);
     }
     if uses_forest(p) {
         return model_functions(&[DEFAULT_MODEL.to_string()]);
     }
-    Ok((Vec::new(), Vec::new()))
+    model_functions(&[])
 }
 
 /// Relations a query mentions, among the pipeline's tables and views.
@@ -80,7 +94,7 @@ fn inputs(p: &Pipeline, sql: &str) -> Vec<String> {
 
 pub fn run(args: ValidateArgs) -> Result<()> {
     let mut p = crate::commands::pipeline::load(&args.pipeline, &args.sets)?;
-    let (functions, _) = pipeline_models(&p, &args.models)?;
+    let functions = pipeline_models(&p, &args.models)?.functions;
     let connectors = txguard_connectors::specs();
     let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
     // Checks the connectors and options, then plans.

@@ -2,6 +2,8 @@
 //! and reading Delta tables back with delta-rs's Python package.
 #![allow(dead_code)]
 
+pub mod broker;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
