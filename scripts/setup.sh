@@ -9,12 +9,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages: OpenSSL headers for librdkafka's TLS/SASL (the rdkafka `ssl` feature links
-# the system OpenSSL), socat and the openssl command for the Kafka-over-TLS test.
+# System packages: OpenSSL headers for librdkafka's TLS/SASL and the Postgres sink's TLS (the
+# rdkafka `ssl` feature and postgres-openssl link the system OpenSSL), socat and the openssl
+# command for the Kafka-over-TLS test, Prometheus (with promtool) for the monitoring tests.
 need=()
 pkg-config --exists openssl 2>/dev/null || need+=(pkg-config libssl-dev)
 command -v socat >/dev/null 2>&1 || need+=(socat)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# Prometheus and promtool for the monitoring tests (dashboards/prometheus/).
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${need[*]}" >&2
@@ -65,4 +68,24 @@ if [ -z "${TXGUARD_AZURITE:-}" ] && ! grep -qs "\"version\": \"$AZURITE_VERSION\
   echo "setup: installing Azurite $AZURITE_VERSION (npm)" >&2
   mkdir -p "$AZURITE_ROOT"
   npm install --prefix "$AZURITE_ROOT" --silent --no-audit --no-fund "azurite@$AZURITE_VERSION" >/dev/null
+fi
+
+# The Grafana dashboard's type check (@grafana/schema + TypeScript, pinned in
+# dashboards/grafana/check/package-lock.json; no Grafana server installs here).
+GRAFANA_CHECK=dashboards/grafana/check
+if ! cmp -s "$GRAFANA_CHECK/package-lock.json" "$GRAFANA_CHECK/node_modules/.installed-lock.json" 2>/dev/null; then
+  command -v npm >/dev/null 2>&1 || { echo "setup: npm not found; install Node.js and npm (the Grafana dashboard check)" >&2; exit 1; }
+  echo "setup: installing the Grafana dashboard check's packages (npm ci)" >&2
+  (cd "$GRAFANA_CHECK" && npm ci --silent --no-audit --no-fund >/dev/null \
+    && cp package-lock.json node_modules/.installed-lock.json)
+fi
+
+# cargo-deny for the offline license and duplicate-dependency checks (deny.toml), built once
+# per machine into ~/.cache/txguard/cargo-deny (~5 min on 2 cores).
+DENY_ROOT="${TXGUARD_DENY_ROOT:-$HOME/.cache/txguard/cargo-deny}"
+DENY_VERSION=0.18.9
+if ! "$DENY_ROOT/bin/cargo-deny" --version 2>/dev/null | grep -q "$DENY_VERSION"; then
+  echo "setup: building cargo-deny $DENY_VERSION (once per machine, ~5 min)" >&2
+  CARGO_TARGET_DIR="$HOME/.cache/txguard/deny-target" \
+    cargo install --quiet --locked --root "$DENY_ROOT" cargo-deny --version "$DENY_VERSION"
 fi

@@ -18,6 +18,12 @@ echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy --manifest-path udfs/arroyo/harness/Cargo.toml --all-targets --locked -- -D warnings
 
+echo "== cargo deny (licenses, duplicate dependencies; offline)" >&2
+"${TXGUARD_DENY_ROOT:-$HOME/.cache/txguard/cargo-deny}/bin/cargo-deny" --offline --log-level error check licenses bans
+
+echo "== Grafana dashboard type check (@grafana/schema)" >&2
+(cd dashboards/grafana/check && npm run --silent check)
+
 echo "== cargo test (workspace)" >&2
 run_tests cargo test --workspace --locked
 

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,42 +38,14 @@ fn tool(name: &str) -> String {
     name.to_string()
 }
 
-/// `GET` on `addr` + `path`: the body.
+/// `GET` on `addr` + `path`, which must answer 200: the body.
 fn get(addr: &str, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let (status, body) = common::http_get(addr, path);
     assert!(
-        head.starts_with("HTTP/1.1 200"),
-        "GET {path}: {head}\n{body}"
+        status.starts_with("HTTP/1.1 200"),
+        "GET {path}: {status}\n{body}"
     );
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    }
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = &rest[n + 2..];
-    }
-    out
+    body
 }
 
 /// Percent-encodes a query parameter.
@@ -242,7 +214,8 @@ fn dashboards_and_alert_rules_return_data_from_a_real_prometheus() {
             break rest.split('/').next().expect("addr").to_string();
         }
     };
-    let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
+    let log =
+        std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
 
     // promtool lints the exposition format.
     let metrics = get(&addr, "/metrics");

@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{read_tables, repo, txguard};
+use common::{http_get, read_tables, repo, txguard};
 
 /// `txguard run` of the default pipeline with an endless source paced at 2000 tx/s and
 /// 200 ms checkpoints, in `dir`, with stderr piped; `extra` are further arguments.
@@ -297,24 +297,6 @@ fn ctrl_c_checkpoints_or_drains_an_endless_paced_source() {
             assert_eq!(windowed, rows, "open windows were closed");
         }
     }
-}
-
-/// `GET path` on `addr`; the status line and body.
-fn http_get(addr: &str, path: &str) -> (String, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    (
-        head.lines().next().unwrap_or("").to_string(),
-        body.to_string(),
-    )
 }
 
 #[test]

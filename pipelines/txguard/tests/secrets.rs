@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -130,16 +130,9 @@ fn planted_passwords_appear_nowhere_the_process_prints_or_serves() {
             "the run did not end within 120 s"
         );
         for path in ["/", "/api/status", "/metrics"] {
-            if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
-                let _ = write!(
-                    s,
-                    "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-                );
-                let mut body = String::new();
-                if s.read_to_string(&mut body).is_ok() && !body.is_empty() {
-                    fetched += 1;
-                    served.push_str(&body);
-                }
+            if let Some((_, body)) = common::try_http_get(&addr, path) {
+                fetched += 1;
+                served.push_str(&body);
             }
         }
         std::thread::sleep(Duration::from_millis(200));

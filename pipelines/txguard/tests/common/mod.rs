@@ -186,3 +186,41 @@ pub fn run_command(dir: &Path, pipeline: &str) -> Command {
     .stderr(std::process::Stdio::piped());
     c
 }
+
+/// `GET path` on `addr` (one HTTP/1.1 request): the status line and the body, a chunked body
+/// decoded; `None` when nothing answers there (a server shutting down).
+pub fn try_http_get(addr: &str, path: &str) -> Option<(String, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let (mut rest, mut plain) = (body, String::new());
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 || tail.len() < n {
+                break;
+            }
+            plain.push_str(&tail[..n]);
+            rest = tail.get(n + 2..).unwrap_or("");
+        }
+        plain
+    } else {
+        body.to_string()
+    };
+    Some((head.lines().next().unwrap_or("").to_string(), body))
+}
+
+/// [`try_http_get`] of a server that must answer.
+pub fn http_get(addr: &str, path: &str) -> (String, String) {
+    try_http_get(addr, path).unwrap_or_else(|| panic!("nothing answers GET {path} on {addr}"))
+}
