@@ -8,6 +8,8 @@
 //! nothing in the end, a second run into a folder in use is refused, a pipeline whose windows
 //! changed refuses the old state and names
 //! `--from-scratch`, and `txguard checkpoints list|inspect` show what a checkpoint holds.
+//! Into Postgres: killed runs, sessions terminated in a loop, and a server of the test's own
+//! stopped for a minute mid-run and started again, each ending with the uninterrupted rows.
 
 mod common;
 
@@ -415,5 +417,228 @@ fn killed_runs_into_postgres_write_every_row_once() {
     assert_eq!(
         terminated, reference,
         "with its sessions terminated again and again, the same rows, each once"
+    );
+}
+
+/// A PostgreSQL cluster of the test's own (Debian's binaries, `$TXGUARD_PG_BIN` or the newest
+/// `/usr/lib/postgresql/*/bin`; run as the `postgres` user when the tests run as root) on a
+/// free loopback port, which the test may stop and start again. Stopped on drop.
+struct PrivatePostgres {
+    bin: std::path::PathBuf,
+    data: std::path::PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivatePostgres {
+    fn start() -> Self {
+        let bin = std::env::var("TXGUARD_PG_BIN")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| {
+                let mut dirs: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+                    .expect("/usr/lib/postgresql (Debian's postgresql package) or $TXGUARD_PG_BIN")
+                    .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+                    .filter(|p| p.join("pg_ctl").exists())
+                    .collect();
+                dirs.sort();
+                dirs.pop().expect("a PostgreSQL bin directory with pg_ctl")
+            });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("mkdir");
+        if as_root() {
+            // The server refuses to run as root: its folders belong to `postgres`.
+            let id = |flag: &str| -> u32 {
+                let out = Command::new("id")
+                    .args([flag, "postgres"])
+                    .output()
+                    .expect("id");
+                String::from_utf8_lossy(&out.stdout)
+                    .trim()
+                    .parse()
+                    .expect("the postgres user")
+            };
+            for p in [dir.path(), data.as_path()] {
+                std::os::unix::fs::chown(p, Some(id("-u")), Some(id("-g"))).expect("chown");
+            }
+        }
+        let port = common::broker::free_port();
+        let pg = PrivatePostgres {
+            bin,
+            data,
+            port,
+            _dir: dir,
+        };
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                pg.data(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        pg.up();
+        pg
+    }
+
+    fn data(&self) -> &str {
+        self.data.to_str().expect("utf8")
+    }
+
+    /// One of the server's programs, as `postgres` when the tests run as root.
+    fn program(&self, program: &str) -> Command {
+        let exe = self.bin.join(program);
+        if as_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        }
+    }
+
+    /// Runs one of the server's programs; panics with its output when it fails.
+    fn run(&self, program: &str, args: &[&str]) {
+        let out = self.program(program).args(args).output().expect(program);
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn up(&self) {
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
+            self.port,
+            self.data()
+        );
+        let log = format!("{}/server.log", self.data());
+        self.run(
+            "pg_ctl",
+            &["-D", self.data(), "-l", &log, "-w", "-o", &opts, "start"],
+        );
+    }
+
+    fn down(&self) {
+        self.run("pg_ctl", &["-D", self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    fn connection(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        )
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self
+            .program("pg_ctl")
+            .args(["-D", self.data(), "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+fn as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// The database stopped for 60 s mid-run, then started again: the run waits (retrying,
+/// holding the source back), then ends with exactly the rows of an uninterrupted run, each
+/// once; its peak RSS is reported.
+#[test]
+fn postgres_stopped_for_a_minute_mid_run_loses_and_doubles_nothing() {
+    use txguard_connectors::postgres::{self, scratch::ScratchDb};
+    let pg = PrivatePostgres::start();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let root = tempfile::tempdir().expect("tempdir");
+    transactions(root.path(), 80_000);
+    let mut digests = Vec::new();
+    let mut peak = String::new();
+    for mode in ["reference", "outage"] {
+        let db = rt
+            .block_on(ScratchDb::create(&pg.connection()))
+            .expect("scratch database");
+        let conn = db.connection();
+        let dir = root.path().join(mode);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (ok, _, err) = txguard(&dir, &["db", "init", "--connection", &conn]);
+        assert!(ok, "{err}");
+        let mut command = command_of("sql/pipeline_postgres.sql", &dir, &[]);
+        command.env("TXGUARD_POSTGRES", &conn);
+        let err = if mode == "reference" {
+            finish(command)
+        } else {
+            let run = std::thread::spawn(move || bounded(command));
+            // As soon as the first rows are in, the server goes away for a minute.
+            let client = rt.block_on(async {
+                postgres::connect(&postgres::config(&conn, None, "txguard test").expect("config"))
+                    .await
+                    .expect("connect")
+            });
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let n: i64 = rt
+                    .block_on(client.query_one("SELECT count(*) FROM transactions_scored", &[]))
+                    .expect("count")
+                    .get(0);
+                if n > 0 {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no rows arrived within 60 s"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            drop(client);
+            pg.down();
+            std::thread::sleep(Duration::from_secs(60));
+            pg.up();
+            let (ok, err) = run.join().expect("run");
+            assert!(ok, "{err}");
+            assert!(
+                err.contains("retrying"),
+                "the log says it waits and retries:\n{err}"
+            );
+            peak = err
+                .lines()
+                .find(|l| l.starts_with("peak memory"))
+                .unwrap_or("no peak RSS line")
+                .to_string();
+            err
+        };
+        let c = rt.block_on(async {
+            postgres::connect(&postgres::config(&conn, None, "txguard test").expect("config"))
+                .await
+                .expect("connect")
+        });
+        let mut got = Vec::new();
+        for t in TABLES {
+            got.push((t, rt.block_on(pg_digest(&c, t))));
+        }
+        drop(c);
+        assert!(err.contains("done in"), "{err}");
+        digests.push(got);
+    }
+    eprintln!("Postgres stopped for 60 s mid-run: {peak}");
+    assert_eq!(
+        digests[1], digests[0],
+        "after a minute without its database, the same rows, each once"
+    );
+    assert!(
+        digests[0][0].1.0 > 70_000,
+        "the reference holds the transactions"
     );
 }

@@ -57,8 +57,31 @@ fn compose_file_is_valid_and_runs_commands_this_build_accepts() {
         "metabase",
         "dashboards",
         "arroyo",
+        "prometheus",
+        "grafana",
     ] {
         assert!(s.get(name).is_some(), "service {name} is missing");
+    }
+    assert_eq!(
+        s["prometheus"]["depends_on"],
+        serde_json::json!(["pipeline"])
+    );
+    assert_eq!(
+        s["grafana"]["depends_on"],
+        serde_json::json!(["prometheus"])
+    );
+    // Every folder or file bind-mounted from the repository exists.
+    for (name, svc) in s.as_object().expect("services") {
+        for v in svc["volumes"].as_array().into_iter().flatten() {
+            let v = v.as_str().expect("short volume syntax");
+            if let Some(path) = v.strip_prefix("./") {
+                let path = path.split(':').next().expect("source");
+                assert!(
+                    repo().join(path).exists(),
+                    "{name} mounts ./{path}, which is missing"
+                );
+            }
+        }
     }
     assert!(s["postgres"]["healthcheck"].as_bool().expect("bool"));
     assert!(s["metabase"]["healthcheck"].as_bool().expect("bool"));

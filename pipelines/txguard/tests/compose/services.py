@@ -30,6 +30,7 @@ def main(path):
             "depends_on": sorted((svc.get("depends_on") or {}).keys()),
             "healthcheck": "healthcheck" in svc,
             "profiles": svc.get("profiles") or [],
+            "volumes": svc.get("volumes") or [],
         }
     json.dump(out, sys.stdout)
 
