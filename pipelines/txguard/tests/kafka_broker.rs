@@ -616,3 +616,142 @@ fn a_broker_without_kafka_transactions_is_refused_at_start_naming_commit_mode() 
         "{err}"
     );
 }
+
+/// The broker killed mid-run (tansu keeps topics in memory, so they die with it), and a new
+/// one started on the same address and re-fed the same topic (the same producer, seed and
+/// keys: the same messages at the same offsets). The source reconnects: the new broker's
+/// empty group makes it re-read from the earliest offsets, which it skips up to what it had
+/// read. The alerts sink cannot: its idempotent producer's id is unknown to the new broker,
+/// so its messages time out (`message.timeout.ms`, 15 s here, librdkafka's default 300 s) and
+/// the run stops naming the sink. Either way, a restart from the checkpoint reads to the end
+/// and the Delta tables equal an uninterrupted run's: every message scored once.
+///
+/// **Fails today** (kept as the reproduction, not run by CI): the source does reconnect and
+/// the restart resumes, but 480–2278 of the 60000 messages (three runs) never reach the
+/// dataflow — the counters say so (`events in` short of 60000, none late or rejected), so they
+/// are skipped or jumped over on the new broker, silently. See the 2026-12-02 (e) notes.
+#[test]
+#[ignore = "known loss of messages when the broker is replaced by one re-fed the same topic; run with --ignored"]
+fn a_broker_killed_mid_run_and_replaced_loses_and_doubles_nothing() {
+    use common::{bounded, delta_digests, run_command};
+    const TABLES: [&str; 4] = [
+        "transactions_scored",
+        "anomalies",
+        "dead_letters",
+        "user_window_stats",
+    ];
+    let produce = |addr: &str, count: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_txguard"))
+            .args([
+                "produce",
+                "--bootstrap-servers",
+                addr,
+                "--topic",
+                "transactions",
+                "--count",
+                count,
+                "--users",
+                "300",
+                "--quiet",
+            ])
+            .output()
+            .expect("produce");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let fresh = |b: &Broker| {
+        b.create_topic("transactions", 3);
+        b.create_topic("alerts", 1);
+    };
+    let command = |dir: &std::path::Path, addr: &str, to_end: bool| {
+        let mut c = run_command(dir, "sql/pipeline_kafka.sql");
+        c.args([
+            "--checkpoint-interval",
+            "200ms",
+            "--set",
+            &format!("transactions.bootstrap_servers={addr}"),
+            "--set",
+            &format!("alerts.bootstrap_servers={addr}"),
+            "--set",
+            "alerts.sink.commit_mode=at_least_once",
+            "--set",
+            "alerts.client_configs=message.timeout.ms=15000",
+            "--set",
+            &format!("transactions.source.stop_at_end={to_end}"),
+        ]);
+        c
+    };
+    let root = tempfile::tempdir().expect("tempdir");
+
+    // The uninterrupted reference.
+    let reference = root.path().join("reference");
+    std::fs::create_dir_all(&reference).expect("dir");
+    {
+        let b = Broker::start();
+        fresh(&b);
+        produce(&b.addr, "60000");
+        let (ok, err) = bounded(command(&reference, &b.addr, true));
+        assert!(ok, "{err}");
+    }
+
+    // A run whose broker dies under it.
+    let dir = root.path().join("replaced");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let port = free_port();
+    let first = Broker::start_on(port, None);
+    fresh(&first);
+    produce(&first.addr, "20000");
+    let addr = first.addr.clone();
+    let mut run = command(&dir, &addr, false).spawn().expect("spawn");
+    let mut stderr = run.stderr.take().expect("stderr");
+    let drained = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let log = dir.join("data/transactions_scored/_delta_log");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_dir(&log).map_or(0, |d| d.count()) < 2 {
+        assert!(Instant::now() < deadline, "no Delta commit within 120 s");
+        assert!(
+            run.try_wait().expect("wait").is_none(),
+            "the run ended early"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        run.try_wait().expect("wait").is_none(),
+        "the run survives its broker's death"
+    );
+    let second = Broker::start_on(port, None);
+    fresh(&second);
+    produce(&second.addr, "60000");
+    // Past the alerts' message timeout: still running (then Ctrl-C), or stopped on it.
+    std::thread::sleep(Duration::from_secs(25));
+    if run.try_wait().expect("wait").is_none() {
+        Command::new("kill")
+            .args(["-INT", &run.id().to_string()])
+            .status()
+            .expect("kill");
+    }
+    let status = run.wait().expect("wait");
+    let err = drained.join().expect("stderr");
+    assert!(
+        status.success() || err.contains("could not be delivered to alerts"),
+        "the run ends cleanly on Ctrl-C, or stops naming the sink it could not deliver to:\n{err}"
+    );
+    // The rest of the topic, from the checkpoint.
+    let (ok, rest) = bounded(command(&dir, &second.addr, true));
+    assert!(ok, "{rest}");
+    assert!(rest.contains("continuing from checkpoint"), "{rest}");
+    assert_eq!(
+        delta_digests(&dir.join("data"), &TABLES),
+        delta_digests(&reference.join("data"), &TABLES),
+        "a replaced broker, the same rows, each once\nfirst run:\n{err}\nsecond run:\n{rest}"
+    );
+}

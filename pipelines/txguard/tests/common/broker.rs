@@ -39,13 +39,17 @@ impl Broker {
     /// A broker that tells clients to connect to `advertised` (a port on 127.0.0.1) instead
     /// of its own, e.g. a TLS front of it.
     pub fn start_advertising(advertised: Option<u16>) -> Broker {
+        Self::start_on(free_port(), advertised)
+    }
+
+    /// A broker on `port` (e.g. where a killed one listened), advertising `advertised`.
+    pub fn start_on(port: u16, advertised: Option<u16>) -> Broker {
         let bin = tansu();
         assert!(
             bin.exists(),
             "{} is missing: run scripts/setup.sh (it builds the tansu broker once)",
             bin.display()
         );
-        let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let advertised_url = format!("tcp://127.0.0.1:{}", advertised.unwrap_or(port));
         let child = Command::new(&bin)
@@ -93,6 +97,14 @@ impl Broker {
             "creating {name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+impl Broker {
+    /// Kills the broker process (SIGKILL) and waits for it: its in-memory topics are gone.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
