@@ -306,6 +306,19 @@ async fn pg_digest(c: &tokio_postgres::Client, table: &str) -> (i64, String) {
     (row.get(0), row.get(1))
 }
 
+/// [`pg_digest`] of every table the Postgres pipeline writes, in the database `conn` names.
+async fn pg_digests(conn: &str) -> Vec<(&'static str, (i64, String))> {
+    use txguard_connectors::postgres;
+    let c = postgres::connect(&postgres::config(conn, None, "txguard test").expect("config"))
+        .await
+        .expect("connect");
+    let mut got = Vec::new();
+    for t in TABLES {
+        got.push((t, pg_digest(&c, t).await));
+    }
+    got
+}
+
 /// Terminates every session of the run's sinks in database `db` every 200 ms, for 8 s (or
 /// until `stop`): a database dropping connections for a while, then back. (Terminated
 /// forever, an epoch whose one transaction takes longer than 200 ms could never land: the
@@ -340,7 +353,7 @@ async fn terminate_sessions(
 
 #[test]
 fn killed_runs_into_postgres_write_every_row_once() {
-    use txguard_connectors::postgres::{self, DEFAULT_CONNECTION, scratch::ScratchDb};
+    use txguard_connectors::postgres::{DEFAULT_CONNECTION, scratch::ScratchDb};
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let server =
         std::env::var("TXGUARD_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_CONNECTION.to_string());
@@ -393,16 +406,7 @@ fn killed_runs_into_postgres_write_every_row_once() {
             err.contains("continuing from checkpoint"),
             "{err}"
         );
-        let c = rt.block_on(async {
-            postgres::connect(&postgres::config(&conn, None, "txguard test").expect("config"))
-                .await
-                .expect("connect")
-        });
-        let mut got = Vec::new();
-        for t in TABLES {
-            got.push((t, rt.block_on(pg_digest(&c, t))));
-        }
-        drop(c);
+        let got = rt.block_on(pg_digests(&conn));
         rt.block_on(db.drop_db()).expect("drop");
         digests.push(got);
     }
@@ -619,16 +623,7 @@ fn postgres_stopped_for_a_minute_mid_run_loses_and_doubles_nothing() {
                 .to_string();
             err
         };
-        let c = rt.block_on(async {
-            postgres::connect(&postgres::config(&conn, None, "txguard test").expect("config"))
-                .await
-                .expect("connect")
-        });
-        let mut got = Vec::new();
-        for t in TABLES {
-            got.push((t, rt.block_on(pg_digest(&c, t))));
-        }
-        drop(c);
+        let got = rt.block_on(pg_digests(&conn));
         assert!(err.contains("done in"), "{err}");
         digests.push(got);
     }

@@ -640,28 +640,6 @@ fn a_broker_killed_mid_run_and_replaced_loses_and_doubles_nothing() {
         "dead_letters",
         "user_window_stats",
     ];
-    let produce = |addr: &str, count: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_txguard"))
-            .args([
-                "produce",
-                "--bootstrap-servers",
-                addr,
-                "--topic",
-                "transactions",
-                "--count",
-                count,
-                "--users",
-                "300",
-                "--quiet",
-            ])
-            .output()
-            .expect("produce");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     let fresh = |b: &Broker| {
         b.create_topic("transactions", 3);
         b.create_topic("alerts", 1);
@@ -692,7 +670,7 @@ fn a_broker_killed_mid_run_and_replaced_loses_and_doubles_nothing() {
     {
         let b = Broker::start();
         fresh(&b);
-        produce(&b.addr, "60000");
+        b.produce("transactions", "60000", &["--users", "300"]);
         let (ok, err) = bounded(command(&reference, &b.addr, true));
         assert!(ok, "{err}");
     }
@@ -703,7 +681,7 @@ fn a_broker_killed_mid_run_and_replaced_loses_and_doubles_nothing() {
     let port = free_port();
     let first = Broker::start_on(port, None);
     fresh(&first);
-    produce(&first.addr, "20000");
+    first.produce("transactions", "20000", &["--users", "300"]);
     let addr = first.addr.clone();
     let mut run = command(&dir, &addr, false).spawn().expect("spawn");
     let mut stderr = run.stderr.take().expect("stderr");
@@ -730,7 +708,7 @@ fn a_broker_killed_mid_run_and_replaced_loses_and_doubles_nothing() {
     );
     let second = Broker::start_on(port, None);
     fresh(&second);
-    produce(&second.addr, "60000");
+    second.produce("transactions", "60000", &["--users", "300"]);
     // Past the alerts' message timeout: still running (then Ctrl-C), or stopped on it.
     std::thread::sleep(Duration::from_secs(25));
     if run.try_wait().expect("wait").is_none() {

@@ -157,28 +157,7 @@ fn dashboards_and_alert_rules_return_data_from_a_real_prometheus() {
     broker.create_topic("transactions", 3);
     broker.create_topic("alerts", 1);
     let dir = tempfile::tempdir().expect("tempdir");
-    let produce = |count: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_txguard"))
-            .args([
-                "produce",
-                "--bootstrap-servers",
-                &broker.addr,
-                "--topic",
-                "transactions",
-                "--count",
-                count,
-                "--quiet",
-            ])
-            .current_dir(dir.path())
-            .output()
-            .expect("produce");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    produce("20000");
+    broker.produce("transactions", "20000", &[]);
     let model = repo().join("models/default.json");
     let mut pipeline = Killed(
         Command::new(env!("CARGO_BIN_EXE_txguard"))
@@ -287,7 +266,7 @@ fn dashboards_and_alert_rules_return_data_from_a_real_prometheus() {
     );
     // More transactions while Prometheus watches, so that rates are not all zero.
     std::thread::sleep(Duration::from_secs(3));
-    produce("20000");
+    broker.produce("transactions", "20000", &[]);
 
     let dashboard: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("dashboards/grafana/dashboards/txguard.json"))

@@ -101,6 +101,28 @@ impl Broker {
 }
 
 impl Broker {
+    /// `txguard produce` of `count` generated transactions to `topic`, with more generator
+    /// options in `extra` (e.g. `--users 300`); panics with its stderr when it fails.
+    pub fn produce(&self, topic: &str, count: &str, extra: &[&str]) {
+        let out = Command::new(env!("CARGO_BIN_EXE_txguard"))
+            .args([
+                "produce",
+                "--bootstrap-servers",
+                &self.addr,
+                "--topic",
+                topic,
+            ])
+            .args(["--count", count, "--quiet"])
+            .args(extra)
+            .output()
+            .expect("txguard produce");
+        assert!(
+            out.status.success(),
+            "txguard produce: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Kills the broker process (SIGKILL) and waits for it: its in-memory topics are gone.
     pub fn kill(mut self) {
         let _ = self.child.kill();
