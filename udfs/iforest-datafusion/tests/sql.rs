@@ -190,3 +190,85 @@ fn model_names_must_be_sql_identifiers() {
     let e = register_forest(&mut ctx, "Bad-Name", forest(3)).expect_err("bad name");
     assert!(e.to_string().contains("not usable in SQL"), "{e}");
 }
+
+/// `forest_udfs_observed`: what `iforest_score` records equals what it returned — every
+/// scored row in one bucket of 0.05 (rows without a score are not counted), the sum of the
+/// scores, and the rows above the threshold equal to `iforest_is_anomaly`'s trues.
+#[tokio::test]
+async fn observed_scores_are_counted_as_returned() {
+    use txguard_iforest_datafusion::{ScoreStats, forest_udfs_observed};
+    let f = forest(3);
+    let stats = Arc::new(ScoreStats::new("default", &f));
+    let ctx = SessionContext::new();
+    for udf in forest_udfs_observed("default", f.clone(), stats.clone()).expect("udfs") {
+        ctx.register_udf(udf);
+    }
+    ctx.sql(
+        "CREATE TABLE t AS SELECT (v * 37 % 1000) / 10.0 AS amount, v % 50 AS count_1h, \
+         CASE WHEN v % 97 = 0 THEN NULL ELSE (v * 13 % 1000) / 10.0 END AS speed \
+         FROM generate_series(1, 5000) AS g(v)",
+    )
+    .await
+    .expect("create")
+    .collect()
+    .await
+    .expect("collect");
+    let out = query(
+        &ctx,
+        "SELECT iforest_score(amount, count_1h, speed) AS s, \
+         iforest_is_anomaly(amount, count_1h, speed) AS a FROM t",
+    )
+    .await;
+    let (mut scored, mut sum, mut flagged) = (0u64, 0.0f64, 0u64);
+    let mut below = vec![0u64; 20];
+    for b in &out {
+        let s = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .expect("f64");
+        let a = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .expect("bool");
+        for i in 0..b.num_rows() {
+            if s.is_null(i) {
+                continue;
+            }
+            scored += 1;
+            sum += s.value(i);
+            flagged += u64::from(a.value(i));
+            for (k, n) in below.iter_mut().enumerate() {
+                *n += u64::from(s.value(i) <= (k + 1) as f64 / 20.0 + 1e-12);
+            }
+        }
+    }
+    assert!(
+        scored > 4900 && scored < 5000,
+        "NULL speeds give no score: {scored}"
+    );
+    let cumulative = stats.cumulative();
+    assert_eq!(cumulative.len(), 20);
+    assert_eq!(
+        cumulative[19],
+        (1.0, scored),
+        "every scored row is in a bucket"
+    );
+    for (k, (le, n)) in cumulative.iter().enumerate() {
+        assert!((le - (k + 1) as f64 / 20.0).abs() < 1e-12);
+        assert_eq!(*n, below[k], "rows at or below {le}");
+    }
+    assert!(
+        (stats.sum() - sum).abs() < 1e-6 * scored as f64,
+        "{} vs {sum}",
+        stats.sum()
+    );
+    assert!(flagged > 0, "the model flags some rows");
+    assert_eq!(
+        stats.flagged(),
+        flagged,
+        "above the threshold = iforest_is_anomaly"
+    );
+    assert_eq!(stats.version, f.version().to_string());
+}
