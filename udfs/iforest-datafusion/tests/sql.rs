@@ -220,7 +220,7 @@ async fn observed_scores_are_counted_as_returned() {
     )
     .await;
     let (mut scored, mut sum, mut flagged) = (0u64, 0.0f64, 0u64);
-    let mut below = vec![0u64; 20];
+    let mut below = [0u64; 20];
     for b in &out {
         let s = b
             .column(0)
