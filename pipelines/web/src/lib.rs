@@ -269,29 +269,29 @@ pub fn render_prometheus(m: &Metrics, info: &RunInfo) -> String {
             })
             .collect(),
     );
-    let per_sink = |f: &dyn Fn(&txguard_engine::runtime::SinkMetrics) -> u64| {
+    let per_sink = |f: &dyn Fn(&txguard_engine::runtime::SinkMetrics) -> f64| {
         m.sinks
             .iter()
-            .map(|s| (format!("{{sink=\"{}\"}}", label(&s.table)), f(s) as f64))
+            .map(|s| (format!("{{sink=\"{}\"}}", label(&s.table)), f(s)))
             .collect::<Vec<_>>()
     };
     family(
         "txguard_messages_sent_total",
         "counter",
         "Rows handed to a sink; Arroyo: arroyo_worker_messages_sent.",
-        per_sink(&|s| load(&s.rows)),
+        per_sink(&|s| load(&s.rows) as f64),
     );
     family(
         "txguard_sink_committed_rows_total",
         "counter",
         "Rows a sink made durable.",
-        per_sink(&|s| load(&s.committed_rows)),
+        per_sink(&|s| load(&s.committed_rows) as f64),
     );
     family(
         "txguard_sink_commits_total",
         "counter",
         "Checkpoint commits a sink completed.",
-        per_sink(&|s| load(&s.commits)),
+        per_sink(&|s| load(&s.commits) as f64),
     );
     family(
         "txguard_checkpoint_epoch",
@@ -399,29 +399,13 @@ pub fn render_prometheus(m: &Metrics, info: &RunInfo) -> String {
         "gauge",
         "Batches waiting for the sink over its queue's capacity: 1 = the sink holds the \
          pipeline back.",
-        m.sinks
-            .iter()
-            .map(|s| {
-                (
-                    format!("{{sink=\"{}\"}}", label(&s.table)),
-                    load(&s.queued) as f64 / SINK_QUEUE as f64,
-                )
-            })
-            .collect(),
+        per_sink(&|s| load(&s.queued) as f64 / SINK_QUEUE as f64),
     );
     family(
         "txguard_sink_last_commit_timestamp_seconds",
         "gauge",
         "When the sink's last commit finished (seconds since the Unix epoch; 0: none yet).",
-        m.sinks
-            .iter()
-            .map(|s| {
-                (
-                    format!("{{sink=\"{}\"}}", label(&s.table)),
-                    s.last_commit_micros.load(Ordering::Relaxed) as f64 / 1e6,
-                )
-            })
-            .collect(),
+        per_sink(&|s| s.last_commit_micros.load(Ordering::Relaxed) as f64 / 1e6),
     );
     family(
         "txguard_start_time_seconds",

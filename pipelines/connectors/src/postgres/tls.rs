@@ -91,8 +91,7 @@ pub enum RootCert {
 pub struct Tls {
     /// The mode in effect (`require` with a root certificate is `verify-ca`).
     pub mode: SslMode,
-    pub root_cert: Option<RootCert>,
-    /// `None` for `disable`.
+    /// `None` for `disable`; it holds the trusted roots from `verify-ca` on.
     pub connector: Option<MakeTlsConnector>,
 }
 
@@ -100,7 +99,6 @@ impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tls")
             .field("mode", &self.mode)
-            .field("root_cert", &self.root_cert)
             .finish_non_exhaustive()
     }
 }
@@ -167,8 +165,8 @@ pub fn split(
     };
     // libpq: sslrootcert=system defaults to verify-full and allows nothing weaker.
     let mode = match (mode, &root_cert) {
-        (None, Some(RootCert::System)) if root.is_some() => SslMode::VerifyFull,
-        (Some(m), Some(RootCert::System)) if m < SslMode::VerifyFull && root.is_some() => {
+        (None, Some(RootCert::System)) => SslMode::VerifyFull,
+        (Some(m), Some(RootCert::System)) if m < SslMode::VerifyFull => {
             return Err(TlsError(format!(
                 "sslmode={} may not be used with sslrootcert=system: the system's roots \
                  vouch for names, so use sslmode=verify-full",
@@ -203,18 +201,7 @@ pub fn split(
             root.as_ref().map(|r| r.1),
         )?),
     };
-    Ok((
-        rest,
-        Tls {
-            mode,
-            root_cert: if mode >= SslMode::VerifyCa {
-                root_cert
-            } else {
-                None
-            },
-            connector,
-        },
-    ))
+    Ok((rest, Tls { mode, connector }))
 }
 
 /// The OpenSSL connector for a mode: no verification below `verify-ca`; the chain against
