@@ -306,6 +306,31 @@ async fn pg_digest(c: &tokio_postgres::Client, table: &str) -> (i64, String) {
     (row.get(0), row.get(1))
 }
 
+/// A scratch database on `server` with the default pipeline's tables (`txguard db init`),
+/// its connection string, and an empty folder `root/<mode>` for the run.
+fn initialised_db(
+    rt: &tokio::runtime::Runtime,
+    server: &str,
+    root: &Path,
+    mode: &str,
+) -> (
+    txguard_connectors::postgres::scratch::ScratchDb,
+    String,
+    std::path::PathBuf,
+) {
+    let db = rt
+        .block_on(txguard_connectors::postgres::scratch::ScratchDb::create(
+            server,
+        ))
+        .expect("scratch database");
+    let conn = db.connection();
+    let dir = root.join(mode);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (ok, _, err) = txguard(&dir, &["db", "init", "--connection", &conn]);
+    assert!(ok, "{err}");
+    (db, conn, dir)
+}
+
 /// [`pg_digest`] of every table the Postgres pipeline writes, in the database `conn` names.
 async fn pg_digests(conn: &str) -> Vec<(&'static str, (i64, String))> {
     use txguard_connectors::postgres;
@@ -353,7 +378,7 @@ async fn terminate_sessions(
 
 #[test]
 fn killed_runs_into_postgres_write_every_row_once() {
-    use txguard_connectors::postgres::{DEFAULT_CONNECTION, scratch::ScratchDb};
+    use txguard_connectors::postgres::DEFAULT_CONNECTION;
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let server =
         std::env::var("TXGUARD_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_CONNECTION.to_string());
@@ -364,14 +389,7 @@ fn killed_runs_into_postgres_write_every_row_once() {
     // terminated every 200 ms for 8 s (the database restarting, a proxy dropping
     // connections), then left alone.
     for mode in ["reference", "killed", "terminated"] {
-        let db = rt
-            .block_on(ScratchDb::create(&server))
-            .expect("scratch database");
-        let conn = db.connection();
-        let dir = root.path().join(mode);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let (ok, _, err) = txguard(&dir, &["db", "init", "--connection", &conn]);
-        assert!(ok, "{err}");
+        let (db, conn, dir) = initialised_db(&rt, &server, root.path(), mode);
         let command = || {
             let mut c = command_of("sql/pipeline_postgres.sql", &dir, &[]);
             c.env("TXGUARD_POSTGRES", &conn);
@@ -563,7 +581,7 @@ fn as_root() -> bool {
 /// once; its peak RSS is reported.
 #[test]
 fn postgres_stopped_for_a_minute_mid_run_loses_and_doubles_nothing() {
-    use txguard_connectors::postgres::{self, scratch::ScratchDb};
+    use txguard_connectors::postgres;
     let pg = PrivatePostgres::start();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let root = tempfile::tempdir().expect("tempdir");
@@ -571,14 +589,7 @@ fn postgres_stopped_for_a_minute_mid_run_loses_and_doubles_nothing() {
     let mut digests = Vec::new();
     let mut peak = String::new();
     for mode in ["reference", "outage"] {
-        let db = rt
-            .block_on(ScratchDb::create(&pg.connection()))
-            .expect("scratch database");
-        let conn = db.connection();
-        let dir = root.path().join(mode);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let (ok, _, err) = txguard(&dir, &["db", "init", "--connection", &conn]);
-        assert!(ok, "{err}");
+        let (_db, conn, dir) = initialised_db(&rt, &pg.connection(), root.path(), mode);
         let mut command = command_of("sql/pipeline_postgres.sql", &dir, &[]);
         command.env("TXGUARD_POSTGRES", &conn);
         let err = if mode == "reference" {
