@@ -136,22 +136,25 @@ impl Constraints {
         )?)
     }
 
-    /// Splits `columns` (the declared columns, in order) into the rows that hold every
-    /// constraint and those that break one (the first broken, in declaration order: NOT NULL
-    /// columns, then CHECKs). `reasons` (empty, or one per row) marks rows already known to
-    /// be bad, e.g. a value that did not cast to its column's type.
-    pub fn apply(
-        &self,
-        columns: Vec<ArrayRef>,
-        mut reasons: Vec<Option<String>>,
-    ) -> Result<Checked, StreamError> {
+    /// `columns` (the declared columns, in order) as one batch of the nullable schema.
+    fn nullable_batch(&self, columns: Vec<ArrayRef>) -> Result<RecordBatch, StreamError> {
         let n = columns.first().map_or(0, |c| c.len());
-        let batch = RecordBatch::try_new_with_options(
+        Ok(RecordBatch::try_new_with_options(
             self.nullable.clone(),
             columns,
             &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
-        )?;
-        // The first broken constraint is a row's reason.
+        )?)
+    }
+
+    /// Gives each row of `batch` that breaks a constraint its reason (the first broken, in
+    /// declaration order: NOT NULL columns, then CHECKs), unless it has one already;
+    /// `reasons` is empty (no row has one) or one per row.
+    fn mark(
+        &self,
+        batch: &RecordBatch,
+        reasons: &mut Vec<Option<String>>,
+    ) -> Result<(), StreamError> {
+        let n = batch.num_rows();
         let mut mark = |i: usize, why: &dyn Fn() -> String| {
             if reasons.is_empty() {
                 reasons.resize(n, None);
@@ -169,7 +172,7 @@ impl Constraints {
             }
         }
         for check in &self.checks {
-            let v = check.expr.evaluate(&batch)?.into_array(n)?;
+            let v = check.expr.evaluate(batch)?.into_array(n)?;
             let v: &BooleanArray = v.as_boolean();
             if v.false_count() == 0 {
                 continue;
@@ -180,6 +183,36 @@ impl Constraints {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Checks `columns` (the declared columns, in order) row by row: the rows that hold
+    /// every constraint (in the declared schema, in order) and, per row, why it does not
+    /// (`None`: it holds them).
+    pub fn check_rows(
+        &self,
+        columns: Vec<ArrayRef>,
+    ) -> Result<(RecordBatch, Vec<Option<String>>), StreamError> {
+        let batch = self.nullable_batch(columns)?;
+        let mut reasons = Vec::new();
+        self.mark(&batch, &mut reasons)?;
+        reasons.resize(batch.num_rows(), None);
+        let bad: BooleanArray = reasons.iter().map(|r| Some(r.is_some())).collect();
+        let good = self.declared_batch(&filter_record_batch(&batch, &not(&bad)?)?)?;
+        Ok((good, reasons))
+    }
+
+    /// Splits `columns` (the declared columns, in order) into the rows that hold every
+    /// constraint and those that break one (the first broken, in declaration order: NOT NULL
+    /// columns, then CHECKs). `reasons` (empty, or one per row) marks rows already known to
+    /// be bad, e.g. a value that did not cast to its column's type.
+    pub fn apply(
+        &self,
+        columns: Vec<ArrayRef>,
+        mut reasons: Vec<Option<String>>,
+    ) -> Result<Checked, StreamError> {
+        let batch = self.nullable_batch(columns)?;
+        self.mark(&batch, &mut reasons)?;
         if !reasons.iter().any(Option::is_some) {
             return Ok(Checked {
                 rows: self.declared_batch(&batch)?,

@@ -628,43 +628,23 @@ impl OverWindows {
         let base = seq[0];
         let end = base + (rows.len() / stride) as u64;
         for (f, frame) in frames.iter().enumerate() {
-            let from = t.saturating_sub(frame.range);
-            let (mut start, mut removed) = (seq[1 + 2 * f], seq[2 + 2 * f]);
-            while start < end {
-                let i = (start - base) as usize * stride;
-                if rows[i] as i64 >= from {
-                    break;
-                }
-                let row_nulls = rows[i + 1];
-                for &(acc, input) in &frame.accs {
-                    if row_nulls & (1u64 << input) == 0 {
-                        let x = f64::from_bits(rows[i + 2 + input]);
-                        let a = &mut accs[acc * ACC_WORDS..][..ACC_WORDS];
-                        if !remove(a, x) {
-                            removed = u64::MAX / 2; // recompute now
-                        }
-                    }
-                }
-                start += 1;
-                removed += 1;
-            }
+            let (start, removed, rebuilt) = advance(
+                frame,
+                rows,
+                stride,
+                (base, end),
+                t.saturating_sub(frame.range),
+                (seq[1 + 2 * f], seq[2 + 2 * f]),
+                accs,
+            );
             for &(ext, _, _) in &frame.exts {
                 let d = &mut exts[ext];
                 while d.front().is_some_and(|&(q, _)| q < start) {
                     d.pop_front();
                 }
             }
-            if start == end {
-                // Every row has left the frame: its accumulators restart from exact zeros,
-                // as a new key's do, so a key's results never depend on whether (or when) it
-                // was evicted while idle.
-                for &(acc, _) in &frame.accs {
-                    accs[acc * ACC_WORDS..][..ACC_WORDS].fill(0.0);
-                }
-                removed = 0;
-            } else if removed > 0 && removed >= (end - start).max(8) {
-                rebuild(frame, rows, stride, base, start, accs, exts);
-                removed = 0;
+            if rebuilt {
+                rebuild_extremes(frame, rows, stride, base, start, exts);
             }
             seq[1 + 2 * f] = start;
             seq[2 + 2 * f] = removed;
@@ -704,27 +684,15 @@ impl OverWindows {
     ) -> Option<f64> {
         let si = s as usize;
         let sw = self.seq_words();
-        if func == OverFn::CountRows {
-            let seq = &self.seqs[si * sw..][..sw];
-            let end = seq[0] + (self.slots[si].rows.len() / self.stride) as u64;
-            return Some((end - seq[1 + 2 * frame]) as f64);
-        }
+        let seq = &self.seqs[si * sw..][..sw];
+        let end = seq[0] + (self.slots[si].rows.len() / self.stride) as u64;
         let a = &self.acc_values[(si * self.n_accs + acc) * ACC_WORDS..][..ACC_WORDS];
-        let n = a[0];
-        match func {
-            OverFn::CountRows | OverFn::Count => Some(n),
-            _ if n == 0.0 => None,
-            OverFn::Sum => Some(a[1] + a[2]),
-            OverFn::Avg => Some((a[1] + a[2]) / n),
-            OverFn::Stddev => (n >= 2.0).then(|| (a[4].max(0.0) / (n - 1.0)).sqrt()),
-            // Only NaN values: the deque keeps none of them.
-            OverFn::Min | OverFn::Max => Some(
-                self.extremes[si * self.n_exts + ext]
-                    .front()
-                    .map_or(f64::NAN, |&(_, v)| v),
-            ),
-            OverFn::Lag => None,
-        }
+        let extreme = || {
+            self.extremes[si * self.n_exts + ext]
+                .front()
+                .map_or(f64::NAN, |&(_, v)| v)
+        };
+        value_of(func, end - seq[1 + 2 * frame], a, extreme)
     }
 
     /// Processes rows in event-time order (all rows of one `ts` in the same call) and
@@ -839,6 +807,169 @@ impl OverWindows {
             start = end;
         }
 
+        let mut out: Vec<ArrayRef> = batch.columns().to_vec();
+        out.extend(outs.into_iter().map(|o| -> ArrayRef {
+            match o {
+                Out::Count(v) => Arc::new(Int64Array::from(v)),
+                Out::Float(mut b) => Arc::new(b.finish()),
+            }
+        }));
+        RecordBatch::try_new(self.out_schema.clone(), out)
+    }
+
+    /// The slot of `key` (`None`: the NULL key), if it has one; changes nothing.
+    fn find(&self, key: Option<&[u8]>) -> Option<u32> {
+        let Some(key) = key else {
+            return self.null_key;
+        };
+        let hash = self.hasher.hash_one(key);
+        self.table
+            .find(hash, |&i| self.slots[i as usize].key.bytes() == key)
+            .copied()
+    }
+
+    /// What [`OverWindows::process`] would give for each row of `batch` if it were the next
+    /// row of its key, each row on its own (rows of one batch do not see each other), without
+    /// changing any state: the online scoring API's read of the live windows. Each row costs
+    /// what entering it would (the rows leaving its frames, at most a frame's rows), not its
+    /// key's history. A row must not be older than its key's newest row (the runtime probes
+    /// only rows at or after the watermark, which every row held is before); one that is
+    /// gets an error rather than a wrong answer.
+    pub fn probe(&self, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+        let n = batch.num_rows();
+        let keys = batch
+            .column(self.key_col)
+            .as_string_opt::<i32>()
+            .ok_or_else(|| ArrowError::SchemaError("partition key must be VARCHAR".into()))?;
+        let ts = batch
+            .column(self.ts_col)
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .ok_or_else(|| ArrowError::SchemaError("ORDER BY column must be a timestamp".into()))?;
+        let column = |i: &usize| batch.column(*i).as_primitive::<Float64Type>();
+        let frame_cols: Vec<&Float64Array> = self.frame_inputs.iter().map(column).collect();
+        let mut outs: Vec<Out> = self
+            .aggs
+            .iter()
+            .map(|a| match a.func {
+                OverFn::Count | OverFn::CountRows => Out::Count(Vec::with_capacity(n)),
+                _ => Out::Float(Float64Builder::with_capacity(n)),
+            })
+            .collect();
+        let (sw, aw, lag_k) = (
+            self.seq_words(),
+            self.n_accs * ACC_WORDS,
+            self.lag_inputs.len(),
+        );
+        let empty = VecDeque::new();
+        // Per frame: its start once the row's time has moved it.
+        let mut starts = vec![0u64; self.frames.len()];
+        let mut accs = vec![0.0f64; aw];
+        for r in 0..n {
+            let t = ts.value(r);
+            let key = (!keys.is_null(r)).then(|| keys.value(r).as_bytes());
+            let slot = self.find(key);
+            let rows = slot.map_or(&empty, |s| &self.slots[s as usize].rows);
+            let (base, end) = match slot {
+                Some(s) => {
+                    let base = self.seqs[s as usize * sw];
+                    (base, base + (rows.len() / self.stride) as u64)
+                }
+                None => (0, 0),
+            };
+            if let Some(i) = rows.len().checked_sub(self.stride)
+                && rows[i] as i64 > t
+            {
+                return Err(ArrowError::ComputeError(format!(
+                    "row at {} is older than its key's newest row at {}",
+                    crate::event::format_micros(t),
+                    crate::event::format_micros(rows[i] as i64)
+                )));
+            }
+            match slot {
+                Some(s) => accs.copy_from_slice(&self.acc_values[s as usize * aw..][..aw]),
+                None => accs.fill(0.0),
+            }
+            let mut nulls = 0u64;
+            for (j, col) in frame_cols.iter().enumerate() {
+                if col.is_null(r) {
+                    nulls |= 1u64 << j;
+                }
+            }
+            for (f, frame) in self.frames.iter().enumerate() {
+                let (start, removed) = match slot {
+                    Some(s) => {
+                        let seq = &self.seqs[s as usize * sw..][..sw];
+                        (seq[1 + 2 * f], seq[2 + 2 * f])
+                    }
+                    None => (0, 0),
+                };
+                let (start, _, _) = advance(
+                    frame,
+                    rows,
+                    self.stride,
+                    (base, end),
+                    t.saturating_sub(frame.range),
+                    (start, removed),
+                    &mut accs,
+                );
+                starts[f] = start;
+                for &(acc, input) in &frame.accs {
+                    if nulls & (1u64 << input) == 0 {
+                        add(
+                            &mut accs[acc * ACC_WORDS..][..ACC_WORDS],
+                            frame_cols[input].value(r),
+                        );
+                    }
+                }
+            }
+            for (src, out) in self.sources.iter().zip(outs.iter_mut()) {
+                let v = match *src {
+                    Source::Lag { input } => slot.and_then(|s| {
+                        let null = self.slots[s as usize].lag_nulls & (1u64 << input) != 0;
+                        (!null).then(|| self.lag_values[s as usize * lag_k + input])
+                    }),
+                    Source::Frame {
+                        func,
+                        frame,
+                        acc,
+                        ext,
+                    } => {
+                        let a = &accs[acc * ACC_WORDS..][..ACC_WORDS];
+                        let extreme = || {
+                            // The frame's extreme once the rows before its start have left,
+                            // then this row's value where it beats it (as `push_extreme`).
+                            let max = func == OverFn::Max;
+                            let held = slot
+                                .and_then(|s| {
+                                    self.extremes[s as usize * self.n_exts + ext]
+                                        .iter()
+                                        .find(|&&(q, _)| q >= starts[frame])
+                                })
+                                .map(|&(_, v)| v);
+                            let x = self.frames[frame]
+                                .exts
+                                .iter()
+                                .find(|&&(e, _, _)| e == ext)
+                                .map(|&(_, input, _)| frame_cols[input])
+                                .filter(|c| !c.is_null(r))
+                                .map(|c| c.value(r))
+                                .filter(|x| !x.is_nan());
+                            match (held, x) {
+                                (Some(h), Some(x)) if (max && h <= x) || (!max && h >= x) => x,
+                                (Some(h), _) => h,
+                                (None, Some(x)) => x,
+                                (None, None) => f64::NAN,
+                            }
+                        };
+                        value_of(func, end - starts[frame] + 1, a, extreme)
+                    }
+                };
+                match out {
+                    Out::Count(c) => c.push(v.unwrap_or(0.0) as i64),
+                    Out::Float(b) => b.append_option(v),
+                }
+            }
+        }
         let mut out: Vec<ArrayRef> = batch.columns().to_vec();
         out.extend(outs.into_iter().map(|o| -> ArrayRef {
             match o {
@@ -1030,21 +1161,84 @@ fn push_extreme(d: &mut VecDeque<(u64, f64)>, at: u64, x: f64, max: bool) {
     d.push_back((at, x));
 }
 
-/// Recomputes one frame's accumulators and extremes from its rows (`start` on).
-fn rebuild(
+/// Moves one frame's start past its rows before `from`, taking them out of the frame's
+/// accumulators in `accs` (a key's rows are `rows`, numbered `base..end`; the frame held
+/// `start..end`, `removed` of them having left since its accumulators were last computed
+/// from rows). As every frame must: an emptied frame restarts from exact zeros, and one that
+/// as many rows have left as it holds (or whose subtraction cannot be trusted) is recomputed
+/// from its rows. Returns the new start and `removed`, and whether it recomputed (the
+/// frame's extremes are then to be recomputed too).
+fn advance(
+    frame: &Frame,
+    rows: &VecDeque<u64>,
+    stride: usize,
+    (base, end): (u64, u64),
+    from: i64,
+    (mut start, mut removed): (u64, u64),
+    accs: &mut [f64],
+) -> (u64, u64, bool) {
+    while start < end {
+        let i = (start - base) as usize * stride;
+        if rows[i] as i64 >= from {
+            break;
+        }
+        let row_nulls = rows[i + 1];
+        for &(acc, input) in &frame.accs {
+            if row_nulls & (1u64 << input) == 0 {
+                let x = f64::from_bits(rows[i + 2 + input]);
+                let a = &mut accs[acc * ACC_WORDS..][..ACC_WORDS];
+                if !remove(a, x) {
+                    removed = u64::MAX / 2; // recompute now
+                }
+            }
+        }
+        start += 1;
+        removed += 1;
+    }
+    if start == end {
+        // Every row has left the frame: its accumulators restart from exact zeros, as a new
+        // key's do, so a key's results never depend on whether (or when) it was evicted
+        // while idle.
+        for &(acc, _) in &frame.accs {
+            accs[acc * ACC_WORDS..][..ACC_WORDS].fill(0.0);
+        }
+        return (start, 0, false);
+    }
+    if removed > 0 && removed >= (end - start).max(8) {
+        rebuild_accumulators(frame, rows, stride, base, start, accs);
+        return (start, 0, true);
+    }
+    (start, removed, false)
+}
+
+/// The value of frame function `func` over a frame of `rows` rows with accumulator `a`;
+/// `extreme` gives the frame's MIN or MAX (NaN: only NaN values).
+fn value_of(func: OverFn, rows: u64, a: &[f64], extreme: impl FnOnce() -> f64) -> Option<f64> {
+    let n = a[0];
+    match func {
+        OverFn::CountRows => Some(rows as f64),
+        OverFn::Count => Some(n),
+        _ if n == 0.0 => None,
+        OverFn::Sum => Some(a[1] + a[2]),
+        OverFn::Avg => Some((a[1] + a[2]) / n),
+        OverFn::Stddev => (n >= 2.0).then(|| (a[4].max(0.0) / (n - 1.0)).sqrt()),
+        // Only NaN values: the deque keeps none of them.
+        OverFn::Min | OverFn::Max => Some(extreme()),
+        OverFn::Lag => None,
+    }
+}
+
+/// Recomputes one frame's accumulators from its rows (`start` on).
+fn rebuild_accumulators(
     frame: &Frame,
     rows: &VecDeque<u64>,
     stride: usize,
     base: u64,
     start: u64,
     accs: &mut [f64],
-    exts: &mut [VecDeque<(u64, f64)>],
 ) {
     for &(acc, _) in &frame.accs {
         accs[acc * ACC_WORDS..][..ACC_WORDS].fill(0.0);
-    }
-    for &(ext, _, _) in &frame.exts {
-        exts[ext].clear();
     }
     let len = (rows.len() / stride) as u64;
     for q in start..base + len {
@@ -1058,6 +1252,25 @@ fn rebuild(
                 );
             }
         }
+    }
+}
+
+/// Recomputes one frame's MIN and MAX deques from its rows (`start` on).
+fn rebuild_extremes(
+    frame: &Frame,
+    rows: &VecDeque<u64>,
+    stride: usize,
+    base: u64,
+    start: u64,
+    exts: &mut [VecDeque<(u64, f64)>],
+) {
+    for &(ext, _, _) in &frame.exts {
+        exts[ext].clear();
+    }
+    let len = (rows.len() / stride) as u64;
+    for q in start..base + len {
+        let i = (q - base) as usize * stride;
+        let nulls = rows[i + 1];
         for &(ext, input, max) in &frame.exts {
             if nulls & (1u64 << input) == 0 {
                 push_extreme(&mut exts[ext], q, f64::from_bits(rows[i + 2 + input]), max);
@@ -1309,6 +1522,120 @@ mod tests {
     /// Stopped at any batch, snapshotted and restored into a new operator, the windows go on
     /// to give bit for bit what an uninterrupted run gives; a snapshot does not restore into
     /// an operator with other windows.
+    /// `probe` gives, bit for bit, what `process` gives for the same row as its key's next
+    /// (frames emptied, rows leaving them, recomputed accumulators after an outlier left,
+    /// NULL and NaN values, MIN and MAX, LAG, new keys and the NULL key), and changes nothing:
+    /// an operator probed before every row gives the same outputs and snapshot as one never
+    /// probed.
+    #[test]
+    fn probing_a_row_gives_what_entering_it_would_and_changes_nothing() {
+        use rand::{Rng, SeedableRng};
+        let funcs = [
+            OverFn::CountRows,
+            OverFn::Count,
+            OverFn::Sum,
+            OverFn::Avg,
+            OverFn::Min,
+            OverFn::Max,
+            OverFn::Stddev,
+        ];
+        let mut aggs = Vec::new();
+        for range_micros in [3 * MIN, 20 * MIN] {
+            for func in funcs {
+                aggs.push(OverAgg {
+                    name: format!("{func:?}_{range_micros}"),
+                    func,
+                    input: 2,
+                    range_micros,
+                });
+            }
+        }
+        aggs.push(OverAgg {
+            name: "prev".into(),
+            func: OverFn::Lag,
+            input: 2,
+            range_micros: 0,
+        });
+        let schema = batch(&[]).schema();
+        let mut probed = OverWindows::new(&schema, 0, 1, aggs.clone()).expect("operator");
+        let mut plain = OverWindows::new(&schema, 0, 1, aggs).expect("operator");
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
+        let bits = |b: &RecordBatch| -> Vec<Vec<Option<u64>>> {
+            b.columns()[3..]
+                .iter()
+                .map(|c| {
+                    (0..c.len())
+                        .map(|i| {
+                            (!c.is_null(i)).then(|| match c.data_type() {
+                                DataType::Int64 => c.as_primitive::<Int64Type>().value(i) as u64,
+                                _ => c.as_primitive::<Float64Type>().value(i).to_bits(),
+                            })
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let mut t = 0i64;
+        for i in 0..3000 {
+            if rng.random_range(0..5) > 0 {
+                t += rng.random_range(0..90_000_000);
+            }
+            let key = match rng.random_range(0..12) {
+                0 => None,
+                k => Some(format!("k{}", k % 5)),
+            };
+            let x = match rng.random_range(0..12) {
+                0 => None,
+                1 => Some(f64::NAN),
+                2 => Some(1e12),
+                _ => Some(rng.random_range(-100.0..100.0)),
+            };
+            let b = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(arrow::array::StringArray::from(vec![key.as_deref()])),
+                    Arc::new(TimestampMicrosecondArray::from_iter_values([t])),
+                    Arc::new(Float64Array::from(vec![x])),
+                ],
+            )
+            .expect("batch");
+            let answer = probed.probe(&b).expect("probe");
+            let entered = probed.process(&b).expect("process");
+            let reference = plain.process(&b).expect("process");
+            assert_eq!(
+                bits(&answer),
+                bits(&entered),
+                "row {i}: probe and process differ"
+            );
+            assert_eq!(
+                bits(&entered),
+                bits(&reference),
+                "row {i}: the probe changed state"
+            );
+            if i % 200 == 199 {
+                probed.evict_idle(t);
+                plain.evict_idle(t);
+            }
+        }
+        use crate::state::Stateful;
+        assert_eq!(
+            probed.snapshot().expect("snapshot"),
+            plain.snapshot().expect("snapshot"),
+            "the probed operator's state is the other's"
+        );
+        // A row older than its key's newest is refused, not answered wrongly.
+        let old = batch(&[("k1", t - 1, 1.0)]);
+        let newest = batch(&[("k1", t, 1.0)]);
+        probed.process(&newest).expect("process");
+        let e = probed
+            .probe(&old)
+            .expect_err("older than the key's newest row");
+        assert!(
+            e.to_string().contains("older than its key's newest row"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn snapshot_and_restore_continue_exactly() {
         use crate::state::Stateful;

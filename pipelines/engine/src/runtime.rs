@@ -378,6 +378,8 @@ pub struct Connections {
     pub sources: Vec<(String, Box<dyn Source>)>,
     pub sinks: Vec<Box<dyn Sink>>,
     pub resume: Option<Checkpoint>,
+    /// Rows to score against the live state between batches (the online scoring API).
+    pub probes: Option<crate::probe::ProbeQueue>,
 }
 
 /// State ids of the event-time buffers and sinks' prepared epochs in a checkpoint (operator
@@ -602,6 +604,7 @@ async fn run_to_end(
         .map(|(i, s)| spawn_sink(s, i, metrics.clone()))
         .collect();
     let store = opts.checkpoints.clone();
+    let mut probes = conns.probes.take();
     let result = drive(
         &mut df,
         &mut sources,
@@ -612,8 +615,11 @@ async fn run_to_end(
         &stop,
         &mut cp,
         &mut epoch,
+        probes.as_mut(),
     )
     .await;
+    // Requests still waiting get "not running" rather than a late answer.
+    drop(probes);
     // The last epoch: a checkpoint after a clean end or a stop. After an error there is no
     // consistent cut to save: with checkpoints the next run continues from the last one;
     // without, what was processed is still committed (at least once).
@@ -985,6 +991,7 @@ async fn drive(
     stop: &AtomicBool,
     cp: &mut Checkpoints,
     epoch: &mut u64,
+    mut probes: Option<&mut crate::probe::ProbeQueue>,
 ) -> Result<(), RunError> {
     // Checkpoints come early (every 250 ms) until one has carried rows, so the first results
     // are visible within a fraction of a second even when a source's first rows take a while
@@ -1091,12 +1098,14 @@ async fn drive(
                     } else {
                         buf.release()?
                     };
+                    // The watermark may move without releasing anything (the rows held are
+                    // all at the newest time): /api/status and the metrics say so.
+                    if let Some(w) = buf.watermark() {
+                        m.watermark.store(w, Ordering::Relaxed);
+                    }
                     if let Some(rows) = rows {
                         m.released
                             .fetch_add(rows.num_rows() as u64, Ordering::Relaxed);
-                        if let Some(w) = buf.watermark() {
-                            m.watermark.store(w, Ordering::Relaxed);
-                        }
                         if idle {
                             tracing::debug!(source = %s.name, "idle: watermark moved to the newest event");
                         }
@@ -1155,8 +1164,25 @@ async fn drive(
                     early
                 };
         }
+        if let Some(q) = probes.as_deref_mut() {
+            // Between two batches: scoring requests see the state every row so far made.
+            q.serve(df, |i| {
+                sources
+                    .iter()
+                    .find(|s| s.index == i)
+                    .and_then(|s| s.buffer.as_ref()?.watermark())
+            });
+        }
         if !busy {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            let nap = tokio::time::sleep(Duration::from_millis(5));
+            match probes.as_deref_mut() {
+                // A scoring request ends the nap: it is answered at once.
+                Some(q) => tokio::select! {
+                    _ = nap => {}
+                    _ = q.wait() => {}
+                },
+                None => nap.await,
+            }
         } else {
             tokio::task::yield_now().await;
         }

@@ -68,6 +68,7 @@ async fn run_file_pipeline(
             sources: vec![("transactions".into(), Box::new(source))],
             sinks: vec![Box::new(first.clone()), Box::new(second.clone())],
             resume: None,
+            probes: None,
         },
         RunOptions::default(),
         metrics.clone(),

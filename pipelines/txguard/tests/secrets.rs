@@ -1,8 +1,10 @@
 //! Secrets never leave the process: passwords planted in a Postgres connection string, in
-//! `PGPASSWORD`, in `$TXGUARD_POSTGRES` and in a Kafka table's `client_configs` appear in
-//! nothing the process prints (stdout, stderr at debug level) or serves (the console page,
-//! `/api/status`, `/metrics`), on the happy path and on the failing ones (a connection that
-//! does not parse, a server that does not answer, a broker that is not there).
+//! `PGPASSWORD`, in `$TXGUARD_POSTGRES` and in a Kafka table's `client_configs`, and the API
+//! token in `$TXGUARD_API_TOKEN`, appear in nothing the process prints (stdout, stderr at
+//! debug level) or serves (the console page, `/api/status`, `/metrics`, the scoring API's
+//! answers with the right token and with a wrong one), on the happy path and on the failing
+//! ones (a connection that does not parse, a server that does not answer, a broker that is
+//! not there).
 
 mod common;
 
@@ -44,7 +46,8 @@ fn planted_passwords_appear_nowhere_the_process_prints_or_serves() {
     const IN_ENV: &str = "Planted-In-PGPASSWORD-91c2";
     const IN_KAFKA: &str = "Planted-In-Client-Configs-44de";
     const IN_URL: &str = "Planted-In-Url-0b55";
-    let all = [IN_STRING, IN_ENV, IN_KAFKA, IN_URL];
+    const API_TOKEN: &str = "Planted-Api-Token-d81e";
+    let all = [IN_STRING, IN_ENV, IN_KAFKA, IN_URL, API_TOKEN];
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -64,6 +67,7 @@ fn planted_passwords_appear_nowhere_the_process_prints_or_serves() {
     let env = [
         ("TXGUARD_POSTGRES", conn.as_str()),
         ("PGPASSWORD", IN_ENV),
+        ("TXGUARD_API_TOKEN", API_TOKEN),
         ("NO_COLOR", "1"),
     ];
 
@@ -124,6 +128,7 @@ fn planted_passwords_appear_nowhere_the_process_prints_or_serves() {
     let mut served = String::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut fetched = 0;
+    let mut scored = Vec::new();
     while child.try_wait().expect("wait").is_none() {
         assert!(
             Instant::now() < deadline,
@@ -135,6 +140,21 @@ fn planted_passwords_appear_nowhere_the_process_prints_or_serves() {
                 served.push_str(&body);
             }
         }
+        let right = format!("Bearer {API_TOKEN}");
+        for auth in [right.as_str(), "Bearer wrong-token"] {
+            let row = r#"{"transaction_id":"s1","user_id":"u000001","amount":1.0,"ts":"2100-01-01T00:00:00Z"}"#;
+            let answer = common::try_http(
+                &addr,
+                "POST",
+                "/api/v1/score",
+                &[("Authorization", auth)],
+                row,
+            );
+            if let Some((status, body)) = answer {
+                scored.push(status);
+                served.push_str(&body);
+            }
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     let status = child.wait().expect("wait");
@@ -142,6 +162,10 @@ fn planted_passwords_appear_nowhere_the_process_prints_or_serves() {
     let stdout = out.join().expect("stdout");
     assert!(status.success(), "{stderr}");
     assert!(fetched >= 3, "the pages were served ({fetched} answers)");
+    assert!(
+        scored.iter().any(|s| s.contains(" 200 ")) && scored.iter().any(|s| s.contains(" 401 ")),
+        "the scoring API answered with the right token and refused the wrong one: {scored:?}"
+    );
     assert!(
         stderr.contains("DEBUG") && served.contains("txguard_"),
         "debug logs and metrics were there to look at"

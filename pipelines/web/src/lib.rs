@@ -1,7 +1,14 @@
 //! The web side of a running pipeline, served on localhost: a one-page UI (`/`) with live
-//! counts, the same numbers as JSON (`/api/status`), and Prometheus metrics (`/metrics`, text
-//! exposition format 0.0.4, named like Arroyo's where they mean the same). Everything is read
-//! from the runtime's [`Metrics`]; nothing here touches the dataflow.
+//! counts, the same numbers as JSON (`/api/status`), Prometheus metrics (`/metrics`, text
+//! exposition format 0.0.4, named like Arroyo's where they mean the same), and the online
+//! scoring API (`POST /api/v1/score`, [`score`]). The counters are read from the runtime's
+//! [`Metrics`]; only the scoring API reaches the dataflow, through its
+//! [`txguard_engine::probe::Prober`].
+//!
+//! Access: `/`, `/api/status` and `/metrics` are open (counters, no transaction data).
+//! `/api/v1/…` needs `Authorization: Bearer <token>` when the run has an API token; without
+//! one it answers only on a loopback address (a server listening beyond the machine refuses
+//! it, 403, until a token is set).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -9,13 +16,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::header;
-use axum::response::{Html, IntoResponse, Json};
-use axum::routing::get;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Json, Response};
+use axum::routing::{get, post};
 use serde::Serialize;
+use txguard_engine::probe::Prober;
 use txguard_engine::runtime::{Metrics, SINK_QUEUE};
 use txguard_iforest_datafusion::ScoreStats;
+
+pub mod score;
+
+use score::ApiMetrics;
 
 /// What the UI shows besides the counters.
 #[derive(Debug, Clone, Serialize)]
@@ -29,10 +42,33 @@ pub struct RunInfo {
     pub sink_locations: Vec<(String, String)>,
 }
 
+/// The `/api/v1/` side of a run: the scoring API's prober and the token every request must
+/// carry (none: loopback clients only).
+#[derive(Clone, Default)]
+pub struct Api {
+    pub prober: Option<Prober>,
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("prober", &self.prober.is_some())
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
 #[derive(Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
     info: Arc<RunInfo>,
+    prober: Option<Prober>,
+    api: Arc<ApiMetrics>,
+    /// The API token, or none (then loopback servers only).
+    token: Option<Arc<str>>,
+    /// Whether the server listens on a loopback address only.
+    loopback: bool,
 }
 
 /// The server could not start.
@@ -49,6 +85,7 @@ pub async fn serve(
     addr: &str,
     metrics: Arc<Metrics>,
     info: RunInfo,
+    api: Api,
 ) -> Result<SocketAddr, WebError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -60,20 +97,76 @@ pub async fn serve(
         addr: addr.to_string(),
         error,
     })?;
+    let loopback = bound.ip().is_loopback();
+    if !loopback && api.token.is_none() {
+        tracing::warn!(
+            "the web UI listens on {bound}, beyond this machine, without an API token: \
+             /api/v1/ (the scoring API) answers 403 until one is set (--api-token or \
+             TXGUARD_API_TOKEN)"
+        );
+    }
+    let state = AppState {
+        metrics,
+        info: Arc::new(info),
+        prober: api.prober,
+        api: Arc::new(ApiMetrics::default()),
+        token: api.token.map(Arc::from),
+        loopback,
+    };
+    let v1 = Router::new()
+        .route("/api/v1/score", post(score::score))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     let app = Router::new()
         .route("/", get(index))
         .route("/api/status", get(status))
         .route("/metrics", get(prometheus))
-        .with_state(AppState {
-            metrics,
-            info: Arc::new(info),
-        });
+        .merge(v1)
+        .with_state(state);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!("web UI stopped: {e}");
         }
     });
     Ok(bound)
+}
+
+/// The token rule of `/api/v1/`: the run's token as a bearer token, compared in constant
+/// time; without a token, loopback servers only.
+async fn authorize(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let refuse = |status: StatusCode, message: &str| {
+        (status, Json(serde_json::json!({ "error": message }))).into_response()
+    };
+    match &s.token {
+        None if !s.loopback => refuse(
+            StatusCode::FORBIDDEN,
+            "this server listens beyond the machine and has no API token: start the run with \
+             --api-token (or TXGUARD_API_TOKEN) and send it as Authorization: Bearer <token>",
+        ),
+        None => next.run(req).await,
+        Some(token) => {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            use subtle::ConstantTimeEq;
+            if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+                next.run(req).await
+            } else {
+                let mut r = refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "missing or wrong API token: send Authorization: Bearer <token> (the run's \
+                     --api-token)",
+                );
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+                r
+            }
+        }
+    }
 }
 
 async fn index() -> Html<&'static str> {
@@ -472,12 +565,63 @@ pub fn render_prometheus(m: &Metrics, info: &RunInfo) -> String {
     out
 }
 
+/// The scoring API's families.
+fn render_api(out: &mut String, m: &ApiMetrics) {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "# HELP txguard_score_api_requests_total Requests to POST /api/v1/score, by status class.\n\
+         # TYPE txguard_score_api_requests_total counter"
+    );
+    for (code, n) in [
+        ("2xx", &m.ok),
+        ("4xx", &m.client_errors),
+        ("5xx", &m.server_errors),
+    ] {
+        let _ = writeln!(
+            out,
+            "txguard_score_api_requests_total{{code=\"{code}\"}} {}",
+            load(n)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP txguard_score_api_rows_total Rows sent to POST /api/v1/score, by outcome.\n\
+         # TYPE txguard_score_api_rows_total counter"
+    );
+    for (outcome, n) in [
+        ("scored", &m.scored),
+        ("rejected", &m.rejected),
+        ("late", &m.late),
+        ("filtered", &m.filtered),
+    ] {
+        let _ = writeln!(
+            out,
+            "txguard_score_api_rows_total{{outcome=\"{outcome}\"}} {}",
+            load(n)
+        );
+    }
+    let (buckets, sum) = m.duration.cumulative();
+    histogram(
+        out,
+        "txguard_score_api_request_duration_seconds",
+        "Per request to POST /api/v1/score: from its arrival to its answer.",
+        vec![(String::new(), buckets, sum)],
+    );
+}
+
 async fn prometheus(State(s): State<AppState>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render_prometheus(&s.metrics, &s.info),
+        {
+            let mut out = render_prometheus(&s.metrics, &s.info);
+            if s.prober.is_some() {
+                render_api(&mut out, &s.api);
+            }
+            out
+        },
     )
 }

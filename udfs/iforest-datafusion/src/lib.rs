@@ -15,7 +15,8 @@
 //!
 //! [`forest_udfs_observed`] makes the same functions recording what `iforest_score` scores
 //! into a [`ScoreStats`] (the score distribution and the rows above the threshold), which a
-//! running pipeline exports as metrics.
+//! running pipeline exports as metrics; what runs inside [`unobserved`] (the online scoring
+//! API's rows) is scored but not recorded.
 //!
 //! Arguments are the model's features in order; any numeric type is accepted (Float32 is
 //! scored without widening). The wrong number or a non-numeric argument fails at planning
@@ -68,6 +69,24 @@ pub struct ForestUdf {
     signature: Signature,
     /// Where `iforest_score` records what it scored (none outside a running pipeline).
     stats: Option<Arc<ScoreStats>>,
+}
+
+thread_local! {
+    /// Set while [`unobserved`] runs on this thread.
+    static UNOBSERVED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the observed functions not recording into their [`ScoreStats`] (on this
+/// thread): rows scored on request, not by the pipeline, are not the pipeline's scores.
+pub fn unobserved(f: &mut dyn FnMut()) {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            UNOBSERVED.set(self.0);
+        }
+    }
+    let _reset = Reset(UNOBSERVED.replace(true));
+    f();
 }
 
 /// Buckets of [`ScoreStats`]: scores are in (0, 1], cut every 0.05.
@@ -310,7 +329,9 @@ impl ScalarUDFImpl for ForestUdf {
             ColumnarValue::values_to_arrays(&args.args)?
         };
         let scores = score_arrays(&self.forest, &arrays, n)?;
-        if let Some(stats) = &self.stats {
+        if let Some(stats) = &self.stats
+            && !UNOBSERVED.get()
+        {
             stats.record(&scores);
         }
         let out: ArrayRef = match self.kind {

@@ -75,6 +75,25 @@ pub struct StreamSink {
     pub schema: SchemaRef,
 }
 
+/// A view whose rows the online scoring API can compute for a probed row: every operator
+/// between it and its source works row by row (no windowed aggregation).
+#[derive(Debug, Clone)]
+pub struct ProbeTarget {
+    pub view: String,
+    /// Index of its source in [`Dataflow::sources`].
+    pub source: usize,
+    pub node: usize,
+    pub schema: SchemaRef,
+}
+
+/// What [`Dataflow::probe`] gave: the view's rows, and for each probed row the index of its
+/// row among them (`None`: a `WHERE` on the way dropped it).
+#[derive(Debug, Clone)]
+pub struct Probed {
+    pub rows: RecordBatch,
+    pub index: Vec<Option<usize>>,
+}
+
 /// A planned pipeline, ready to be fed.
 pub struct Dataflow {
     nodes: Vec<Node>,
@@ -273,6 +292,85 @@ impl Dataflow {
                     .map(|b| (s, b))
             })
             .collect())
+    }
+
+    /// The nodes from `node`'s source down to `node`.
+    fn path(&self, node: usize) -> Vec<usize> {
+        let mut path = vec![node];
+        let mut at = node;
+        while let Some(i) = self.nodes[at].input {
+            path.push(i);
+            at = i;
+        }
+        path.reverse();
+        path
+    }
+
+    /// The views a probed row of a declared source can be followed to, in the order the
+    /// pipeline declares them.
+    pub fn probe_targets(&self) -> Vec<ProbeTarget> {
+        self.views
+            .iter()
+            .filter_map(|(view, node)| {
+                let root = self.nodes[*node].root;
+                let source = self
+                    .sources
+                    .iter()
+                    .position(|s| s.node == root && s.name != DEAD_LETTERS)?;
+                let path = self.path(*node);
+                path.iter()
+                    .all(|&i| self.nodes[i].op.per_row())
+                    .then(|| ProbeTarget {
+                        view: view.clone(),
+                        source,
+                        node: *node,
+                        schema: self.nodes[*node].schema.clone(),
+                    })
+            })
+            .collect()
+    }
+
+    /// `batch` (rows of the target's source, in its declared schema) followed to a
+    /// [`ProbeTarget`]'s view as if each row were its key's next, each on its own, against
+    /// the live state of every operator on the way, which it does not change.
+    pub fn probe(&self, target: &ProbeTarget, batch: &RecordBatch) -> Result<Probed, StreamError> {
+        let path = self.path(target.node);
+        let through = |b: &RecordBatch| -> Result<RecordBatch, StreamError> {
+            let mut b = b.clone();
+            for &i in &path[1..] {
+                let n = &self.nodes[i];
+                b = n.op.probe(&n.schema, &b)?.ok_or_else(|| {
+                    StreamError::Plan(format!("{} has no per-row output", n.label))
+                })?;
+            }
+            Ok(b)
+        };
+        let filters = path
+            .iter()
+            .any(|&i| matches!(self.nodes[i].op, Op::Filter(_)));
+        if !filters {
+            let rows = through(batch)?;
+            return Ok(Probed {
+                index: (0..rows.num_rows()).map(Some).collect(),
+                rows,
+            });
+        }
+        // A WHERE may drop rows: each row alone, so every answer finds its row.
+        let mut parts = Vec::with_capacity(batch.num_rows());
+        let mut index = Vec::with_capacity(batch.num_rows());
+        let mut at = 0;
+        for r in 0..batch.num_rows() {
+            let out = through(&batch.slice(r, 1))?;
+            if out.num_rows() == 1 {
+                index.push(Some(at));
+                at += 1;
+                parts.push(out);
+            } else {
+                index.push(None);
+            }
+        }
+        let rows = arrow::compute::concat_batches(&target.schema, &parts)?;
+        Ok(Probed { rows, index })
     }
 
     /// The dataflow as an indented tree per source, for `txguard validate`.

@@ -233,6 +233,24 @@ impl OverOp {
     }
 }
 
+impl OverOp {
+    /// What [`OverOp::step`] would give for `batch` (each row as its key's next), changing
+    /// nothing ([`OverWindows::probe`]).
+    fn probe(&self, batch: &RecordBatch) -> Result<RecordBatch, StreamError> {
+        let st = state_input(
+            &self.state_schema,
+            batch,
+            Some(&self.key),
+            self.ts,
+            &self.args,
+        )?;
+        let res = self.windows.probe(&st)?;
+        let mut cols = batch.columns().to_vec();
+        cols.extend_from_slice(&res.columns()[st.num_columns()..]);
+        conform(&self.schema, cols, batch.num_rows())
+    }
+}
+
 /// Where an output column of a windowed aggregation comes from.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum OutCol {
@@ -327,6 +345,41 @@ impl Op {
             Op::Window(w) => Some(&mut w.agg),
             _ => None,
         }
+    }
+
+    /// What the operator gives for `batch` without changing any state, for rows probed
+    /// through the dataflow (the online scoring API); `None` for an operator whose output is
+    /// not per row (a windowed aggregation emits when windows close) or a sink.
+    pub(crate) fn probe(
+        &self,
+        schema: &SchemaRef,
+        batch: &RecordBatch,
+    ) -> Result<Option<RecordBatch>, StreamError> {
+        match self {
+            Op::Source => Ok(Some(batch.clone())),
+            Op::Project(exprs) => {
+                let cols = exprs
+                    .iter()
+                    .map(|e| eval(e, batch))
+                    .collect::<Result<Vec<_>, _>>()?;
+                conform(schema, cols, batch.num_rows()).map(Some)
+            }
+            Op::Filter(pred) => {
+                let mask = eval(pred, batch)?;
+                let mask = mask
+                    .as_any()
+                    .downcast_ref::<arrow::array::BooleanArray>()
+                    .ok_or_else(|| StreamError::Plan("WHERE does not give a boolean".into()))?;
+                Ok(Some(filter_record_batch(batch, mask)?))
+            }
+            Op::Over(o) => o.probe(batch).map(Some),
+            Op::Window(_) | Op::Sink { .. } => Ok(None),
+        }
+    }
+
+    /// Whether [`Op::probe`] gives this operator's rows.
+    pub(crate) fn per_row(&self) -> bool {
+        !matches!(self, Op::Window(_) | Op::Sink { .. })
     }
 
     /// Runs one step: the input's batch of this step (if any) and the current watermark;

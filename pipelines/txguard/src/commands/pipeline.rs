@@ -147,6 +147,7 @@ pub async fn connect(
         sources,
         sinks,
         resume,
+        probes: None,
     })
 }
 

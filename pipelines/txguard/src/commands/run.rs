@@ -14,6 +14,9 @@ use txguard_engine::runtime::{
     Metrics, RunError, RunOptions, operator_states, run as run_dataflow,
 };
 
+use txguard_engine::decode::DecodeOptions;
+use txguard_engine::probe::Prober;
+
 use crate::commands::pipeline::{connect, default_checkpoint_dir, load, plan, progress, status};
 use crate::commands::validate::pipeline_models;
 
@@ -59,9 +62,22 @@ pub struct RunArgs {
     /// (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR")]
     pub ui: String,
-    /// Do not start the web UI.
+    /// Do not start the web UI (nor the scoring API).
     #[arg(long, conflicts_with = "ui")]
     pub no_ui: bool,
+    /// Token the online scoring API (POST /api/v1/score) and the rest of /api/v1/ require, as
+    /// `Authorization: Bearer <token>`. Without one, they answer only while --ui is a
+    /// loopback address.
+    #[arg(
+        long,
+        env = "TXGUARD_API_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub api_token: Option<String>,
+    /// Do not serve the online scoring API (POST /api/v1/score).
+    #[arg(long)]
+    pub no_score_api: bool,
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -139,6 +155,19 @@ async fn run_async(args: RunArgs) -> Result<()> {
             }
         }
     };
+    let mut conns = conns;
+    let prober = if args.no_ui || args.no_score_api {
+        None
+    } else {
+        let decode: Vec<(String, DecodeOptions)> = p
+            .tables
+            .iter()
+            .filter_map(|t| Some((t.name.clone(), DecodeOptions::from_table(t).ok()?)))
+            .collect();
+        let (prober, queue) = Prober::new(&df, &decode).context("setting up the scoring API")?;
+        conns.probes = Some(queue.with_scope(txguard_iforest_datafusion::unobserved));
+        Some(prober)
+    };
     let metrics = Arc::new(Metrics::for_dataflow(&df));
     if !args.no_ui {
         let info = txguard_web::RunInfo {
@@ -151,8 +180,25 @@ async fn run_async(args: RunArgs) -> Result<()> {
                 .filter_map(|t| txguard_connectors::sink_location(t).map(|l| (t.name.clone(), l)))
                 .collect(),
         };
-        match txguard_web::serve(&args.ui, metrics.clone(), info).await {
-            Ok(addr) => eprintln!("web UI: http://{addr}/ (metrics: http://{addr}/metrics)"),
+        let scoring = prober
+            .as_ref()
+            .and_then(|p| p.target(None, None).ok().cloned());
+        let api = txguard_web::Api {
+            prober,
+            token: args.api_token.clone(),
+        };
+        match txguard_web::serve(&args.ui, metrics.clone(), info, api).await {
+            Ok(addr) => {
+                eprintln!("web UI: http://{addr}/ (metrics: http://{addr}/metrics)");
+                if let Some(t) = scoring {
+                    eprintln!(
+                        "scoring API: POST http://{addr}/api/v1/score (one {} row as JSON, or an \
+                         array; answers with view {})",
+                        df.sources()[t.source].name,
+                        t.view
+                    );
+                }
+            }
             Err(e) => {
                 tracing::warn!("{e}; running without the web UI (choose another --ui address)")
             }

@@ -190,13 +190,33 @@ pub fn run_command(dir: &Path, pipeline: &str) -> Command {
 /// `GET path` on `addr` (one HTTP/1.1 request): the status line and the body, a chunked body
 /// decoded; `None` when nothing answers there (a server shutting down).
 pub fn try_http_get(addr: &str, path: &str) -> Option<(String, String)> {
+    try_http(addr, "GET", path, &[], "")
+}
+
+/// One HTTP/1.1 request with `headers` and `body`: the status line and the body, a chunked
+/// body decoded; `None` when nothing answers there.
+pub fn try_http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(String, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if method != "GET" {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    s.write_all(request.as_bytes()).ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
@@ -218,6 +238,26 @@ pub fn try_http_get(addr: &str, path: &str) -> Option<(String, String)> {
         body.to_string()
     };
     Some((head.lines().next().unwrap_or("").to_string(), body))
+}
+
+/// `POST path` of a JSON `body` to a server that must answer: the status code and the body
+/// as JSON.
+pub fn http_post(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let (status, text) = try_http(addr, "POST", path, headers, body)
+        .unwrap_or_else(|| panic!("nothing answers POST {path} on {addr}"));
+    let code = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {status:?}"));
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("POST {path}: {status}: not JSON ({e}): {text}"));
+    (code, json)
 }
 
 /// [`try_http_get`] of a server that must answer.
