@@ -19,6 +19,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy --manifest-path udfs/arroyo/harness/Cargo.toml --all-targets --locked -- -D warnings
 
 echo "== cargo deny (licenses, duplicate dependencies; offline)" >&2
+# cargo deny reads every platform's dependencies (windows-sys, android_…), which a Linux build
+# never downloads: fetch them first (a no-op once they are in cargo's cache).
+cargo fetch --locked --quiet
 "${TXGUARD_DENY_ROOT:-$HOME/.cache/txguard/cargo-deny}/bin/cargo-deny" --offline --log-level error check licenses bans
 
 echo "== Grafana dashboard type check (@grafana/schema)" >&2
