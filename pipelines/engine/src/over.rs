@@ -130,6 +130,9 @@ fn prefetch<T>(p: *const T) {
 /// been since the accumulator was last recomputed.
 const ACC_WORDS: usize = 6;
 
+/// What a frame function without an accumulator (`COUNT(*)`) reads.
+const NO_ACCUMULATOR: [f64; ACC_WORDS] = [0.0; ACC_WORDS];
+
 /// Where one output column's values come from.
 #[derive(Debug, Clone, Copy)]
 enum Source {
@@ -686,7 +689,12 @@ impl OverWindows {
         let sw = self.seq_words();
         let seq = &self.seqs[si * sw..][..sw];
         let end = seq[0] + (self.slots[si].rows.len() / self.stride) as u64;
-        let a = &self.acc_values[(si * self.n_accs + acc) * ACC_WORDS..][..ACC_WORDS];
+        // COUNT(*) alone has no accumulator.
+        let a = self
+            .acc_values
+            .get((si * self.n_accs + acc) * ACC_WORDS..)
+            .and_then(|a| a.get(..ACC_WORDS))
+            .unwrap_or(&NO_ACCUMULATOR);
         let extreme = || {
             self.extremes[si * self.n_exts + ext]
                 .front()
@@ -934,7 +942,10 @@ impl OverWindows {
                         acc,
                         ext,
                     } => {
-                        let a = &accs[acc * ACC_WORDS..][..ACC_WORDS];
+                        let a = accs
+                            .get(acc * ACC_WORDS..)
+                            .and_then(|a| a.get(..ACC_WORDS))
+                            .unwrap_or(&NO_ACCUMULATOR);
                         let extreme = || {
                             // The frame's extreme once the rows before its start have left,
                             // then this row's value where it beats it (as `push_extreme`).
@@ -1623,6 +1634,26 @@ mod tests {
             plain.snapshot().expect("snapshot"),
             "the probed operator's state is the other's"
         );
+        // COUNT(*) alone keeps no accumulator.
+        let mut only = OverWindows::new(
+            &schema,
+            0,
+            1,
+            vec![OverAgg {
+                name: "n".into(),
+                func: OverFn::CountRows,
+                input: 2,
+                range_micros: MIN,
+            }],
+        )
+        .expect("operator");
+        let count = |b: &RecordBatch| b.column(3).as_primitive::<Int64Type>().value(0);
+        let first = batch(&[("k", 0, 1.0)]);
+        assert_eq!(count(&only.probe(&first).expect("probe")), 1);
+        assert_eq!(count(&only.process(&first).expect("process")), 1);
+        let second = batch(&[("k", MIN / 2, 1.0)]);
+        assert_eq!(count(&only.probe(&second).expect("probe")), 2);
+        assert_eq!(count(&only.process(&second).expect("process")), 2);
         // A row older than its key's newest is refused, not answered wrongly.
         let old = batch(&[("k1", t - 1, 1.0)]);
         let newest = batch(&[("k1", t, 1.0)]);
