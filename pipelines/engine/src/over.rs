@@ -703,10 +703,17 @@ impl OverWindows {
         value_of(func, end - seq[1 + 2 * frame], a, extreme)
     }
 
-    /// Processes rows in event-time order (all rows of one `ts` in the same call) and
-    /// returns them with the window columns appended.
-    pub fn process(&mut self, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
-        let n = batch.num_rows();
+    /// A batch's partition keys and event times.
+    fn keys_and_times<'a>(
+        &self,
+        batch: &'a RecordBatch,
+    ) -> Result<
+        (
+            &'a arrow::array::StringArray,
+            &'a arrow::array::TimestampMicrosecondArray,
+        ),
+        ArrowError,
+    > {
         let keys = batch
             .column(self.key_col)
             .as_string_opt::<i32>()
@@ -715,17 +722,41 @@ impl OverWindows {
             .column(self.ts_col)
             .as_primitive_opt::<TimestampMicrosecondType>()
             .ok_or_else(|| ArrowError::SchemaError("ORDER BY column must be a timestamp".into()))?;
-        let column = |i: &usize| batch.column(*i).as_primitive::<Float64Type>();
-        let frame_cols: Vec<&Float64Array> = self.frame_inputs.iter().map(column).collect();
-        let lag_cols: Vec<&Float64Array> = self.lag_inputs.iter().map(column).collect();
-        let mut outs: Vec<Out> = self
-            .aggs
+        Ok((keys, ts))
+    }
+
+    /// An empty builder for each output column, for `n` rows.
+    fn out_builders(&self, n: usize) -> Vec<Out> {
+        self.aggs
             .iter()
             .map(|a| match a.func {
                 OverFn::Count | OverFn::CountRows => Out::Count(Vec::with_capacity(n)),
                 _ => Out::Float(Float64Builder::with_capacity(n)),
             })
-            .collect();
+            .collect()
+    }
+
+    /// `batch` with the built output columns appended.
+    fn appended(&self, batch: &RecordBatch, outs: Vec<Out>) -> Result<RecordBatch, ArrowError> {
+        let mut out: Vec<ArrayRef> = batch.columns().to_vec();
+        out.extend(outs.into_iter().map(|o| -> ArrayRef {
+            match o {
+                Out::Count(v) => Arc::new(Int64Array::from(v)),
+                Out::Float(mut b) => Arc::new(b.finish()),
+            }
+        }));
+        RecordBatch::try_new(self.out_schema.clone(), out)
+    }
+
+    /// Processes rows in event-time order (all rows of one `ts` in the same call) and
+    /// returns them with the window columns appended.
+    pub fn process(&mut self, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+        let n = batch.num_rows();
+        let (keys, ts) = self.keys_and_times(batch)?;
+        let column = |i: &usize| batch.column(*i).as_primitive::<Float64Type>();
+        let frame_cols: Vec<&Float64Array> = self.frame_inputs.iter().map(column).collect();
+        let lag_cols: Vec<&Float64Array> = self.lag_inputs.iter().map(column).collect();
+        let mut outs = self.out_builders(n);
 
         let lag_k = self.lag_inputs.len();
         let framed = !self.frames.is_empty();
@@ -815,14 +846,7 @@ impl OverWindows {
             start = end;
         }
 
-        let mut out: Vec<ArrayRef> = batch.columns().to_vec();
-        out.extend(outs.into_iter().map(|o| -> ArrayRef {
-            match o {
-                Out::Count(v) => Arc::new(Int64Array::from(v)),
-                Out::Float(mut b) => Arc::new(b.finish()),
-            }
-        }));
-        RecordBatch::try_new(self.out_schema.clone(), out)
+        self.appended(batch, outs)
     }
 
     /// The slot of `key` (`None`: the NULL key), if it has one; changes nothing.
@@ -845,24 +869,10 @@ impl OverWindows {
     /// gets an error rather than a wrong answer.
     pub fn probe(&self, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
         let n = batch.num_rows();
-        let keys = batch
-            .column(self.key_col)
-            .as_string_opt::<i32>()
-            .ok_or_else(|| ArrowError::SchemaError("partition key must be VARCHAR".into()))?;
-        let ts = batch
-            .column(self.ts_col)
-            .as_primitive_opt::<TimestampMicrosecondType>()
-            .ok_or_else(|| ArrowError::SchemaError("ORDER BY column must be a timestamp".into()))?;
+        let (keys, ts) = self.keys_and_times(batch)?;
         let column = |i: &usize| batch.column(*i).as_primitive::<Float64Type>();
         let frame_cols: Vec<&Float64Array> = self.frame_inputs.iter().map(column).collect();
-        let mut outs: Vec<Out> = self
-            .aggs
-            .iter()
-            .map(|a| match a.func {
-                OverFn::Count | OverFn::CountRows => Out::Count(Vec::with_capacity(n)),
-                _ => Out::Float(Float64Builder::with_capacity(n)),
-            })
-            .collect();
+        let mut outs = self.out_builders(n);
         let (sw, aw, lag_k) = (
             self.seq_words(),
             self.n_accs * ACC_WORDS,
@@ -981,14 +991,7 @@ impl OverWindows {
                 }
             }
         }
-        let mut out: Vec<ArrayRef> = batch.columns().to_vec();
-        out.extend(outs.into_iter().map(|o| -> ArrayRef {
-            match o {
-                Out::Count(v) => Arc::new(Int64Array::from(v)),
-                Out::Float(mut b) => Arc::new(b.finish()),
-            }
-        }));
-        RecordBatch::try_new(self.out_schema.clone(), out)
+        self.appended(batch, outs)
     }
 }
 

@@ -184,6 +184,24 @@ pub(crate) fn state_schema(args: usize) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// `batch` with the window columns `windows` computes from its `[key, ts, args…]` appended,
+/// laid out as `schema` (what [`OverOp::step`] and [`OverOp::probe`] share).
+fn with_windows(
+    state_schema: &SchemaRef,
+    key: &Arc<dyn PhysicalExpr>,
+    ts: usize,
+    args: &[Arg],
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+    windows: impl FnOnce(&RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError>,
+) -> Result<RecordBatch, StreamError> {
+    let st = state_input(state_schema, batch, Some(key), ts, args)?;
+    let res = windows(&st)?;
+    let mut cols = batch.columns().to_vec();
+    cols.extend_from_slice(&res.columns()[st.num_columns()..]);
+    conform(schema, cols, batch.num_rows())
+}
+
 /// Per-event OVER windows: the input's columns plus one column per window function.
 pub(crate) struct OverOp {
     pub key: Arc<dyn PhysicalExpr>,
@@ -206,17 +224,16 @@ impl OverOp {
     ) -> Result<Option<RecordBatch>, StreamError> {
         let out = match input {
             Some(batch) if batch.num_rows() > 0 => {
-                let st = state_input(
+                let windows = &mut self.windows;
+                Some(with_windows(
                     &self.state_schema,
-                    batch,
-                    Some(&self.key),
+                    &self.key,
                     self.ts,
                     &self.args,
-                )?;
-                let res = self.windows.process(&st)?;
-                let mut cols = batch.columns().to_vec();
-                cols.extend_from_slice(&res.columns()[st.num_columns()..]);
-                Some(conform(&self.schema, cols, batch.num_rows())?)
+                    &self.schema,
+                    batch,
+                    |st| windows.process(st),
+                )?)
             }
             _ => None,
         };
@@ -237,17 +254,15 @@ impl OverOp {
     /// What [`OverOp::step`] would give for `batch` (each row as its key's next), changing
     /// nothing ([`OverWindows::probe`]).
     fn probe(&self, batch: &RecordBatch) -> Result<RecordBatch, StreamError> {
-        let st = state_input(
+        with_windows(
             &self.state_schema,
-            batch,
-            Some(&self.key),
+            &self.key,
             self.ts,
             &self.args,
-        )?;
-        let res = self.windows.probe(&st)?;
-        let mut cols = batch.columns().to_vec();
-        cols.extend_from_slice(&res.columns()[st.num_columns()..]);
-        conform(&self.schema, cols, batch.num_rows())
+            &self.schema,
+            batch,
+            |st| self.windows.probe(st),
+        )
     }
 }
 
