@@ -107,15 +107,18 @@ def to_model_dict(model, features=None, name=None, X=None, y=None, notes=None) -
         is_leaf = left == -1
         feature = np.where(is_leaf, -2, feats[np.where(is_leaf, 0, t.feature)]).astype(np.int64)
         threshold = np.where(is_leaf, -2.0, t.threshold).astype(np.float64)
-        trees.append(
-            {
-                "children_left": left.tolist(),
-                "children_right": right.tolist(),
-                "feature": feature.tolist(),
-                "threshold": [float(v) for v in threshold],
-                "n_node_samples": t.n_node_samples.astype(np.int64).tolist(),
-            }
-        )
+        tree = {
+            "children_left": left.tolist(),
+            "children_right": right.tolist(),
+            "feature": feature.tolist(),
+            "threshold": [float(v) for v in threshold],
+            "n_node_samples": t.n_node_samples.astype(np.int64).tolist(),
+        }
+        # Bootstrap draws counted with repetition: only explanations read them (as shap does).
+        weighted = t.weighted_n_node_samples.astype(np.float64)
+        if not np.array_equal(weighted, t.n_node_samples):
+            tree["weighted_n_node_samples"] = [float(v) for v in weighted]
+        trees.append(tree)
 
     params = {k: _json_safe(v) for k, v in sorted(model.get_params().items())}
     params["max_samples_"] = int(model.max_samples_)

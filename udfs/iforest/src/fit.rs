@@ -400,18 +400,32 @@ fn grow_tree(cols: &[Vec<f32>], n_rows: usize, r: &Resolved, p: &FitParams, inde
     rng.set_stream(index as u64 + 1);
     let nf = cols.len();
 
-    let mut rows: Vec<usize> = if p.bootstrap {
-        // Draw with replacement; like scikit-learn (sample weights), a tree sees distinct rows.
+    // `draws[i]`: how many times the tree's i-th distinct row was drawn (bootstrap only).
+    let (rows, draws): (Vec<usize>, Option<Vec<u32>>) = if p.bootstrap {
+        // Draw with replacement; like scikit-learn (sample weights), a tree sees distinct rows
+        // and keeps how often each was drawn as its weight.
         let mut v: Vec<usize> = (0..r.max_samples)
             .map(|_| rng.random_range(0..n_rows))
             .collect();
         v.sort_unstable();
-        v.dedup();
-        v
+        let mut rows: Vec<usize> = Vec::with_capacity(v.len());
+        let mut draws: Vec<u32> = Vec::with_capacity(v.len());
+        for i in v {
+            if rows.last() == Some(&i) {
+                if let Some(d) = draws.last_mut() {
+                    *d += 1;
+                }
+            } else {
+                rows.push(i);
+                draws.push(1);
+            }
+        }
+        (rows, Some(draws))
     } else {
-        rand::seq::index::sample(&mut rng, n_rows, r.max_samples).into_vec()
+        let mut v = rand::seq::index::sample(&mut rng, n_rows, r.max_samples).into_vec();
+        v.sort_unstable();
+        (v, None)
     };
-    rows.sort_unstable();
     let features: Vec<usize> = if r.n_tree_features == nf {
         (0..nf).collect()
     } else {
@@ -437,26 +451,48 @@ fn grow_tree(cols: &[Vec<f32>], n_rows: usize, r: &Resolved, p: &FitParams, inde
             feature: Vec::new(),
             threshold: Vec::new(),
             n_node_samples: Vec::new(),
+            weighted_n_node_samples: None,
         },
         local,
         samples: (0..rows.len()).collect(),
+        weighted: draws.as_ref().map(|_| Vec::new()),
+        draws,
         rng,
         max_depth: r.max_depth,
     };
     b.grow(0, rows.len(), 0, features);
-    b.tree
+    let mut tree = b.tree;
+    // Kept only where they differ from the distinct counts, as models/export_sklearn.py does.
+    tree.weighted_n_node_samples = b.weighted.filter(|w| {
+        w.iter()
+            .zip(&tree.n_node_samples)
+            .any(|(&w, &n)| w != n as f64)
+    });
+    tree
 }
 
 struct Builder {
     tree: Tree,
     local: Vec<Vec<f32>>,
     samples: Vec<usize>,
+    /// Bootstrap draws per local sample, and the per-node sums of them being built.
+    draws: Option<Vec<u32>>,
+    weighted: Option<Vec<f64>>,
     rng: ChaCha8Rng,
     max_depth: u32,
 }
 
 impl Builder {
-    fn push_node(&mut self, n: usize) -> usize {
+    fn push_node(&mut self, start: usize, end: usize) -> usize {
+        let n = end - start;
+        if let (Some(draws), Some(w)) = (&self.draws, &mut self.weighted) {
+            w.push(
+                self.samples[start..end]
+                    .iter()
+                    .map(|&s| f64::from(draws[s]))
+                    .sum(),
+            );
+        }
         let t = &mut self.tree;
         t.children_left.push(TREE_LEAF);
         t.children_right.push(TREE_LEAF);
@@ -471,7 +507,7 @@ impl Builder {
     /// known to be constant here.
     fn grow(&mut self, start: usize, end: usize, depth: u32, mut candidates: Vec<usize>) -> usize {
         let n = end - start;
-        let node = self.push_node(n);
+        let node = self.push_node(start, end);
         if n < 2 || depth >= self.max_depth {
             return node;
         }

@@ -11,6 +11,7 @@
 
 pub mod arroyo;
 mod error;
+pub mod explain;
 pub mod fit;
 pub mod metrics;
 mod model;
@@ -22,6 +23,7 @@ mod score;
 pub mod tree;
 
 pub use error::{ForestError, Result};
+pub use explain::Explanation;
 pub use fit::{Contamination, FitParams, MaxFeatures, MaxSamples, TrainingSet, fit};
 pub use model::{
     FORMAT, FORMAT_VERSION, FeatureColumn, Forest, Metrics, ModelCard, ModelFile, RowScore,

@@ -13,6 +13,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ForestError, Result};
+use crate::explain::{Explainer, Explanation};
 use crate::score::{BLOCK_ROWS, Compiled, GROUP, ScoringKernel, block_pos};
 use crate::tree::{Tree, average_path_length};
 
@@ -95,6 +96,8 @@ pub struct Forest {
     /// `n_estimators * c(max_samples)`, the normaliser of the summed path lengths.
     denominator: f64,
     compiled: Compiled,
+    /// Built on the first explanation (most pipelines never ask for one).
+    explainer: std::sync::OnceLock<Explainer>,
 }
 
 /// Scores of one row in scikit-learn's three conventions.
@@ -189,6 +192,7 @@ impl Forest {
             version,
             denominator,
             compiled,
+            explainer: std::sync::OnceLock::new(),
         })
     }
 
@@ -332,6 +336,28 @@ impl Forest {
         })
     }
 
+    /// Explains one row of f64 features (in the model's feature order): each feature's exact
+    /// TreeSHAP contribution to the row's mean path length (see [`crate::explain`]).
+    /// `None` when the row has the wrong length or a value with no score (as [`Self::score_row`]).
+    pub fn explain_row(&self, row: &[f64]) -> Option<Explanation> {
+        let x = self.row_as_f32(row)?;
+        let explainer = self
+            .explainer
+            .get_or_init(|| Explainer::new(&self.file.trees, self.n_features()));
+        Some(explainer.explain(&x))
+    }
+
+    /// The row cast to f32 as scikit-learn does; `None` for the wrong length or a value with
+    /// no score.
+    fn row_as_f32(&self, row: &[f64]) -> Option<Vec<f32>> {
+        if row.len() != self.n_features() {
+            return None;
+        }
+        row.iter()
+            .map(|&v| Some(v as f32).filter(|x| x.is_finite()))
+            .collect()
+    }
+
     /// Scores `n` rows given as feature columns (in the model's feature order), writing
     /// scikit-learn's `score_samples` into `out`; NaN marks a row with no score.
     /// `valid[r] == false` (e.g. an Arrow null) also gives NaN.
@@ -473,6 +499,10 @@ fn content_version(file: &ModelFile) -> String {
             h.update(&v.to_le_bytes());
         }
         for v in &t.n_node_samples {
+            h.update(&v.to_le_bytes());
+        }
+        // Only explanations read these; files without them keep their versions.
+        for v in t.weighted_n_node_samples.iter().flatten() {
             h.update(&v.to_le_bytes());
         }
     }

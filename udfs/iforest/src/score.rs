@@ -1025,6 +1025,7 @@ mod tests {
             feature: vec![0, -2, 1, -2, -2],
             threshold: vec![0.5, -2.0, 2.0, -2.0, -2.0],
             n_node_samples: vec![10, 4, 6, 1, 5],
+            weighted_n_node_samples: None,
         }
     }
 

@@ -84,6 +84,11 @@ pub struct Tree {
     pub feature: Vec<i64>,
     pub threshold: Vec<f64>,
     pub n_node_samples: Vec<u64>,
+    /// Training draws per node counted with repetition (scikit-learn's
+    /// `weighted_n_node_samples`), when they differ from `n_node_samples` (bootstrap
+    /// sampling). Scores never read it; explanations use it as the nodes' cover, as shap does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weighted_n_node_samples: Option<Vec<f64>>,
 }
 
 impl Tree {
@@ -108,6 +113,10 @@ impl Tree {
             ("feature", self.feature.len()),
             ("threshold", self.threshold.len()),
             ("n_node_samples", self.n_node_samples.len()),
+            (
+                "weighted_n_node_samples",
+                self.weighted_n_node_samples.as_ref().map_or(n, Vec::len),
+            ),
         ] {
             if len != n {
                 return Err(bad(format!(
@@ -162,6 +171,14 @@ impl Tree {
         }
         if let Some(i) = (0..n).find(|&i| self.n_node_samples[i] == 0) {
             return Err(bad(format!("node {i} has 0 samples")));
+        }
+        if let Some(w) = &self.weighted_n_node_samples
+            && let Some(i) = (0..n).find(|&i| !(w[i].is_finite() && w[i] > 0.0))
+        {
+            return Err(bad(format!(
+                "node {i} has weighted_n_node_samples {}, expected a positive number",
+                w[i]
+            )));
         }
         Ok(())
     }
@@ -238,6 +255,7 @@ mod tests {
             feature: vec![0, -2, -2],
             threshold: vec![0.5, -2.0, -2.0],
             n_node_samples: vec![3, 1, 2],
+            weighted_n_node_samples: None,
         }
     }
 
