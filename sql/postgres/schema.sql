@@ -56,8 +56,11 @@ CREATE TABLE IF NOT EXISTS anomalies (
     score          double precision,
     is_fraud       boolean,
     model_version  text,
+    explanation    jsonb,
     inserted_at    timestamptz NOT NULL DEFAULT now()
 );
+-- Databases initialised before explanations existed get the column too.
+ALTER TABLE anomalies ADD COLUMN IF NOT EXISTS explanation jsonb;
 CREATE INDEX IF NOT EXISTS anomalies_ts ON anomalies (ts);
 CREATE INDEX IF NOT EXISTS anomalies_user_ts ON anomalies (user_id, ts);
 

@@ -1008,13 +1008,17 @@ async fn drive(
             return Ok(());
         }
         let mut busy = false;
+        // Smaller batches while scoring requests come: each waits for the batch in progress.
+        let batch_rows = probes
+            .as_deref()
+            .map_or(opts.batch_rows, |q| q.batch_rows(opts.batch_rows));
         for s in sources.iter_mut().filter(|s| !s.done) {
             let m = &metrics.sources[s.index];
             let poll = if stopping {
                 tracing::info!(source = %s.name, position = %s.source.position(), "stopping: draining");
                 Poll::End
             } else {
-                s.source.poll(opts.batch_rows)?
+                s.source.poll(batch_rows)?
             };
             match poll {
                 Poll::Data { rows, dead } => {

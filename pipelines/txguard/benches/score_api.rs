@@ -6,8 +6,10 @@
 //! and the pipeline's rate with and without the requests.
 //!
 //! `cargo bench -p txguard --bench score_api -- [--requests-per-second 1000] [--seconds 30]
-//! [--pipeline-rate 0] [--connections 8] [--batch-rows 8192]` (`--pipeline-rate 0`: the
-//! generator unpaced, as fast as the pipeline goes).
+//! [--pipeline-rate 0] [--connections 8] [--batch-rows 8192] [--score-api-batch-rows 1024]
+//! [--checkpoints]` (`--pipeline-rate 0`: the generator unpaced, as fast as the pipeline goes;
+//! `--score-api-batch-rows 8192`: no smaller batches while requests come; `--checkpoints`:
+//! checkpoint every second as `txguard run` does by default, else `--no-checkpoints`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -91,6 +93,8 @@ fn main() {
     let pipeline_rate = arg(&args, "--pipeline-rate", 0.0);
     let connections = arg(&args, "--connections", 8.0) as usize;
     let batch_rows = arg(&args, "--batch-rows", 8192.0) as usize;
+    let api_batch_rows = arg(&args, "--score-api-batch-rows", 1024.0) as usize;
+    let checkpoints = args.iter().any(|a| a == "--checkpoints");
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut sets = vec!["transactions.count=1000000000".to_string()];
@@ -103,8 +107,14 @@ fn main() {
         .arg(repo.join("sql/pipeline.sql"))
         .arg("--model")
         .arg(repo.join("models/default.json"))
-        .args(["--ui", "127.0.0.1:0", "--quiet", "--no-checkpoints"])
-        .args(["--batch-rows", &batch_rows.to_string()]);
+        .args(["--ui", "127.0.0.1:0", "--quiet"])
+        .args(if checkpoints {
+            &[][..]
+        } else {
+            &["--no-checkpoints"][..]
+        })
+        .args(["--batch-rows", &batch_rows.to_string()])
+        .args(["--score-api-batch-rows", &api_batch_rows.to_string()]);
     for s in &sets {
         cmd.args(["--set", s]);
     }
@@ -209,12 +219,17 @@ fn main() {
     let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
     println!(
         "score API: {} requests at {rps}/s over {connections} connections ({failed} not 200), \
-         pipeline {}",
+         pipeline {}, --batch-rows {batch_rows} --score-api-batch-rows {api_batch_rows}, {}",
         lat.len(),
         if pipeline_rate > 0.0 {
             format!("paced at {pipeline_rate} tx/s")
         } else {
             "unpaced".to_string()
+        },
+        if checkpoints {
+            "checkpoints every 1 s"
+        } else {
+            "--no-checkpoints"
         }
     );
     println!(

@@ -189,6 +189,21 @@ fn postgres_rows_equal_the_delta_run_and_a_replay_does_not_duplicate() {
             OR is_anomaly <> (transaction_id IN (SELECT transaction_id FROM anomalies))",
     ));
     assert_eq!(bad, 0);
+    // Every anomaly's explanation arrived as jsonb, every feature in it, adding up.
+    let unexplained = rt.block_on(scalar_i64(
+        &c,
+        "SELECT count(*) FROM anomalies
+         WHERE jsonb_typeof(explanation) IS DISTINCT FROM 'object'
+            OR jsonb_array_length(explanation->'contributions') <> 14
+            OR abs((explanation->>'expected_path_length')::float8
+                   + (SELECT sum((x->>'contribution')::float8)
+                      FROM jsonb_array_elements(explanation->'contributions') x)
+                   - (explanation->>'path_length')::float8) > 1e-9",
+    ));
+    assert_eq!(
+        unexplained, 0,
+        "anomalies without a valid jsonb explanation"
+    );
 
     // The same transactions again: upserts, no duplicates.
     let (ok, _, err) = txguard_with(dir.path(), &run_args(pg_pipeline, model, &SETS), &env);

@@ -151,6 +151,23 @@ fn default_pipeline_writes_delta_tables_an_independent_reader_reads() {
     let anomalies = &t["anomalies"];
     assert_eq!(anomalies["rows"], flagged, "anomalies = the flagged rows");
     assert_eq!(anomalies["distinct_ids"], flagged);
+    assert_eq!(
+        anomalies["explanation_errors"],
+        serde_json::json!([]),
+        "every anomaly explained, its contributions adding up to its path length"
+    );
+    assert_eq!(anomalies["explained_feature_sets"], 1);
+    assert_eq!(
+        anomalies["explained_features"], 14,
+        "the model's 14 features"
+    );
+    let spread = anomalies["explained_c_spread"]
+        .as_f64()
+        .expect("anomalies explained");
+    assert!(
+        spread < 1e-9,
+        "each explanation's path length is the one its score comes from (spread {spread})"
+    );
     let stats = &t["user_window_stats"];
     assert_eq!(
         stats["tx_total"], n,

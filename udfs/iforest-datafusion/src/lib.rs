@@ -1,6 +1,6 @@
 //! The isolation forest as DataFusion scalar functions over Arrow arrays.
 //!
-//! For a model registered under `name`, five functions exist (`NAME_SUFFIX` is empty for the
+//! For a model registered under `name`, six functions exist (`NAME_SUFFIX` is empty for the
 //! model named `default`, else `_name`):
 //!
 //! * `iforest_score{SUFFIX}(f1, …, fn)` → `DOUBLE`, the anomaly score in (0, 1], higher = more
@@ -11,7 +11,13 @@
 //! * `iforest_model_version{SUFFIX}()` → `VARCHAR`, the model's content hash;
 //! * `iforest_threshold{SUFFIX}()` → `DOUBLE`, the score above which a row is an anomaly
 //!   (−`offset_`): `iforest_score(…) > iforest_threshold()` is exactly `iforest_is_anomaly(…)`
-//!   but scores each row once when both the score and the flag are wanted.
+//!   but scores each row once when both the score and the flag are wanted;
+//! * `iforest_explain{SUFFIX}(f1, …, fn)` → `VARCHAR`, why the row scored as it did: a JSON
+//!   object with the features' exact TreeSHAP contributions to the row's mean path length
+//!   (see [`explanation_json`]; negative = pushed towards an anomaly), most anomalous first.
+//!   It costs `O(trees · leaves · depth²)` per row, so pipelines call it for the flagged rows
+//!   only: `CASE WHEN iforest_score(…) > iforest_threshold() THEN iforest_explain(…) END`
+//!   (DataFusion evaluates a `THEN` on the matching rows alone).
 //!
 //! [`forest_udfs_observed`] makes the same functions recording what `iforest_score` scores
 //! into a [`ScoreStats`] (the score distribution and the rows above the threshold), which a
@@ -26,7 +32,9 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::array::{Array, ArrayRef, BooleanArray, Float32Array, Float64Array};
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, StringArray, StringBuilder,
+};
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
@@ -57,6 +65,7 @@ enum Kind {
     IsAnomaly,
     Version,
     Threshold,
+    Explain,
 }
 
 /// One of the forest functions bound to one model.
@@ -190,7 +199,7 @@ pub fn function_name(base: &str, model: &str) -> String {
     }
 }
 
-/// The five functions for `forest` registered as model `model`.
+/// The six functions for `forest` registered as model `model`.
 pub fn forest_udfs(model: &str, forest: Arc<Forest>) -> Result<Vec<ScalarUDF>, UdfError> {
     make_udfs(model, forest, None)
 }
@@ -232,6 +241,7 @@ fn make_udfs(
         make("iforest_decision", Kind::Decision),
         make("iforest_model_version", Kind::Version),
         make("iforest_threshold", Kind::Threshold),
+        make("iforest_explain", Kind::Explain),
     ])
 }
 
@@ -273,7 +283,7 @@ impl ScalarUDFImpl for ForestUdf {
         Ok(match self.kind {
             Kind::Score | Kind::Decision | Kind::Threshold => DataType::Float64,
             Kind::IsAnomaly => DataType::Boolean,
-            Kind::Version => DataType::Utf8,
+            Kind::Version | Kind::Explain => DataType::Utf8,
         })
     }
 
@@ -328,6 +338,13 @@ impl ScalarUDFImpl for ForestUdf {
         } else {
             ColumnarValue::values_to_arrays(&args.args)?
         };
+        if self.kind == Kind::Explain {
+            return Ok(ColumnarValue::Array(Arc::new(explain_arrays(
+                &self.forest,
+                &arrays,
+                n,
+            )?)));
+        }
         let scores = score_arrays(&self.forest, &arrays, n)?;
         if let Some(stats) = &self.stats
             && !UNOBSERVED.get()
@@ -355,6 +372,76 @@ impl ScalarUDFImpl for ForestUdf {
         };
         Ok(ColumnarValue::Array(out))
     }
+}
+
+/// One JSON explanation per row (NULL where a feature is NULL, NaN or infinite): see
+/// [`explanation_json`].
+pub fn explain_arrays(forest: &Forest, arrays: &[ArrayRef], n: usize) -> Result<StringArray> {
+    let mut columns: Vec<Box<dyn Fn(usize) -> f64 + '_>> = Vec::with_capacity(arrays.len());
+    for (a, f) in arrays.iter().zip(forest.features()) {
+        if a.len() != n {
+            return exec_err!("feature {f}: {} values for {n} rows", a.len());
+        }
+        if let Some(v) = a.as_any().downcast_ref::<Float64Array>() {
+            columns.push(Box::new(|i| v.value(i)));
+        } else if let Some(v) = a.as_any().downcast_ref::<Float32Array>() {
+            columns.push(Box::new(|i| f64::from(v.value(i))));
+        } else {
+            return exec_err!(
+                "feature {f}: expected a Float64 or Float32 array, got {}",
+                a.data_type()
+            );
+        }
+    }
+    let logical: Vec<Option<NullBuffer>> = arrays.iter().map(|a| a.logical_nulls()).collect();
+    let nulls = NullBuffer::union_many(logical.iter().map(Option::as_ref));
+    let mut row = vec![0.0; columns.len()];
+    let mut out = StringBuilder::with_capacity(n, 0);
+    for i in 0..n {
+        if nulls.as_ref().is_some_and(|nb| nb.is_null(i)) {
+            out.append_null();
+            continue;
+        }
+        for (v, col) in row.iter_mut().zip(&columns) {
+            *v = col(i);
+        }
+        match forest.explain_row(&row) {
+            Some(e) => out.append_value(explanation_json(forest, &row, &e)),
+            None => out.append_null(),
+        }
+    }
+    Ok(out.finish())
+}
+
+/// The JSON `iforest_explain` returns for one row:
+///
+/// ```json
+/// {"path_length": 7.91, "expected_path_length": 10.94,
+///  "contributions": [{"feature": "amount_z", "value": 6.2, "contribution": -2.1}, …]}
+/// ```
+///
+/// `contributions` holds every feature, sorted by contribution ascending: the first ones
+/// shortened the row's isolation paths most, i.e. made it most anomalous. They sum to
+/// `path_length − expected_path_length`; the score is `2^(−path_length / c(max_samples))`.
+pub fn explanation_json(forest: &Forest, row: &[f64], e: &txguard_iforest::Explanation) -> String {
+    let mut order: Vec<usize> = (0..e.contributions.len()).collect();
+    order.sort_by(|&a, &b| e.contributions[a].total_cmp(&e.contributions[b]));
+    let contributions: Vec<serde_json::Value> = order
+        .into_iter()
+        .map(|j| {
+            serde_json::json!({
+                "feature": forest.features()[j],
+                "value": row[j],
+                "contribution": e.contributions[j],
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "path_length": e.path_length,
+        "expected_path_length": e.expected,
+        "contributions": contributions,
+    })
+    .to_string()
 }
 
 /// scikit-learn `score_samples` for `n` rows given as Float64/Float32 feature arrays in the

@@ -272,3 +272,86 @@ async fn observed_scores_are_counted_as_returned() {
     );
     assert_eq!(stats.version, f.version().to_string());
 }
+
+#[tokio::test]
+async fn explanations_add_up_to_the_score_and_run_only_where_asked() {
+    let (ctx, a, _) = ctx().await;
+    let batches = query(
+        &ctx,
+        "SELECT id, iforest_score(amount, count_1h, speed) AS s, \
+         iforest_explain(amount, count_1h, speed) AS e, \
+         CASE WHEN iforest_score(amount, count_1h, speed) > iforest_threshold() \
+              THEN iforest_explain(amount, count_1h, speed) END AS flagged_e, \
+         iforest_is_anomaly(amount, count_1h, speed) AS flag \
+         FROM t ORDER BY id",
+    )
+    .await;
+    let batch = &batches[0];
+    let s = batch
+        .column(1)
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .expect("f64");
+    let text = |i: usize| {
+        batch
+            .column(i)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .expect("utf8")
+            .clone()
+    };
+    let (e, flagged_e) = (text(2), text(3));
+    let flag = batch
+        .column(4)
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .expect("bool");
+    let c = txguard_iforest::tree::average_path_length(a.max_samples() as f64);
+    let mut flagged = 0;
+    for r in 0..batch.num_rows() {
+        if s.is_null(r) {
+            assert!(e.is_null(r), "row {r}: no score, so no explanation");
+            assert!(flagged_e.is_null(r));
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(e.value(r)).expect("explanation is JSON");
+        let h = v["path_length"].as_f64().expect("path_length");
+        let expected = v["expected_path_length"].as_f64().expect("expected");
+        let contributions = v["contributions"].as_array().expect("contributions");
+        assert_eq!(contributions.len(), 3, "every feature is listed");
+        let values: Vec<f64> = contributions
+            .iter()
+            .map(|c| c["contribution"].as_f64().expect("contribution"))
+            .collect();
+        assert!(
+            values.windows(2).all(|w| w[0] <= w[1]),
+            "most anomalous first: {values:?}"
+        );
+        let mut names: Vec<&str> = contributions
+            .iter()
+            .map(|c| c["feature"].as_str().expect("feature"))
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, ["amount", "count_1h", "speed"]);
+        assert!((expected + values.iter().sum::<f64>() - h).abs() < 1e-9);
+        assert!(
+            (s.value(r) - 2f64.powf(-h / c)).abs() < 1e-12,
+            "row {r}: the explained path length is the scored one"
+        );
+        if flag.value(r) {
+            flagged += 1;
+            assert_eq!(flagged_e.value(r), e.value(r), "row {r}");
+        } else {
+            assert!(flagged_e.is_null(r), "row {r}: not flagged, not explained");
+        }
+    }
+    assert!(flagged >= 1, "the outlier row is flagged and explained");
+    // The outlier's amount is what isolates it: its largest push towards an anomaly.
+    let outlier: serde_json::Value = serde_json::from_str(e.value(1)).expect("json");
+    assert!(
+        outlier["contributions"][0]["contribution"]
+            .as_f64()
+            .expect("c")
+            < 0.0
+    );
+}

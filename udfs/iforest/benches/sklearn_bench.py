@@ -4,8 +4,9 @@
     python sklearn_bench.py OUTDIR [--rows N]
 
 Writes OUTDIR/X.bin (float64 row-major, N x 8), OUTDIR/model.json (the fitted forest,
-exported), OUTDIR/score_samples.bin, and prints a JSON line of timings (seconds, best of 3,
-one thread).
+exported), OUTDIR/score_samples.bin, OUTDIR/shap.bin (the shap package's TreeExplainer
+contributions for the first EXPLAIN_ROWS rows, when shap is installed), and prints a JSON line
+of timings (seconds, best of 3, one thread).
 """
 import argparse
 import json
@@ -20,6 +21,9 @@ from sklearn.ensemble import IsolationForest  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "models"))
 from export_sklearn import export  # noqa: E402
+
+
+EXPLAIN_ROWS = 2000
 
 
 def best_of(n, f):
@@ -60,6 +64,17 @@ def main():
     one_row_s = (time.perf_counter() - t) / k
     import sklearn
 
+    explain_s, shap_version = None, None
+    try:
+        import shap
+    except ImportError:
+        shap = None
+    if shap is not None:
+        explainer = shap.TreeExplainer(model)
+        rows = X[:EXPLAIN_ROWS]
+        explain_s, values = best_of(1, lambda: explainer.shap_values(rows))
+        np.asarray(values, dtype="<f8").tofile(out / "shap.bin")
+        shap_version = shap.__version__
     print(
         json.dumps(
             {
@@ -69,6 +84,9 @@ def main():
                 "fit_s": fit_s,
                 "score_s": score_s,
                 "one_row_s": one_row_s,
+                "explain_rows": EXPLAIN_ROWS,
+                "explain_s": explain_s,
+                "shap": shap_version,
             }
         )
     )

@@ -5,7 +5,8 @@
 //!
 //! Runs `benches/sklearn_bench.py` (python3 with scikit-learn; TXGUARD_PYTHON overrides) to
 //! make the data, fit and time scikit-learn, then times txguard on the exported model and
-//! checks the scores agree. Prints a Markdown table for docs/benchmarks.md.
+//! checks the scores agree; where the `shap` package is installed, explanations are timed and
+//! compared against its `TreeExplainer` too. Prints a Markdown table for docs/benchmarks.md.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -137,6 +138,35 @@ fn main() {
     black_box(acc);
     let one_row_us = t_one / k as f64 * 1e6;
 
+    // Explanations (TreeSHAP), one row at a time as a pipeline explains its flagged rows;
+    // against shap's TreeExplainer on the same rows where shap is installed.
+    let explain_rows = sk["explain_rows"]
+        .as_u64()
+        .map_or(2000, |n| n as usize)
+        .min(rows);
+    let (t_explain, explained) = best_of(3, || {
+        (0..explain_rows)
+            .map(|r| {
+                forest
+                    .explain_row(black_box(&x[r * nf..(r + 1) * nf]))
+                    .expect("finite rows explain")
+            })
+            .collect::<Vec<_>>()
+    });
+    let shap_diff = sk["explain_s"].as_f64().map(|_| {
+        let want = read_f64(&dir.join("shap.bin"));
+        explained
+            .iter()
+            .flat_map(|e| e.contributions.iter())
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max)
+    });
+    if let Some(d) = shap_diff {
+        assert!(d <= 1e-9, "explanations differ from shap by {d}");
+    }
+    let explain_us = t_explain / explain_rows as f64 * 1e6;
+
     // Training on the same rows.
     let names: Vec<String> = forest.features().to_vec();
     let view = ArrayView2::from_shape((rows, nf), &x).expect("shape");
@@ -187,6 +217,19 @@ fn main() {
         one_row_us,
         sk_one * 1e6 / one_row_us
     );
+    match (sk["explain_s"].as_f64(), shap_diff) {
+        (Some(shap_s), Some(d)) => println!(
+            "| explain one row (TreeSHAP, all {nf} features) | {:.0} us (shap {}) | {explain_us:.1} us ({:.0}x a one-row score; max |diff| {d:.1e}) | {:.0}x |",
+            shap_s / explain_rows as f64 * 1e6,
+            sk["shap"].as_str().unwrap_or("?"),
+            explain_us / one_row_us,
+            shap_s / explain_rows as f64 * 1e6 / explain_us
+        ),
+        _ => println!(
+            "| explain one row (TreeSHAP, all {nf} features) | shap not installed | {explain_us:.1} us ({:.0}x a one-row score) | |",
+            explain_us / one_row_us
+        ),
+    }
     println!(
         "| fit on {rows} rows | {:.3} s (n_jobs=1) | {:.3} s (1 thread), {:.3} s (all cores) | {:.1}x |",
         sk_fit,

@@ -78,6 +78,12 @@ pub struct RunArgs {
     /// Do not serve the online scoring API (POST /api/v1/score).
     #[arg(long)]
     pub no_score_api: bool,
+    /// Rows asked of a source per poll while the scoring API is in use (for 2 s after each
+    /// request): a request is answered between two batches, so smaller ones answer sooner, at
+    /// some cost in throughput. At most --batch-rows.
+    #[arg(long, default_value_t = txguard_engine::probe::DEFAULT_ACTIVE_BATCH_ROWS, value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub score_api_batch_rows: usize,
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -165,7 +171,11 @@ async fn run_async(args: RunArgs) -> Result<()> {
             .filter_map(|t| Some((t.name.clone(), DecodeOptions::from_table(t).ok()?)))
             .collect();
         let (prober, queue) = Prober::new(&df, &decode).context("setting up the scoring API")?;
-        conns.probes = Some(queue.with_scope(txguard_iforest_datafusion::unobserved));
+        conns.probes = Some(
+            queue
+                .with_scope(txguard_iforest_datafusion::unobserved)
+                .with_active_batch_rows(args.score_api_batch_rows),
+        );
         Some(prober)
     };
     let metrics = Arc::new(Metrics::for_dataflow(&df));

@@ -2,6 +2,7 @@
 reader: its own log replay and query engine), and prints what the test checks as JSON."""
 
 import json
+import math
 import sys
 
 from deltalake import DeltaTable, QueryBuilder
@@ -10,6 +11,40 @@ from deltalake import DeltaTable, QueryBuilder
 def scalar(qb, sql):
     table = qb.execute(sql).read_all()
     return table.column(0)[0].as_py()
+
+
+def explanations(qb):
+    """Checks every anomaly's explanation: JSON, every feature listed once, most anomalous
+    first, contributions summing to path_length - expected_path_length, and the path length
+    the one its score comes from (score = 2^(-h / c) for one c, the model's)."""
+    table = qb.execute("SELECT score, explanation FROM t").read_all()
+    rows = [
+        {"score": s, "explanation": e}
+        for s, e in zip(table.column("score").to_pylist(), table.column("explanation").to_pylist())
+    ]
+    bad, cs, features = [], [], set()
+    for r in rows:
+        if r["explanation"] is None:
+            bad.append("missing")
+            continue
+        e = json.loads(r["explanation"])
+        contributions = e["contributions"]
+        values = [c["contribution"] for c in contributions]
+        names = [c["feature"] for c in contributions]
+        features.add(tuple(sorted(names)))
+        if len(set(names)) != len(names):
+            bad.append(f"repeated features {names}")
+        if values != sorted(values):
+            bad.append(f"not sorted {values}")
+        if abs(e["expected_path_length"] + sum(values) - e["path_length"]) > 1e-9:
+            bad.append(f"does not add up {e}")
+        cs.append(e["path_length"] / -math.log2(r["score"]))
+    return {
+        "explanation_errors": bad[:5],
+        "explained_feature_sets": len(features),
+        "explained_features": len(next(iter(features))) if features else 0,
+        "explained_c_spread": (max(cs) - min(cs)) if cs else None,
+    }
 
 
 def main(root):
@@ -26,6 +61,8 @@ def main(root):
             info["distinct_ids"] = scalar(qb, "SELECT COUNT(DISTINCT transaction_id) FROM t")
             info["null_scores"] = scalar(qb, "SELECT COUNT(*) FROM t WHERE score IS NULL")
             info["bad_scores"] = scalar(qb, "SELECT COUNT(*) FROM t WHERE score <= 0 OR score > 1")
+        if name == "anomalies":
+            info.update(explanations(qb))
         if name == "transactions_scored":
             info["flagged"] = scalar(
                 qb, "SELECT COUNT(*) FROM t WHERE is_anomaly")
