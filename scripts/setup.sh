@@ -2,8 +2,8 @@
 # Installs what the tests and benchmarks need beyond the Rust toolchain: OpenSSL headers and
 # socat (Debian packages, when missing), the Python packages in requirements-dev.txt
 # (scikit-learn for parity tests, shap for the explanation parity test, deltalake to read back
-# the Delta tables, check-jsonschema for the compose file, kafka-python as an independent Kafka client,
-# moto's S3-compatible server for the Delta-on-S3 test, azure-storage-blob to create the
+# the Delta tables, check-jsonschema for the compose file, kafka-python as an independent Kafka
+# client, moto's S3-compatible server for the Delta-on-S3 test, azure-storage-blob to create the
 # Azurite container), Azurite (npm; Azure Blob Storage's emulator, for the Delta-on-Azure
 # test) and the tansu Kafka broker. Idempotent and quiet when done.
 set -euo pipefail
