@@ -180,14 +180,21 @@ INSERT INTO transactions_scored SELECT * FROM scored;
 
 -- Each anomaly says why: its features' exact TreeSHAP contributions to its path length, most
 -- anomalous first (JSON; see the README's SQL reference). An explanation costs far more than a
--- score (docs/benchmarks.md), so it runs on the flagged rows only: the filter comes first.
+-- score (docs/benchmarks.md), so only flagged rows get one (NULL otherwise). This is the last
+-- view, so it is also what POST /api/v1/score answers with.
+CREATE VIEW explained AS
+SELECT *,
+    CASE WHEN is_anomaly THEN
+        iforest_explain(log_amount, tx_count_10m, tx_count_1h, tx_count_24h, amount_mean_24h,
+            amount_std_24h, amount_zscore, amount_to_mean, seconds_since_prev, km_from_prev,
+            speed_kmh, hour_of_day, risky_category, small_amounts_1h)
+    END AS explanation
+FROM scored;
+
 INSERT INTO anomalies
 SELECT transaction_id, user_id, ts, amount, merchant, category, location, score, is_fraud,
-       model_version,
-       iforest_explain(log_amount, tx_count_10m, tx_count_1h, tx_count_24h, amount_mean_24h,
-           amount_std_24h, amount_zscore, amount_to_mean, seconds_since_prev, km_from_prev,
-           speed_kmh, hour_of_day, risky_category, small_amounts_1h) AS explanation
-FROM scored
+       model_version, explanation
+FROM explained
 WHERE is_anomaly;
 
 INSERT INTO alerts

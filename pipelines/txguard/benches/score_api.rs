@@ -133,6 +133,7 @@ fn main() {
         }
     };
     std::thread::spawn(move || for _ in lines {});
+    eprintln!("pipeline up at {addr}; measuring it alone for 11 s ...");
     // Warm up, then the pipeline alone.
     std::thread::sleep(Duration::from_secs(3));
     let (r0, _) = progress(&addr);
@@ -164,6 +165,7 @@ fn main() {
             }
         });
     }
+    eprintln!("pipeline alone: {alone:.0} tx/s; sending {rps} requests/s for {seconds} s ...");
     let start = Instant::now() + Duration::from_millis(200);
     let total = (rps * seconds) as usize;
     let interval = Duration::from_secs_f64(connections as f64 / rps);

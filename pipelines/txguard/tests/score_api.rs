@@ -1,5 +1,5 @@
 //! The online scoring API of a running `txguard run` (the default pipeline, paced): `POST
-//! /api/v1/score` answers one transaction or an array of them with the `scored` view's row —
+//! /api/v1/score` answers one transaction or an array of them with the `explained` view's row —
 //! features from the live per-user windows, score, flag, model version — and every bad
 //! request with a status and a reason (not JSON, a broken contract, a late time, an unknown
 //! view or source); many clients at once each get their own answers; `/metrics` counts them;
@@ -164,7 +164,7 @@ fn scoring_api_answers_from_the_live_windows_and_says_why_when_it_cannot() {
     let (code, a) = http_post(&addr, path, &[], &tx("api-1", "u000042", 129.5, soon));
     assert_eq!(code, 200, "{a}");
     assert_eq!(a["source"], "transactions");
-    assert_eq!(a["view"], "scored");
+    assert_eq!(a["view"], "explained");
     assert!(a["watermark"].is_string(), "{a}");
     let row = &a["row"];
     assert_eq!(row["transaction_id"], "api-1");
@@ -181,6 +181,32 @@ fn scoring_api_answers_from_the_live_windows_and_says_why_when_it_cannot() {
         "{loaded} vs {row}"
     );
     assert!(row["risky_category"] == 1.0, "{row}");
+    assert_eq!(
+        row["explanation"].is_null(),
+        row["is_anomaly"] == false,
+        "flagged rows, and only they, are explained: {row}"
+    );
+    // A flagged one: why, feature by feature, adding up to its path length.
+    let (code, a) = http_post(&addr, path, &[], &tx("api-big", "u000043", 48_000.0, soon));
+    assert_eq!(code, 200, "{a}");
+    let row = &a["row"];
+    assert_eq!(row["is_anomaly"], true, "{row}");
+    let e: Value = serde_json::from_str(row["explanation"].as_str().expect("explanation"))
+        .expect("explanation is JSON");
+    let contributions = e["contributions"].as_array().expect("contributions");
+    assert_eq!(contributions.len(), 14, "{e}");
+    let total: f64 = contributions
+        .iter()
+        .map(|c| c["contribution"].as_f64().expect("contribution"))
+        .sum();
+    let (h, expected) = (
+        e["path_length"].as_f64().expect("path_length"),
+        e["expected_path_length"]
+            .as_f64()
+            .expect("expected_path_length"),
+    );
+    assert!((expected + total - h).abs() < 1e-9, "{e}");
+    assert!(h < expected, "a flagged row has short paths: {e}");
     // The users have history by now: probed rows count with it (and it is not changed: the
     // same row again gives the same features).
     let many: Vec<String> = (0..100)
@@ -302,11 +328,11 @@ fn scoring_api_answers_from_the_live_windows_and_says_why_when_it_cannot() {
         c.join().expect("client");
     }
 
-    // /metrics counts them: 1 + 2 + 1 + 320 good requests; rows by outcome.
+    // /metrics counts them: 1 + 1 + 2 + 1 + 320 good requests; rows by outcome.
     let (_, m) = http_get(&addr, "/metrics");
     assert_eq!(
         metric(&m, "txguard_score_api_requests_total{code=\"2xx\"}"),
-        324.0
+        325.0
     );
     assert_eq!(
         metric(&m, "txguard_score_api_requests_total{code=\"4xx\"}"),
@@ -314,7 +340,7 @@ fn scoring_api_answers_from_the_live_windows_and_says_why_when_it_cannot() {
     );
     assert_eq!(
         metric(&m, "txguard_score_api_rows_total{outcome=\"scored\"}"),
-        523.0
+        524.0
     );
     assert_eq!(
         metric(&m, "txguard_score_api_rows_total{outcome=\"late\"}"),
@@ -322,7 +348,7 @@ fn scoring_api_answers_from_the_live_windows_and_says_why_when_it_cannot() {
     );
     assert_eq!(
         metric(&m, "txguard_score_api_request_duration_seconds_count"),
-        324.0 + cases.len() as f64
+        325.0 + cases.len() as f64
     );
     drop(run);
 }
