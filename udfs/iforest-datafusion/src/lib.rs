@@ -374,18 +374,22 @@ impl ScalarUDFImpl for ForestUdf {
     }
 }
 
-/// One JSON explanation per row (NULL where a feature is NULL, NaN or infinite): see
-/// [`explanation_json`].
-pub fn explain_arrays(forest: &Forest, arrays: &[ArrayRef], n: usize) -> Result<StringArray> {
-    let mut columns: Vec<Box<dyn Fn(usize) -> f64 + '_>> = Vec::with_capacity(arrays.len());
+/// The model's feature arrays as [`FeatureColumn`]s (Float64 or Float32, `n` values each) and
+/// the rows where any of them is NULL.
+fn feature_columns<'a>(
+    forest: &Forest,
+    arrays: &'a [ArrayRef],
+    n: usize,
+) -> Result<(Vec<FeatureColumn<'a>>, Option<NullBuffer>)> {
+    let mut columns = Vec::with_capacity(arrays.len());
     for (a, f) in arrays.iter().zip(forest.features()) {
         if a.len() != n {
             return exec_err!("feature {f}: {} values for {n} rows", a.len());
         }
         if let Some(v) = a.as_any().downcast_ref::<Float64Array>() {
-            columns.push(Box::new(|i| v.value(i)));
+            columns.push(FeatureColumn::F64(v.values()));
         } else if let Some(v) = a.as_any().downcast_ref::<Float32Array>() {
-            columns.push(Box::new(|i| f64::from(v.value(i))));
+            columns.push(FeatureColumn::F32(v.values()));
         } else {
             return exec_err!(
                 "feature {f}: expected a Float64 or Float32 array, got {}",
@@ -395,6 +399,13 @@ pub fn explain_arrays(forest: &Forest, arrays: &[ArrayRef], n: usize) -> Result<
     }
     let logical: Vec<Option<NullBuffer>> = arrays.iter().map(|a| a.logical_nulls()).collect();
     let nulls = NullBuffer::union_many(logical.iter().map(Option::as_ref));
+    Ok((columns, nulls))
+}
+
+/// One JSON explanation per row (NULL where a feature is NULL, NaN or infinite): see
+/// [`explanation_json`].
+pub fn explain_arrays(forest: &Forest, arrays: &[ArrayRef], n: usize) -> Result<StringArray> {
+    let (columns, nulls) = feature_columns(forest, arrays, n)?;
     let mut row = vec![0.0; columns.len()];
     let mut out = StringBuilder::with_capacity(n, 0);
     for i in 0..n {
@@ -403,7 +414,10 @@ pub fn explain_arrays(forest: &Forest, arrays: &[ArrayRef], n: usize) -> Result<
             continue;
         }
         for (v, col) in row.iter_mut().zip(&columns) {
-            *v = col(i);
+            *v = match col {
+                FeatureColumn::F64(c) => c[i],
+                FeatureColumn::F32(c) => f64::from(c[i]),
+            };
         }
         match forest.explain_row(&row) {
             Some(e) => out.append_value(explanation_json(forest, &row, &e)),
@@ -447,24 +461,7 @@ pub fn explanation_json(forest: &Forest, row: &[f64], e: &txguard_iforest::Expla
 /// scikit-learn `score_samples` for `n` rows given as Float64/Float32 feature arrays in the
 /// model's order; NaN marks a row with no score (a NULL, NaN or infinite feature).
 pub fn score_arrays(forest: &Forest, arrays: &[ArrayRef], n: usize) -> Result<Vec<f64>> {
-    let mut columns = Vec::with_capacity(arrays.len());
-    for (a, f) in arrays.iter().zip(forest.features()) {
-        if a.len() != n {
-            return exec_err!("feature {f}: {} values for {n} rows", a.len());
-        }
-        if let Some(v) = a.as_any().downcast_ref::<Float64Array>() {
-            columns.push(FeatureColumn::F64(v.values()));
-        } else if let Some(v) = a.as_any().downcast_ref::<Float32Array>() {
-            columns.push(FeatureColumn::F32(v.values()));
-        } else {
-            return exec_err!(
-                "feature {f}: expected a Float64 or Float32 array, got {}",
-                a.data_type()
-            );
-        }
-    }
-    let logical: Vec<Option<NullBuffer>> = arrays.iter().map(|a| a.logical_nulls()).collect();
-    let nulls = NullBuffer::union_many(logical.iter().map(Option::as_ref));
+    let (columns, nulls) = feature_columns(forest, arrays, n)?;
     let valid: Option<Vec<bool>> = nulls.map(|nb| nb.iter().collect());
     let mut out = vec![0.0; n];
     forest
