@@ -131,7 +131,8 @@ pub struct ProbeQueue {
 pub const ACTIVE_FOR: Duration = Duration::from_secs(2);
 
 /// Rows per poll while the scoring API is in use, by default: a request waits for the batch
-/// in progress, ~2 ms of the default pipeline's work at 1024 rows (~18 ms at 8192).
+/// in progress, which smaller batches shorten. Measured (docs/benchmarks.md), 1024 or 128 rows
+/// did not lower the latency of an unpaced pipeline: its wait lies elsewhere, not yet found.
 pub const DEFAULT_ACTIVE_BATCH_ROWS: usize = 1024;
 
 fn plain(f: &mut dyn FnMut()) {

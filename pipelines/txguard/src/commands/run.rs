@@ -79,8 +79,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_score_api: bool,
     /// Rows asked of a source per poll while the scoring API is in use (for 2 s after each
-    /// request): a request is answered between two batches, so smaller ones answer sooner, at
-    /// some cost in throughput. At most --batch-rows.
+    /// request): a request is answered between two batches, so smaller ones should answer
+    /// sooner, at some cost in throughput (docs/benchmarks.md has what it measured). At most
+    /// --batch-rows.
     #[arg(long, default_value_t = txguard_engine::probe::DEFAULT_ACTIVE_BATCH_ROWS, value_name = "N",
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub score_api_batch_rows: usize,
