@@ -9,6 +9,13 @@ pub const LATENCY_BOUNDS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
+/// Upper bounds (seconds) of the pipeline-step buckets: 50 µs to 5 s (one batch through the
+/// dataflow takes ~1–50 ms; a stall shows in the top buckets).
+pub const STEP_BOUNDS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
+];
+
 /// Counts per bucket (not cumulative; the last one is `+Inf`), the count and the sum.
 #[derive(Debug)]
 pub struct Histogram {
@@ -43,6 +50,11 @@ impl Histogram {
         self.counts[i].fetch_add(n, Ordering::Relaxed);
         self.sum_micros
             .fetch_add((seconds * 1e6) as u64 * n, Ordering::Relaxed);
+    }
+
+    /// Records one observation: the time since `start`.
+    pub fn observe_since(&self, start: std::time::Instant) {
+        self.observe_n(start.elapsed().as_secs_f64(), 1);
     }
 
     /// `(upper bound, cumulative count)` per bucket, ending with `(+Inf, count)`; and the sum

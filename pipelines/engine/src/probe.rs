@@ -426,21 +426,28 @@ impl ProbeQueue {
     }
 
     /// Answers every request waiting, against `df`'s state now; `watermark` gives a source's
-    /// current watermark (by dataflow source index).
-    pub(crate) fn serve(&mut self, df: &Dataflow, watermark: impl Fn(usize) -> Option<i64>) {
+    /// current watermark (by dataflow source index). Returns how many were answered.
+    pub(crate) fn serve(
+        &mut self,
+        df: &Dataflow,
+        watermark: impl Fn(usize) -> Option<i64>,
+    ) -> usize {
         while let Ok(r) = self.rx.try_recv() {
             self.take(r);
         }
+        let mut answered = 0;
         for r in std::mem::take(&mut self.pending) {
             if r.reply.is_closed() {
                 continue; // the client gave up
             }
+            answered += 1;
             let w = watermark(r.target.source);
             let event_time = df.sources().get(r.target.source).and_then(|s| s.event_time);
             let mut result = Err("not run".to_string());
             (self.scope)(&mut || result = answer(df, &r, w, event_time));
             let _ = r.reply.send(result);
         }
+        answered
     }
 }
 

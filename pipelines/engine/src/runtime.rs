@@ -118,6 +118,56 @@ pub struct Metrics {
     pub checkpoint_micros: AtomicU64,
     pub checkpoint_pause_micros: AtomicU64,
     pub restored_epoch: AtomicU64,
+    /// Where the pipeline's thread spends its time.
+    pub steps: StepMetrics,
+}
+
+/// How long each step of the pipeline's loop takes, one observation per occurrence (Flink's
+/// busy, back-pressured and idle time, finer): the histograms' sums over time are the share
+/// of the thread each step takes, and their top buckets are the stalls a scoring request or
+/// a fresh row waits behind.
+#[derive(Debug)]
+pub struct StepMetrics {
+    /// Reading a batch from a source (decoding included).
+    pub poll: Histogram,
+    /// Running a batch through the dataflow (SQL, OVER and window state, scoring).
+    pub process: Histogram,
+    /// Handing a batch's output to the sinks' queues: long when a sink's queue is full.
+    pub deliver: Histogram,
+    /// Ending an epoch: sinks' prepare, the state snapshot, settling the last checkpoint.
+    pub commit: Histogram,
+    /// Answering queued scoring requests (`POST /api/v1/score`).
+    pub serve: Histogram,
+    /// Napping with nothing to read.
+    pub idle: Histogram,
+}
+
+impl Default for StepMetrics {
+    fn default() -> Self {
+        let h = || Histogram::new(crate::histogram::STEP_BOUNDS);
+        StepMetrics {
+            poll: h(),
+            process: h(),
+            deliver: h(),
+            commit: h(),
+            serve: h(),
+            idle: h(),
+        }
+    }
+}
+
+impl StepMetrics {
+    /// Each step's name (the `step` label) and histogram.
+    pub fn all(&self) -> [(&'static str, &Histogram); 6] {
+        [
+            ("poll", &self.poll),
+            ("process", &self.process),
+            ("deliver", &self.deliver),
+            ("commit", &self.commit),
+            ("serve", &self.serve),
+            ("idle", &self.idle),
+        ]
+    }
 }
 
 impl Metrics {
@@ -980,6 +1030,49 @@ fn acknowledge(
     Ok(())
 }
 
+/// Where a batch's output goes: the sinks, with their rejects to the dead letters.
+struct Outlet<'a> {
+    dead_index: usize,
+    tasks: &'a [SinkTask],
+    metrics: &'a Metrics,
+}
+
+impl Outlet<'_> {
+    /// Runs `batch` (and the watermark) through the dataflow from source node `source` and
+    /// hands the output to the sinks, timing both steps.
+    async fn push(
+        &self,
+        df: &mut Dataflow,
+        source: usize,
+        batch: Option<RecordBatch>,
+        watermark: Option<i64>,
+    ) -> Result<(), RunError> {
+        let t = Instant::now();
+        let out = df.push(source, batch, watermark)?;
+        self.metrics.steps.process.observe_since(t);
+        self.deliver(df, out).await
+    }
+
+    /// Ends source node `source`'s stream (closing its windows) and hands the output on.
+    async fn finish(&self, df: &mut Dataflow, source: usize) -> Result<(), RunError> {
+        let t = Instant::now();
+        let out = df.finish(source)?;
+        self.metrics.steps.process.observe_since(t);
+        self.deliver(df, out).await
+    }
+
+    async fn deliver(
+        &self,
+        df: &mut Dataflow,
+        out: Vec<(usize, RecordBatch)>,
+    ) -> Result<(), RunError> {
+        let t = Instant::now();
+        deliver(df, self.dead_index, self.tasks, self.metrics, out).await?;
+        self.metrics.steps.deliver.observe_since(t);
+        Ok(())
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn drive(
     df: &mut Dataflow,
@@ -1000,6 +1093,12 @@ async fn drive(
     let early = opts.checkpoint_interval.min(Duration::from_millis(250));
     let mut next_commit = Instant::now() + early;
     let mut acked = 0u64;
+    let outlet = Outlet {
+        dead_index,
+        tasks,
+        metrics,
+    };
+    let steps = &metrics.steps;
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         if stopping && opts.checkpoints.is_some() {
@@ -1018,7 +1117,10 @@ async fn drive(
                 tracing::info!(source = %s.name, position = %s.source.position(), "stopping: draining");
                 Poll::End
             } else {
-                s.source.poll(batch_rows)?
+                let t = Instant::now();
+                let poll = s.source.poll(batch_rows)?;
+                steps.poll.observe_since(t);
+                poll
             };
             match poll {
                 Poll::Data { rows, dead } => {
@@ -1031,8 +1133,7 @@ async fn drive(
                         m.dead.fetch_add(dead.num_rows() as u64, Ordering::Relaxed);
                         m.messages_in
                             .fetch_add(dead.num_rows() as u64, Ordering::Relaxed);
-                        let out = df.push(dead_index, Some(dead), None)?;
-                        deliver(df, dead_index, tasks, metrics, out).await?;
+                        outlet.push(df, dead_index, Some(dead), None).await?;
                     }
                     if rows.num_rows() == 0 {
                         s.note(0, bad, reason);
@@ -1052,8 +1153,7 @@ async fn drive(
                             .fetch_add(broken.num_rows() as u64, Ordering::Relaxed);
                         let dead =
                             rows_as_dead_letters(&s.name, &broken, &reasons, &s.source.position())?;
-                        let out = df.push(dead_index, Some(dead), None)?;
-                        deliver(df, dead_index, tasks, metrics, out).await?;
+                        outlet.push(df, dead_index, Some(dead), None).await?;
                     }
                     s.note(rows.num_rows(), bad, reason);
                     if rows.num_rows() == 0 {
@@ -1075,8 +1175,7 @@ async fn drive(
                                     &late.reasons,
                                     &s.source.position(),
                                 )?;
-                                let out = df.push(dead_index, Some(dead), None)?;
-                                deliver(df, dead_index, tasks, metrics, out).await?;
+                                outlet.push(df, dead_index, Some(dead), None).await?;
                             }
                             (buf.release()?, buf.watermark())
                         }
@@ -1088,8 +1187,7 @@ async fn drive(
                     if let Some(r) = &released {
                         m.released.fetch_add(r.num_rows() as u64, Ordering::Relaxed);
                     }
-                    let out = df.push(s.index, released, watermark)?;
-                    deliver(df, dead_index, tasks, metrics, out).await?;
+                    outlet.push(df, s.index, released, watermark).await?;
                 }
                 Poll::Idle => {
                     let since = *s.idle_since.get_or_insert_with(Instant::now);
@@ -1113,8 +1211,9 @@ async fn drive(
                         if idle {
                             tracing::debug!(source = %s.name, "idle: watermark moved to the newest event");
                         }
-                        let out = df.push(s.index, Some(rows), buf.watermark())?;
-                        deliver(df, dead_index, tasks, metrics, out).await?;
+                        outlet
+                            .push(df, s.index, Some(rows), buf.watermark())
+                            .await?;
                     }
                 }
                 Poll::End => {
@@ -1125,10 +1224,8 @@ async fn drive(
                     if let Some(r) = &rest {
                         m.released.fetch_add(r.num_rows() as u64, Ordering::Relaxed);
                     }
-                    let out = df.push(s.index, rest, None)?;
-                    deliver(df, dead_index, tasks, metrics, out).await?;
-                    let out = df.finish(s.index)?;
-                    deliver(df, dead_index, tasks, metrics, out).await?;
+                    outlet.push(df, s.index, rest, None).await?;
+                    outlet.finish(df, s.index).await?;
                     s.done = true;
                     tracing::info!(source = %s.name, position = %s.source.position(), "source finished");
                 }
@@ -1136,19 +1233,21 @@ async fn drive(
         }
         if sources.iter().all(|s| s.done) {
             // Close the dead-letter stream's windows too (it has none that need event time).
-            let out = df.finish(dead_index)?;
-            deliver(df, dead_index, tasks, metrics, out).await?;
+            outlet.finish(df, dead_index).await?;
             return Ok(());
         }
         if cp.in_flight.as_ref().is_some_and(|f| f.write.is_finished()) {
             // Durable: the sinks commit now rather than at the next epoch's end.
+            let t = Instant::now();
             settle(cp, tasks, metrics).await?;
+            steps.commit.observe_since(t);
         }
         acknowledge(sources, metrics, &mut acked)?;
         // An epoch ends once the previous checkpoint is durable: the dataflow never waits for
         // a write (one that takes longer than the interval, such as a chain being folded into
         // a whole state, lengthens the epoch instead).
         if Instant::now() >= next_commit && cp.in_flight.is_none() {
+            let t = Instant::now();
             epoch_end(
                 df,
                 sources,
@@ -1160,6 +1259,7 @@ async fn drive(
                 false,
             )
             .await?;
+            steps.commit.observe_since(t);
             let rows_committed = metrics.first_commit_micros.load(Ordering::Relaxed) != 0;
             next_commit = Instant::now()
                 + if rows_committed {
@@ -1170,14 +1270,19 @@ async fn drive(
         }
         if let Some(q) = probes.as_deref_mut() {
             // Between two batches: scoring requests see the state every row so far made.
-            q.serve(df, |i| {
+            let t = Instant::now();
+            if q.serve(df, |i| {
                 sources
                     .iter()
                     .find(|s| s.index == i)
                     .and_then(|s| s.buffer.as_ref()?.watermark())
-            });
+            }) > 0
+            {
+                steps.serve.observe_since(t);
+            }
         }
         if !busy {
+            let t = Instant::now();
             let nap = tokio::time::sleep(Duration::from_millis(5));
             match probes.as_deref_mut() {
                 // A scoring request ends the nap: it is answered at once.
@@ -1187,6 +1292,7 @@ async fn drive(
                 },
                 None => nap.await,
             }
+            steps.idle.observe_since(t);
         } else {
             tokio::task::yield_now().await;
         }

@@ -350,6 +350,20 @@ fn scoring_api_answers_from_the_live_windows_and_says_why_when_it_cannot() {
         metric(&m, "txguard_score_api_request_duration_seconds_count"),
         325.0 + cases.len() as f64
     );
+    // The pipeline's loop says where its time went: batches ran through the dataflow, and
+    // the scoring requests were answered in at least one and at most one turn each.
+    let step = |s: &str| {
+        metric(
+            &m,
+            &format!("txguard_pipeline_step_seconds_count{{step=\"{s}\"}}"),
+        )
+    };
+    assert!(step("process") > 0.0, "no process step in /metrics");
+    let served = step("serve");
+    assert!(
+        (1.0..=325.0 + cases.len() as f64).contains(&served),
+        "serve turns: {served}"
+    );
     drop(run);
 }
 

@@ -533,6 +533,22 @@ pub fn render_prometheus(m: &Metrics, info: &RunInfo) -> String {
         "Per commit: how long the sink took to make an epoch durable.",
         sink_series(&|s| &s.commit_seconds),
     );
+    histogram(
+        &mut out,
+        "txguard_pipeline_step_seconds",
+        "Per occurrence, how long a step of the pipeline's loop took: poll (read a source \
+         batch), process (the dataflow), deliver (hand output to the sinks; long when a \
+         sink's queue is full), commit (end an epoch), serve (answer scoring requests), idle \
+         (nothing to read). Rates of the sums are each step's share of the thread.",
+        m.steps
+            .all()
+            .into_iter()
+            .map(|(step, h)| {
+                let (b, sum) = h.cumulative();
+                (format!("step=\"{step}\""), b, sum)
+            })
+            .collect(),
+    );
     let model_labels = |st: &ScoreStats| {
         format!(
             "model=\"{}\",version=\"{}\"",

@@ -406,22 +406,33 @@ fn feature_columns<'a>(
 /// [`explanation_json`].
 pub fn explain_arrays(forest: &Forest, arrays: &[ArrayRef], n: usize) -> Result<StringArray> {
     let (columns, nulls) = feature_columns(forest, arrays, n)?;
-    let mut row = vec![0.0; columns.len()];
+    // The rows to explain, row-major, then explained together (on all cores).
+    let wanted: Vec<usize> = (0..n)
+        .filter(|&i| !nulls.as_ref().is_some_and(|nb| nb.is_null(i)))
+        .collect();
+    let mut rows = Vec::with_capacity(wanted.len() * columns.len());
+    for &i in &wanted {
+        rows.extend(columns.iter().map(|col| match col {
+            FeatureColumn::F64(c) => c[i],
+            FeatureColumn::F32(c) => f64::from(c[i]),
+        }));
+    }
+    let explained = forest.explain_rows(&rows);
     let mut out = StringBuilder::with_capacity(n, 0);
+    let mut next = wanted
+        .iter()
+        .zip(explained.iter().zip(rows.chunks(columns.len().max(1))));
+    let mut pending = next.next();
     for i in 0..n {
-        if nulls.as_ref().is_some_and(|nb| nb.is_null(i)) {
-            out.append_null();
-            continue;
-        }
-        for (v, col) in row.iter_mut().zip(&columns) {
-            *v = match col {
-                FeatureColumn::F64(c) => c[i],
-                FeatureColumn::F32(c) => f64::from(c[i]),
-            };
-        }
-        match forest.explain_row(&row) {
-            Some(e) => out.append_value(explanation_json(forest, &row, &e)),
-            None => out.append_null(),
+        match pending {
+            Some((&at, (e, row))) if at == i => {
+                match e {
+                    Some(e) => out.append_value(explanation_json(forest, row, e)),
+                    None => out.append_null(),
+                }
+                pending = next.next();
+            }
+            _ => out.append_null(),
         }
     }
     Ok(out.finish())

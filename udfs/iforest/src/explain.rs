@@ -15,8 +15,21 @@
 //! pushes it towards an anomaly: the score is `2^(-E[h(x)] / c(max_samples))`, monotone
 //! decreasing in the path length.
 //!
-//! Cost: `O(trees · leaves · depth²)` per row, independent of the data seen so far; pipelines
-//! explain the flagged rows only (see `docs/benchmarks.md`).
+//! Two exact algorithms compute the same values:
+//!
+//! * **Linear TreeSHAP**, after Yu, Xu, Bifet & Read, "Linear TreeShap" (NeurIPS 2022), the one
+//!   used: a leaf's path-dependent value function is a product over its unique path features of
+//!   `z + (o − z)·t`, the Shapley weight `|S|!(d−|S|−1)!/d!` is `∫₀¹ t^|S| (1−t)^(d−|S|−1) dt`,
+//!   so a feature's contribution from the leaves below an edge is one integral of their summed
+//!   product polynomials divided by that edge's factor. Polynomials are held as their values at
+//!   `K` Gauss–Legendre points on `[0, 1]` (exact for degree `2K − 1`), summed bottom-up in one
+//!   walk of each tree: `O(trees · nodes · K)` per row, `K = ⌈depth / 2⌉` (4 for the
+//!   default `max_samples` 256).
+//! * **Algorithm 2** of Lundberg et al. (`O(trees · leaves · depth²)`), shap's own, kept as the
+//!   reference the tests hold the first to and for trees deeper than 32 levels.
+//!
+//! Both are independent of the data seen so far; pipelines explain the flagged rows only
+//! (see `docs/benchmarks.md`).
 
 use crate::tree::Tree;
 
@@ -44,6 +57,8 @@ struct ExplainTree {
     cover: Vec<f64>,
     /// Scaled leaf value (0 for inner nodes).
     value: Vec<f64>,
+    /// The node's cover over its parent's (the root's is 1): the `z` of the edge into it.
+    share: Vec<f64>,
     max_depth: usize,
 }
 
@@ -53,8 +68,54 @@ pub(crate) struct Explainer {
     trees: Vec<ExplainTree>,
     expected: f64,
     n_features: usize,
-    /// Path buffer length for the deepest tree.
+    /// Path buffer length for the deepest tree (Algorithm 2).
     buffer: usize,
+    /// Gauss–Legendre points and weights on `[0, 1]` for Linear TreeSHAP; `None` when the
+    /// trees are too deep for the largest rule kept (then Algorithm 2 runs).
+    quadrature: Option<Quadrature>,
+}
+
+/// Point counts Linear TreeSHAP is compiled for (each exact up to degree `2K − 1`).
+const POINT_COUNTS: [usize; 3] = [4, 8, 16];
+
+/// A Gauss–Legendre rule on `[0, 1]`.
+#[derive(Debug, Clone)]
+struct Quadrature {
+    points: Vec<f64>,
+    weights: Vec<f64>,
+}
+
+impl Quadrature {
+    /// The `k`-point rule: Newton's method on the Legendre polynomial from the usual
+    /// Chebyshev-like first guesses, then mapped from `[−1, 1]` to `[0, 1]`.
+    fn gauss_legendre(k: usize) -> Self {
+        let mut points = vec![0.0; k];
+        let mut weights = vec![0.0; k];
+        for i in 0..k {
+            let mut x = (std::f64::consts::PI * (i as f64 + 0.75) / (k as f64 + 0.5)).cos();
+            let mut dp = 1.0;
+            for _ in 0..100 {
+                // P_k(x) and its derivative by the three-term recurrence.
+                let (mut p0, mut p1) = (1.0, x);
+                for j in 2..=k {
+                    let p2 = ((2 * j - 1) as f64 * x * p1 - (j - 1) as f64 * p0) / j as f64;
+                    p0 = p1;
+                    p1 = p2;
+                }
+                let pk = if k == 1 { x } else { p1 };
+                let pkm1 = if k == 1 { 1.0 } else { p0 };
+                dp = k as f64 * (x * pk - pkm1) / (x * x - 1.0);
+                let step = pk / dp;
+                x -= step;
+                if step.abs() < 1e-16 {
+                    break;
+                }
+            }
+            points[i] = (1.0 - x) / 2.0;
+            weights[i] = 1.0 / ((1.0 - x * x) * dp * dp);
+        }
+        Quadrature { points, weights }
+    }
 }
 
 /// Feature index of the path's root element (no feature).
@@ -85,16 +146,50 @@ impl Explainer {
             })
             .collect();
         let deepest = trees.iter().map(|t| t.max_depth).max().unwrap_or(0);
+        // A leaf's product has one factor per unique feature on its path; the integrand (one
+        // factor divided out) has degree one less.
+        let degree = deepest.min(n_features).saturating_sub(1);
+        let quadrature = POINT_COUNTS
+            .into_iter()
+            .find(|&k| 2 * k > degree) // 2k − 1 ≥ degree
+            .map(Quadrature::gauss_legendre);
         Explainer {
             trees,
             expected,
             n_features,
             buffer: (deepest + 2) * (deepest + 3) / 2 + 1,
+            quadrature,
         }
     }
 
     /// Explains one row of f32-cast feature values (in the model's feature order; finite).
     pub(crate) fn explain(&self, x: &[f32]) -> Explanation {
+        match self.quadrature.as_ref().map(|q| q.points.len()) {
+            Some(4) => self.explain_linear::<4>(x),
+            Some(8) => self.explain_linear::<8>(x),
+            Some(16) => self.explain_linear::<16>(x),
+            _ => self.explain_algorithm2(x),
+        }
+    }
+
+    /// Linear TreeSHAP with a `K`-point rule (see the module doc).
+    fn explain_linear<const K: usize>(&self, x: &[f32]) -> Explanation {
+        let q = self.quadrature.as_ref().expect("a rule for K points");
+        let mut walk = LinearWalk::<K>::new(x, q, self.n_features);
+        let mut path_length = 0.0;
+        for t in &self.trees {
+            path_length += t.value[t.leaf_of(x)];
+            walk.node(t, 0, [1.0; K]);
+        }
+        Explanation {
+            expected: self.expected,
+            path_length,
+            contributions: walk.phi,
+        }
+    }
+
+    /// Algorithm 2 (shap's TreeSHAP).
+    pub(crate) fn explain_algorithm2(&self, x: &[f32]) -> Explanation {
         let mut phi = vec![0.0; self.n_features];
         let mut path = vec![PathElement::default(); self.buffer];
         let mut path_length = 0.0;
@@ -119,6 +214,14 @@ impl ExplainTree {
         // The leaf values scikit-learn sums (depth + c(samples)); inner nodes hold 0.
         let value = t.leaf_values().into_iter().map(|v| v * scaling).collect();
         let max_depth = t.max_depth() as usize;
+        let mut share = vec![1.0; cover.len()];
+        for node in 0..cover.len() {
+            if !t.is_leaf(node) {
+                for c in [t.children_left[node], t.children_right[node]] {
+                    share[c as usize] = cover[c as usize] / cover[node];
+                }
+            }
+        }
         let child = |c: &Vec<i64>| {
             c.iter()
                 .map(|&i| if i < 0 { 0 } else { i as u32 })
@@ -135,6 +238,7 @@ impl ExplainTree {
             threshold: t.threshold.clone(),
             cover,
             value,
+            share,
             max_depth,
         }
     }
@@ -174,6 +278,77 @@ impl ExplainTree {
             }
         }
         sum / root
+    }
+}
+
+/// One row's Linear TreeSHAP walk over the trees.
+struct LinearWalk<'a, const K: usize> {
+    x: &'a [f32],
+    points: &'a [f64; K],
+    weights: &'a [f64; K],
+    phi: Vec<f64>,
+    /// Per feature, the combined `(z, o)` of the splits on it along the current path.
+    on_path: Vec<Option<(f64, f64)>>,
+    /// Per feature, the summed leaf products below the deeper edges on that feature seen
+    /// under the current edge on it: those leaves' factor for the feature is a deeper one.
+    below: Vec<[f64; K]>,
+}
+
+impl<'a, const K: usize> LinearWalk<'a, K> {
+    fn new(x: &'a [f32], q: &'a Quadrature, n_features: usize) -> Self {
+        let points: &[f64; K] = q.points.as_slice().try_into().expect("K points");
+        let weights: &[f64; K] = q.weights.as_slice().try_into().expect("K weights");
+        LinearWalk {
+            x,
+            points,
+            weights,
+            phi: vec![0.0; n_features],
+            on_path: vec![None; n_features],
+            below: vec![[0.0; K]; n_features],
+        }
+    }
+
+    /// Walks the subtree at `node`, whose path product (at the points) is `product`; returns
+    /// the sum over its leaves of value × leaf product, and adds the contributions of the
+    /// splits inside it to `phi`. (Tried and measured slower on the default model: a
+    /// branchy variant that skips divisions on the cold side, and an iterative two-pass one
+    /// over per-edge arrays; the time is not in the divisions.)
+    fn node(&mut self, t: &ExplainTree, node: usize, product: [f64; K]) -> [f64; K] {
+        if t.is_leaf(node) {
+            let v = t.value[node];
+            return product.map(|p| p * v);
+        }
+        let f = t.feature[node] as usize;
+        let (hot, cold) = t.hot(node, self.x);
+        let before = self.on_path[f];
+        let mut sum = [0.0; K];
+        for (child, one) in [(hot, 1.0), (cold, 0.0)] {
+            let (z, o) = match before {
+                Some((z0, o0)) => (z0 * t.share[child], o0 * one),
+                None => (t.share[child], one),
+            };
+            let factor: [f64; K] = std::array::from_fn(|k| z + (o - z) * self.points[k]);
+            let next: [f64; K] = match before {
+                Some((z0, o0)) => std::array::from_fn(|k| {
+                    product[k] * factor[k] / (z0 + (o0 - z0) * self.points[k])
+                }),
+                None => std::array::from_fn(|k| product[k] * factor[k]),
+            };
+            self.on_path[f] = Some((z, o));
+            let outer = std::mem::replace(&mut self.below[f], [0.0; K]);
+            let leaves = self.node(t, child, next);
+            let mut integral = 0.0;
+            for k in 0..K {
+                integral += self.weights[k] * (leaves[k] - self.below[f][k]) / factor[k];
+            }
+            self.phi[f] += (o - z) * integral;
+            for k in 0..K {
+                self.below[f][k] = outer[k] + leaves[k];
+                sum[k] += leaves[k];
+            }
+        }
+        self.on_path[f] = before;
+        sum
     }
 }
 
@@ -377,6 +552,138 @@ mod tests {
                 got.expected
             );
         }
+    }
+
+    /// A random tree in scikit-learn's layout (children after parents) with `samples` at the
+    /// root, split until one sample or `max_depth`, over few features so splits repeat.
+    fn random_tree(rng: &mut impl rand::Rng, samples: u64, max_depth: u32, nf: usize) -> Tree {
+        let mut t = Tree {
+            children_left: vec![],
+            children_right: vec![],
+            feature: vec![],
+            threshold: vec![],
+            n_node_samples: vec![],
+            weighted_n_node_samples: None,
+        };
+        fn grow(t: &mut Tree, rng: &mut impl rand::Rng, n: u64, depth: u32, max: u32, nf: usize) {
+            let at = t.children_left.len();
+            t.children_left.push(-1);
+            t.children_right.push(-1);
+            t.feature.push(-2);
+            t.threshold.push(-2.0);
+            t.n_node_samples.push(n);
+            if n < 2 || depth == max {
+                return;
+            }
+            let left = rng.random_range(1..n);
+            t.feature[at] = rng.random_range(0..nf as i64);
+            t.threshold[at] = f64::from(rng.random_range(-4i32..4)) + 0.5;
+            t.children_left[at] = t.children_left.len() as i64;
+            grow(t, rng, left, depth + 1, max, nf);
+            t.children_right[at] = t.children_left.len() as i64;
+            grow(t, rng, n - left, depth + 1, max, nf);
+        }
+        grow(&mut t, rng, samples, 0, max_depth, nf);
+        t
+    }
+
+    #[test]
+    fn gauss_legendre_rules_integrate_their_degree_exactly() {
+        for k in POINT_COUNTS {
+            let q = Quadrature::gauss_legendre(k);
+            assert!(q.points.iter().all(|&t| 0.0 < t && t < 1.0), "{k}: {q:?}");
+            // ∫₀¹ t^d dt = 1 / (d + 1) for every degree up to 2k − 1.
+            for d in 0..2 * k {
+                let got: f64 = q
+                    .points
+                    .iter()
+                    .zip(&q.weights)
+                    .map(|(t, w)| w * t.powi(d as i32))
+                    .sum();
+                let want = 1.0 / (d + 1) as f64;
+                assert!(
+                    (got - want).abs() < 1e-14,
+                    "{k} points, degree {d}: {got} vs {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn linear_tree_shap_equals_algorithm_2_on_random_deep_trees() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        // Depths that pick each rule (4, 8 and 16 points) and one past them (Algorithm 2
+        // only); 3 or 5 features make repeated splits on a path the rule.
+        for (max_depth, nf, samples) in [(8, 3, 256), (8, 5, 256), (14, 5, 4000), (24, 6, 60000)] {
+            let trees: Vec<Tree> = (0..4)
+                .map(|_| random_tree(&mut rng, samples, max_depth, nf))
+                .collect();
+            for (i, t) in trees.iter().enumerate() {
+                t.validate(i, nf).expect("valid random tree");
+            }
+            let e = Explainer::new(&trees, nf);
+            let k = e.quadrature.as_ref().map(|q| q.points.len());
+            let deepest = e.trees.iter().map(|t| t.max_depth).max().unwrap_or(0);
+            assert!(k.is_some(), "depth {deepest}: a rule must apply");
+            for _ in 0..50 {
+                let x: Vec<f32> = (0..nf).map(|_| rng.random_range(-5.0f32..5.0)).collect();
+                let fast = e.explain(&x);
+                let reference = e.explain_algorithm2(&x);
+                for (f, (a, b)) in fast
+                    .contributions
+                    .iter()
+                    .zip(&reference.contributions)
+                    .enumerate()
+                {
+                    assert!(
+                        (a - b).abs() < 1e-12,
+                        "depth {deepest}, {k:?} points, feature {f}: linear {a} vs algorithm 2 {b}"
+                    );
+                }
+                assert_eq!(fast.path_length, reference.path_length);
+            }
+        }
+    }
+
+    #[test]
+    fn trees_deeper_than_every_rule_fall_back_to_algorithm_2() {
+        // A chain of 40 splits on 40 features, each cutting one sample off to a leaf: the
+        // deepest leaf's product has degree 40, more than 16 points integrate exactly.
+        let depth = 40usize;
+        let mut t = Tree {
+            children_left: vec![],
+            children_right: vec![],
+            feature: vec![],
+            threshold: vec![],
+            n_node_samples: vec![],
+            weighted_n_node_samples: None,
+        };
+        for d in 0..depth {
+            let here = t.children_left.len() as i64;
+            t.children_left.extend([here + 1, -1]);
+            t.children_right.extend([here + 2, -1]);
+            t.feature.extend([d as i64, -2]);
+            t.threshold.extend([0.5, -2.0]);
+            t.n_node_samples.extend([(depth - d + 1) as u64, 1]);
+        }
+        t.children_left.push(-1);
+        t.children_right.push(-1);
+        t.feature.push(-2);
+        t.threshold.push(-2.0);
+        t.n_node_samples.push(1);
+        t.validate(0, depth).expect("valid chain");
+        let e = Explainer::new(std::slice::from_ref(&t), depth);
+        assert_eq!(e.trees[0].max_depth, depth);
+        assert!(
+            e.quadrature.is_none(),
+            "depth {depth} needs more than 16 points"
+        );
+        // All zeros go left at every split: the first leaf, one sample of 41.
+        let got = e.explain(&vec![0.0f32; depth]);
+        let sum: f64 = got.contributions.iter().sum();
+        assert!((sum - (got.path_length - got.expected)).abs() < 1e-12);
+        assert!(got.contributions[0] < 0.0, "{:?}", got.contributions);
     }
 
     #[test]

@@ -347,6 +347,29 @@ impl Forest {
         Some(explainer.explain(&x))
     }
 
+    /// [`Self::explain_row`] for many rows given row-major (`n_features` values each; a
+    /// short last row gives `None`), spread over rayon's threads when there are several:
+    /// an explanation costs ~100× a score, and a pipeline's flagged rows of one batch are
+    /// independent.
+    pub fn explain_rows(&self, rows: &[f64]) -> Vec<Option<Explanation>> {
+        use rayon::prelude::*;
+        let nf = self.n_features().max(1);
+        if rows.len() <= nf {
+            return rows.chunks(nf).map(|r| self.explain_row(r)).collect();
+        }
+        rows.par_chunks(nf).map(|r| self.explain_row(r)).collect()
+    }
+
+    /// [`Self::explain_row`] by Lundberg et al.'s Algorithm 2 (shap's TreeSHAP), the
+    /// reference the faster algorithm is tested and benchmarked against; same values.
+    pub fn explain_row_reference(&self, row: &[f64]) -> Option<Explanation> {
+        let x = self.row_as_f32(row)?;
+        let explainer = self
+            .explainer
+            .get_or_init(|| Explainer::new(&self.file.trees, self.n_features()));
+        Some(explainer.explain_algorithm2(&x))
+    }
+
     /// The row cast to f32 as scikit-learn does; `None` for the wrong length or a value with
     /// no score.
     fn row_as_f32(&self, row: &[f64]) -> Option<Vec<f32>> {
