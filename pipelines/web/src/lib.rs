@@ -578,7 +578,65 @@ pub fn render_prometheus(m: &Metrics, info: &RunInfo) -> String {
             st.flagged()
         );
     }
+    render_drift(&mut out, &info.score_stats, &model_labels);
     out
+}
+
+/// Drift families, for the models whose card has a training profile.
+fn render_drift(
+    out: &mut String,
+    stats: &[Arc<ScoreStats>],
+    labels: &dyn Fn(&ScoreStats) -> String,
+) {
+    let reports: Vec<_> = stats
+        .iter()
+        .filter_map(|st| Some((labels(st), st.drift_now()?)))
+        .collect();
+    if reports.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP txguard_feature_drift_psi Population stability index of each feature over the \
+         drift window against the model card's training deciles (> 0.25: a significant shift).\n\
+         # TYPE txguard_feature_drift_psi gauge"
+    );
+    for (l, r) in &reports {
+        for (feature, psi) in &r.psi {
+            if let Some(v) = psi {
+                let _ = writeln!(
+                    out,
+                    "txguard_feature_drift_psi{{{l},feature=\"{}\"}} {v}",
+                    label(feature)
+                );
+            }
+        }
+    }
+    for (name, help, value) in [
+        (
+            "txguard_drift_window_rows",
+            "Rows scored in the drift window (what the PSIs are of).",
+            &(|r: &txguard_iforest_datafusion::DriftReport| Some(r.rows as f64))
+                as &dyn Fn(&txguard_iforest_datafusion::DriftReport) -> Option<f64>,
+        ),
+        (
+            "txguard_flagged_ratio",
+            "Share of the rows of the flagged-rate window (--flagged-rate-window) flagged anomalous.",
+            &|r| r.flagged_rate(),
+        ),
+        (
+            "txguard_trained_flagged_ratio",
+            "Share of the training rows the model flagged (from its card).",
+            &|r| r.trained_flagged_rate,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (l, r) in &reports {
+            if let Some(v) = value(r) {
+                let _ = writeln!(out, "{name}{{{l}}} {v}");
+            }
+        }
+    }
 }
 
 /// The scoring API's families.

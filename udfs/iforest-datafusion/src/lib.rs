@@ -15,8 +15,8 @@
 //! * `iforest_explain{SUFFIX}(f1, …, fn)` → `VARCHAR`, why the row scored as it did: a JSON
 //!   object with the features' exact TreeSHAP contributions to the row's mean path length
 //!   (see [`explanation_json`]; negative = pushed towards an anomaly), most anomalous first.
-//!   It costs `O(trees · leaves · depth²)` per row, so pipelines call it for the flagged rows
-//!   only: `CASE WHEN iforest_score(…) > iforest_threshold() THEN iforest_explain(…) END`
+//!   It costs `O(trees · nodes · depth)` per row (~100× a score; a batch's rows are
+//!   explained on all cores), so pipelines call it for the flagged rows only: `CASE WHEN iforest_score(…) > iforest_threshold() THEN iforest_explain(…) END`
 //!   (DataFusion evaluates a `THEN` on the matching rows alone).
 //!
 //! [`forest_udfs_observed`] makes the same functions recording what `iforest_score` scores
@@ -29,8 +29,8 @@
 //! time with the model's feature list. A NULL, NaN or infinite feature gives NULL.
 
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{
     Array, ArrayRef, BooleanArray, Float32Array, Float64Array, StringArray, StringBuilder,
@@ -42,6 +42,7 @@ use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
+use txguard_iforest::drift::{LiveBins, TrainingProfile, psi};
 use txguard_iforest::{FeatureColumn, Forest};
 
 /// Name of the model whose functions carry no suffix.
@@ -114,6 +115,89 @@ pub struct ScoreStats {
     /// Sum of the scores, in units of 1e-9.
     sum_nanos: AtomicU64,
     flagged: AtomicU64,
+    /// Live feature bins against the card's training profile (models that have one).
+    drift: Option<Drift>,
+    /// Slices of the drift window the flagged rate is judged over (for `/metrics`).
+    recent_slices: AtomicU64,
+}
+
+/// A model's live drift window.
+#[derive(Debug)]
+struct Drift {
+    features: Vec<String>,
+    profile: TrainingProfile,
+    live: Mutex<LiveBins>,
+}
+
+/// Time slices a drift window starts with, until [`ScoreStats::set_drift_slices`].
+pub const DRIFT_SLICES: usize = 10;
+
+/// Where a model's live data stands against its training profile: the features over the
+/// whole drift window, the flagged rate over its newest slices.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriftReport {
+    /// Per feature (model order): its name and PSI (`None` before any row).
+    pub psi: Vec<(String, Option<f64>)>,
+    /// Rows scored in the whole window (what the PSIs are of).
+    pub rows: u64,
+    /// Rows scored in the flagged-rate window, and of them flagged.
+    pub recent_rows: u64,
+    pub recent_flagged: u64,
+    /// The card's training flagged rate, when the trainer recorded it.
+    pub trained_flagged_rate: Option<f64>,
+}
+
+/// Rows a drift window needs before [`DriftReport::warning`] judges it.
+pub const DRIFT_MIN_ROWS: u64 = 1000;
+
+/// How many times the trained flagged rate the live one may reach before
+/// [`DriftReport::warning`] warns.
+pub const FLAGGED_RATE_ALERT: f64 = 3.0;
+
+impl DriftReport {
+    /// The flagged-rate window's flagged rate (`None` before any row).
+    pub fn flagged_rate(&self) -> Option<f64> {
+        (self.recent_rows > 0).then(|| self.recent_flagged as f64 / self.recent_rows as f64)
+    }
+
+    /// What an operator should hear about this report, or `None` when nothing crossed a
+    /// threshold: the flagged rate above [`FLAGGED_RATE_ALERT`] × the trained one (over
+    /// `recent`, e.g. "the last 10m"), features whose PSI is above
+    /// [`txguard_iforest::drift::PSI_ALERT`] (over `whole`; largest first). A window of
+    /// fewer than [`DRIFT_MIN_ROWS`] rows is not judged.
+    pub fn warning(&self, recent: &str, whole: &str) -> Option<String> {
+        let mut parts = Vec::new();
+        if let (Some(live), Some(trained)) = (self.flagged_rate(), self.trained_flagged_rate)
+            && self.recent_rows >= DRIFT_MIN_ROWS
+            && live > FLAGGED_RATE_ALERT * trained
+        {
+            parts.push(format!(
+                "flagged {:.1}% of {} rows over {recent}, trained at {:.1}%",
+                100.0 * live,
+                self.recent_rows,
+                100.0 * trained
+            ));
+        }
+        if self.rows < DRIFT_MIN_ROWS {
+            return (!parts.is_empty()).then(|| parts.join("; "));
+        }
+        let mut drifted: Vec<(&str, f64)> = self
+            .psi
+            .iter()
+            .filter_map(|(f, p)| Some((f.as_str(), (*p)?)))
+            .filter(|(_, p)| *p > txguard_iforest::drift::PSI_ALERT)
+            .collect();
+        drifted.sort_by(|a, b| b.1.total_cmp(&a.1));
+        if !drifted.is_empty() {
+            let list: Vec<String> = drifted.iter().map(|(f, p)| format!("{f} {p:.2}")).collect();
+            parts.push(format!(
+                "features drifted from training over {whole} (PSI > {}): {}",
+                txguard_iforest::drift::PSI_ALERT,
+                list.join(", ")
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
 }
 
 impl ScoreStats {
@@ -125,7 +209,109 @@ impl ScoreStats {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             sum_nanos: AtomicU64::new(0),
             flagged: AtomicU64::new(0),
+            drift: forest.card().training_profile.clone().map(|profile| Drift {
+                features: forest.features().to_vec(),
+                live: Mutex::new(LiveBins::new(&profile, DRIFT_SLICES)),
+                profile,
+            }),
+            recent_slices: AtomicU64::new(DRIFT_SLICES as u64),
         }
+    }
+
+    /// Counts a batch's scored rows into the drift window: each feature's value into its
+    /// training bin, and whether the row was flagged. No-op without a training profile.
+    fn record_drift(
+        &self,
+        forest: &Forest,
+        arrays: &[ArrayRef],
+        n: usize,
+        samples: &[f64],
+    ) -> Result<()> {
+        let Some(d) = &self.drift else {
+            return Ok(());
+        };
+        let (columns, _) = feature_columns(forest, arrays, n)?;
+        let scored: Vec<usize> = (0..n.min(samples.len()))
+            .filter(|&i| !samples[i].is_nan())
+            .collect();
+        let counts: Vec<Vec<u64>> = columns
+            .iter()
+            .zip(&d.profile.features)
+            .map(|(col, bins)| {
+                let mut c = vec![0u64; bins.fractions.len()];
+                for &i in &scored {
+                    let v = match col {
+                        FeatureColumn::F64(v) => v[i],
+                        FeatureColumn::F32(v) => f64::from(v[i]),
+                    };
+                    c[bins.bin(v)] += 1;
+                }
+                c
+            })
+            .collect();
+        let offset = forest.offset();
+        let flagged = scored
+            .iter()
+            .filter(|&&i| samples[i] - offset < 0.0)
+            .count();
+        d.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .add(&counts, scored.len() as u64, flagged as u64);
+        Ok(())
+    }
+
+    /// Makes the drift window `slices` slices long (emptying it), the flagged rate judged
+    /// over the newest `recent` of them; call [`Self::rotate_drift`] every window / `slices`.
+    pub fn set_drift_slices(&self, slices: usize, recent: usize) {
+        self.recent_slices.store(recent as u64, Ordering::Relaxed);
+        if let Some(d) = &self.drift {
+            *d.live
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                LiveBins::new(&d.profile, slices);
+        }
+    }
+
+    /// Starts a new slice of the drift window (the oldest is dropped).
+    pub fn rotate_drift(&self) {
+        if let Some(d) = &self.drift {
+            d.live
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .rotate();
+        }
+    }
+
+    /// [`Self::drift`] over the flagged-rate window [`Self::set_drift_slices`] set.
+    pub fn drift_now(&self) -> Option<DriftReport> {
+        self.drift(self.recent_slices.load(Ordering::Relaxed) as usize)
+    }
+
+    /// The drift window against the training profile, with the flagged rate over its newest
+    /// `recent_slices` slices; `None` when the model's card has no profile (models trained
+    /// before txguard kept one, or exported from scikit-learn).
+    pub fn drift(&self, recent_slices: usize) -> Option<DriftReport> {
+        let d = self.drift.as_ref()?;
+        let (w, (recent_rows, recent_flagged)) = {
+            let live = d
+                .live
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (live.window(), live.rows_in_last(recent_slices))
+        };
+        Some(DriftReport {
+            psi: d
+                .features
+                .iter()
+                .zip(d.profile.features.iter().zip(&w.counts))
+                .map(|(name, (bins, counts))| (name.clone(), psi(&bins.fractions, counts)))
+                .collect(),
+            rows: w.rows,
+            recent_rows,
+            recent_flagged,
+            trained_flagged_rate: d.profile.flagged_rate,
+        })
     }
 
     /// Records a batch of `score_samples` values (negated scores; NaN = no score).
@@ -350,6 +536,7 @@ impl ScalarUDFImpl for ForestUdf {
             && !UNOBSERVED.get()
         {
             stats.record(&scores);
+            stats.record_drift(&self.forest, &arrays, n, &scores)?;
         }
         let out: ArrayRef = match self.kind {
             Kind::Score => Arc::new(Float64Array::from_iter(

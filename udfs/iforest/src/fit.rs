@@ -13,6 +13,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use crate::drift::TrainingProfile;
+
 use crate::error::{ForestError, Result};
 use crate::metrics::{average_precision, percentile_linear, roc_auc};
 use crate::model::{FORMAT, FORMAT_VERSION, Forest, Metrics, ModelCard, ModelFile};
@@ -364,6 +366,9 @@ pub fn fit(data: TrainingSet<'_>, params: &FitParams) -> Result<Forest> {
             params: params_map,
             metrics: None,
             notes: None,
+            training_profile: Some(TrainingProfile::from_columns(
+                cols.iter().map(|c| c.iter().map(|&v| f64::from(v))),
+            )),
         },
     };
     let mut forest = Forest::from_model_file(file)?;
@@ -376,6 +381,11 @@ pub fn fit(data: TrainingSet<'_>, params: &FitParams) -> Result<Forest> {
         forest.score_samples_columns(&columns, None, &mut scores)?;
         if let Contamination::Fraction(c) = params.contamination {
             forest.set_offset(percentile_linear(&scores, 100.0 * c));
+        }
+        let offset = forest.offset();
+        let flagged = scores.iter().filter(|&&s| s - offset < 0.0).count();
+        if let Some(p) = &mut forest.card_mut().training_profile {
+            p.flagged_rate = Some(flagged as f64 / n_rows.max(1) as f64);
         }
         if let Some(labels) = data.labels {
             let anomaly: Vec<f64> = scores.iter().map(|s| -s).collect();

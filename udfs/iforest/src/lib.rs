@@ -10,6 +10,7 @@
 //! ```
 
 pub mod arroyo;
+pub mod drift;
 mod error;
 pub mod explain;
 pub mod fit;

@@ -70,6 +70,10 @@ pub struct ModelCard {
     /// Free text.
     #[serde(default)]
     pub notes: Option<String>,
+    /// The training features' distribution, for drift checks while running (see
+    /// [`crate::drift`]); absent in models made before it or by other trainers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_profile: Option<crate::drift::TrainingProfile>,
 }
 
 /// The on-disk model: everything scikit-learn's scoring needs, plus the card.
@@ -182,6 +186,9 @@ impl Forest {
         }
         for (i, t) in file.trees.iter().enumerate() {
             t.validate(i, file.features.len())?;
+        }
+        if let Some(p) = &file.card.training_profile {
+            p.validate(&file.features)?;
         }
         let denominator = file.trees.len() as f64 * average_path_length(file.max_samples as f64);
         let kernel = ScoringKernel::detect().map_err(ForestError::Setting)?;

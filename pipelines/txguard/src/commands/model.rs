@@ -138,6 +138,18 @@ pub fn info(path: &Path, json: bool) -> Result<()> {
         }
         None => outln!("metrics      none (trained without labels)"),
     }
+    match &card.training_profile {
+        Some(p) => outln!(
+            "drift        training deciles of {} features kept{} (txguard run checks live data against them)",
+            p.features.len(),
+            p.flagged_rate
+                .map(|r| format!(", {:.2}% flagged", 100.0 * r))
+                .unwrap_or_default()
+        ),
+        None => {
+            outln!("drift        no training profile: no drift checks (retrain with txguard train)")
+        }
+    }
     if let Some(n) = &card.notes {
         outln!("notes        {n}");
     }

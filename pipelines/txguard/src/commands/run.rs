@@ -16,6 +16,7 @@ use txguard_engine::runtime::{
 
 use txguard_engine::decode::DecodeOptions;
 use txguard_engine::probe::Prober;
+use txguard_iforest_datafusion::{DRIFT_SLICES, ScoreStats};
 
 use crate::commands::pipeline::{connect, default_checkpoint_dir, load, plan, progress, status};
 use crate::commands::validate::pipeline_models;
@@ -85,6 +86,83 @@ pub struct RunArgs {
     #[arg(long, default_value_t = txguard_engine::probe::DEFAULT_ACTIVE_BATCH_ROWS, value_name = "N",
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub score_api_batch_rows: usize,
+    /// Drift window: each model whose card has a training profile has its features' live
+    /// distribution compared with training's (PSI) over the last this long. A day by default,
+    /// so daily cycles (hour of day, night-time counts) compare like with like.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub drift_window: Duration,
+    /// The live flagged rate is compared with the card's over the last this long, judged
+    /// every tenth of it: a warning in the log beyond 3× the trained rate.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub flagged_rate_window: Duration,
+}
+
+/// Most slices a drift window is cut into (memory: slices × features × 10 bins × 8 bytes).
+const MAX_DRIFT_SLICES: u32 = 2000;
+
+/// Every tenth of `flagged_window` (or longer, to cut `window` into at most
+/// [`MAX_DRIFT_SLICES`]): judges each model's drift (a warning in the log when it crosses a
+/// threshold, repeated at most once per flagged-rate window per model) and starts a new slice.
+fn watch_drift(
+    stats: Vec<Arc<ScoreStats>>,
+    window: Duration,
+    flagged_window: Duration,
+) -> Option<(tokio::task::JoinHandle<()>, Vec<Arc<ScoreStats>>, Judge)> {
+    if stats.iter().all(|s| s.drift(1).is_none()) {
+        for s in &stats {
+            tracing::info!(model = %s.model, "no drift checks: the model's card has no training profile (retrain it with txguard train)");
+        }
+        return None;
+    }
+    let slice = (flagged_window / DRIFT_SLICES as u32)
+        .max(window / MAX_DRIFT_SLICES)
+        .max(Duration::from_millis(10));
+    let slices = window.as_nanos().div_ceil(slice.as_nanos()).max(1) as usize;
+    let recent = (flagged_window.as_nanos().div_ceil(slice.as_nanos()).max(1) as usize).min(slices);
+    for s in &stats {
+        s.set_drift_slices(slices, recent);
+    }
+    let judge = Judge {
+        recent: format!("the last {}", humantime::format_duration(flagged_window)),
+        whole: format!("the last {}", humantime::format_duration(window)),
+    };
+    let watched = stats.clone();
+    let says = judge.clone();
+    let watch = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(slice);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        // Slices since each model's last warning (a warning repeats at most once per
+        // flagged-rate window).
+        let mut quiet = vec![recent; stats.len()];
+        loop {
+            tick.tick().await;
+            for (s, quiet) in stats.iter().zip(&mut quiet) {
+                *quiet += 1;
+                if let Some(w) = s.drift(recent).and_then(|r| says.warning(&r))
+                    && *quiet >= recent
+                {
+                    tracing::warn!(model = %s.model, version = %s.version, "drift: {w}");
+                    *quiet = 0;
+                }
+                s.rotate_drift();
+            }
+        }
+    });
+    Some((watch, watched, judge))
+}
+
+/// How drift warnings name their windows.
+#[derive(Clone)]
+struct Judge {
+    recent: String,
+    whole: String,
+}
+
+impl Judge {
+    fn warning(&self, r: &txguard_iforest_datafusion::DriftReport) -> Option<String> {
+        r.warning(&self.recent, &self.whole)
+    }
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -179,6 +257,11 @@ async fn run_async(args: RunArgs) -> Result<()> {
         );
         Some(prober)
     };
+    let drift = watch_drift(
+        models.stats.clone(),
+        args.drift_window,
+        args.flagged_rate_window,
+    );
     let metrics = Arc::new(Metrics::for_dataflow(&df));
     if !args.no_ui {
         let info = txguard_web::RunInfo {
@@ -231,6 +314,15 @@ async fn run_async(args: RunArgs) -> Result<()> {
     let bar = (!args.quiet).then(|| progress(metrics.clone()));
     let result = run_dataflow(df, conns, opts, metrics.clone(), stop).await;
     let elapsed = started.elapsed();
+    if let Some((watch, stats, judge)) = drift {
+        watch.abort();
+        // The end of the run is judged too (a run shorter than a slice is judged only here).
+        for s in &stats {
+            if let Some(w) = s.drift_now().and_then(|r| judge.warning(&r)) {
+                tracing::warn!(model = %s.model, version = %s.version, "drift: {w}");
+            }
+        }
+    }
     if let Some((pb, handle)) = bar {
         // The run has set `finished`, so the display's task ends within one tick.
         let _ = handle.await;
