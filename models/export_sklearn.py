@@ -137,6 +137,10 @@ def to_model_dict(model, features=None, name=None, X=None, y=None, notes=None) -
     if X is not None:
         card["training_rows"] = int(len(X))
         card["data_fingerprint"] = _fingerprint(X)
+        card["training_profile"] = {
+            "features": [_deciles(c) for c in np.asarray(X, dtype=np.float32).astype(np.float64).T],
+            "flagged_rate": float((model.predict(X) == -1).mean()),
+        }
         if y is not None:
             from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -159,6 +163,26 @@ def to_model_dict(model, features=None, name=None, X=None, y=None, notes=None) -
         "trees": trees,
         "card": card,
     }
+
+
+def _deciles(values) -> dict:
+    """One feature's training bins for drift checks, as txguard train makes them
+    (udfs/iforest/src/drift.rs): deciles without repeats, shares of the values per bin."""
+    v = np.sort(values[np.isfinite(values)])
+    n = len(v)
+    if n == 0:
+        return {"edges": [], "fractions": [1.0]}
+    edges = []
+    for k in range(1, 10):
+        e = float(v[min(k * n // 10, n - 1)])
+        if not edges or edges[-1] != e:
+            edges.append(e)
+    if edges and edges[-1] == float(v[-1]):
+        edges.pop()
+    # Bin i holds (edges[i-1], edges[i]]: the number of edges below the value.
+    bins = np.searchsorted(np.asarray(edges, dtype=np.float64), v, side="left")
+    counts = np.bincount(bins, minlength=len(edges) + 1)
+    return {"edges": edges, "fractions": [float(c) / n for c in counts]}
 
 
 def export(model, path, features=None, name=None, X=None, y=None, notes=None) -> dict:

@@ -92,6 +92,8 @@ struct Request {
     target: ProbeTarget,
     rows: RecordBatch,
     reply: oneshot::Sender<Result<Reply, String>>,
+    /// When it was queued for the pipeline's thread.
+    queued: Instant,
 }
 
 /// What the pipeline's thread answers for a request's rows.
@@ -352,6 +354,7 @@ impl Prober {
                 target: target.clone(),
                 rows: good,
                 reply,
+                queued: Instant::now(),
             };
             self.tx.try_send(request).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => ProbeError::Busy,
@@ -426,11 +429,13 @@ impl ProbeQueue {
     }
 
     /// Answers every request waiting, against `df`'s state now; `watermark` gives a source's
-    /// current watermark (by dataflow source index). Returns how many were answered.
+    /// current watermark (by dataflow source index); how long each waited goes into `waited`.
+    /// Returns how many were answered.
     pub(crate) fn serve(
         &mut self,
         df: &Dataflow,
         watermark: impl Fn(usize) -> Option<i64>,
+        waited: &crate::histogram::Histogram,
     ) -> usize {
         while let Ok(r) = self.rx.try_recv() {
             self.take(r);
@@ -441,6 +446,7 @@ impl ProbeQueue {
                 continue; // the client gave up
             }
             answered += 1;
+            waited.observe_since(r.queued);
             let w = watermark(r.target.source);
             let event_time = df.sources().get(r.target.source).and_then(|s| s.event_time);
             let mut result = Err("not run".to_string());

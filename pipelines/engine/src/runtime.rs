@@ -138,6 +138,8 @@ pub struct StepMetrics {
     pub commit: Histogram,
     /// Answering queued scoring requests (`POST /api/v1/score`).
     pub serve: Histogram,
+    /// Per scoring request: from being queued for the pipeline's thread to being taken up.
+    pub request_wait: Histogram,
     /// Napping with nothing to read.
     pub idle: Histogram,
 }
@@ -151,6 +153,7 @@ impl Default for StepMetrics {
             deliver: h(),
             commit: h(),
             serve: h(),
+            request_wait: h(),
             idle: h(),
         }
     }
@@ -1271,12 +1274,16 @@ async fn drive(
         if let Some(q) = probes.as_deref_mut() {
             // Between two batches: scoring requests see the state every row so far made.
             let t = Instant::now();
-            if q.serve(df, |i| {
-                sources
-                    .iter()
-                    .find(|s| s.index == i)
-                    .and_then(|s| s.buffer.as_ref()?.watermark())
-            }) > 0
+            if q.serve(
+                df,
+                |i| {
+                    sources
+                        .iter()
+                        .find(|s| s.index == i)
+                        .and_then(|s| s.buffer.as_ref()?.watermark())
+                },
+                &steps.request_wait,
+            ) > 0
             {
                 steps.serve.observe_since(t);
             }

@@ -357,6 +357,11 @@ async fn null_keys_tumble() {
 }
 
 #[tokio::test]
+async fn user_baseline() {
+    case("user_baseline").await;
+}
+
+#[tokio::test]
 async fn udf() {
     case("udf").await;
 }

@@ -151,8 +151,20 @@ fn runs_warn_when_live_features_drift_from_training_and_export_the_psi() {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
+    // /api/status (what the console page shows) has the same per model.
+    let (_, status) = http_get(&addr, "/api/status");
     let _ = child.kill();
     let _ = child.wait();
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status json");
+    let m = &status["models"][0];
+    assert_eq!(m["model"], "default", "{status}");
+    assert_eq!(
+        m["drift"].as_array().expect("drift per feature").len(),
+        features.len(),
+        "{m}"
+    );
+    assert_eq!(m["trained_flagged_rate"].as_f64(), Some(trained), "{m}");
+    assert!(m["scored"].as_u64().expect("scored") > 0, "{m}");
     for f in features {
         let name = f.as_str().expect("name");
         let line = metrics

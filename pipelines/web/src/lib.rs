@@ -193,6 +193,26 @@ struct SinkStatus {
     commits: u64,
 }
 
+/// One model's scoring so far and its drift (models whose card has a training profile).
+#[derive(Serialize)]
+struct ModelStatus {
+    model: String,
+    version: String,
+    scored: u64,
+    flagged: u64,
+    /// Over the flagged-rate window; the card's training rate beside it.
+    flagged_rate: Option<f64>,
+    trained_flagged_rate: Option<f64>,
+    /// Per feature, its PSI over the drift window (absent without a training profile).
+    drift: Option<Vec<FeatureDrift>>,
+}
+
+#[derive(Serialize)]
+struct FeatureDrift {
+    feature: String,
+    psi: Option<f64>,
+}
+
 #[derive(Serialize)]
 struct Status {
     pipeline: String,
@@ -203,6 +223,7 @@ struct Status {
     first_commit_ms: Option<f64>,
     sources: Vec<SourceStatus>,
     sinks: Vec<SinkStatus>,
+    models: Vec<ModelStatus>,
 }
 
 fn now_micros() -> i64 {
@@ -255,6 +276,27 @@ fn snapshot(m: &Metrics, info: &RunInfo) -> Status {
                 rows: load(&s.rows),
                 committed_rows: load(&s.committed_rows),
                 commits: load(&s.commits),
+            })
+            .collect(),
+        models: info
+            .score_stats
+            .iter()
+            .map(|st| {
+                let drift = st.drift_now();
+                ModelStatus {
+                    model: st.model.clone(),
+                    version: st.version.clone(),
+                    scored: st.cumulative().last().map_or(0, |(_, n)| *n),
+                    flagged: st.flagged(),
+                    flagged_rate: drift.as_ref().and_then(|d| d.flagged_rate()),
+                    trained_flagged_rate: drift.as_ref().and_then(|d| d.trained_flagged_rate),
+                    drift: drift.map(|d| {
+                        d.psi
+                            .into_iter()
+                            .map(|(feature, psi)| FeatureDrift { feature, psi })
+                            .collect()
+                    }),
+                }
             })
             .collect(),
     }
@@ -684,6 +726,18 @@ fn render_api(out: &mut String, m: &ApiMetrics) {
     );
 }
 
+/// How long scoring requests waited for the pipeline's thread (with the scoring API on).
+fn render_request_wait(out: &mut String, m: &Metrics) {
+    let (buckets, sum) = m.steps.request_wait.cumulative();
+    histogram(
+        out,
+        "txguard_score_api_queue_seconds",
+        "Per request to POST /api/v1/score: from being queued for the pipeline's thread to \
+         being taken up (between two batches).",
+        vec![(String::new(), buckets, sum)],
+    );
+}
+
 async fn prometheus(State(s): State<AppState>) -> impl IntoResponse {
     (
         [(
@@ -694,6 +748,7 @@ async fn prometheus(State(s): State<AppState>) -> impl IntoResponse {
             let mut out = render_prometheus(&s.metrics, &s.info);
             if s.prober.is_some() {
                 render_api(&mut out, &s.api);
+                render_request_wait(&mut out, &s.metrics);
             }
             out
         },

@@ -102,10 +102,8 @@ impl Quadrature {
                     p0 = p1;
                     p1 = p2;
                 }
-                let pk = if k == 1 { x } else { p1 };
-                let pkm1 = if k == 1 { 1.0 } else { p0 };
-                dp = k as f64 * (x * pk - pkm1) / (x * x - 1.0);
-                let step = pk / dp;
+                dp = k as f64 * (x * p1 - p0) / (x * x - 1.0);
+                let step = p1 / dp;
                 x -= step;
                 if step.abs() < 1e-16 {
                     break;
@@ -164,17 +162,16 @@ impl Explainer {
 
     /// Explains one row of f32-cast feature values (in the model's feature order; finite).
     pub(crate) fn explain(&self, x: &[f32]) -> Explanation {
-        match self.quadrature.as_ref().map(|q| q.points.len()) {
-            Some(4) => self.explain_linear::<4>(x),
-            Some(8) => self.explain_linear::<8>(x),
-            Some(16) => self.explain_linear::<16>(x),
+        match &self.quadrature {
+            Some(q) if q.points.len() == 4 => self.explain_linear::<4>(q, x),
+            Some(q) if q.points.len() == 8 => self.explain_linear::<8>(q, x),
+            Some(q) if q.points.len() == 16 => self.explain_linear::<16>(q, x),
             _ => self.explain_algorithm2(x),
         }
     }
 
-    /// Linear TreeSHAP with a `K`-point rule (see the module doc).
-    fn explain_linear<const K: usize>(&self, x: &[f32]) -> Explanation {
-        let q = self.quadrature.as_ref().expect("a rule for K points");
+    /// Linear TreeSHAP with `q`, a `K`-point rule (see the module doc).
+    fn explain_linear<const K: usize>(&self, q: &Quadrature, x: &[f32]) -> Explanation {
         let mut walk = LinearWalk::<K>::new(x, q, self.n_features);
         let mut path_length = 0.0;
         for t in &self.trees {

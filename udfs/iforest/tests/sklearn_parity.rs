@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use txguard_iforest::drift::TrainingProfile;
 use txguard_iforest::{FeatureColumn, Forest, ScoringKernel};
 
 const TOL: f64 = 1e-12;
@@ -58,6 +59,21 @@ fn scores_equal_scikit_learn_on_every_configuration() {
         let d = tmp.path().join(name);
         let mut forest = Forest::load(d.join("model.json"))
             .unwrap_or_else(|e| panic!("case {name}: model does not load: {e}"));
+        // The exporter's drift profile is the one txguard train makes of the same data.
+        let train = read_f64(&d.join("train.bin"));
+        let (train, rows) = (&train, train.len() / nf);
+        let mine = TrainingProfile::from_columns(
+            (0..nf).map(|j| (0..rows).map(move |r| f64::from(train[r * nf + j] as f32))),
+        );
+        let theirs = forest
+            .card()
+            .training_profile
+            .as_ref()
+            .unwrap_or_else(|| panic!("case {name}: the exporter wrote no training profile"));
+        assert_eq!(
+            mine.features, theirs.features,
+            "case {name}: export_sklearn.py's deciles differ from txguard's"
+        );
         let x = read_f64(&d.join("X.bin"));
         let want_s = read_f64(&d.join("score_samples.bin"));
         let want_d = read_f64(&d.join("decision.bin"));

@@ -116,6 +116,7 @@ def main():
         d.mkdir(exist_ok=True)
         feats = [f"f{j}" for j in range(train.shape[1])]
         export(model, d / "model.json", features=feats, name=name, X=train)
+        np.asarray(train, dtype="<f8").tofile(d / "train.bin")
         X = score_rows(rng, train, args.rows, model)
         X.tofile(d / "X.bin")
         model.score_samples(X).astype("<f8").tofile(d / "score_samples.bin")
