@@ -440,18 +440,34 @@ impl ProbeQueue {
         while let Ok(r) = self.rx.try_recv() {
             self.take(r);
         }
-        let mut answered = 0;
-        for r in std::mem::take(&mut self.pending) {
-            if r.reply.is_closed() {
-                continue; // the client gave up
-            }
-            answered += 1;
+        let pending: Vec<Request> = std::mem::take(&mut self.pending)
+            .into_iter()
+            .filter(|r| !r.reply.is_closed()) // the client gave up
+            .collect();
+        for r in &pending {
             waited.observe_since(r.queued);
-            let w = watermark(r.target.source);
-            let event_time = df.sources().get(r.target.source).and_then(|s| s.event_time);
-            let mut result = Err("not run".to_string());
-            (self.scope)(&mut || result = answer(df, &r, w, event_time));
-            let _ = r.reply.send(result);
+        }
+        let answered = pending.len();
+        // One pass through the dataflow per target for every request waiting: a batch costs
+        // about as much as a row, and rows are probed each on its own anyway.
+        let mut groups: Vec<Vec<Request>> = Vec::new();
+        for r in pending {
+            match groups.iter_mut().find(|g| {
+                g[0].target.node == r.target.node && g[0].target.source == r.target.source
+            }) {
+                Some(g) => g.push(r),
+                None => groups.push(vec![r]),
+            }
+        }
+        for group in groups {
+            let target = group[0].target.clone();
+            let w = watermark(target.source);
+            let event_time = df.sources().get(target.source).and_then(|s| s.event_time);
+            let mut results = Vec::new();
+            (self.scope)(&mut || results = answer_all(df, &target, &group, w, event_time));
+            for (r, result) in group.into_iter().zip(results) {
+                let _ = r.reply.send(result);
+            }
         }
         answered
     }
@@ -471,12 +487,73 @@ fn rows_per_poll(
 }
 
 /// The pipeline thread's part of a request: late rows out, the others probed.
-fn answer(
+/// The pipeline thread's part of the requests to one target: each request's late rows out,
+/// the others of all of them probed in one pass and handed back per request.
+fn answer_all(
     df: &Dataflow,
+    target: &ProbeTarget,
+    requests: &[Request],
+    watermark: Option<i64>,
+    event_time: Option<(usize, i64)>,
+) -> Vec<Result<Reply, String>> {
+    let fail = |e: String| requests.iter().map(|_| Err(e.clone())).collect();
+    let mut lates = Vec::with_capacity(requests.len());
+    let mut kept = Vec::with_capacity(requests.len());
+    for r in requests {
+        match late_rows(r, watermark, event_time) {
+            Ok((late, rows)) => {
+                lates.push(late);
+                kept.push(rows);
+            }
+            Err(e) => return fail(e),
+        }
+    }
+    let Some(first) = kept.first() else {
+        return Vec::new();
+    };
+    let all = match arrow::compute::concat_batches(&first.schema(), &kept) {
+        Ok(b) => b,
+        Err(e) => return fail(e.to_string()),
+    };
+    let probed = match df.probe(target, &all) {
+        Ok(p) => p,
+        Err(e) => return fail(e.to_string()),
+    };
+    let mut out = Vec::with_capacity(requests.len());
+    let mut at = 0;
+    for (rows, late) in kept.iter().zip(lates) {
+        let own = &probed.index[at..at + rows.num_rows()];
+        at += rows.num_rows();
+        let picks: Vec<u32> = own.iter().flatten().map(|&i| i as u32).collect();
+        let mut next = 0;
+        let index = own
+            .iter()
+            .map(|i| {
+                i.map(|_| {
+                    next += 1;
+                    next - 1
+                })
+            })
+            .collect();
+        out.push(
+            take_record_batch(&probed.rows, &UInt32Array::from(picks))
+                .map_err(|e| e.to_string())
+                .map(|rows| Reply {
+                    watermark,
+                    probed: Probed { rows, index },
+                    late,
+                }),
+        );
+    }
+    out
+}
+
+/// A request's rows behind the watermark (each with why) and the others.
+fn late_rows(
     r: &Request,
     watermark: Option<i64>,
     event_time: Option<(usize, i64)>,
-) -> Result<Reply, String> {
+) -> Result<(Vec<Option<String>>, RecordBatch), String> {
     let n = r.rows.num_rows();
     let mut late = vec![None; n];
     if let (Some(w), Some((col, bound))) = (watermark, event_time) {
@@ -505,12 +582,7 @@ fn answer(
     } else {
         take_record_batch(&r.rows, &UInt32Array::from(keep)).map_err(|e| e.to_string())?
     };
-    let probed = df.probe(&r.target, &rows).map_err(|e| e.to_string())?;
-    Ok(Reply {
-        watermark,
-        probed,
-        late,
-    })
+    Ok((late, rows))
 }
 
 #[cfg(test)]

@@ -1033,6 +1033,25 @@ fn acknowledge(
     Ok(())
 }
 
+/// Answers the scoring requests waiting, against the dataflow's state now, timing it.
+fn serve(
+    q: &mut crate::probe::ProbeQueue,
+    df: &Dataflow,
+    sources: &[SourceState],
+    steps: &StepMetrics,
+) {
+    let t = Instant::now();
+    let watermark = |i: usize| {
+        sources
+            .iter()
+            .find(|s| s.index == i)
+            .and_then(|s| s.buffer.as_ref()?.watermark())
+    };
+    if q.serve(df, watermark, &steps.request_wait) > 0 {
+        steps.serve.observe_since(t);
+    }
+}
+
 /// Where a batch's output goes: the sinks, with their rejects to the dead letters.
 struct Outlet<'a> {
     dead_index: usize,
@@ -1273,30 +1292,25 @@ async fn drive(
         }
         if let Some(q) = probes.as_deref_mut() {
             // Between two batches: scoring requests see the state every row so far made.
-            let t = Instant::now();
-            if q.serve(
-                df,
-                |i| {
-                    sources
-                        .iter()
-                        .find(|s| s.index == i)
-                        .and_then(|s| s.buffer.as_ref()?.watermark())
-                },
-                &steps.request_wait,
-            ) > 0
-            {
-                steps.serve.observe_since(t);
-            }
+            serve(q, df, sources, steps);
         }
         if !busy {
             let t = Instant::now();
             let nap = tokio::time::sleep(Duration::from_millis(5));
             match probes.as_deref_mut() {
-                // A scoring request ends the nap: it is answered at once.
-                Some(q) => tokio::select! {
-                    _ = nap => {}
-                    _ = q.wait() => {}
-                },
+                // A scoring request ends the nap and is answered at once, before the next
+                // poll (which would otherwise make it wait for one more batch).
+                Some(q) => {
+                    let woken = tokio::select! {
+                        _ = nap => false,
+                        _ = q.wait() => true,
+                    };
+                    if woken {
+                        steps.idle.observe_since(t);
+                        serve(q, df, sources, steps);
+                        continue;
+                    }
+                }
                 None => nap.await,
             }
             steps.idle.observe_since(t);

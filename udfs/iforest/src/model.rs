@@ -92,6 +92,9 @@ pub struct ModelFile {
     pub card: ModelCard,
 }
 
+/// Rows [`Forest::explain_rows`] needs before it spreads them over threads.
+pub const PARALLEL_EXPLAIN_ROWS: usize = 16;
+
 /// A validated model ready to score.
 #[derive(Debug, Clone)]
 pub struct Forest {
@@ -355,13 +358,16 @@ impl Forest {
     }
 
     /// [`Self::explain_row`] for many rows given row-major (`n_features` values each; a
-    /// short last row gives `None`), spread over rayon's threads when there are several:
-    /// an explanation costs ~100× a score, and a pipeline's flagged rows of one batch are
-    /// independent.
+    /// short last row gives `None`), spread over rayon's threads when there are at least
+    /// [`PARALLEL_EXPLAIN_ROWS`]: an explanation costs ~100× a score, and a pipeline's
+    /// flagged rows of one batch are independent. Fewer stay on the calling thread: waking
+    /// rayon's pool for a row or two every few milliseconds (a paced pipeline's batches)
+    /// keeps its threads spinning, which cost a live 10k tx/s pipeline most of a core and
+    /// its scoring API its latency (docs/benchmarks.md).
     pub fn explain_rows(&self, rows: &[f64]) -> Vec<Option<Explanation>> {
         use rayon::prelude::*;
         let nf = self.n_features().max(1);
-        if rows.len() <= nf {
+        if rows.len() < PARALLEL_EXPLAIN_ROWS * nf {
             return rows.chunks(nf).map(|r| self.explain_row(r)).collect();
         }
         rows.par_chunks(nf).map(|r| self.explain_row(r)).collect()
