@@ -168,6 +168,8 @@ def to_model_dict(model, features=None, name=None, X=None, y=None, notes=None) -
 def _deciles(values) -> dict:
     """One feature's training bins for drift checks, as txguard train makes them
     (udfs/iforest/src/drift.rs): deciles without repeats, shares of the values per bin."""
+    import numpy as np
+
     v = np.sort(values[np.isfinite(values)])
     n = len(v)
     if n == 0:
