@@ -551,17 +551,21 @@ mod tests {
         }
     }
 
-    /// A random tree in scikit-learn's layout (children after parents) with `samples` at the
-    /// root, split until one sample or `max_depth`, over few features so splits repeat.
-    fn random_tree(rng: &mut impl rand::Rng, samples: u64, max_depth: u32, nf: usize) -> Tree {
-        let mut t = Tree {
+    fn no_nodes() -> Tree {
+        Tree {
             children_left: vec![],
             children_right: vec![],
             feature: vec![],
             threshold: vec![],
             n_node_samples: vec![],
             weighted_n_node_samples: None,
-        };
+        }
+    }
+
+    /// A random tree in scikit-learn's layout (children after parents) with `samples` at the
+    /// root, split until one sample or `max_depth`, over few features so splits repeat.
+    fn random_tree(rng: &mut impl rand::Rng, samples: u64, max_depth: u32, nf: usize) -> Tree {
+        let mut t = no_nodes();
         fn grow(t: &mut Tree, rng: &mut impl rand::Rng, n: u64, depth: u32, max: u32, nf: usize) {
             let at = t.children_left.len();
             t.children_left.push(-1);
@@ -648,14 +652,7 @@ mod tests {
         // A chain of 40 splits on 40 features, each cutting one sample off to a leaf: the
         // deepest leaf's product has degree 40, more than 16 points integrate exactly.
         let depth = 40usize;
-        let mut t = Tree {
-            children_left: vec![],
-            children_right: vec![],
-            feature: vec![],
-            threshold: vec![],
-            n_node_samples: vec![],
-            weighted_n_node_samples: None,
-        };
+        let mut t = no_nodes();
         for d in 0..depth {
             let here = t.children_left.len() as i64;
             t.children_left.extend([here + 1, -1]);
