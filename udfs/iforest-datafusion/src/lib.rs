@@ -15,8 +15,8 @@
 //! * `iforest_explain{SUFFIX}(f1, …, fn)` → `VARCHAR`, why the row scored as it did: a JSON
 //!   object with the features' exact TreeSHAP contributions to the row's mean path length
 //!   (see [`explanation_json`]; negative = pushed towards an anomaly), most anomalous first.
-//!   It costs `O(trees · nodes · depth)` per row (~100× a score; a batch's rows are
-//!   explained on all cores), so pipelines call it for the flagged rows only: `CASE WHEN iforest_score(…) > iforest_threshold() THEN iforest_explain(…) END`
+//!   It costs `O(trees · nodes · depth)` per row (~100× a score; 16 or more rows of a batch
+//!   are explained on all cores), so pipelines call it for the flagged rows only: `CASE WHEN iforest_score(…) > iforest_threshold() THEN iforest_explain(…) END`
 //!   (DataFusion evaluates a `THEN` on the matching rows alone).
 //!
 //! [`forest_udfs_observed`] makes the same functions recording what `iforest_score` scores
