@@ -134,7 +134,7 @@ pub const ACTIVE_FOR: Duration = Duration::from_secs(2);
 
 /// Rows per poll while the scoring API is in use, by default: a request waits for the batch
 /// in progress, which smaller batches shorten. Measured (docs/benchmarks.md), 1024 or 128 rows
-/// did not lower the latency of an unpaced pipeline: its wait lies elsewhere, not yet found.
+/// did not lower the latency of an unpaced pipeline, and 256 did not help a paced one.
 pub const DEFAULT_ACTIVE_BATCH_ROWS: usize = 1024;
 
 fn plain(f: &mut dyn FnMut()) {
@@ -486,7 +486,6 @@ fn rows_per_poll(
     }
 }
 
-/// The pipeline thread's part of a request: late rows out, the others probed.
 /// The pipeline thread's part of the requests to one target: each request's late rows out,
 /// the others of all of them probed in one pass and handed back per request.
 fn answer_all(

@@ -1297,23 +1297,22 @@ async fn drive(
         if !busy {
             let t = Instant::now();
             let nap = tokio::time::sleep(Duration::from_millis(5));
-            match probes.as_deref_mut() {
-                // A scoring request ends the nap and is answered at once, before the next
-                // poll (which would otherwise make it wait for one more batch).
-                Some(q) => {
-                    let woken = tokio::select! {
-                        _ = nap => false,
-                        _ = q.wait() => true,
-                    };
-                    if woken {
-                        steps.idle.observe_since(t);
-                        serve(q, df, sources, steps);
-                        continue;
-                    }
+            // A scoring request ends the nap and is answered at once, before the next poll
+            // (which would otherwise make it wait for one more batch).
+            let woken = match probes.as_deref_mut() {
+                Some(q) => tokio::select! {
+                    _ = nap => false,
+                    _ = q.wait() => true,
+                },
+                None => {
+                    nap.await;
+                    false
                 }
-                None => nap.await,
-            }
+            };
             steps.idle.observe_since(t);
+            if woken && let Some(q) = probes.as_deref_mut() {
+                serve(q, df, sources, steps);
+            }
         } else {
             tokio::task::yield_now().await;
         }

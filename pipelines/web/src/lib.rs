@@ -282,7 +282,7 @@ fn snapshot(m: &Metrics, info: &RunInfo) -> Status {
             .score_stats
             .iter()
             .map(|st| {
-                let drift = st.drift_now();
+                let drift = st.drift();
                 ModelStatus {
                     model: st.model.clone(),
                     version: st.version.clone(),
@@ -632,7 +632,7 @@ fn render_drift(
 ) {
     let reports: Vec<_> = stats
         .iter()
-        .filter_map(|st| Some((labels(st), st.drift_now()?)))
+        .filter_map(|st| Some((labels(st), st.drift()?)))
         .collect();
     if reports.is_empty() {
         return;

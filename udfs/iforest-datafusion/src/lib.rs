@@ -218,49 +218,6 @@ impl ScoreStats {
         }
     }
 
-    /// Counts a batch's scored rows into the drift window: each feature's value into its
-    /// training bin, and whether the row was flagged. No-op without a training profile.
-    fn record_drift(
-        &self,
-        forest: &Forest,
-        arrays: &[ArrayRef],
-        n: usize,
-        samples: &[f64],
-    ) -> Result<()> {
-        let Some(d) = &self.drift else {
-            return Ok(());
-        };
-        let (columns, _) = feature_columns(forest, arrays, n)?;
-        let scored: Vec<usize> = (0..n.min(samples.len()))
-            .filter(|&i| !samples[i].is_nan())
-            .collect();
-        let counts: Vec<Vec<u64>> = columns
-            .iter()
-            .zip(&d.profile.features)
-            .map(|(col, bins)| {
-                let mut c = vec![0u64; bins.fractions.len()];
-                for &i in &scored {
-                    let v = match col {
-                        FeatureColumn::F64(v) => v[i],
-                        FeatureColumn::F32(v) => f64::from(v[i]),
-                    };
-                    c[bins.bin(v)] += 1;
-                }
-                c
-            })
-            .collect();
-        let offset = forest.offset();
-        let flagged = scored
-            .iter()
-            .filter(|&&i| samples[i] - offset < 0.0)
-            .count();
-        d.live
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .add(&counts, scored.len() as u64, flagged as u64);
-        Ok(())
-    }
-
     /// Makes the drift window `slices` slices long (emptying it), the flagged rate judged
     /// over the newest `recent` of them; call [`Self::rotate_drift`] every window / `slices`.
     pub fn set_drift_slices(&self, slices: usize, recent: usize) {
@@ -283,15 +240,16 @@ impl ScoreStats {
         }
     }
 
-    /// [`Self::drift`] over the flagged-rate window [`Self::set_drift_slices`] set.
-    pub fn drift_now(&self) -> Option<DriftReport> {
-        self.drift(self.recent_slices.load(Ordering::Relaxed) as usize)
+    /// Whether the model's card has a training profile, so that [`Self::drift`] reports.
+    pub fn has_training_profile(&self) -> bool {
+        self.drift.is_some()
     }
 
-    /// The drift window against the training profile, with the flagged rate over its newest
-    /// `recent_slices` slices; `None` when the model's card has no profile (models trained
-    /// before txguard kept one, or exported from scikit-learn).
-    pub fn drift(&self, recent_slices: usize) -> Option<DriftReport> {
+    /// The drift window against the training profile, with the flagged rate over the newest
+    /// slices [`Self::set_drift_slices`] set; `None` when the model's card has no profile
+    /// (models trained before txguard kept one, or exported from scikit-learn).
+    pub fn drift(&self) -> Option<DriftReport> {
+        let recent_slices = self.recent_slices.load(Ordering::Relaxed) as usize;
         let d = self.drift.as_ref()?;
         let (w, (recent_rows, recent_flagged)) = {
             let live = d
@@ -314,8 +272,10 @@ impl ScoreStats {
         })
     }
 
-    /// Records a batch of `score_samples` values (negated scores; NaN = no score).
-    fn record(&self, samples: &[f64]) {
+    /// Records a batch of `score_samples` values (negated scores; NaN = no score) and, for
+    /// a model with a training profile, each scored row's features (`columns`, the batch's
+    /// feature columns) into the drift window.
+    fn record(&self, samples: &[f64], columns: &[FeatureColumn<'_>]) {
         let mut local = [0u64; SCORE_BUCKETS];
         let (mut sum, mut flagged) = (0.0f64, 0u64);
         for &s in samples {
@@ -336,6 +296,26 @@ impl ScoreStats {
         self.sum_nanos
             .fetch_add((sum * 1e9) as u64, Ordering::Relaxed);
         self.flagged.fetch_add(flagged, Ordering::Relaxed);
+        if let Some(d) = &self.drift {
+            let scored: Vec<usize> = (0..samples.len())
+                .filter(|&i| !samples[i].is_nan())
+                .collect();
+            let counts: Vec<Vec<u64>> = columns
+                .iter()
+                .zip(&d.profile.features)
+                .map(|(col, bins)| {
+                    let mut c = vec![0u64; bins.fractions.len()];
+                    for &i in &scored {
+                        c[bins.bin(col.get(i))] += 1;
+                    }
+                    c
+                })
+                .collect();
+            d.live
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .add(&counts, scored.len() as u64, flagged);
+        }
     }
 
     /// `(upper bound, cumulative count)` for each bucket; the last bound is 1.0, which every
@@ -531,12 +511,12 @@ impl ScalarUDFImpl for ForestUdf {
                 n,
             )?)));
         }
-        let scores = score_arrays(&self.forest, &arrays, n)?;
+        let (columns, nulls) = feature_columns(&self.forest, &arrays, n)?;
+        let scores = score_columns(&self.forest, &columns, nulls, n)?;
         if let Some(stats) = &self.stats
             && !UNOBSERVED.get()
         {
-            stats.record(&scores);
-            stats.record_drift(&self.forest, &arrays, n, &scores)?;
+            stats.record(&scores, &columns);
         }
         let out: ArrayRef = match self.kind {
             Kind::Score => Arc::new(Float64Array::from_iter(
@@ -599,10 +579,7 @@ pub fn explain_arrays(forest: &Forest, arrays: &[ArrayRef], n: usize) -> Result<
         .collect();
     let mut rows = Vec::with_capacity(wanted.len() * columns.len());
     for &i in &wanted {
-        rows.extend(columns.iter().map(|col| match col {
-            FeatureColumn::F64(c) => c[i],
-            FeatureColumn::F32(c) => f64::from(c[i]),
-        }));
+        rows.extend(columns.iter().map(|col| col.get(i)));
     }
     let explained = forest.explain_rows(&rows);
     let mut out = StringBuilder::with_capacity(n, 0);
@@ -660,10 +637,20 @@ pub fn explanation_json(forest: &Forest, row: &[f64], e: &txguard_iforest::Expla
 /// model's order; NaN marks a row with no score (a NULL, NaN or infinite feature).
 pub fn score_arrays(forest: &Forest, arrays: &[ArrayRef], n: usize) -> Result<Vec<f64>> {
     let (columns, nulls) = feature_columns(forest, arrays, n)?;
+    score_columns(forest, &columns, nulls, n)
+}
+
+/// [`score_arrays`] on columns [`feature_columns`] made.
+fn score_columns(
+    forest: &Forest,
+    columns: &[FeatureColumn<'_>],
+    nulls: Option<NullBuffer>,
+    n: usize,
+) -> Result<Vec<f64>> {
     let valid: Option<Vec<bool>> = nulls.map(|nb| nb.iter().collect());
     let mut out = vec![0.0; n];
     forest
-        .score_samples_columns(&columns, valid.as_deref(), &mut out)
+        .score_samples_columns(columns, valid.as_deref(), &mut out)
         .map_err(|e| datafusion::error::DataFusionError::Execution(e.to_string()))?;
     Ok(out)
 }

@@ -384,19 +384,18 @@ pub fn fit(data: TrainingSet<'_>, params: &FitParams) -> Result<Forest> {
         }
         let offset = forest.offset();
         let flagged = scores.iter().filter(|&&s| s - offset < 0.0).count();
+        let flagged_rate = flagged as f64 / n_rows as f64;
         if let Some(p) = &mut forest.card_mut().training_profile {
-            p.flagged_rate = Some(flagged as f64 / n_rows.max(1) as f64);
+            p.flagged_rate = Some(flagged_rate);
         }
         if let Some(labels) = data.labels {
             let anomaly: Vec<f64> = scores.iter().map(|s| -s).collect();
-            let offset = forest.offset();
-            let flagged = scores.iter().filter(|&&s| s - offset < 0.0).count();
             forest.card_mut().metrics = Some(Metrics {
                 labelled_rows: n_rows as u64,
                 positives: labels.iter().filter(|&&l| l).count() as u64,
                 roc_auc: roc_auc(&anomaly, labels),
                 pr_auc: average_precision(&anomaly, labels),
-                flagged_rate: flagged as f64 / n_rows as f64,
+                flagged_rate,
             });
         }
     }

@@ -144,6 +144,14 @@ impl FeatureColumn<'_> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Value `i`, widened to f64.
+    pub fn get(&self, i: usize) -> f64 {
+        match self {
+            FeatureColumn::F64(v) => v[i],
+            FeatureColumn::F32(v) => f64::from(v[i]),
+        }
+    }
 }
 
 impl Forest {

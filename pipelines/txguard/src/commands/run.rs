@@ -108,7 +108,7 @@ fn watch_drift(
     window: Duration,
     flagged_window: Duration,
 ) -> Option<(tokio::task::JoinHandle<()>, Vec<Arc<ScoreStats>>, Judge)> {
-    if stats.iter().all(|s| s.drift(1).is_none()) {
+    if !stats.iter().any(|s| s.has_training_profile()) {
         for s in &stats {
             tracing::info!(model = %s.model, "no drift checks: the model's card has no training profile (retrain it with txguard train)");
         }
@@ -139,7 +139,7 @@ fn watch_drift(
             tick.tick().await;
             for (s, quiet) in stats.iter().zip(&mut quiet) {
                 *quiet += 1;
-                if let Some(w) = s.drift(recent).and_then(|r| says.warning(&r))
+                if let Some(w) = s.drift().and_then(|r| says.warning(&r))
                     && *quiet >= recent
                 {
                     tracing::warn!(model = %s.model, version = %s.version, "drift: {w}");
@@ -318,7 +318,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
         watch.abort();
         // The end of the run is judged too (a run shorter than a slice is judged only here).
         for s in &stats {
-            if let Some(w) = s.drift_now().and_then(|r| judge.warning(&r)) {
+            if let Some(w) = s.drift().and_then(|r| judge.warning(&r)) {
                 tracing::warn!(model = %s.model, version = %s.version, "drift: {w}");
             }
         }
