@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Installs what the tests and benchmarks need beyond the Rust toolchain: OpenSSL headers and
-# socat (Debian packages, when missing), the Python packages in requirements-dev.txt
-# (scikit-learn for parity tests, shap for the explanation parity test, deltalake to read back
-# the Delta tables, check-jsonschema for the compose file, kafka-python as an independent Kafka
-# client, moto's S3-compatible server for the Delta-on-S3 test, azure-storage-blob to create the
-# Azurite container), Azurite (npm; Azure Blob Storage's emulator, for the Delta-on-Azure
+# Installs what the tests and benchmarks need beyond the Rust toolchain: OpenSSL headers,
+# socat, Prometheus and chromium (Debian packages, when missing), the Python packages in
+# requirements-dev.txt (scikit-learn for parity tests, shap for the explanation parity test,
+# deltalake to read back the Delta tables, check-jsonschema for the compose file, kafka-python
+# as an independent Kafka client, moto's S3-compatible server for the Delta-on-S3 test,
+# azure-storage-blob to create the Azurite container, playwright to drive chromium), Azurite (npm; Azure Blob Storage's emulator, for the Delta-on-Azure
 # test) and the tansu Kafka broker. Idempotent and quiet when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,8 @@ command -v socat >/dev/null 2>&1 || need+=(socat)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # Prometheus and promtool for the monitoring tests (dashboards/prometheus/).
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# Chromium (headless, driven by Playwright for Python) for the console's browser test.
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${need[*]}" >&2

@@ -996,6 +996,10 @@ impl OverWindows {
 }
 
 impl crate::state::Stateful for OverWindows {
+    fn keys(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
     fn fingerprint(&self) -> String {
         let aggs: Vec<String> = self
             .aggs

@@ -55,6 +55,10 @@ pub trait Stateful {
     /// the same fingerprint.
     fn fingerprint(&self) -> String;
 
+    /// How many keys the state holds (open windows for a windowed aggregation): what the
+    /// console shows, cheap to ask after every step.
+    fn keys(&self) -> usize;
+
     /// The whole state as one batch (one row per key or open window), its schema carrying
     /// the fingerprint.
     fn snapshot(&self) -> Result<RecordBatch, ArrowError>;

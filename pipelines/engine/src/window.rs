@@ -430,6 +430,12 @@ impl Acc {
 }
 
 impl crate::state::Stateful for WindowAggregate {
+    fn keys(&self) -> usize {
+        self.open.values().map(Groups::len).sum::<usize>()
+            + self.sessions.len()
+            + usize::from(self.null_session.is_some())
+    }
+
     fn fingerprint(&self) -> String {
         let aggs: Vec<String> = self
             .aggs

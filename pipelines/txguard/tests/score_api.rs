@@ -8,98 +8,10 @@
 
 mod common;
 
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{http_get, http_post, repo};
+use common::{http_get, http_post, start_paced as start};
 use serde_json::Value;
-
-struct Run {
-    child: Child,
-    addr: String,
-    log: Option<std::thread::JoinHandle<String>>,
-}
-
-impl Run {
-    /// Ends the run; what it logged.
-    fn stop(&mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.log
-            .take()
-            .and_then(|l| l.join().ok())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Starts the default pipeline, paced, with the console on `ui`; waits for its address.
-fn start(dir: &std::path::Path, ui: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_txguard"))
-        .args([
-            "run",
-            repo().join("sql/pipeline.sql").to_str().expect("utf8"),
-            "--model",
-            repo().join("models/default.json").to_str().expect("utf8"),
-            "--ui",
-            ui,
-            "--quiet",
-            "--no-checkpoints",
-            // Event time at the pace of the wall clock: a row a minute ahead of the
-            // watermark stays ahead of it for the whole test.
-            "--set",
-            "transactions.rate=4000",
-            "--set",
-            "transactions.events_per_second=4000",
-        ])
-        .args(extra)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().expect("stderr");
-    let log = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Some(rest) = line.strip_prefix("web UI: http://") {
-                let _ = tx.send(rest.split('/').next().unwrap_or("").to_string());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(a) => a,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "no web UI line within 60 s:\n{}",
-                log.join().unwrap_or_default()
-            );
-        }
-    };
-    Run {
-        child,
-        addr,
-        log: Some(log),
-    }
-}
 
 /// The source's watermark once it has one and `rows` rows are in the windows (µs since the
 /// epoch).

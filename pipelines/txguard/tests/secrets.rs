@@ -141,6 +141,21 @@ fn planted_passwords_appear_nowhere_the_process_prints_or_serves() {
             }
         }
         let right = format!("Bearer {API_TOKEN}");
+        for path in [
+            "/api/v1/pipeline",
+            "/api/v1/dataflow",
+            "/api/v1/models",
+            "/api/v1/anomalies",
+            "/api/v1/dead-letters",
+            "/api/v1/checkpoints",
+        ] {
+            if let Some((_, body)) =
+                common::try_http(&addr, "GET", path, &[("Authorization", &right)], "")
+            {
+                fetched += 1;
+                served.push_str(&body);
+            }
+        }
         for auth in [right.as_str(), "Bearer wrong-token"] {
             let row = r#"{"transaction_id":"s1","user_id":"u000001","amount":1.0,"ts":"2100-01-01T00:00:00Z"}"#;
             let answer = common::try_http(
@@ -161,7 +176,7 @@ fn planted_passwords_appear_nowhere_the_process_prints_or_serves() {
     stderr.push_str(&err.join().expect("stderr"));
     let stdout = out.join().expect("stdout");
     assert!(status.success(), "{stderr}");
-    assert!(fetched >= 3, "the pages were served ({fetched} answers)");
+    assert!(fetched >= 9, "the pages were served ({fetched} answers)");
     assert!(
         scored.iter().any(|s| s.contains(" 200 ")) && scored.iter().any(|s| s.contains(" 401 ")),
         "the scoring API answered with the right token and refused the wrong one: {scored:?}"

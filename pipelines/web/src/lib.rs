@@ -1,14 +1,16 @@
-//! The web side of a running pipeline, served on localhost: a one-page UI (`/`) with live
-//! counts, the same numbers as JSON (`/api/status`), Prometheus metrics (`/metrics`, text
-//! exposition format 0.0.4, named like Arroyo's where they mean the same), and the online
-//! scoring API (`POST /api/v1/score`, [`score`]). The counters are read from the runtime's
-//! [`Metrics`]; only the scoring API reaches the dataflow, through its
-//! [`txguard_engine::probe::Prober`].
+//! The web side of a running pipeline, served on localhost: the console (`/`, one page with
+//! no outside assets: dataflow, anomalies, charts, SQL workbench, models, dead letters and
+//! checkpoints), its REST API (`/api/v1/…`, [`api`], described by `/api/v1/openapi.json`),
+//! the online scoring API (`POST /api/v1/score`, [`score`]), the counters as JSON
+//! (`/api/status`) and Prometheus metrics (`/metrics`, text exposition format 0.0.4, named
+//! like Arroyo's where they mean the same). Counters are read from the runtime's [`Metrics`];
+//! the console's rows come from the dataflow's taps ([`live`]); only the scoring API runs rows
+//! through the dataflow, by its [`txguard_engine::probe::Prober`].
 //!
 //! Access: `/`, `/api/status` and `/metrics` are open (counters, no transaction data).
-//! `/api/v1/…` needs `Authorization: Bearer <token>` when the run has an API token; without
-//! one it answers only on a loopback address (a server listening beyond the machine refuses
-//! it, 403, until a token is set).
+//! `/api/v1/…` needs `Authorization: Bearer <token>` when the run has a token; without one it
+//! answers only on a loopback address (a server listening beyond the machine refuses it, 403,
+//! until a token is set).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -26,20 +28,39 @@ use txguard_engine::probe::Prober;
 use txguard_engine::runtime::{Metrics, SINK_QUEUE};
 use txguard_iforest_datafusion::ScoreStats;
 
+pub mod api;
+pub mod live;
 pub mod score;
+pub mod workbench;
 
+use live::Live;
 use score::ApiMetrics;
+use txguard_engine::stream::{Graph, Watch};
+use workbench::Workbench;
 
-/// What the UI shows besides the counters.
-#[derive(Debug, Clone, Serialize)]
+/// What the console shows besides the counters.
+#[derive(Debug, Clone, Default)]
 pub struct RunInfo {
+    /// The pipeline file's path and text.
     pub pipeline: String,
+    pub sql: String,
     pub model_versions: Vec<String>,
     /// What each model's `iforest_score` scored (for `/metrics`).
-    #[serde(skip)]
     pub score_stats: Vec<Arc<ScoreStats>>,
+    /// Each model's card and what it is (name, version, features, kernel, card), as JSON.
+    pub models: Vec<serde_json::Value>,
     /// Sink table → where it writes (e.g. a Delta path).
     pub sink_locations: Vec<(String, String)>,
+    /// The dataflow's graph and its live counters and taps (none: the graph is shown without
+    /// rows, and nothing can be previewed).
+    pub graph: Graph,
+    pub watch: Option<Arc<Watch>>,
+    /// The sink whose rows the anomalies page shows.
+    pub anomalies_table: Option<String>,
+    /// The SQL workbench (none: the run has none).
+    pub workbench: Option<Workbench>,
+    /// Whether the run takes checkpoints.
+    pub checkpoints: bool,
 }
 
 /// The `/api/v1/` side of a run: the scoring API's prober and the token every request must
@@ -60,7 +81,7 @@ impl std::fmt::Debug for Api {
 }
 
 #[derive(Clone)]
-struct AppState {
+pub(crate) struct AppState {
     metrics: Arc<Metrics>,
     info: Arc<RunInfo>,
     prober: Option<Prober>,
@@ -69,6 +90,11 @@ struct AppState {
     token: Option<Arc<str>>,
     /// Whether the server listens on a loopback address only.
     loopback: bool,
+    live: Arc<Live>,
+    /// Anomaly streams open.
+    streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// Client addresses with a preview running.
+    previews: Arc<std::sync::Mutex<std::collections::HashSet<std::net::IpAddr>>>,
 }
 
 /// The server could not start.
@@ -101,10 +127,17 @@ pub async fn serve(
     if !loopback && api.token.is_none() {
         tracing::warn!(
             "the web UI listens on {bound}, beyond this machine, without an API token: \
-             /api/v1/ (the scoring API) answers 403 until one is set (--api-token or \
-             TXGUARD_API_TOKEN)"
+             /api/v1/ (the console's data and the scoring API) answers 403 until one is set \
+             (--ui-token or TXGUARD_UI_TOKEN)"
         );
     }
+    let live = Live::start(
+        &info.graph,
+        info.watch.as_ref(),
+        info.anomalies_table.clone(),
+        metrics.clone(),
+        info.score_stats.clone(),
+    );
     let state = AppState {
         metrics,
         info: Arc::new(info),
@@ -112,17 +145,40 @@ pub async fn serve(
         api: Arc::new(ApiMetrics::default()),
         token: api.token.map(Arc::from),
         loopback,
+        live,
+        streams: Arc::default(),
+        previews: Arc::default(),
     };
     let v1 = Router::new()
         .route("/api/v1/score", post(score::score))
+        .route("/api/v1/status", get(api::status))
+        .route("/api/v1/dataflow", get(api::dataflow))
+        .route("/api/v1/pipeline", get(api::pipeline))
+        .route("/api/v1/anomalies", get(api::anomalies))
+        .route("/api/v1/anomalies/stream", get(api::anomaly_stream))
+        .route("/api/v1/dead-letters", get(api::dead_letters))
+        .route("/api/v1/history", get(api::history))
+        .route("/api/v1/models", get(api::models))
+        .route("/api/v1/checkpoints", get(api::checkpoints))
+        .route("/api/v1/sql/check", post(api::sql_check))
+        .route("/api/v1/preview", post(api::preview))
+        .route("/api/v1/openapi.json", get(api::openapi))
+        .fallback(|| async {
+            api::error(
+                StatusCode::NOT_FOUND,
+                "no such endpoint: /api/v1/openapi.json lists them",
+            )
+        })
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     let app = Router::new()
         .route("/", get(index))
         .route("/api/status", get(status))
         .route("/metrics", get(prometheus))
         .merge(v1)
+        .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
         .with_state(state);
     tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!("web UI stopped: {e}");
         }
@@ -139,8 +195,9 @@ async fn authorize(State(s): State<AppState>, req: Request, next: Next) -> Respo
     match &s.token {
         None if !s.loopback => refuse(
             StatusCode::FORBIDDEN,
-            "this server listens beyond the machine and has no API token: start the run with \
-             --api-token (or TXGUARD_API_TOKEN) and send it as Authorization: Bearer <token>",
+            "this server listens beyond the machine and has no token: start the run with \
+             --ui-token (also --api-token, TXGUARD_UI_TOKEN or TXGUARD_API_TOKEN) and send it \
+             as Authorization: Bearer <token>",
         ),
         None => next.run(req).await,
         Some(token) => {
@@ -156,8 +213,8 @@ async fn authorize(State(s): State<AppState>, req: Request, next: Next) -> Respo
             } else {
                 let mut r = refuse(
                     StatusCode::UNAUTHORIZED,
-                    "missing or wrong API token: send Authorization: Bearer <token> (the run's \
-                     --api-token)",
+                    "missing or wrong token: send Authorization: Bearer <token> (the run's \
+                     --ui-token)",
                 );
                 r.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
@@ -195,8 +252,8 @@ struct SinkStatus {
 
 /// One model's scoring so far and its drift (models whose card has a training profile).
 #[derive(Serialize)]
-struct ModelStatus {
-    model: String,
+pub(crate) struct ModelStatus {
+    pub(crate) model: String,
     version: String,
     scored: u64,
     flagged: u64,
@@ -214,7 +271,7 @@ struct FeatureDrift {
 }
 
 #[derive(Serialize)]
-struct Status {
+pub(crate) struct Status {
     pipeline: String,
     model_versions: Vec<String>,
     running: bool,
@@ -223,16 +280,16 @@ struct Status {
     first_commit_ms: Option<f64>,
     sources: Vec<SourceStatus>,
     sinks: Vec<SinkStatus>,
-    models: Vec<ModelStatus>,
+    pub(crate) models: Vec<ModelStatus>,
 }
 
-fn now_micros() -> i64 {
+pub(crate) fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-fn snapshot(m: &Metrics, info: &RunInfo) -> Status {
+pub(crate) fn snapshot(m: &Metrics, info: &RunInfo) -> Status {
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let started = m.started_micros.load(Ordering::Relaxed);
     let first = m.first_commit_micros.load(Ordering::Relaxed);

@@ -69,6 +69,21 @@ pub fn role_of(p: &Pipeline, t: &TableDef, spec: &ConnectorSpec) -> Result<Role,
     }
 }
 
+/// Each table's role, from its connector (tables whose connector `specs` lacks are left out:
+/// [`check`] names them).
+pub fn roles(
+    p: &Pipeline,
+    specs: &[ConnectorSpec],
+) -> Result<std::collections::HashMap<String, Role>, SqlError> {
+    let mut out = std::collections::HashMap::new();
+    for t in &p.tables {
+        if let Some(spec) = specs.iter().find(|s| s.name == t.connector) {
+            out.insert(t.name.clone(), role_of(p, t, spec)?);
+        }
+    }
+    Ok(out)
+}
+
 /// Every option a connector takes: its own and, for a source that decodes payloads, the
 /// format options.
 fn all_options(spec: &ConnectorSpec) -> impl Iterator<Item = &OptionSpec> + Clone {
@@ -584,7 +599,7 @@ fn stable_hint(ctx: &SessionContext, message: String) -> String {
 }
 
 /// DataFusion's message without its error-kind prefix.
-pub(crate) fn strip(e: datafusion::error::DataFusionError) -> String {
+pub fn strip(e: datafusion::error::DataFusionError) -> String {
     let s = e.to_string();
     // A UDF's own planning message, wrapped by the coercion error: keep just the message.
     if let Some(i) = s.find("coercion failed with: Error during planning: ") {

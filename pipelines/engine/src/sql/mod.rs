@@ -13,8 +13,9 @@ use std::path::PathBuf;
 
 use arrow::datatypes::DataType;
 
-pub use check::{PlanningFunctions, check, infer_sink_columns, metadata_columns, role_of};
-pub(crate) use check::{strip, window_udfs};
+pub use check::strip;
+pub(crate) use check::window_udfs;
+pub use check::{PlanningFunctions, check, infer_sink_columns, metadata_columns, role_of, roles};
 pub use options::OptionError;
 pub use parse::{parse, parse_interval_micros};
 

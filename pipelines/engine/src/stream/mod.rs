@@ -6,14 +6,17 @@
 
 mod ops;
 mod plan;
+pub mod watch;
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 
 pub use plan::plan;
+pub use watch::{Graph, GraphNode, Tap, Watch};
 
 use ops::Op;
 pub(crate) use ops::cast_to;
@@ -103,6 +106,8 @@ pub struct Dataflow {
     views: Vec<(String, usize)>,
     /// Dead letters of rows sinks refused, until [`Dataflow::take_rejected`].
     rejected: Vec<RecordBatch>,
+    /// Rows per operator, key counts and taps, for the console.
+    watch: Arc<Watch>,
 }
 
 impl Dataflow {
@@ -112,12 +117,14 @@ impl Dataflow {
         sinks: Vec<StreamSink>,
         views: Vec<(String, usize)>,
     ) -> Self {
+        let watch = Arc::new(Watch::new(nodes.iter().map(|n| n.op.stateful().is_some())));
         Dataflow {
             nodes,
             sources,
             sinks,
             views,
             rejected: Vec::new(),
+            watch,
         }
     }
 
@@ -264,6 +271,9 @@ impl Dataflow {
             )));
         }
         let mut outs: Vec<Option<RecordBatch>> = vec![None; self.nodes.len()];
+        if let Some(b) = &batch {
+            self.watch.observe(root, b);
+        }
         outs[root] = batch;
         for i in root + 1..self.nodes.len() {
             let node = &mut self.nodes[i];
@@ -278,6 +288,12 @@ impl Dataflow {
                 end,
                 &mut self.rejected,
             )?;
+            if let Some(b) = &out {
+                self.watch.observe(i, b);
+            }
+            if let Some(s) = node.op.stateful() {
+                self.watch.set_keys(i, s.keys());
+            }
             outs[i] = out;
         }
         Ok(self
@@ -371,6 +387,54 @@ impl Dataflow {
         }
         let rows = arrow::compute::concat_batches(&target.schema, &parts)?;
         Ok(Probed { rows, index })
+    }
+
+    /// The live counters and taps of this dataflow's operators (shared: they stay readable
+    /// while the dataflow runs on another thread).
+    pub fn watch(&self) -> Arc<Watch> {
+        self.watch.clone()
+    }
+
+    /// The dataflow as nodes and edges, each node named by the relation it is (if any).
+    pub fn graph(&self) -> Graph {
+        let relation = |i: usize| {
+            self.sources
+                .iter()
+                .find(|s| s.node == i)
+                .map(|s| s.name.clone())
+                .or_else(|| {
+                    self.views
+                        .iter()
+                        .find(|(_, n)| *n == i)
+                        .map(|(v, _)| v.clone())
+                })
+                .or_else(|| match &self.nodes[i].op {
+                    Op::Sink { table, .. } => Some(table.clone()),
+                    _ => None,
+                })
+        };
+        Graph {
+            nodes: self
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| GraphNode {
+                    id: i,
+                    kind: n.op.kind(),
+                    label: n.label.clone(),
+                    input: n.input,
+                    relation: relation(i),
+                    stateful: n.op.stateful().is_some(),
+                    columns: n
+                        .schema
+                        .fields()
+                        .iter()
+                        .map(|f| (f.name().clone(), f.data_type().to_string()))
+                        .collect(),
+                    schema: n.schema.clone(),
+                })
+                .collect(),
+        }
     }
 
     /// The dataflow as an indented tree per source, for `txguard validate`.

@@ -392,6 +392,18 @@ impl Op {
         }
     }
 
+    /// The operator's kind, as the console's graph names it.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Op::Source => "source",
+            Op::Project(_) => "project",
+            Op::Filter(_) => "filter",
+            Op::Over(_) => "over",
+            Op::Window(_) => "window",
+            Op::Sink { .. } => "sink",
+        }
+    }
+
     /// Whether [`Op::probe`] gives this operator's rows.
     pub(crate) fn per_row(&self) -> bool {
         !matches!(self, Op::Window(_) | Op::Sink { .. })

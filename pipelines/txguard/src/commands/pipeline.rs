@@ -15,7 +15,6 @@ use txguard_engine::event::format_micros;
 use txguard_engine::runtime::{Connections, Metrics};
 use txguard_engine::sql::{
     OptionValue, Pipeline, PlanningFunctions, Role, TableOption, check, infer_sink_columns, parse,
-    role_of,
 };
 use txguard_engine::stream::{DEAD_LETTERS, Dataflow};
 
@@ -69,14 +68,7 @@ pub fn load(path: &Path, sets: &[String]) -> Result<Pipeline> {
 
 /// Each table's role, from its connector.
 pub fn roles(p: &Pipeline) -> Result<HashMap<String, Role>> {
-    let specs = txguard_connectors::specs();
-    let mut out = HashMap::new();
-    for t in &p.tables {
-        if let Some(spec) = specs.iter().find(|s| s.name == t.connector) {
-            out.insert(t.name.clone(), role_of(p, t, spec)?);
-        }
-    }
-    Ok(out)
+    Ok(txguard_engine::sql::roles(p, &txguard_connectors::specs())?)
 }
 
 /// Fills the columns of sinks declared without any from their INSERTs, checks `p` against

@@ -66,16 +66,21 @@ pub struct RunArgs {
     /// Do not start the web UI (nor the scoring API).
     #[arg(long, conflicts_with = "ui")]
     pub no_ui: bool,
-    /// Token the online scoring API (POST /api/v1/score) and the rest of /api/v1/ require, as
-    /// `Authorization: Bearer <token>`. Without one, they answer only while --ui is a
-    /// loopback address.
+    /// Token the console's data (/api/v1/: anomalies, SQL preview, the scoring API …)
+    /// requires, as `Authorization: Bearer <token>` (the console asks for it once). Without
+    /// one, /api/v1/ answers only while --ui is a loopback address. Also TXGUARD_UI_TOKEN.
     #[arg(
         long,
+        visible_alias = "api-token",
         env = "TXGUARD_API_TOKEN",
         hide_env_values = true,
         value_name = "TOKEN"
     )]
-    pub api_token: Option<String>,
+    pub ui_token: Option<String>,
+    /// The sink table whose rows the console's Anomalies page shows. Default: the sink table
+    /// named `anomalies`, if the pipeline has one.
+    #[arg(long, value_name = "TABLE")]
+    pub console_anomalies: Option<String>,
     /// Do not serve the online scoring API (POST /api/v1/score).
     #[arg(long)]
     pub no_score_api: bool,
@@ -264,22 +269,38 @@ async fn run_async(args: RunArgs) -> Result<()> {
     );
     let metrics = Arc::new(Metrics::for_dataflow(&df));
     if !args.no_ui {
+        let graph = df.graph();
+        let anomalies_table = console_anomalies(&graph, &df, args.console_anomalies.as_deref())?;
         let info = txguard_web::RunInfo {
             pipeline: args.pipeline.display().to_string(),
+            sql: std::fs::read_to_string(&args.pipeline).unwrap_or_default(),
             model_versions: models.versions,
             score_stats: models.stats,
+            models: models.cards,
             sink_locations: p
                 .tables
                 .iter()
                 .filter_map(|t| txguard_connectors::sink_location(t).map(|l| (t.name.clone(), l)))
                 .collect(),
+            graph,
+            watch: Some(df.watch()),
+            anomalies_table,
+            workbench: Some(txguard_web::workbench::Workbench {
+                specs: txguard_connectors::specs(),
+                functions: models.functions.clone(),
+            }),
+            checkpoints: store.is_some(),
         };
         let scoring = prober
             .as_ref()
             .and_then(|p| p.target(None, None).ok().cloned());
         let api = txguard_web::Api {
             prober,
-            token: args.api_token.clone(),
+            token: args
+                .ui_token
+                .clone()
+                .or_else(|| std::env::var("TXGUARD_UI_TOKEN").ok())
+                .filter(|t| !t.is_empty()),
         };
         match txguard_web::serve(&args.ui, metrics.clone(), info, api).await {
             Ok(addr) => {
@@ -398,6 +419,27 @@ async fn run_async(args: RunArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The sink table the console's Anomalies page follows: `--console-anomalies` (which must
+/// be a sink of the pipeline), else the sink named `anomalies`, if any.
+fn console_anomalies(
+    graph: &txguard_engine::stream::Graph,
+    df: &txguard_engine::stream::Dataflow,
+    given: Option<&str>,
+) -> Result<Option<String>> {
+    let sinks: Vec<&str> = df.sinks().iter().map(|s| s.table.as_str()).collect();
+    match given {
+        Some(t) if graph.relation(t).is_some_and(|n| n.kind == "sink") => Ok(Some(t.to_string())),
+        Some(t) => bail!(
+            "--console-anomalies {t}: the pipeline has no sink table {t}; its sinks: {}",
+            sinks.join(", ")
+        ),
+        None => Ok(sinks
+            .iter()
+            .find(|s| s.eq_ignore_ascii_case("anomalies"))
+            .map(|s| s.to_string())),
+    }
 }
 
 /// The newest usable checkpoint in `store` (after checking it fits `df`), or none: with

@@ -32,6 +32,8 @@ pub struct Models {
     pub versions: Vec<String>,
     /// What each model's `iforest_score` calls score (for `/metrics`).
     pub stats: Vec<Arc<ScoreStats>>,
+    /// Each model as the console shows it: name, version, features, size, kernel and card.
+    pub cards: Vec<serde_json::Value>,
 }
 
 /// Loads `[name=]path` model arguments as SQL functions.
@@ -40,11 +42,23 @@ pub fn model_functions(specs: &[String]) -> Result<Models> {
         functions: Vec::new(),
         versions: Vec::new(),
         stats: Vec::new(),
+        cards: Vec::new(),
     };
     for s in specs {
         let (name, path) = s.split_once('=').unwrap_or(("default", s.as_str()));
         let forest = Arc::new(load(std::path::Path::new(path))?);
         m.versions.push(format!("{name} {}", forest.version()));
+        m.cards.push(serde_json::json!({
+            "name": name,
+            "version": forest.version(),
+            "file": path,
+            "features": forest.features(),
+            "trees": forest.n_estimators(),
+            "max_samples": forest.max_samples(),
+            "offset": forest.offset(),
+            "kernel": format!("{:?}", forest.kernel_in_use()),
+            "card": forest.card(),
+        }));
         let stats = Arc::new(ScoreStats::new(name, &forest));
         let udfs = txguard_iforest_datafusion::forest_udfs_observed(name, forest, stats.clone())
             .with_context(|| format!("--model {s}"))?;

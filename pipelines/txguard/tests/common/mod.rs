@@ -4,8 +4,9 @@
 
 pub mod broker;
 
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn repo() -> PathBuf {
@@ -263,4 +264,92 @@ pub fn http_post(
 /// [`try_http_get`] of a server that must answer.
 pub fn http_get(addr: &str, path: &str) -> (String, String) {
     try_http_get(addr, path).unwrap_or_else(|| panic!("nothing answers GET {path} on {addr}"))
+}
+
+/// A `txguard run` in the background, killed when dropped.
+pub struct Run {
+    pub child: Child,
+    pub addr: String,
+    log: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Run {
+    /// Ends the run; what it logged.
+    pub fn stop(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.log
+            .take()
+            .and_then(|l| l.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts the default pipeline, paced (4000 tx/s of event time at the wall clock's pace), with
+/// the console on `ui`; waits for its address.
+pub fn start_paced(dir: &std::path::Path, ui: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_txguard"))
+        .args([
+            "run",
+            repo().join("sql/pipeline.sql").to_str().expect("utf8"),
+            "--model",
+            repo().join("models/default.json").to_str().expect("utf8"),
+            "--ui",
+            ui,
+            "--quiet",
+            "--no-checkpoints",
+            // Event time at the pace of the wall clock: a row a minute ahead of the
+            // watermark stays ahead of it for the whole test.
+            "--set",
+            "transactions.rate=4000",
+            "--set",
+            "transactions.events_per_second=4000",
+        ])
+        .args(extra)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr");
+    let log = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.strip_prefix("web UI: http://") {
+                let _ = tx.send(rest.split('/').next().unwrap_or("").to_string());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(a) => a,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "no web UI line within 60 s:\n{}",
+                log.join().unwrap_or_default()
+            );
+        }
+    };
+    Run {
+        child,
+        addr,
+        log: Some(log),
+    }
 }
