@@ -63,7 +63,7 @@ fn scoring_api_answers_from_the_live_windows_and_says_why_when_it_cannot() {
     let run = start(
         dir.path(),
         "127.0.0.1:0",
-        &["--set", "transactions.count=200000"],
+        &["--no-checkpoints", "--set", "transactions.count=200000"],
         &[],
     );
     let addr = run.addr.clone();
@@ -288,7 +288,7 @@ fn the_token_rules_hold() {
         let run = start(
             dir.path(),
             "127.0.0.1:0",
-            &["--set", "transactions.count=100000"],
+            &["--no-checkpoints", "--set", "transactions.count=100000"],
             &[("TXGUARD_API_TOKEN", "s3cret-token")],
         );
         watermark(&run.addr, 0);
@@ -309,7 +309,7 @@ fn the_token_rules_hold() {
     let run = start(
         dir.path(),
         "0.0.0.0:0",
-        &["--set", "transactions.count=100000"],
+        &["--no-checkpoints", "--set", "transactions.count=100000"],
         &[],
     );
     let port = run.addr.rsplit(':').next().expect("port").to_string();

@@ -125,7 +125,7 @@ pub(crate) async fn dataflow(State(s): State<AppState>) -> Response {
                 "rows": load(&k.rows),
                 "committed_rows": load(&k.committed_rows),
                 "commits": load(&k.commits),
-                "queue_fill": load(&k.queued) as f64 / SINK_QUEUE as f64,
+                "queue_fill": (load(&k.queued) as f64 / SINK_QUEUE as f64).min(1.0),
                 "last_commit": (last > 0).then(|| txguard_engine::event::format_micros(last)),
                 "commit_latency_p50": quantile_between(&[], &lat, 0.5),
                 "commit_latency_p99": quantile_between(&[], &lat, 0.99),

@@ -130,13 +130,77 @@ fn parser_place(message: &str) -> (u64, u64) {
 
 /// An error of DataFusion as a diagnostic (at the place its parser gave, if any).
 fn diagnostic(e: datafusion::error::DataFusionError) -> Diagnostic {
-    let message = txguard_engine::sql::strip(e);
+    let mut message = txguard_engine::sql::strip(e);
+    // sqlparser's `ParserError("…")` debug form, as plain text.
+    if let Some(inner) = message
+        .strip_prefix("ParserError(\"")
+        .and_then(|m| m.strip_suffix("\")"))
+    {
+        message = inner.replace("\\\"", "\"");
+    }
     let (line, column) = parser_place(&message);
     Diagnostic {
         line,
         column,
         message,
     }
+}
+
+/// A diagnostic of `text` that the planner gave no place: running out of text is put at the
+/// text's end; an unknown table or column at the first place the text names it (DataFusion
+/// quotes it: `table 'datafusion.public.x' not found`, `No field named y`).
+fn placed(text: &str, mut d: Diagnostic) -> Diagnostic {
+    if d.line != 0 {
+        return d;
+    }
+    if d.message.contains("found: EOF") {
+        let trimmed = text.trim_end();
+        d.line = trimmed.lines().count().max(1) as u64;
+        d.column = trimmed.lines().last().map_or(0, |l| l.chars().count()) as u64 + 1;
+        return d;
+    }
+    let named = d
+        .message
+        .split('\'')
+        .nth(1)
+        .or_else(|| {
+            d.message
+                .split("named ")
+                .nth(1)
+                .and_then(|r| r.split([' ', '.', ',']).next())
+        })
+        .map(|n| {
+            n.rsplit('.')
+                .next()
+                .unwrap_or(n)
+                .trim_matches('"')
+                .to_ascii_lowercase()
+        });
+    if let Some(name) = named.filter(|n| !n.is_empty())
+        && let Some((line, column)) = find_word(text, &name)
+    {
+        d.line = line;
+        d.column = column;
+    }
+    d
+}
+
+/// The first place `word` stands alone in `text` (case-insensitively), 1-based.
+fn find_word(text: &str, word: &str) -> Option<(u64, u64)> {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    for (i, line) in text.lines().enumerate() {
+        let lower = line.to_ascii_lowercase();
+        let mut from = 0;
+        while let Some(at) = lower[from..].find(word).map(|a| a + from) {
+            let before = lower[..at].chars().next_back();
+            let after = lower[at + word.len()..].chars().next();
+            if !before.is_some_and(ident) && !after.is_some_and(ident) {
+                return Some((i as u64 + 1, lower[..at].chars().count() as u64 + 1));
+            }
+            from = at + word.len();
+        }
+    }
+    None
 }
 
 /// Read-only: no DDL, no DML, no `SET`.
@@ -178,7 +242,7 @@ impl Workbench {
                 Err(d) => Checked {
                     kind: "select",
                     ok: false,
-                    errors: vec![d],
+                    errors: vec![placed(text, d)],
                     columns: Vec::new(),
                 },
             };
@@ -256,15 +320,14 @@ impl Workbench {
             .max_seconds
             .unwrap_or(5.0)
             .clamp(0.1, MAX_PREVIEW_SECONDS);
-        let (schema, read) = self.plan_query(&req.sql, graph).await?;
+        let (schema, read) = self
+            .plan_query(&req.sql, graph)
+            .await
+            .map_err(|d| placed(&req.sql, d))?;
         let started = Instant::now();
         let mut taps = Vec::new();
-        for r in &read {
-            let node = graph.relation(r).ok_or_else(|| Diagnostic {
-                line: 0,
-                column: 0,
-                message: format!("{r} is not a relation of the running pipeline"),
-            })?;
+        // Scans of anything else (a table function) need no tap.
+        for (r, node) in read.iter().filter_map(|r| Some((r, graph.relation(r)?))) {
             let watch = watch.ok_or_else(|| Diagnostic {
                 line: 0,
                 column: 0,
@@ -413,5 +476,32 @@ mod tests {
             (2, 8)
         );
         assert_eq!(parser_place("table 'x' not found"), (0, 0));
+        let d = placed(
+            "SELECT a FROM\n  t WHERE\n",
+            Diagnostic {
+                line: 0,
+                column: 0,
+                message: "Expected: an expression, found: EOF".into(),
+            },
+        );
+        assert_eq!((d.line, d.column), (2, 10));
+        let unknown = |message: &str| Diagnostic {
+            line: 0,
+            column: 0,
+            message: message.into(),
+        };
+        let text = "SELECT user_id,\n  amount\nFROM transactionz";
+        let d = placed(
+            text,
+            unknown("table 'datafusion.public.transactionz' not found"),
+        );
+        assert_eq!((d.line, d.column), (3, 6));
+        let d = placed(
+            "SELECT a_nope, nope FROM t",
+            unknown("Schema error: No field named nope."),
+        );
+        assert_eq!((d.line, d.column), (1, 16));
+        let d = placed("SELECT 1", unknown("something else"));
+        assert_eq!((d.line, d.column), (0, 0));
     }
 }

@@ -292,7 +292,8 @@ impl Drop for Run {
 }
 
 /// Starts the default pipeline, paced (4000 tx/s of event time at the wall clock's pace), with
-/// the console on `ui`; waits for its address.
+/// the console on `ui` and the options `extra` (e.g. `--no-checkpoints`); waits for its
+/// address.
 pub fn start_paced(dir: &std::path::Path, ui: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_txguard"))
         .args([
@@ -303,7 +304,6 @@ pub fn start_paced(dir: &std::path::Path, ui: &str, extra: &[&str], env: &[(&str
             "--ui",
             ui,
             "--quiet",
-            "--no-checkpoints",
             // Event time at the pace of the wall clock: a row a minute ahead of the
             // watermark stays ahead of it for the whole test.
             "--set",

@@ -78,7 +78,10 @@ def main():
         wait_for("the graph", lambda: page.locator("#graph g.node").count() == len(flow["nodes"]))
         text = page.inner_text("#df-sub")
         assert text.startswith(f"{len(flow['nodes'])} operators"), text
-        wait_for("per-second rates", lambda: "/s" in page.inner_text("#graph"))
+        # Rows moving: a non-zero rate on an edge.
+        wait_for("per-second rates", lambda: any(
+            t.endswith("/s") and t != "0/s"
+            for t in page.eval_on_selector_all("#graph text", "ts => ts.map(t => t.textContent)")))
         wait_for("the thread's shares", lambda: "Pipeline thread:" in page.inner_text("#df-thread"))
         sinks = [r.split("\t")[0] for r in page.inner_text("#df-sinks tbody").splitlines()]
         assert sorted(sinks) == sorted(k["table"] for k in flow["sinks"]), sinks
@@ -104,7 +107,7 @@ def main():
         wait_for("rows again", lambda: page.locator("#an-table tbody tr").count() >= 5)
         page.locator("#an-table tbody tr").first.click()
         wait_for("the explanation", lambda: "contribution" in page.inner_text("#an-detail"))
-        page.screenshot(path=f"{SHOTS}/console-anomalies.png", full_page=True)
+        page.screenshot(path=f"{SHOTS}/console-anomalies.png")
 
         # Dashboard: the charts draw.
         page.goto(URL + "/#dashboard")
