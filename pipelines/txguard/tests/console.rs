@@ -118,6 +118,18 @@ fn the_console_api_shows_the_dataflow_anomalies_and_dead_letters_of_a_live_run()
     });
     assert!(keyed["steps"].as_array().is_some_and(|s| !s.is_empty()));
 
+    let (code, st) = get(&addr, "/api/v1/status", None);
+    assert_eq!((code, st["running"].as_bool()), (200, Some(true)), "{st}");
+    let (_, metrics) = common::http_get(&addr, "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("txguard_operator_keys{")
+                && l.contains("kind=\"over\"")
+                && !l.ends_with(" 0")),
+        "operator keys in /metrics"
+    );
+
     // The pipeline's SQL and relations.
     let (code, p) = get(&addr, "/api/v1/pipeline", None);
     assert_eq!(code, 200);

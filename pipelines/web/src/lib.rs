@@ -678,7 +678,47 @@ pub fn render_prometheus(m: &Metrics, info: &RunInfo) -> String {
         );
     }
     render_drift(&mut out, &info.score_stats, &model_labels);
+    if let Some(watch) = &info.watch {
+        render_operators(&mut out, &info.graph, watch);
+    }
     out
+}
+
+/// Per operator of the dataflow: rows put out, and keys held by the stateful ones.
+fn render_operators(out: &mut String, graph: &Graph, watch: &Watch) {
+    let labels = |n: &txguard_engine::stream::GraphNode| {
+        format!(
+            "operator=\"{}\",kind=\"{}\",relation=\"{}\"",
+            n.id,
+            n.kind,
+            label(n.relation.as_deref().unwrap_or(""))
+        )
+    };
+    let _ = writeln!(
+        out,
+        "# HELP txguard_operator_rows_total Rows an operator of the dataflow put out (operator: \
+         its place in the plan, as /api/v1/dataflow numbers it).\n\
+         # TYPE txguard_operator_rows_total counter"
+    );
+    for n in &graph.nodes {
+        let _ = writeln!(
+            out,
+            "txguard_operator_rows_total{{{}}} {}",
+            labels(n),
+            watch.rows(n.id)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP txguard_operator_keys Keys a stateful operator holds (OVER windows: partition \
+         keys; windowed aggregations: open windows).\n\
+         # TYPE txguard_operator_keys gauge"
+    );
+    for n in &graph.nodes {
+        if let Some(k) = watch.keys(n.id) {
+            let _ = writeln!(out, "txguard_operator_keys{{{}}} {k}", labels(n));
+        }
+    }
 }
 
 /// Drift families, for the models whose card has a training profile.

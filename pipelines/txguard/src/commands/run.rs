@@ -2,6 +2,7 @@
 //! line, and say where the results went. With checkpoints (the default) a run continues from
 //! the last checkpoint of the same pipeline, and Ctrl-C takes a last one.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,6 +67,10 @@ pub struct RunArgs {
     /// Do not start the web UI (nor the scoring API).
     #[arg(long, conflicts_with = "ui")]
     pub no_ui: bool,
+    /// Keep the console up after the run has ended, until Ctrl-C. Default: when the run is
+    /// watched from a terminal (stderr is one) without --quiet.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub keep_ui: Option<bool>,
     /// Token the console's data (/api/v1/: anomalies, SQL preview, the scoring API …)
     /// requires, as `Authorization: Bearer <token>` (the console asks for it once). Without
     /// one, /api/v1/ answers only while --ui is a loopback address. Also TXGUARD_UI_TOKEN.
@@ -268,6 +273,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
         args.flagged_rate_window,
     );
     let metrics = Arc::new(Metrics::for_dataflow(&df));
+    let mut console = None;
     if !args.no_ui {
         let graph = df.graph();
         let anomalies_table = console_anomalies(&graph, &df, args.console_anomalies.as_deref())?;
@@ -304,6 +310,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
         };
         match txguard_web::serve(&args.ui, metrics.clone(), info, api).await {
             Ok(addr) => {
+                console = Some(addr);
                 eprintln!("web UI: http://{addr}/ (metrics: http://{addr}/metrics)");
                 if let Some(t) = scoring {
                     eprintln!(
@@ -333,7 +340,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
     };
     let started = Instant::now();
     let bar = (!args.quiet).then(|| progress(metrics.clone()));
-    let result = run_dataflow(df, conns, opts, metrics.clone(), stop).await;
+    let result = run_dataflow(df, conns, opts, metrics.clone(), stop.clone()).await;
     let elapsed = started.elapsed();
     if let Some((watch, stats, judge)) = drift {
         watch.abort();
@@ -417,6 +424,21 @@ async fn run_async(args: RunArgs) -> Result<()> {
             s.committed_rows.load(Ordering::Relaxed),
             s.commits.load(Ordering::Relaxed)
         );
+    }
+    // A run that ended by itself, watched from a terminal: the console stays to be looked at.
+    if let Some(addr) = console
+        && args
+            .keep_ui
+            .unwrap_or(!args.quiet && std::io::stderr().is_terminal())
+        && !stop.load(Ordering::Relaxed)
+    {
+        eprintln!(
+            "the run has finished; its console stays up at http://{addr}/ until Ctrl-C \
+             (--keep-ui false to leave at once)"
+        );
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     Ok(())
 }
