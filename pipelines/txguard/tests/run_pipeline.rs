@@ -357,7 +357,7 @@ fn web_ui_serves_the_page_status_and_prometheus_metrics_while_running() {
 
     let (code, page) = http_get(&addr, "/");
     assert!(code.contains("200"));
-    assert!(page.contains("<title>txguard</title>") && page.contains("/api/status"));
+    assert!(page.contains("<title>txguard console</title>") && page.contains("/api/v1/dataflow"));
 
     let (code, metrics) = http_get(&addr, "/metrics");
     assert!(code.contains("200"));
