@@ -80,7 +80,10 @@ def main():
                 pages.append(page)
             # Keep the tabs' timers and streams running until the run ends.
             while t.is_alive():
-                pages[0].wait_for_timeout(200)
+                if pages:
+                    pages[0].wait_for_timeout(200)
+                else:
+                    t.join(0.2)
             t.join()
             ctx.close()
             on.append(result[0])

@@ -62,15 +62,13 @@ fn start(dir: &std::path::Path, ui: &str, extra: &[&str], env: &[(&str, &str)]) 
     start_paced(dir, ui, &args, env)
 }
 
+/// A run only looked at: no scoring API, no checkpoints.
+const LOOKING: &[&str] = &["--no-score-api", "--no-checkpoints"];
+
 #[test]
 fn the_console_api_shows_the_dataflow_anomalies_and_dead_letters_of_a_live_run() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let run = start(
-        dir.path(),
-        "127.0.0.1:0",
-        &["--no-score-api", "--no-checkpoints"],
-        &[],
-    );
+    let run = start(dir.path(), "127.0.0.1:0", LOOKING, &[]);
     let addr = run.addr.clone();
 
     // The dataflow: every node of the plan, rows moving, state keyed by user.
@@ -277,12 +275,7 @@ fn the_console_api_shows_the_dataflow_anomalies_and_dead_letters_of_a_live_run()
 #[test]
 fn the_sql_workbench_checks_with_the_planner_and_previews_the_live_stream() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let run = start(
-        dir.path(),
-        "127.0.0.1:0",
-        &["--no-score-api", "--no-checkpoints"],
-        &[],
-    );
+    let run = start(dir.path(), "127.0.0.1:0", LOOKING, &[]);
     let addr = run.addr.clone();
     until(&addr, "/api/status", "rows", |v| {
         v["sources"][0]["on_time"].as_u64() > Some(1000)

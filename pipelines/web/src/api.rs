@@ -563,25 +563,35 @@ pub struct CheckRequest {
     sql: String,
 }
 
-/// Checks the editor's text (a pipeline file or a query) with the run's planner.
-pub(crate) async fn sql_check(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
+/// The run's workbench and a workbench request's JSON body (`shape` says what is expected),
+/// or the answer refusing it: no workbench, too large, not that JSON.
+fn workbench_request<'a, T: serde::de::DeserializeOwned>(
+    s: &'a AppState,
+    body: &[u8],
+    shape: &str,
+) -> Result<(&'a crate::workbench::Workbench, T), (StatusCode, String)> {
     let Some(wb) = &s.info.workbench else {
-        return error(StatusCode::NOT_FOUND, "this run has no SQL workbench");
+        return Err((
+            StatusCode::NOT_FOUND,
+            "this run has no SQL workbench".into(),
+        ));
     };
     if body.len() > MAX_SQL_BYTES {
-        return error(
+        return Err((
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("at most {MAX_SQL_BYTES} bytes of SQL"),
-        );
+        ));
     }
-    let req: CheckRequest = match serde_json::from_slice(&body) {
+    serde_json::from_slice(body)
+        .map(|req| (wb, req))
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("expected {shape}: {e}")))
+}
+
+/// Checks the editor's text (a pipeline file or a query) with the run's planner.
+pub(crate) async fn sql_check(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
+    let (wb, req): (_, CheckRequest) = match workbench_request(&s, &body, "{\"sql\": \"…\"}") {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("expected {{\"sql\": \"…\"}}: {e}"),
-            );
-        }
+        Err((status, message)) => return error(status, message),
     };
     Json(wb.check(&req.sql, &s.info.graph).await).into_response()
 }
@@ -592,25 +602,13 @@ pub(crate) async fn preview(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some(wb) = &s.info.workbench else {
-        return error(StatusCode::NOT_FOUND, "this run has no SQL workbench");
-    };
-    if body.len() > MAX_SQL_BYTES {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("at most {MAX_SQL_BYTES} bytes of SQL"),
-        );
-    }
-    let req: PreviewRequest = match serde_json::from_slice(&body) {
+    let (wb, req): (_, PreviewRequest) = match workbench_request(
+        &s,
+        &body,
+        "{\"sql\": \"SELECT …\", \"max_rows\": N, \"max_seconds\": S}",
+    ) {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "expected {{\"sql\": \"SELECT …\", \"max_rows\": N, \"max_seconds\": S}}: {e}"
-                ),
-            );
-        }
+        Err((status, message)) => return error(status, message),
     };
     if !crate::workbench::is_query(&req.sql) {
         return error(

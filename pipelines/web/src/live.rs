@@ -203,10 +203,10 @@ impl Live {
                 .and_then(node)
                 .and_then(|n| watch.subscribe(n, TAP_BATCHES))
             {
-                tokio::spawn(follow_anomalies(live.clone(), tap));
+                tokio::spawn(follow(live.clone(), tap, take_anomalies));
             }
             if let Some(tap) = node(DEAD_LETTERS).and_then(|n| watch.subscribe(n, TAP_BATCHES)) {
-                tokio::spawn(follow_dead_letters(live.clone(), tap));
+                tokio::spawn(follow(live.clone(), tap, take_dead_letters));
             }
         }
         tokio::spawn(sample(live.clone(), metrics, stats));
@@ -222,36 +222,37 @@ impl Live {
     }
 }
 
-async fn follow_anomalies(live: Arc<Live>, mut tap: Tap) {
+/// Follows a tap: each batch's rows, as JSON, to `take`.
+async fn follow(live: Arc<Live>, mut tap: Tap, take: fn(&Live, Vec<Map<String, Value>>)) {
     let mut dropped = 0;
     while let Some(batch) = tap.recv().await {
         live.note_dropped(&tap, &mut dropped);
-        let rows = batch_rows(&batch);
-        let mut ring = live.anomalies.lock().unwrap_or_else(|e| e.into_inner());
-        for row in rows {
-            let row = Arc::new(row);
-            let seq = ring.push(row.clone());
-            // No receiver is not an error: nobody watches the stream.
-            let _ = live.feed.send((seq, row));
-        }
+        take(&live, batch_rows(&batch));
     }
 }
 
-async fn follow_dead_letters(live: Arc<Live>, mut tap: Tap) {
-    let mut dropped = 0;
-    while let Some(batch) = tap.recv().await {
-        live.note_dropped(&tap, &mut dropped);
-        let rows = batch_rows(&batch);
-        let mut reasons = live.dead_reasons.lock().unwrap_or_else(|e| e.into_inner());
-        for row in &rows {
-            let reason = row.get("reason").and_then(Value::as_str).unwrap_or("");
-            *reasons.entry(reason_group(reason)).or_default() += 1;
-        }
-        drop(reasons);
-        let mut ring = live.dead_letters.lock().unwrap_or_else(|e| e.into_inner());
-        for row in rows {
-            ring.push(Arc::new(row));
-        }
+/// New anomalies: into the ring and onto the feed.
+fn take_anomalies(live: &Live, rows: Vec<Map<String, Value>>) {
+    let mut ring = live.anomalies.lock().unwrap_or_else(|e| e.into_inner());
+    for row in rows {
+        let row = Arc::new(row);
+        let seq = ring.push(row.clone());
+        // No receiver is not an error: nobody watches the stream.
+        let _ = live.feed.send((seq, row));
+    }
+}
+
+/// New dead letters: counted by reason, into the ring.
+fn take_dead_letters(live: &Live, rows: Vec<Map<String, Value>>) {
+    let mut reasons = live.dead_reasons.lock().unwrap_or_else(|e| e.into_inner());
+    for row in &rows {
+        let reason = row.get("reason").and_then(Value::as_str).unwrap_or("");
+        *reasons.entry(reason_group(reason)).or_default() += 1;
+    }
+    drop(reasons);
+    let mut ring = live.dead_letters.lock().unwrap_or_else(|e| e.into_inner());
+    for row in rows {
+        ring.push(Arc::new(row));
     }
 }
 
