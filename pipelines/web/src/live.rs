@@ -330,27 +330,23 @@ async fn sample(live: Arc<Live>, metrics: Arc<Metrics>, stats: Vec<Arc<ScoreStat
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut at = std::time::Instant::now();
-    let mut prev = (
-        released(&metrics),
-        committed(&metrics),
-        dead(&metrics),
-        latency(&metrics),
-        models(&stats),
-        load(&metrics.checkpoints),
-    );
-    loop {
-        tick.tick().await;
-        let now = std::time::Instant::now();
-        let dt = now.duration_since(at).as_secs_f64().max(1e-3);
-        at = now;
-        let next = (
+    let read = || {
+        (
             released(&metrics),
             committed(&metrics),
             dead(&metrics),
             latency(&metrics),
             models(&stats),
             load(&metrics.checkpoints),
-        );
+        )
+    };
+    let mut prev = read();
+    loop {
+        tick.tick().await;
+        let now = std::time::Instant::now();
+        let dt = now.duration_since(at).as_secs_f64().max(1e-3);
+        at = now;
+        let next = read();
         let t = chrono_ms();
         let sample = Sample {
             t,
