@@ -473,13 +473,7 @@ pub(crate) async fn dead_letters(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let total: u64 = s
-        .metrics
-        .sources
-        .iter()
-        .map(|x| x.dead.load(Ordering::Relaxed) + x.late.load(Ordering::Relaxed))
-        .sum::<u64>()
-        + s.metrics.rejected_by_sinks.load(Ordering::Relaxed);
+    let total = crate::live::dead_letters_total(&s.metrics);
     Json(json!({
         "stream": DEAD_LETTERS,
         "total": total,

@@ -256,6 +256,16 @@ fn take_dead_letters(live: &Live, rows: Vec<Map<String, Value>>) {
     }
 }
 
+/// Dead letters of the run so far: undecodable, failing a CHECK, late, refused by a sink.
+pub fn dead_letters_total(m: &Metrics) -> u64 {
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    m.sources
+        .iter()
+        .map(|s| load(&s.dead) + load(&s.late))
+        .sum::<u64>()
+        + load(&m.rejected_by_sinks)
+}
+
 /// The `q`-quantile of the observations between two cumulative `le` bucket readings, by
 /// linear interpolation inside the bucket (as PromQL's `histogram_quantile`).
 pub fn quantile_between(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> Option<f64> {
@@ -313,13 +323,7 @@ async fn sample(live: Arc<Live>, metrics: Arc<Metrics>, stats: Vec<Arc<ScoreStat
             .sum()
     };
     let committed = |m: &Metrics| -> u64 { m.sinks.iter().map(|s| load(&s.committed_rows)).sum() };
-    let dead = |m: &Metrics| -> u64 {
-        m.sources
-            .iter()
-            .map(|s| load(&s.dead) + load(&s.late))
-            .sum::<u64>()
-            + load(&m.rejected_by_sinks)
-    };
+    let dead = dead_letters_total;
     let latency =
         |m: &Metrics| sum_buckets(m.sinks.iter().map(|s| s.commit_latency.cumulative().0));
     let models = |st: &[Arc<ScoreStats>]| -> Vec<(u64, u64)> {
