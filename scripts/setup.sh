@@ -91,3 +91,14 @@ if ! "$DENY_ROOT/bin/cargo-deny" --version 2>/dev/null | grep -q "$DENY_VERSION"
   CARGO_TARGET_DIR="$HOME/.cache/txguard/deny-target" \
     cargo install --quiet --locked --root "$DENY_ROOT" cargo-deny --version "$DENY_VERSION"
 fi
+
+# An MLflow tracking server for the model-registry test (tests/mlflow.rs): mlflow with its
+# server's dependencies, in a virtualenv of its own (~/.cache/txguard/mlflow-venv, ~850 MB,
+# ~2 min) so its pins never meet requirements-dev.txt's.
+MLFLOW_VERSION=3.17.2
+MLFLOW_VENV="${TXGUARD_MLFLOW_VENV:-$HOME/.cache/txguard/mlflow-venv}"
+if ! "$MLFLOW_VENV/bin/mlflow" --version 2>/dev/null | grep -q "$MLFLOW_VERSION"; then
+  echo "setup: installing MLflow $MLFLOW_VERSION into $MLFLOW_VENV (the registry test's server)" >&2
+  "$PY" -m venv "$MLFLOW_VENV"
+  "$MLFLOW_VENV/bin/pip" install --quiet --disable-pip-version-check --root-user-action=ignore "mlflow==$MLFLOW_VERSION"
+fi

@@ -15,6 +15,7 @@ macro_rules! outln {
 }
 
 mod commands;
+mod mlflow;
 mod tabular;
 
 use std::path::PathBuf;

@@ -71,6 +71,20 @@ pub struct TrainArgs {
     /// Threads to fit on (0 = all cores); does not change the model.
     #[arg(long, default_value_t = 0)]
     pub jobs: usize,
+    /// Log the training as a run on this MLflow tracking server (params, metrics, the model
+    /// file and its card as artifacts, through the server's artifact proxy).
+    #[arg(long, env = "MLFLOW_TRACKING_URI", value_name = "URL")]
+    pub mlflow_uri: Option<String>,
+    /// The MLflow experiment the run goes in (created when missing).
+    #[arg(long, default_value = "txguard", requires = "mlflow_uri")]
+    pub experiment: String,
+    /// Register the run's model as a new version of this registered model (created when
+    /// missing); `txguard run --model models:/NAME@ALIAS` or `models:/NAME/VERSION` loads it.
+    #[arg(long, value_name = "NAME", requires = "mlflow_uri")]
+    pub register: Option<String>,
+    /// Point this alias (e.g. champion) of the registered model at the new version.
+    #[arg(long, requires = "register")]
+    pub alias: Option<String>,
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -230,6 +244,90 @@ pub fn fit_and_save(args: &TrainArgs, t: Training) -> Result<()> {
             fmt_metric(m.roc_auc),
             fmt_metric(m.pr_auc),
             m.flagged_rate * 100.0
+        );
+    }
+    if let Some(uri) = &args.mlflow_uri {
+        log_to_mlflow(args, &forest, &params, rows, &source, uri)?;
+    }
+    Ok(())
+}
+
+/// Logs the training run on the MLflow server at `uri` and registers its model when asked.
+fn log_to_mlflow(
+    args: &TrainArgs,
+    forest: &txguard_iforest::Forest,
+    params: &FitParams,
+    rows: usize,
+    source: &str,
+    uri: &str,
+) -> Result<()> {
+    let base = crate::mlflow::tracking_uri(Some(uri))?;
+    let card = forest.card();
+    let model = std::fs::read(&args.output)
+        .with_context(|| format!("reading back {}", args.output.display()))?;
+    let card_json = serde_json::to_vec_pretty(card).context("serialising the model card")?;
+    let p = |k: &str, v: String| (k.to_string(), v);
+    let mut metrics = vec![("training_rows".to_string(), rows as f64)];
+    if let Some(s) = card.training_seconds {
+        metrics.push(("training_seconds".to_string(), s));
+    }
+    if let Some(m) = &card.metrics {
+        metrics.push(("flagged_rate".to_string(), m.flagged_rate));
+        for (k, v) in [("roc_auc", m.roc_auc), ("pr_auc", m.pr_auc)] {
+            if let Some(v) = v {
+                metrics.push((k.to_string(), v));
+            }
+        }
+    }
+    let run_name = args
+        .name
+        .clone()
+        .or_else(|| args.register.clone())
+        .unwrap_or_else(|| "txguard-train".to_string());
+    let logged = crate::mlflow::log_training(
+        &base,
+        crate::mlflow::TrainingRun {
+            experiment: &args.experiment,
+            run_name: &run_name,
+            params: vec![
+                p("n_estimators", params.n_estimators.to_string()),
+                p("max_samples", format!("{:?}", params.max_samples)),
+                p("contamination", format!("{:?}", params.contamination)),
+                p("max_features", format!("{:?}", params.max_features)),
+                p("bootstrap", params.bootstrap.to_string()),
+                p("random_state", params.random_state.to_string()),
+                p("features", forest.features().join(",")),
+                p("training_source", source.chars().take(500).collect()),
+            ],
+            metrics,
+            tags: vec![
+                p("txguard.model_version", forest.version().to_string()),
+                p("txguard.version", env!("CARGO_PKG_VERSION").to_string()),
+            ],
+            artifacts: vec![
+                (format!("model/{}", crate::mlflow::MODEL_FILE), model),
+                ("card.json".to_string(), card_json),
+            ],
+            register: args.register.as_deref().map(|n| (n, args.alias.as_deref())),
+        },
+    )?;
+    tracing::info!(
+        "logged MLflow run {} in experiment {:?} ({}) at {base}",
+        logged.run_id,
+        args.experiment,
+        logged.experiment_id
+    );
+    if let (Some(name), Some(v)) = (&args.register, &logged.version) {
+        let how = match &args.alias {
+            Some(a) => format!("models:/{name}@{a}"),
+            None => format!("models:/{name}/{v}"),
+        };
+        tracing::info!(
+            "registered model {name:?} version {v}{}; run it with --model {how}",
+            args.alias
+                .as_ref()
+                .map(|a| format!(" (alias {a})"))
+                .unwrap_or_default()
         );
     }
     Ok(())

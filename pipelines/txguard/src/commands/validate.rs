@@ -46,7 +46,16 @@ pub fn model_functions(specs: &[String]) -> Result<Models> {
     };
     for s in specs {
         let (name, path) = s.split_once('=').unwrap_or(("default", s.as_str()));
-        let forest = Arc::new(load(std::path::Path::new(path))?);
+        let (forest, registry) = match crate::mlflow::ModelUri::parse(path) {
+            Some(uri) => {
+                let uri = uri.with_context(|| format!("--model {s}"))?;
+                let (forest, registry) =
+                    from_registry(&uri).with_context(|| format!("--model {s}"))?;
+                (forest, Some(registry))
+            }
+            None => (load(std::path::Path::new(path))?, None),
+        };
+        let forest = Arc::new(forest);
         m.versions.push(format!("{name} {}", forest.version()));
         m.cards.push(serde_json::json!({
             "name": name,
@@ -58,6 +67,7 @@ pub fn model_functions(specs: &[String]) -> Result<Models> {
             "offset": forest.offset(),
             "kernel": format!("{:?}", forest.kernel_in_use()),
             "card": forest.card(),
+            "registry": registry,
         }));
         let stats = Arc::new(ScoreStats::new(name, &forest));
         let udfs = txguard_iforest_datafusion::forest_udfs_observed(name, forest, stats.clone())
@@ -66,6 +76,39 @@ pub fn model_functions(specs: &[String]) -> Result<Models> {
         m.stats.push(stats);
     }
     Ok(m)
+}
+
+/// Resolves a `models:/` URI on the MLflow server of `MLFLOW_TRACKING_URI` and loads the
+/// version's model; also what to show of where it came from.
+fn from_registry(
+    uri: &crate::mlflow::ModelUri,
+) -> Result<(txguard_iforest::Forest, serde_json::Value)> {
+    let base = crate::mlflow::tracking_uri(None)?;
+    let got = crate::mlflow::fetch_model(&base, uri)?;
+    let forest = txguard_iforest::Forest::from_json(&got.text).with_context(|| {
+        format!(
+            "version {} ({}) is not a txguard model file",
+            got.version, got.source
+        )
+    })?;
+    tracing::info!(
+        "model {uri}: registered version {} (run {}), {} trees over {} features, scored with the {}",
+        got.version,
+        got.run_id,
+        forest.n_estimators(),
+        forest.n_features(),
+        crate::commands::model::scoring(&forest)
+    );
+    Ok((
+        forest,
+        serde_json::json!({
+            "uri": uri.to_string(),
+            "server": base,
+            "registered_version": got.version,
+            "run_id": got.run_id,
+            "source": got.source,
+        }),
+    ))
 }
 
 /// The model a pipeline gets when no `--model` is given.
