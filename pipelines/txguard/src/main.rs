@@ -90,6 +90,10 @@ enum ModelCommand {
     },
     /// Write the model as a single-file Arroyo Rust UDF with the model embedded.
     ExportArroyo(commands::model::ExportArroyoArgs),
+    /// Score a pipeline's feature view over labelled history and write an evaluation report
+    /// (HTML with SVG figures, and JSON): ROC and PR curves, score distributions by label,
+    /// precision/recall at the threshold and at top-k, confusion counts, recall per group.
+    Evaluate(commands::evaluate::EvaluateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,6 +157,7 @@ fn main() -> ExitCode {
         Command::Model { command } => match command {
             ModelCommand::Info { model, json } => commands::model::info(&model, json),
             ModelCommand::ExportArroyo(args) => commands::model::export_arroyo(args),
+            ModelCommand::Evaluate(args) => commands::evaluate::run(args),
         },
     };
     match result {

@@ -3,6 +3,7 @@
 pub mod checkpoints;
 pub mod dashboards;
 pub mod db;
+pub mod evaluate;
 pub mod generate;
 pub mod model;
 pub mod pipeline;

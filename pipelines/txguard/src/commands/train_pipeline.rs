@@ -15,32 +15,80 @@ use txguard_engine::runtime::{Metrics, RunOptions, run};
 use crate::commands::pipeline::{connect, load, progress, roles};
 use crate::commands::train::{TrainArgs, Training, fit_and_save};
 
+/// A pipeline planned up to one view (its views up to it, no inserts, no scoring views that
+/// need a model), ready to run for that view's rows.
+pub struct ViewRun {
+    p: txguard_engine::sql::Pipeline,
+    df: txguard_engine::stream::Dataflow,
+    pub schema: datafusion::arrow::datatypes::SchemaRef,
+}
+
+impl ViewRun {
+    /// Plans `path` (with `sets`) up to `view`; fails naming the views it has.
+    pub async fn plan(path: &std::path::Path, sets: &[String], view: &str) -> Result<Self> {
+        let mut p = load(path, sets)?;
+        let Some(pos) = p.views.iter().position(|v| v.name == view) else {
+            bail!(
+                "{}: no view {view}; its views: {}",
+                path.display(),
+                p.views
+                    .iter()
+                    .map(|v| v.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        };
+        p.views.truncate(pos + 1);
+        p.inserts.clear();
+        let roles = roles(&p)?;
+        let mut df = txguard_engine::stream::plan(&p, &roles, &Vec::new()).await?;
+        let tap = df
+            .tap(view)
+            .with_context(|| format!("view {view} was not planned"))?;
+        let schema = df.sinks()[tap].schema.clone();
+        Ok(Self { p, df, schema })
+    }
+
+    /// Runs the source through the views (with a progress bar on a terminal): the view's rows.
+    pub async fn collect(self) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
+        let Self { p, df, .. } = self;
+        let rows = CollectSink::default();
+        let conns = connect(&p, &df, vec![Box::new(rows.clone())], None, None).await?;
+        let metrics = Arc::new(Metrics::for_dataflow(&df));
+        let (pb, handle) = progress(metrics.clone());
+        let result = run(
+            df,
+            conns,
+            RunOptions::default(),
+            metrics.clone(),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .await;
+        let _ = handle.await;
+        pb.finish_and_clear();
+        result?;
+        for s in &metrics.sources {
+            let (dead, late) = (
+                s.dead.load(std::sync::atomic::Ordering::Relaxed),
+                s.late.load(std::sync::atomic::Ordering::Relaxed),
+            );
+            if dead + late > 0 {
+                tracing::warn!(
+                    "source {}: {dead} rejected and {late} late events are not in the view's rows",
+                    s.name
+                );
+            }
+        }
+        Ok(rows.take())
+    }
+}
+
 pub async fn train(args: TrainArgs) -> Result<()> {
     let Some(path) = args.pipeline.clone() else {
         bail!("--pipeline is required");
     };
-    let mut p = load(&path, &args.sets)?;
-    // Only what the feature view needs: the views up to it, no inserts.
-    let Some(pos) = p.views.iter().position(|v| v.name == args.view) else {
-        bail!(
-            "{}: no view {}; its views: {}",
-            path.display(),
-            args.view,
-            p.views
-                .iter()
-                .map(|v| v.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    };
-    p.views.truncate(pos + 1);
-    p.inserts.clear();
-    let roles = roles(&p)?;
-    let mut df = txguard_engine::stream::plan(&p, &roles, &Vec::new()).await?;
-    let tap = df
-        .tap(&args.view)
-        .with_context(|| format!("view {} was not planned", args.view))?;
-    let schema = df.sinks()[tap].schema.clone();
+    let view_run = ViewRun::plan(&path, &args.sets, &args.view).await?;
+    let schema = view_run.schema.clone();
     let label = args.label.clone().or_else(|| {
         schema
             .index_of("is_fraud")
@@ -91,35 +139,7 @@ pub async fn train(args: TrainArgs) -> Result<()> {
             .unwrap_or_default()
     );
 
-    let rows = CollectSink::default();
-    let conns = connect(&p, &df, vec![Box::new(rows.clone())], None, None).await?;
-    let metrics = Arc::new(Metrics::for_dataflow(&df));
-    let (pb, handle) = progress(metrics.clone());
-    let result = run(
-        df,
-        conns,
-        RunOptions::default(),
-        metrics.clone(),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .await;
-    let _ = handle.await;
-    pb.finish_and_clear();
-    result?;
-    for s in &metrics.sources {
-        let (dead, late) = (
-            s.dead.load(std::sync::atomic::Ordering::Relaxed),
-            s.late.load(std::sync::atomic::Ordering::Relaxed),
-        );
-        if dead + late > 0 {
-            tracing::warn!(
-                "source {}: {dead} rejected and {late} late events are not in the training set",
-                s.name
-            );
-        }
-    }
-
-    let batches = rows.take();
+    let batches = view_run.collect().await?;
     let nf = features.len();
     let mut values = Vec::new();
     let mut labels = label.as_ref().map(|_| Vec::new());

@@ -78,6 +78,18 @@ pub fn model_functions(specs: &[String]) -> Result<Models> {
     Ok(m)
 }
 
+/// A model file, or a `models:/` URI resolved on the registry (with what to show of where it
+/// came from).
+pub fn load_model(path: &str) -> Result<(txguard_iforest::Forest, Option<serde_json::Value>)> {
+    match crate::mlflow::ModelUri::parse(path) {
+        Some(uri) => {
+            let (forest, registry) = from_registry(&uri?)?;
+            Ok((forest, Some(registry)))
+        }
+        None => Ok((load(std::path::Path::new(path))?, None)),
+    }
+}
+
 /// Resolves a `models:/` URI on the MLflow server of `MLFLOW_TRACKING_URI` and loads the
 /// version's model; also what to show of where it came from.
 fn from_registry(
