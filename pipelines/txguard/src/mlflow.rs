@@ -278,6 +278,47 @@ fn log_training_blocking(base: &str, run: &TrainingRun<'_>) -> Result<Logged> {
     })
 }
 
+/// Uploads `files` (path inside the run, bytes) into run `run_id`'s artifacts and logs
+/// `metrics` on it: how `txguard model evaluate --mlflow-run` files a report with the run
+/// that trained the model.
+pub fn log_to_run(
+    base: &str,
+    run_id: &str,
+    files: Vec<(String, Vec<u8>)>,
+    metrics: Vec<(String, f64)>,
+) -> Result<()> {
+    let (base, run_id) = (base.to_string(), run_id.to_string());
+    off_runtime(move || {
+        let c = Client::new(&base)?;
+        let r = c
+            .get("mlflow/runs/get", &[("run_id", &run_id)])
+            .with_context(|| format!("looking up MLflow run {run_id}"))?;
+        let artifact_uri = str_field(&r["run"]["info"], "artifact_uri")?;
+        let Some(root) = artifact_uri.strip_prefix("mlflow-artifacts:/") else {
+            bail!(
+                "run {run_id} keeps its artifacts at {artifact_uri}, which txguard cannot upload to: start the server with artifact proxying (--artifacts-destination)"
+            );
+        };
+        let root = root.trim_start_matches('/');
+        for (path, bytes) in files {
+            c.upload(&format!("{root}/{path}"), bytes)
+                .with_context(|| format!("uploading artifact {path} to run {run_id}"))?;
+        }
+        let now = now_ms();
+        let metrics: Vec<Value> = metrics
+            .iter()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(k, v)| json!({ "key": k, "value": v, "timestamp": now, "step": 0 }))
+            .collect();
+        c.post(
+            "mlflow/runs/log-batch",
+            json!({ "run_id": run_id, "metrics": metrics }),
+        )
+        .with_context(|| format!("logging metrics on run {run_id}"))?;
+        Ok(())
+    })
+}
+
 /// Runs a blocking client call on a thread of its own (reqwest's blocking client must not
 /// run, or be dropped, inside an async runtime).
 fn off_runtime<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {

@@ -196,6 +196,44 @@ fn trained_models_are_registered_in_mlflow_and_runs_score_with_the_alias_version
         serde_json::json!(["card.json", "model", "model/model.json"])
     );
 
+    // The evaluation report filed with the run that trained the version.
+    let (ok, err) = txguard(
+        dir,
+        &[
+            "model",
+            "evaluate",
+            "--model",
+            "models:/fraud@champion",
+            "--pipeline",
+            repo().join("sql/pipeline.sql").to_str().expect("utf8"),
+            "--set",
+            "transactions.count=3000",
+            "-o",
+            "eval",
+            "--mlflow-run",
+            "model",
+        ],
+        &[("MLFLOW_TRACKING_URI", server.uri.as_str())],
+    );
+    assert!(ok && err.contains("report filed with MLflow run"), "{err}");
+    let reg = registry(&server.uri);
+    assert_eq!(
+        reg["evaluation"],
+        serde_json::json!([
+            "evaluation/pr.svg",
+            "evaluation/report.html",
+            "evaluation/report.json",
+            "evaluation/roc.svg",
+            "evaluation/scores.svg"
+        ])
+    );
+    let local: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("eval/report.json")).expect("report.json"),
+    )
+    .expect("json");
+    assert_eq!(reg["metrics"]["eval_roc_auc"], local["roc_auc"]);
+    assert_eq!(reg["metrics"]["eval_rows"], 3000.0);
+
     train(dir, &server.uri, "m2.json", "2");
     let reg = registry(&server.uri);
     assert_eq!(
@@ -284,6 +322,28 @@ fn bad_registry_references_fail_at_start_saying_what_to_do() {
     let e = validate("models:/fraud@champion", &[]);
     assert!(
         e.contains("set MLFLOW_TRACKING_URI=http://HOST:PORT"),
+        "{e}"
+    );
+
+    // --mlflow-run model needs a registry model.
+    let (ok, e) = txguard(
+        dir,
+        &[
+            "model",
+            "evaluate",
+            "--model",
+            "m.json",
+            "--pipeline",
+            pipeline,
+            "-o",
+            "eval",
+            "--mlflow-run",
+            "model",
+        ],
+        &env,
+    );
+    assert!(
+        !ok && e.contains("--mlflow-run model: the --model is not a models:/ URI"),
         "{e}"
     );
 

@@ -46,6 +46,11 @@ pub struct EvaluateArgs {
     /// Also write every evaluated row's label, score and flag (and --by values) as scores.csv.
     #[arg(long)]
     pub write_scores: bool,
+    /// File the report with an MLflow run (artifacts under evaluation/, metrics eval_*): a run
+    /// id, or `model` for the run that trained a `models:/` --model. The server is
+    /// MLFLOW_TRACKING_URI.
+    #[arg(long, value_name = "RUN_ID|model")]
+    pub mlflow_run: Option<String>,
 }
 
 pub fn run(args: EvaluateArgs) -> Result<()> {
@@ -63,6 +68,24 @@ struct Scored {
 async fn evaluate(args: EvaluateArgs) -> Result<()> {
     let (forest, registry) = crate::commands::validate::load_model(&args.model)
         .with_context(|| format!("--model {}", args.model))?;
+    // Where the report is filed, checked before the (possibly long) evaluation.
+    let mlflow = match args.mlflow_run.as_deref() {
+        None => None,
+        Some(run) => {
+            let base = crate::mlflow::tracking_uri(None).context("--mlflow-run")?;
+            let run_id = if run == "model" {
+                registry
+                    .as_ref()
+                    .and_then(|r| r["run_id"].as_str())
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_string)
+                    .context("--mlflow-run model: the --model is not a models:/ URI of a version with a run; give the run id")?
+            } else {
+                run.to_string()
+            };
+            Some((base, run_id))
+        }
+    };
     let view_run = ViewRun::plan(&args.pipeline, &args.sets, &args.view).await?;
     let schema = view_run.schema.clone();
     let col = |name: &str, what: &str| {
@@ -203,6 +226,37 @@ async fn evaluate(args: EvaluateArgs) -> Result<()> {
             csv.push('\n');
         }
         write("scores.csv", &csv)?;
+    }
+    if let Some((base, run_id)) = &mlflow {
+        let mut files = Vec::new();
+        for name in [
+            "report.json",
+            "report.html",
+            "roc.svg",
+            "pr.svg",
+            "scores.svg",
+        ] {
+            let p = dir.join(name);
+            let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+            files.push((format!("evaluation/{name}"), bytes));
+        }
+        let at = &report["at_threshold"];
+        let metrics = [
+            ("eval_roc_auc", &report["roc_auc"]),
+            ("eval_pr_auc", &report["pr_auc"]),
+            ("eval_precision", &at["precision"]),
+            ("eval_recall", &at["recall"]),
+            ("eval_flagged_rate", &at["flagged_rate"]),
+            ("eval_rows", &report["rows"]),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.to_string(), v.as_f64()?)))
+        .collect();
+        crate::mlflow::log_to_run(base, run_id, files, metrics)
+            .context("--mlflow-run: filing the report")?;
+        tracing::info!(
+            "report filed with MLflow run {run_id} (artifacts evaluation/, metrics eval_*)"
+        );
     }
     let at = &report["at_threshold"];
     tracing::info!(

@@ -24,7 +24,9 @@ with tempfile.TemporaryDirectory() as d:
     path = client.download_artifacts(mv.run_id, "model/model.json", d)
     with open(path) as f:
         model = f.read()
+evaluation = sorted(a.path for a in client.list_artifacts(mv.run_id, "evaluation"))
 print(json.dumps({
+    "evaluation": evaluation,
     "version": mv.version,
     "source": mv.source,
     "status": run.info.status,
