@@ -220,12 +220,7 @@ fn log_training_blocking(base: &str, run: &TrainingRun<'_>) -> Result<Logged> {
         .iter()
         .map(|(k, v)| json!({ "key": k, "value": v }))
         .collect();
-    let metrics: Vec<Value> = run
-        .metrics
-        .iter()
-        .filter(|(_, v)| v.is_finite())
-        .map(|(k, v)| json!({ "key": k, "value": v, "timestamp": now, "step": 0 }))
-        .collect();
+    let metrics = metrics_json(&run.metrics, now);
     c.post(
         "mlflow/runs/log-batch",
         json!({ "run_id": run_id, "params": params, "metrics": metrics }),
@@ -305,11 +300,7 @@ pub fn log_to_run(
                 .with_context(|| format!("uploading artifact {path} to run {run_id}"))?;
         }
         let now = now_ms();
-        let metrics: Vec<Value> = metrics
-            .iter()
-            .filter(|(_, v)| v.is_finite())
-            .map(|(k, v)| json!({ "key": k, "value": v, "timestamp": now, "step": 0 }))
-            .collect();
+        let metrics = metrics_json(&metrics, now);
         c.post(
             "mlflow/runs/log-batch",
             json!({ "run_id": run_id, "metrics": metrics }),
@@ -372,6 +363,15 @@ pub fn redact(uri: &str) -> String {
         Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
         None => uri.to_string(),
     }
+}
+
+/// Metrics as `runs/log-batch` takes them (MLflow refuses NaN and infinities: left out).
+fn metrics_json(metrics: &[(String, f64)], now: u64) -> Vec<Value> {
+    metrics
+        .iter()
+        .filter(|(_, v)| v.is_finite())
+        .map(|(k, v)| json!({ "key": k, "value": v, "timestamp": now, "step": 0 }))
+        .collect()
 }
 
 fn str_field(v: &Value, key: &str) -> Result<String> {

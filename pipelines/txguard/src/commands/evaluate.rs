@@ -11,11 +11,11 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type};
+use datafusion::arrow::datatypes::DataType;
 use serde_json::{Value, json};
 use txguard_iforest::metrics::{average_precision, roc_auc};
 
-use crate::commands::train_pipeline::ViewRun;
+use crate::commands::train_pipeline::{ViewRun, column_list, finite_rows};
 
 #[derive(Debug, Args)]
 pub struct EvaluateArgs {
@@ -94,12 +94,7 @@ async fn evaluate(args: EvaluateArgs) -> Result<()> {
                 "view {} of {} has no column {name:?} ({what}); it has {}",
                 args.view,
                 args.pipeline.display(),
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                column_list(&schema)
             )
         })
     };
@@ -135,32 +130,20 @@ async fn evaluate(args: EvaluateArgs) -> Result<()> {
     };
     let mut skipped = 0usize;
     for b in &batches {
-        let cols = feat_idx
-            .iter()
-            .map(|&i| cast(b.column(i), &DataType::Float64))
-            .collect::<Result<Vec<_>, _>>()?;
-        let cols: Vec<_> = cols
-            .iter()
-            .map(|c| c.as_primitive::<Float64Type>())
-            .collect();
+        let kept = finite_rows(b, &feat_idx, &mut x)?;
+        skipped += b.num_rows() - kept.len();
         let lab = cast(b.column(label_idx), &DataType::Boolean)
             .with_context(|| format!("the label {} must be boolean or 0/1", args.label))?;
         let lab = lab.as_boolean();
-        let groups = by_idx
-            .iter()
-            .map(|&i| cast(b.column(i), &DataType::Utf8))
-            .collect::<Result<Vec<_>, _>>()?;
-        for r in 0..b.num_rows() {
-            if cols.iter().any(|c| c.is_null(r) || !c.value(r).is_finite()) {
-                skipped += 1;
-                continue;
-            }
-            x.extend(cols.iter().map(|c| c.value(r)));
-            s.label.push(lab.is_valid(r) && lab.value(r));
-            for (g, out) in groups.iter().zip(s.groups.iter_mut()) {
-                let g = g.as_string::<i32>();
-                out.push(g.is_valid(r).then(|| g.value(r).to_string()));
-            }
+        s.label
+            .extend(kept.iter().map(|&r| lab.is_valid(r) && lab.value(r)));
+        for (&i, out) in by_idx.iter().zip(s.groups.iter_mut()) {
+            let g = cast(b.column(i), &DataType::Utf8)?;
+            let g = g.as_string::<i32>();
+            out.extend(
+                kept.iter()
+                    .map(|&r| g.is_valid(r).then(|| g.value(r).to_string())),
+            );
         }
     }
     let n = s.label.len();

@@ -83,6 +83,41 @@ impl ViewRun {
     }
 }
 
+/// A schema's column names, comma-separated (for "it has …" in errors).
+pub fn column_list(schema: &datafusion::arrow::datatypes::Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Appends the rows of `b` whose columns `idx` are all present and finite to `x` (row-major,
+/// as f64): the indices of the rows kept.
+pub fn finite_rows(
+    b: &datafusion::arrow::array::RecordBatch,
+    idx: &[usize],
+    x: &mut Vec<f64>,
+) -> Result<Vec<usize>> {
+    let cols = idx
+        .iter()
+        .map(|&i| cast(b.column(i), &DataType::Float64))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cols: Vec<_> = cols
+        .iter()
+        .map(|c| c.as_primitive::<Float64Type>())
+        .collect();
+    let mut kept = Vec::with_capacity(b.num_rows());
+    for r in 0..b.num_rows() {
+        if cols.iter().all(|c| c.is_valid(r) && c.value(r).is_finite()) {
+            x.extend(cols.iter().map(|c| c.value(r)));
+            kept.push(r);
+        }
+    }
+    Ok(kept)
+}
+
 pub async fn train(args: TrainArgs) -> Result<()> {
     let Some(path) = args.pipeline.clone() else {
         bail!("--pipeline is required");
@@ -119,12 +154,7 @@ pub async fn train(args: TrainArgs) -> Result<()> {
             anyhow::anyhow!(
                 "view {} has no column {f}; it has {}",
                 args.view,
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                column_list(&schema)
             )
         })?);
     }
@@ -146,29 +176,13 @@ pub async fn train(args: TrainArgs) -> Result<()> {
     let mut n = 0usize;
     let mut skipped = 0usize;
     for b in &batches {
-        let cols = idx[..nf]
-            .iter()
-            .map(|&i| cast(b.column(i), &DataType::Float64))
-            .collect::<Result<Vec<_>, _>>()?;
-        let cols: Vec<_> = cols
-            .iter()
-            .map(|c| c.as_primitive::<Float64Type>())
-            .collect();
-        let lab = match &labels {
-            Some(_) => Some(cast(b.column(idx[nf]), &DataType::Boolean)?),
-            None => None,
-        };
-        for r in 0..b.num_rows() {
-            if cols.iter().any(|c| c.is_null(r) || !c.value(r).is_finite()) {
-                skipped += 1;
-                continue;
-            }
-            values.extend(cols.iter().map(|c| c.value(r)));
-            if let (Some(l), Some(lab)) = (labels.as_mut(), &lab) {
-                let lab = lab.as_boolean();
-                l.push(lab.is_valid(r) && lab.value(r));
-            }
-            n += 1;
+        let kept = finite_rows(b, &idx[..nf], &mut values)?;
+        skipped += b.num_rows() - kept.len();
+        n += kept.len();
+        if let Some(l) = labels.as_mut() {
+            let lab = cast(b.column(idx[nf]), &DataType::Boolean)?;
+            let lab = lab.as_boolean();
+            l.extend(kept.iter().map(|&r| lab.is_valid(r) && lab.value(r)));
         }
     }
     if skipped > 0 {
