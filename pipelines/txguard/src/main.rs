@@ -18,7 +18,6 @@ mod commands;
 mod mlflow;
 mod tabular;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -82,8 +81,9 @@ enum Command {
 enum ModelCommand {
     /// Print a model's card: features, parameters, training data, metrics.
     Info {
-        /// Model file (JSON), e.g. models/default.json.
-        model: PathBuf,
+        /// Model file (JSON), e.g. models/default.json, or models:/NAME@ALIAS or
+        /// models:/NAME/VERSION (MLflow registry, at MLFLOW_TRACKING_URI).
+        model: String,
         /// Print the card as JSON instead of text.
         #[arg(long)]
         json: bool,

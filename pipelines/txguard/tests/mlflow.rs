@@ -7,6 +7,7 @@
 mod common;
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -54,6 +55,9 @@ impl Server {
             .arg(dir.join("artifacts"))
             .stdout(Stdio::null())
             .stderr(log)
+            // Its own process group: `mlflow server` starts uvicorn and a job runner, which
+            // outlive it unless the whole group is killed (each ~190 MB).
+            .process_group(0)
             .spawn()
             .expect("start mlflow server");
         let s = Server {
@@ -76,6 +80,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // The group's id is the server's pid (process_group(0)).
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -233,6 +241,24 @@ fn trained_models_are_registered_in_mlflow_and_runs_score_with_the_alias_version
     .expect("json");
     assert_eq!(reg["metrics"]["eval_roc_auc"], local["roc_auc"]);
     assert_eq!(reg["metrics"]["eval_rows"], 3000.0);
+
+    // model info reads a registry version as it reads a file.
+    let out = Command::new(env!("CARGO_BIN_EXE_txguard"))
+        .args(["model", "info", "models:/fraud/1"])
+        .current_dir(dir)
+        .env("MLFLOW_TRACKING_URI", &server.uri)
+        .output()
+        .expect("model info");
+    let info = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        info.contains(&format!("version      {v1}")) && info.contains("registry     version 1 of"),
+        "{info}"
+    );
 
     train(dir, &server.uri, "m2.json", "2");
     let reg = registry(&server.uri);

@@ -63,8 +63,8 @@ pub fn fmt_metric(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".to_string(), |x| format!("{x:.4}"))
 }
 
-pub fn info(path: &Path, json: bool) -> Result<()> {
-    let f = load(path)?;
+pub fn info(spec: &str, json: bool) -> Result<()> {
+    let (f, registry) = crate::commands::validate::load_model(spec)?;
     let card = f.card();
     if json {
         outln!(
@@ -81,7 +81,15 @@ pub fn info(path: &Path, json: bool) -> Result<()> {
         .max()
         .unwrap_or(0);
     let nodes: usize = f.model_file().trees.iter().map(|t| t.n_nodes()).sum();
-    outln!("model        {}", path.display());
+    outln!("model        {spec}");
+    if let Some(r) = &registry {
+        outln!(
+            "registry     version {} of {} (run {})",
+            r["registered_version"].as_str().unwrap_or("?"),
+            r["server"].as_str().unwrap_or("?"),
+            r["run_id"].as_str().unwrap_or("?")
+        );
+    }
     if let Some(n) = &card.name {
         outln!("name         {n}");
     }
