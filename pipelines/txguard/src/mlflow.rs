@@ -107,10 +107,8 @@ pub fn tracking_uri(flag: Option<&str>) -> Result<String> {
 
 /// Resolves `uri` on the server at `base` and downloads its model file.
 pub fn fetch_model(base: &str, uri: &ModelUri) -> Result<Fetched> {
-    let base = base.to_string();
-    let uri = uri.clone();
-    off_runtime(move || {
-        let c = Client::new(&base)?;
+    off_runtime(|| {
+        let c = Client::new(base)?;
         let mv = match &uri.pick {
             Pick::Alias(a) => c
                 .get(
@@ -175,15 +173,10 @@ pub struct Logged {
 /// Logs `run` on the server at `base` (creating its experiment when missing) and registers a
 /// version of its `model/` folder when asked.
 pub fn log_training(base: &str, run: TrainingRun<'_>) -> Result<Logged> {
-    let base = base.to_string();
-    std::thread::scope(|s| {
-        s.spawn(|| log_training_blocking(&base, &run))
-            .join()
-            .map_err(|_| anyhow!("the MLflow client thread panicked"))?
-    })
+    off_runtime(|| log_training_blocking(base, run))
 }
 
-fn log_training_blocking(base: &str, run: &TrainingRun<'_>) -> Result<Logged> {
+fn log_training_blocking(base: &str, run: TrainingRun<'_>) -> Result<Logged> {
     let c = Client::new(base)?;
     let experiment_id = match c.get(
         "mlflow/experiments/get-by-name",
@@ -226,16 +219,7 @@ fn log_training_blocking(base: &str, run: &TrainingRun<'_>) -> Result<Logged> {
         json!({ "run_id": run_id, "params": params, "metrics": metrics }),
     )
     .context("logging the run's params and metrics")?;
-    let Some(root) = artifact_uri.strip_prefix("mlflow-artifacts:/") else {
-        bail!(
-            "the MLflow server stores run {run_id}'s artifacts at {artifact_uri}, which txguard cannot upload to: start the server with artifact proxying (mlflow server --artifacts-destination DIR_OR_BUCKET)"
-        );
-    };
-    let root = root.trim_start_matches('/');
-    for (path, bytes) in &run.artifacts {
-        c.upload(&format!("{root}/{path}"), bytes.clone())
-            .with_context(|| format!("uploading artifact {path}"))?;
-    }
+    c.upload_artifacts(&run_id, &artifact_uri, run.artifacts)?;
     c.post(
         "mlflow/runs/update",
         json!({ "run_id": run_id, "status": "FINISHED", "end_time": now_ms() }),
@@ -282,25 +266,14 @@ pub fn log_to_run(
     files: Vec<(String, Vec<u8>)>,
     metrics: Vec<(String, f64)>,
 ) -> Result<()> {
-    let (base, run_id) = (base.to_string(), run_id.to_string());
-    off_runtime(move || {
-        let c = Client::new(&base)?;
+    off_runtime(|| {
+        let c = Client::new(base)?;
         let r = c
-            .get("mlflow/runs/get", &[("run_id", &run_id)])
+            .get("mlflow/runs/get", &[("run_id", run_id)])
             .with_context(|| format!("looking up MLflow run {run_id}"))?;
         let artifact_uri = str_field(&r["run"]["info"], "artifact_uri")?;
-        let Some(root) = artifact_uri.strip_prefix("mlflow-artifacts:/") else {
-            bail!(
-                "run {run_id} keeps its artifacts at {artifact_uri}, which txguard cannot upload to: start the server with artifact proxying (--artifacts-destination)"
-            );
-        };
-        let root = root.trim_start_matches('/');
-        for (path, bytes) in files {
-            c.upload(&format!("{root}/{path}"), bytes)
-                .with_context(|| format!("uploading artifact {path} to run {run_id}"))?;
-        }
-        let now = now_ms();
-        let metrics = metrics_json(&metrics, now);
+        c.upload_artifacts(run_id, &artifact_uri, files)?;
+        let metrics = metrics_json(&metrics, now_ms());
         c.post(
             "mlflow/runs/log-batch",
             json!({ "run_id": run_id, "metrics": metrics }),
@@ -497,9 +470,25 @@ impl Client {
             .with_context(|| format!("{path}: the answer is not JSON"))
     }
 
-    fn upload(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
-        let url = self.api(&format!("mlflow-artifacts/artifacts/{path}"));
-        self.send(self.http.put(url).body(bytes), "artifact upload")?;
+    /// Uploads `files` (path inside the run, bytes) under run `run_id`'s artifact root
+    /// `artifact_uri`, through the server's artifact proxy.
+    fn upload_artifacts(
+        &self,
+        run_id: &str,
+        artifact_uri: &str,
+        files: Vec<(String, Vec<u8>)>,
+    ) -> Result<()> {
+        let Some(root) = artifact_uri.strip_prefix("mlflow-artifacts:/") else {
+            bail!(
+                "the MLflow server stores run {run_id}'s artifacts at {artifact_uri}, which txguard cannot upload to: start the server with artifact proxying (mlflow server --artifacts-destination DIR_OR_BUCKET)"
+            );
+        };
+        let root = root.trim_start_matches('/');
+        for (path, bytes) in files {
+            let url = self.api(&format!("mlflow-artifacts/artifacts/{root}/{path}"));
+            self.send(self.http.put(url).body(bytes), "artifact upload")
+                .with_context(|| format!("uploading artifact {path} to run {run_id}"))?;
+        }
         Ok(())
     }
 

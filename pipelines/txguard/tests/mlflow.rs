@@ -147,17 +147,11 @@ fn model_version(dir: &Path, file: &str) -> String {
 }
 
 fn registry(uri: &str) -> serde_json::Value {
-    let out = Command::new(venv().join("bin/python"))
-        .arg(repo().join("pipelines/txguard/tests/mlflow/registry.py"))
-        .args([uri, "fraud", "champion"])
-        .output()
-        .expect("the MLflow venv's python");
-    assert!(
-        out.status.success(),
-        "registry.py failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
+    common::python_json_with(
+        &venv().join("bin/python"),
+        "mlflow/registry.py",
+        &[uri, "fraud", "champion"],
+    )
 }
 
 #[test]

@@ -15,6 +15,7 @@ use datafusion::arrow::datatypes::DataType;
 use serde_json::{Value, json};
 use txguard_iforest::metrics::{average_precision, roc_auc};
 
+use crate::commands::model::fmt_metric;
 use crate::commands::train_pipeline::{ViewRun, column_list, finite_rows};
 
 #[derive(Debug, Args)]
@@ -66,8 +67,7 @@ struct Scored {
 }
 
 async fn evaluate(args: EvaluateArgs) -> Result<()> {
-    let (forest, registry) = crate::commands::validate::load_model(&args.model)
-        .with_context(|| format!("--model {}", args.model))?;
+    let (forest, registry) = crate::commands::validate::load_model(&args.model)?;
     // Where the report is filed, checked before the (possibly long) evaluation.
     let mlflow = match args.mlflow_run.as_deref() {
         None => None,
@@ -165,10 +165,6 @@ async fn evaluate(args: EvaluateArgs) -> Result<()> {
         let p = dir.join(name);
         std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))
     };
-    write(
-        "report.json",
-        &serde_json::to_string_pretty(&report).context("serialising the report")?,
-    )?;
     let roc = line_svg(
         "ROC curve",
         "false positive rate",
@@ -184,10 +180,20 @@ async fn evaluate(args: EvaluateArgs) -> Result<()> {
         false,
     );
     let hist = histogram_svg(&report["histogram"], threshold);
-    write("roc.svg", &roc)?;
-    write("pr.svg", &pr)?;
-    write("scores.svg", &hist)?;
-    write("report.html", &html(&report, &[&roc, &pr, &hist]))?;
+    let page = html(&report, &[&roc, &pr, &hist]);
+    let outputs = [
+        (
+            "report.json",
+            serde_json::to_string_pretty(&report).context("serialising the report")?,
+        ),
+        ("report.html", page),
+        ("roc.svg", roc),
+        ("pr.svg", pr),
+        ("scores.svg", hist),
+    ];
+    for (name, text) in &outputs {
+        write(name, text)?;
+    }
     if args.write_scores {
         let mut csv = String::from("label,score,flagged");
         for b in &args.by {
@@ -211,18 +217,10 @@ async fn evaluate(args: EvaluateArgs) -> Result<()> {
         write("scores.csv", &csv)?;
     }
     if let Some((base, run_id)) = &mlflow {
-        let mut files = Vec::new();
-        for name in [
-            "report.json",
-            "report.html",
-            "roc.svg",
-            "pr.svg",
-            "scores.svg",
-        ] {
-            let p = dir.join(name);
-            let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-            files.push((format!("evaluation/{name}"), bytes));
-        }
+        let files = outputs
+            .into_iter()
+            .map(|(name, text)| (format!("evaluation/{name}"), text.into_bytes()))
+            .collect();
         let at = &report["at_threshold"];
         let metrics = [
             ("eval_roc_auc", &report["roc_auc"]),
@@ -256,8 +254,7 @@ async fn evaluate(args: EvaluateArgs) -> Result<()> {
 }
 
 fn fmt(v: &Value) -> String {
-    v.as_f64()
-        .map_or_else(|| "n/a".to_string(), |f| format!("{f:.4}"))
+    fmt_metric(v.as_f64())
 }
 
 fn ratio(a: usize, b: usize) -> Value {

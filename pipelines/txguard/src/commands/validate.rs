@@ -46,15 +46,7 @@ pub fn model_functions(specs: &[String]) -> Result<Models> {
     };
     for s in specs {
         let (name, path) = s.split_once('=').unwrap_or(("default", s.as_str()));
-        let (forest, registry) = match crate::mlflow::ModelUri::parse(path) {
-            Some(uri) => {
-                let uri = uri.with_context(|| format!("--model {s}"))?;
-                let (forest, registry) =
-                    from_registry(&uri).with_context(|| format!("--model {s}"))?;
-                (forest, Some(registry))
-            }
-            None => (load(std::path::Path::new(path))?, None),
-        };
+        let (forest, registry) = load_model(path)?;
         let forest = Arc::new(forest);
         m.versions.push(format!("{name} {}", forest.version()));
         m.cards.push(serde_json::json!({
@@ -79,11 +71,13 @@ pub fn model_functions(specs: &[String]) -> Result<Models> {
 }
 
 /// A model file, or a `models:/` URI resolved on the registry (with what to show of where it
-/// came from).
+/// came from). A file's errors name the file; a URI's start with `--model URI`.
 pub fn load_model(path: &str) -> Result<(txguard_iforest::Forest, Option<serde_json::Value>)> {
     match crate::mlflow::ModelUri::parse(path) {
         Some(uri) => {
-            let (forest, registry) = from_registry(&uri?)?;
+            let (forest, registry) = uri
+                .and_then(|uri| from_registry(&uri))
+                .with_context(|| format!("--model {path}"))?;
             Ok((forest, Some(registry)))
         }
         None => Ok((load(std::path::Path::new(path))?, None)),

@@ -39,11 +39,16 @@ pub fn txguard_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, S
 /// scripts/setup.sh) and parses the JSON it prints.
 pub fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
     let py = std::env::var("TXGUARD_PYTHON").unwrap_or_else(|_| "python3".into());
+    python_json_with(Path::new(&py), script, args)
+}
+
+/// [`python_json`] with another interpreter (e.g. a virtualenv's).
+pub fn python_json_with(py: &Path, script: &str, args: &[&str]) -> serde_json::Value {
     let out = Command::new(py)
         .arg(repo().join("pipelines/txguard/tests").join(script))
         .args(args)
         .output()
-        .expect("python3 (run scripts/setup.sh)");
+        .unwrap_or_else(|e| panic!("{} (run scripts/setup.sh): {e}", py.display()));
     assert!(
         out.status.success(),
         "{script} {args:?} failed:\n{}",
