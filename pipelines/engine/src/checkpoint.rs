@@ -108,6 +108,10 @@ pub struct RunRecord {
     pub sinks: Vec<SinkRecord>,
     /// Rows sinks refused so far (sent to the dead letters).
     pub rejected_by_sinks: u64,
+    /// What else the epoch depended on ([`crate::runtime::EpochBound::record`]: the models
+    /// in use), by key.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extra: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// One source at a checkpoint.

@@ -39,6 +39,22 @@ pub struct RunOptions {
     /// Where each epoch's checkpoint goes; `None`: no checkpoints (a restart begins again,
     /// and sinks get each epoch at least once).
     pub checkpoints: Option<CheckpointStore>,
+    /// What may change only between two epochs, kept in every checkpoint (the models a
+    /// running pipeline swaps).
+    pub epoch_bound: Vec<Arc<dyn EpochBound>>,
+}
+
+/// Something outside the dataflow that the dataflow's functions read (a model) and that may
+/// change only at an epoch boundary, so that every row of an epoch sees the same one and a
+/// checkpoint says which one its epoch used.
+pub trait EpochBound: std::fmt::Debug + Send + Sync {
+    /// Its key in [`RunRecord::extra`].
+    fn key(&self) -> &str;
+    /// Epoch `epoch` begins, on the pipeline's thread between two batches: apply what has
+    /// changed since the last one.
+    fn begin(&self, epoch: u64);
+    /// What the checkpoint of the epoch ending keeps of it.
+    fn record(&self) -> serde_json::Value;
 }
 
 impl Default for RunOptions {
@@ -48,6 +64,7 @@ impl Default for RunOptions {
             checkpoint_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(2),
             checkpoints: None,
+            epoch_bound: Vec::new(),
         }
     }
 }
@@ -650,6 +667,7 @@ async fn run_to_end(
         .map_or(1, |e| e + 1);
     let mut epoch = start_epoch;
     metrics.epoch.store(epoch, Ordering::Relaxed);
+    begin_epoch(&opts.epoch_bound, epoch);
     let tasks: Vec<SinkTask> = conns
         .sinks
         .into_iter()
@@ -684,6 +702,7 @@ async fn run_to_end(
                 &tasks,
                 &metrics,
                 store.as_ref(),
+                &opts.epoch_bound,
                 &mut cp,
                 &mut epoch,
                 true,
@@ -834,6 +853,7 @@ async fn epoch_end(
     tasks: &[SinkTask],
     metrics: &Metrics,
     store: Option<&CheckpointStore>,
+    bound: &[Arc<dyn EpochBound>],
     cp: &mut Checkpoints,
     epoch: &mut u64,
     last: bool,
@@ -885,12 +905,19 @@ async fn epoch_end(
         commit_all(tasks, e, prepared).await?;
         *epoch += 1;
         metrics.epoch.store(*epoch, Ordering::Relaxed);
+        if !last {
+            begin_epoch(bound, *epoch);
+        }
         return Ok(());
     };
     // Changes only when they can chain onto a durable checkpoint.
     let mut states = df.snapshot(cp.last.is_some())?;
     let mut record = RunRecord {
         rejected_by_sinks: metrics.rejected_by_sinks.load(Ordering::Relaxed),
+        extra: bound
+            .iter()
+            .map(|b| (b.key().to_string(), b.record()))
+            .collect(),
         ..RunRecord::default()
     };
     for s in sources.iter() {
@@ -955,8 +982,17 @@ async fn epoch_end(
     metrics.epoch.store(*epoch, Ordering::Relaxed);
     if last {
         settle(cp, tasks, metrics).await?;
+    } else {
+        begin_epoch(bound, *epoch);
     }
     Ok(())
+}
+
+/// Epoch `epoch` begins: what changed outside the dataflow (a swapped model) applies now.
+fn begin_epoch(bound: &[Arc<dyn EpochBound>], epoch: u64) {
+    for b in bound {
+        b.begin(epoch);
+    }
 }
 
 async fn send(
@@ -1276,6 +1312,7 @@ async fn drive(
                 tasks,
                 metrics,
                 opts.checkpoints.as_ref(),
+                &opts.epoch_bound,
                 cp,
                 epoch,
                 false,

@@ -29,7 +29,7 @@ use txguard_engine::probe::{Outcome, ProbeError, Prober};
 use txguard_engine::runtime::{Connections, Metrics, RunOptions, run};
 use txguard_engine::sql::{PlanningFunctions, check, parse, role_of};
 use txguard_iforest::{FitParams, Forest, TrainingSet, fit};
-use txguard_iforest_datafusion::{ScoreStats, forest_udfs_observed, unobserved};
+use txguard_iforest_datafusion::{ModelSlot, model_udfs, unobserved};
 
 const PIPELINE: &str = "
 CREATE TABLE transactions (
@@ -215,13 +215,13 @@ async fn scenario() {
     let input = arrivals(3000, 0.05);
     let n = input.num_rows() as u64;
     let forest = forest();
-    let stats = Arc::new(ScoreStats::new("default", &forest));
-    let functions: PlanningFunctions =
-        forest_udfs_observed("default", forest.clone(), stats.clone())
-            .expect("udfs")
-            .into_iter()
-            .map(Arc::new)
-            .collect();
+    let slot = ModelSlot::new("default", forest.clone());
+    let stats = slot.stats();
+    let functions: PlanningFunctions = model_udfs(&slot)
+        .expect("udfs")
+        .into_iter()
+        .map(Arc::new)
+        .collect();
     let p = parse(std::path::Path::new("probe.sql"), PIPELINE).expect("parse");
     let specs = txguard_connectors::specs();
     check(&p, &specs, &functions).await.expect("check");

@@ -15,6 +15,7 @@ macro_rules! outln {
 }
 
 mod commands;
+mod hot_swap;
 mod mlflow;
 mod tabular;
 

@@ -105,6 +105,24 @@ pub fn tracking_uri(flag: Option<&str>) -> Result<String> {
     Ok(uri)
 }
 
+/// The registered version `uri` names now (an alias resolved; a version as given), without
+/// downloading the model: what a running pipeline polls to notice an alias moved.
+pub fn resolve_version(base: &str, uri: &ModelUri) -> Result<String> {
+    match &uri.pick {
+        Pick::Version(v) => Ok(v.to_string()),
+        Pick::Alias(a) => off_runtime(|| {
+            let c = Client::new(base)?;
+            let mv = c
+                .get(
+                    "mlflow/registered-models/alias",
+                    &[("name", &uri.name), ("alias", a)],
+                )
+                .with_context(|| format!("resolving alias {a:?} of model {:?}", uri.name))?;
+            str_field(&mv["model_version"], "version")
+        }),
+    }
+}
+
 /// Resolves `uri` on the server at `base` and downloads its model file.
 pub fn fetch_model(base: &str, uri: &ModelUri) -> Result<Fetched> {
     off_runtime(|| {

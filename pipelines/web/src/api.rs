@@ -38,6 +38,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/anomalies/stream"),
     ("get", "/api/v1/dead-letters"),
     ("get", "/api/v1/history"),
+    ("post", "/api/v1/models/{name}/reload"),
     ("get", "/api/v1/models"),
     ("get", "/api/v1/checkpoints"),
     ("post", "/api/v1/sql/check"),
@@ -502,17 +503,17 @@ pub(crate) async fn models(State(s): State<AppState>) -> Response {
     let status = crate::snapshot(&s.metrics, &s.info);
     let models: Vec<Value> = s
         .info
-        .models
+        .cards()
         .iter()
         .map(|card| {
             let name = card.get("name").and_then(Value::as_str).unwrap_or("");
             let live = status.models.iter().find(|m| m.model == name);
             let hist = s
                 .info
-                .score_stats
+                .slots
                 .iter()
-                .find(|st| st.model == name)
-                .map(|st| st.cumulative());
+                .find(|slot| slot.name() == name)
+                .map(|slot| slot.stats().cumulative());
             json!({
                 "model": card,
                 "live": live,
@@ -521,6 +522,71 @@ pub(crate) async fn models(State(s): State<AppState>) -> Response {
         })
         .collect();
     Json(json!({ "models": models })).into_response()
+}
+
+/// How long a reload waits for its staged model to be swapped in (at the next epoch
+/// boundary) before answering 202 "staged".
+const SWAP_WAIT: Duration = Duration::from_secs(15);
+
+/// `POST /api/v1/models/{name}/reload`: re-reads the model's source now; a new version is
+/// swapped in at the next epoch boundary, which the answer waits for (up to [`SWAP_WAIT`]).
+/// 200 `swapped` or `unchanged`; 202 `staged` (not yet swapped); 422 `refused` (corrupt, or
+/// other features: the running model keeps scoring); 503 `unreadable` (the source could not
+/// be read); 404 for a model the run does not have.
+pub(crate) async fn reload_model(
+    State(s): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    let names: Vec<&str> = s.info.slots.iter().map(|m| m.name()).collect();
+    let Some(slot) = s.info.slots.iter().find(|m| m.name() == name).cloned() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no model {name:?} in this run; its models: {}",
+                names.join(", ")
+            ),
+        );
+    };
+    let Some(control) = s.info.model_control.clone() else {
+        return error(
+            StatusCode::CONFLICT,
+            "this run does not reload models (started without hot swaps)",
+        );
+    };
+    let asked = name.clone();
+    let outcome = match tokio::task::spawn_blocking(move || control.reload(&asked)).await {
+        Ok(Some(o)) => o,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no model {name:?}")),
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reloading {name}: {e}"),
+            );
+        }
+    };
+    let mut outcome = outcome;
+    let status = match outcome["outcome"].as_str() {
+        Some("staged") => {
+            let want = outcome["version"].as_str().unwrap_or_default().to_string();
+            let waited = tokio::time::timeout(SWAP_WAIT, async {
+                while slot.forest().version() != want {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+            if waited.is_ok() {
+                outcome["outcome"] = json!("swapped");
+                outcome["epoch"] = json!(s.metrics.epoch.load(Ordering::Relaxed));
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            }
+        }
+        Some("refused") => StatusCode::UNPROCESSABLE_ENTITY,
+        Some("unreadable") => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
+    };
+    (status, Json(outcome)).into_response()
 }
 
 /// Checkpoints: the last one's numbers, the restore this run continued from, and the ones

@@ -26,7 +26,7 @@ use axum::routing::{get, post};
 use serde::Serialize;
 use txguard_engine::probe::Prober;
 use txguard_engine::runtime::{Metrics, SINK_QUEUE};
-use txguard_iforest_datafusion::ScoreStats;
+use txguard_iforest_datafusion::{ModelSlot, ScoreStats};
 
 pub mod api;
 pub mod live;
@@ -45,10 +45,13 @@ pub struct RunInfo {
     pub pipeline: String,
     pub sql: String,
     pub model_versions: Vec<String>,
-    /// What each model's `iforest_score` scored (for `/metrics`).
-    pub score_stats: Vec<Arc<ScoreStats>>,
-    /// Each model's card and what it is (name, version, features, kernel, card), as JSON.
+    /// Each model's slot: the forest in use and what each version scored (for `/metrics`).
+    pub slots: Vec<Arc<ModelSlot>>,
+    /// Each model's card and what it is (name, version, features, kernel, card), as JSON, as
+    /// the run began ([`RunInfo::model_control`] has them as they are now).
     pub models: Vec<serde_json::Value>,
+    /// Reloads models while the run goes on (`POST /api/v1/models/{name}/reload`).
+    pub model_control: Option<Arc<dyn ModelControl>>,
     /// Sink table → where it writes (e.g. a Delta path).
     pub sink_locations: Vec<(String, String)>,
     /// The dataflow's graph and its live counters and taps (none: the graph is shown without
@@ -61,6 +64,26 @@ pub struct RunInfo {
     pub workbench: Option<Workbench>,
     /// Whether the run takes checkpoints.
     pub checkpoints: bool,
+}
+
+/// A running pipeline's models, as the console controls them: hot swaps.
+pub trait ModelControl: std::fmt::Debug + Send + Sync {
+    /// Each model's card as it is now (the version in use, swaps, refusals).
+    fn cards(&self) -> Vec<serde_json::Value>;
+    /// Re-reads model `name`'s source (blocking: a file read, a registry request) and stages
+    /// what changed; the outcome as JSON (`outcome`: `unchanged`, `staged` with `version`,
+    /// `refused` or `unreadable` with `reason`). `None`: no model of that name.
+    fn reload(&self, name: &str) -> Option<serde_json::Value>;
+}
+
+impl RunInfo {
+    /// The models' cards as they are now.
+    pub fn cards(&self) -> Vec<serde_json::Value> {
+        match &self.model_control {
+            Some(c) => c.cards(),
+            None => self.models.clone(),
+        }
+    }
 }
 
 /// The `/api/v1/` side of a run: the scoring API's prober and the token every request must
@@ -136,7 +159,7 @@ pub async fn serve(
         info.watch.as_ref(),
         info.anomalies_table.clone(),
         metrics.clone(),
-        info.score_stats.clone(),
+        info.slots.clone(),
     );
     let state = AppState {
         metrics,
@@ -159,6 +182,7 @@ pub async fn serve(
         .route("/api/v1/dead-letters", get(api::dead_letters))
         .route("/api/v1/history", get(api::history))
         .route("/api/v1/models", get(api::models))
+        .route("/api/v1/models/{name}/reload", post(api::reload_model))
         .route("/api/v1/checkpoints", get(api::checkpoints))
         .route("/api/v1/sql/check", post(api::sql_check))
         .route("/api/v1/preview", post(api::preview))
@@ -336,9 +360,10 @@ pub(crate) fn snapshot(m: &Metrics, info: &RunInfo) -> Status {
             })
             .collect(),
         models: info
-            .score_stats
+            .slots
             .iter()
-            .map(|st| {
+            .map(|slot| {
+                let st = slot.stats();
                 let drift = st.drift();
                 ModelStatus {
                     model: st.model.clone(),
@@ -659,9 +684,10 @@ pub fn render_prometheus(m: &Metrics, info: &RunInfo) -> String {
         &mut out,
         "txguard_score",
         "Anomaly scores given by iforest_score, per model (in (0, 1]; higher = more anomalous).",
-        info.score_stats
+        info.slots
             .iter()
-            .map(|st| (model_labels(st), st.cumulative(), st.sum()))
+            .flat_map(|slot| slot.all_stats())
+            .map(|st| (model_labels(&st), st.cumulative(), st.sum()))
             .collect(),
     );
     let _ = writeln!(
@@ -669,15 +695,17 @@ pub fn render_prometheus(m: &Metrics, info: &RunInfo) -> String {
         "# HELP txguard_anomalies_total Rows iforest_score scored above the model's threshold.\n\
          # TYPE txguard_anomalies_total counter"
     );
-    for st in &info.score_stats {
+    for st in info.slots.iter().flat_map(|slot| slot.all_stats()) {
         let _ = writeln!(
             out,
             "txguard_anomalies_total{{{}}} {}",
-            model_labels(st),
+            model_labels(&st),
             st.flagged()
         );
     }
-    render_drift(&mut out, &info.score_stats, &model_labels);
+    render_models(&mut out, &info.slots);
+    let current: Vec<Arc<ScoreStats>> = info.slots.iter().map(|s| s.stats()).collect();
+    render_drift(&mut out, &current, &model_labels);
     if let Some(watch) = &info.watch {
         render_operators(&mut out, &info.graph, watch);
     }
@@ -717,6 +745,38 @@ fn render_operators(out: &mut String, graph: &Graph, watch: &Watch) {
     for n in &graph.nodes {
         if let Some(k) = watch.keys(n.id) {
             let _ = writeln!(out, "txguard_operator_keys{{{}}} {k}", labels(n));
+        }
+    }
+}
+
+/// The version each model scores with, and its hot swaps.
+fn render_models(out: &mut String, slots: &[Arc<ModelSlot>]) {
+    let _ = writeln!(
+        out,
+        "# HELP txguard_model_info The model version each model's functions score with now \
+         (always 1).\n# TYPE txguard_model_info gauge"
+    );
+    for s in slots {
+        let _ = writeln!(
+            out,
+            "txguard_model_info{{model=\"{}\",version=\"{}\"}} 1",
+            label(s.name()),
+            label(s.forest().version())
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP txguard_model_reloads_total Models a running pipeline swapped in (outcome \
+         swapped) or refused (outcome refused: unreadable or corrupt, or other features; the \
+         running model kept scoring).\n# TYPE txguard_model_reloads_total counter"
+    );
+    for s in slots {
+        for (outcome, n) in [("swapped", s.swaps()), ("refused", s.refused().0)] {
+            let _ = writeln!(
+                out,
+                "txguard_model_reloads_total{{model=\"{}\",outcome=\"{outcome}\"}} {n}",
+                label(s.name())
+            );
         }
     }
 }

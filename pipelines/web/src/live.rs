@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 use txguard_engine::runtime::Metrics;
 use txguard_engine::stream::{DEAD_LETTERS, Graph, Tap, Watch};
-use txguard_iforest_datafusion::ScoreStats;
+use txguard_iforest_datafusion::ModelSlot;
 
 /// Anomalies kept for the table (the newest).
 pub const ANOMALIES_KEPT: usize = 1000;
@@ -182,7 +182,7 @@ impl Live {
         watch: Option<&Arc<Watch>>,
         anomalies_table: Option<String>,
         metrics: Arc<Metrics>,
-        stats: Vec<Arc<ScoreStats>>,
+        stats: Vec<Arc<ModelSlot>>,
     ) -> Arc<Live> {
         let (feed, _) = broadcast::channel(1024);
         let anomalies_table = anomalies_table.filter(|t| graph.relation(t).is_some());
@@ -313,7 +313,7 @@ fn sum_buckets(all: impl Iterator<Item = Vec<(f64, u64)>>) -> Vec<(f64, u64)> {
     out
 }
 
-async fn sample(live: Arc<Live>, metrics: Arc<Metrics>, stats: Vec<Arc<ScoreStats>>) {
+async fn sample(live: Arc<Live>, metrics: Arc<Metrics>, stats: Vec<Arc<ModelSlot>>) {
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let released = |m: &Metrics| -> u64 {
         m.sources
@@ -326,9 +326,17 @@ async fn sample(live: Arc<Live>, metrics: Arc<Metrics>, stats: Vec<Arc<ScoreStat
     let dead = dead_letters_total;
     let latency =
         |m: &Metrics| sum_buckets(m.sinks.iter().map(|s| s.commit_latency.cumulative().0));
-    let models = |st: &[Arc<ScoreStats>]| -> Vec<(u64, u64)> {
+    // Per model, over every version it has had (a swap does not reset the counts).
+    let models = |st: &[Arc<ModelSlot>]| -> Vec<(u64, u64)> {
         st.iter()
-            .map(|s| (s.cumulative().last().map_or(0, |(_, n)| *n), s.flagged()))
+            .map(|slot| {
+                slot.all_stats().iter().fold((0, 0), |(sc, fl), s| {
+                    (
+                        sc + s.cumulative().last().map_or(0, |(_, n)| *n),
+                        fl + s.flagged(),
+                    )
+                })
+            })
             .collect()
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -361,7 +369,7 @@ async fn sample(live: Arc<Live>, metrics: Arc<Metrics>, stats: Vec<Arc<ScoreStat
                 .iter()
                 .zip(next.4.iter().zip(&prev.4))
                 .map(|(s, ((sc, fl), (psc, pfl)))| ModelSample {
-                    model: format!("{} {}", s.model, s.version),
+                    model: format!("{} {}", s.name(), s.forest().version()),
                     scored: sc.saturating_sub(*psc),
                     flagged: fl.saturating_sub(*pfl),
                 })

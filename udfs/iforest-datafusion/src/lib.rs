@@ -19,10 +19,12 @@
 //!   are explained on all cores), so pipelines call it for the flagged rows only: `CASE WHEN iforest_score(…) > iforest_threshold() THEN iforest_explain(…) END`
 //!   (DataFusion evaluates a `THEN` on the matching rows alone).
 //!
-//! [`forest_udfs_observed`] makes the same functions recording what `iforest_score` scores
-//! into a [`ScoreStats`] (the score distribution and the rows above the threshold), which a
-//! running pipeline exports as metrics; what runs inside [`unobserved`] (the online scoring
-//! API's rows) is scored but not recorded.
+//! [`model_udfs`] makes the same functions over a [`ModelSlot`], whose model a running
+//! pipeline can replace between two epochs (a hot swap: `iforest_model_version()` and
+//! `iforest_threshold()` are volatile, read per batch, never folded into the plan), and which
+//! records what `iforest_score` scores into the current version's [`ScoreStats`] (the score
+//! distribution and the rows above the threshold), exported as metrics; what runs inside
+//! [`unobserved`] (the online scoring API's rows) is scored but not recorded.
 //!
 //! Arguments are the model's features in order; any numeric type is accepted (Float32 is
 //! scored without widening). The wrong number or a non-numeric argument fails at planning
@@ -44,6 +46,9 @@ use datafusion::logical_expr::{
 };
 use txguard_iforest::drift::{LiveBins, TrainingProfile, psi};
 use txguard_iforest::{FeatureColumn, Forest};
+
+mod slot;
+pub use slot::{Active, ModelSlot, Refused, Staged};
 
 /// Name of the model whose functions carry no suffix.
 pub const DEFAULT_MODEL: &str = "default";
@@ -69,16 +74,16 @@ enum Kind {
     Explain,
 }
 
-/// One of the forest functions bound to one model.
+/// One of the forest functions bound to one model's slot.
 #[derive(Debug)]
 pub struct ForestUdf {
     name: String,
     model: String,
     kind: Kind,
-    forest: Arc<Forest>,
+    slot: Arc<ModelSlot>,
     signature: Signature,
-    /// Where `iforest_score` records what it scored (none outside a running pipeline).
-    stats: Option<Arc<ScoreStats>>,
+    /// Whether `iforest_score` records what it scores into the slot's statistics.
+    observed: bool,
 }
 
 thread_local! {
@@ -344,7 +349,7 @@ impl ScoreStats {
 
 impl PartialEq for ForestUdf {
     fn eq(&self, o: &Self) -> bool {
-        self.name == o.name && self.kind == o.kind && self.forest.version() == o.forest.version()
+        self.name == o.name && self.kind == o.kind && Arc::ptr_eq(&self.slot, &o.slot)
     }
 }
 impl Eq for ForestUdf {}
@@ -352,7 +357,7 @@ impl Hash for ForestUdf {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.name.hash(state);
         self.kind.hash(state);
-        self.forest.version().hash(state);
+        Arc::as_ptr(&self.slot).hash(state);
     }
 }
 
@@ -365,40 +370,37 @@ pub fn function_name(base: &str, model: &str) -> String {
     }
 }
 
-/// The six functions for `forest` registered as model `model`.
+/// The six functions for `forest` registered as model `model` (a slot of its own, not
+/// recording what it scores).
 pub fn forest_udfs(model: &str, forest: Arc<Forest>) -> Result<Vec<ScalarUDF>, UdfError> {
-    make_udfs(model, forest, None)
+    make_udfs(&ModelSlot::new(model, forest), false)
 }
 
-/// The same, with `iforest_score` recording into `stats`.
-pub fn forest_udfs_observed(
-    model: &str,
-    forest: Arc<Forest>,
-    stats: Arc<ScoreStats>,
-) -> Result<Vec<ScalarUDF>, UdfError> {
-    make_udfs(model, forest, Some(stats))
+/// The six functions of the model in `slot`, scoring with whatever forest it holds when a
+/// batch is evaluated, `iforest_score` recording into the current version's statistics.
+pub fn model_udfs(slot: &Arc<ModelSlot>) -> Result<Vec<ScalarUDF>, UdfError> {
+    make_udfs(slot, true)
 }
 
-fn make_udfs(
-    model: &str,
-    forest: Arc<Forest>,
-    stats: Option<Arc<ScoreStats>>,
-) -> Result<Vec<ScalarUDF>, UdfError> {
+fn make_udfs(slot: &Arc<ModelSlot>, observed: bool) -> Result<Vec<ScalarUDF>, UdfError> {
+    let model = slot.name();
     if !txguard_iforest::arroyo::valid_function_name(model) {
         return Err(UdfError::BadName(model.to_string()));
     }
     let make = |base: &str, kind: Kind| {
         let signature = match kind {
-            Kind::Version | Kind::Threshold => Signature::exact(vec![], Volatility::Immutable),
+            // Volatile: read per batch (a swapped model's version and threshold), never
+            // folded into the plan as constants.
+            Kind::Version | Kind::Threshold => Signature::exact(vec![], Volatility::Volatile),
             _ => Signature::user_defined(Volatility::Immutable),
         };
         ScalarUDF::new_from_impl(ForestUdf {
             name: function_name(base, model),
             model: model.to_string(),
             kind,
-            forest: forest.clone(),
+            slot: slot.clone(),
             signature,
-            stats: stats.clone().filter(|_| kind == Kind::Score),
+            observed: observed && kind == Kind::Score,
         })
     };
     Ok(vec![
@@ -432,7 +434,7 @@ fn is_numeric(t: &DataType) -> bool {
 
 impl ForestUdf {
     fn feature_list(&self) -> String {
-        self.forest.features().join(", ")
+        self.slot.forest().features().join(", ")
     }
 }
 
@@ -454,7 +456,8 @@ impl ScalarUDFImpl for ForestUdf {
     }
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        let nf = self.forest.n_features();
+        let forest = self.slot.forest();
+        let nf = forest.n_features();
         if arg_types.len() != nf {
             return plan_err!(
                 "{}() takes {nf} arguments, the features of model '{}' in order: {}; got {}",
@@ -466,7 +469,7 @@ impl ScalarUDFImpl for ForestUdf {
         }
         arg_types
             .iter()
-            .zip(self.forest.features())
+            .zip(forest.features())
             .enumerate()
             .map(|(i, (t, f))| match t {
                 DataType::Float32 => Ok(DataType::Float32),
@@ -483,17 +486,20 @@ impl ScalarUDFImpl for ForestUdf {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        // One forest for the whole batch, whatever a swap does meanwhile.
+        let active = self.slot.active();
+        let forest = &active.forest;
         match self.kind {
             Kind::Version => {
                 return Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
-                    self.forest.version().to_string(),
+                    forest.version().to_string(),
                 ))));
             }
             // anomaly ⇔ decision < 0 ⇔ -score - offset < 0 ⇔ score > -offset, exactly
             // (negation is exact in floating point).
             Kind::Threshold => {
                 return Ok(ColumnarValue::Scalar(ScalarValue::Float64(Some(
-                    -self.forest.offset(),
+                    -forest.offset(),
                 ))));
             }
             _ => {}
@@ -506,30 +512,26 @@ impl ScalarUDFImpl for ForestUdf {
         };
         if self.kind == Kind::Explain {
             return Ok(ColumnarValue::Array(Arc::new(explain_arrays(
-                &self.forest,
-                &arrays,
-                n,
+                forest, &arrays, n,
             )?)));
         }
-        let (columns, nulls) = feature_columns(&self.forest, &arrays, n)?;
-        let scores = score_columns(&self.forest, &columns, nulls, n)?;
-        if let Some(stats) = &self.stats
-            && !UNOBSERVED.get()
-        {
-            stats.record(&scores, &columns);
+        let (columns, nulls) = feature_columns(forest, &arrays, n)?;
+        let scores = score_columns(forest, &columns, nulls, n)?;
+        if self.observed && !UNOBSERVED.get() {
+            active.stats.record(&scores, &columns);
         }
         let out: ArrayRef = match self.kind {
             Kind::Score => Arc::new(Float64Array::from_iter(
                 scores.iter().map(|&s| (!s.is_nan()).then_some(-s)),
             )),
             Kind::Decision => {
-                let offset = self.forest.offset();
+                let offset = forest.offset();
                 Arc::new(Float64Array::from_iter(
                     scores.iter().map(|&s| (!s.is_nan()).then_some(s - offset)),
                 ))
             }
             _ => {
-                let offset = self.forest.offset();
+                let offset = forest.offset();
                 Arc::new(BooleanArray::from_iter(
                     scores
                         .iter()

@@ -191,16 +191,17 @@ fn model_names_must_be_sql_identifiers() {
     assert!(e.to_string().contains("not usable in SQL"), "{e}");
 }
 
-/// `forest_udfs_observed`: what `iforest_score` records equals what it returned — every
+/// `model_udfs`: what `iforest_score` records equals what it returned — every
 /// scored row in one bucket of 0.05 (rows without a score are not counted), the sum of the
 /// scores, and the rows above the threshold equal to `iforest_is_anomaly`'s trues.
 #[tokio::test]
 async fn observed_scores_are_counted_as_returned() {
-    use txguard_iforest_datafusion::{ScoreStats, forest_udfs_observed};
+    use txguard_iforest_datafusion::{ModelSlot, model_udfs};
     let f = forest(3);
-    let stats = Arc::new(ScoreStats::new("default", &f));
+    let slot = ModelSlot::new("default", f.clone());
+    let stats = slot.stats();
     let ctx = SessionContext::new();
-    for udf in forest_udfs_observed("default", f.clone(), stats.clone()).expect("udfs") {
+    for udf in model_udfs(&slot).expect("udfs") {
         ctx.register_udf(udf);
     }
     ctx.sql(
@@ -354,4 +355,132 @@ async fn explanations_add_up_to_the_score_and_run_only_where_asked() {
             .expect("c")
             < 0.0
     );
+}
+
+/// A hot swap: one physical plan, made before the swap, scores with the new model after it —
+/// `iforest_model_version()` and `iforest_threshold()` are not folded into the plan — and
+/// every row of a batch names the model that scored it. A model with other features is
+/// refused and counted, and the old one keeps scoring.
+#[tokio::test]
+async fn a_swapped_model_scores_the_next_batch_of_the_same_plan() {
+    use datafusion::physical_plan::collect;
+    use txguard_iforest_datafusion::{ModelSlot, Staged, model_udfs};
+    let (a, b) = (forest(1), forest(2));
+    assert_ne!(a.version(), b.version());
+    let slot = ModelSlot::new("default", a.clone());
+    let ctx = SessionContext::new();
+    for udf in model_udfs(&slot).expect("udfs") {
+        ctx.register_udf(udf);
+    }
+    ctx.sql(
+        "CREATE TABLE t AS SELECT (v * 37 % 1000) / 10.0 AS amount, \
+         CAST(v % 50 AS DOUBLE) AS count_1h, (v * 13 % 1000) / 10.0 AS speed \
+         FROM generate_series(1, 300) AS g(v)",
+    )
+    .await
+    .expect("create")
+    .collect()
+    .await
+    .expect("collect");
+    let plan = ctx
+        .sql(
+            "SELECT iforest_model_version() AS v, iforest_threshold() AS t, \
+             iforest_score(amount, count_1h, speed) AS s, amount, count_1h, speed FROM t",
+        )
+        .await
+        .expect("plan")
+        .create_physical_plan()
+        .await
+        .expect("physical plan");
+    let run = || async {
+        let out = collect(plan.clone(), ctx.task_ctx()).await.expect("run");
+        let mut rows = Vec::new();
+        for b in &out {
+            let col = |i: usize| b.column(i).clone();
+            let v = datafusion::arrow::compute::cast(
+                &col(0),
+                &datafusion::arrow::datatypes::DataType::Utf8,
+            )
+            .expect("v");
+            let v = v
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::StringArray>()
+                .expect("utf8")
+                .clone();
+            let f = |i: usize| {
+                col(i)
+                    .as_any()
+                    .downcast_ref::<Float64Array>()
+                    .expect("f64")
+                    .clone()
+            };
+            let (t, s, x, y, z) = (f(1), f(2), f(3), f(4), f(5));
+            for i in 0..b.num_rows() {
+                rows.push((
+                    v.value(i).to_string(),
+                    t.value(i),
+                    s.value(i),
+                    [x.value(i), y.value(i), z.value(i)],
+                ));
+            }
+        }
+        rows
+    };
+    let check = |rows: &[(String, f64, f64, [f64; 3])], f: &Forest| {
+        assert_eq!(rows.len(), 300);
+        for (v, t, s, x) in rows {
+            assert_eq!(v, f.version(), "every row names the model that scored it");
+            assert_eq!(*t, -f.offset());
+            let mut out = [0.0];
+            f.score_samples_rows(x, &mut out).expect("score");
+            let want = -out[0];
+            assert!((s - want).abs() < 1e-12, "score {s} vs {want}");
+        }
+    };
+    check(&run().await, &a);
+    assert_eq!(
+        slot.stage(b.clone()).expect("same features"),
+        Staged::Pending {
+            version: b.version().to_string()
+        }
+    );
+    // Staged, not applied: still the old model.
+    check(&run().await, &a);
+    assert_eq!(
+        slot.apply_pending(),
+        Some((a.version().to_string(), b.version().to_string()))
+    );
+    check(&run().await, &b);
+    assert_eq!(slot.swaps(), 1);
+    assert_eq!(slot.stage(b.clone()).expect("same"), Staged::Unchanged);
+    // Both versions' statistics stay (each counted what it scored).
+    let all = slot.all_stats();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].cumulative()[19].1, 600);
+    assert_eq!(all[1].cumulative()[19].1, 300);
+
+    // Other features: refused, counted, nothing staged.
+    let names = vec!["amount".to_string(), "speed".into(), "count_1h".into()];
+    let x = Array2::from_shape_fn((500, 3), |(i, j)| ((i * 31 + j * 7) % 100) as f64);
+    let other = fit(
+        TrainingSet {
+            x: x.view(),
+            features: &names,
+            labels: None,
+            source: None,
+        },
+        &FitParams {
+            n_estimators: 5,
+            ..Default::default()
+        },
+    )
+    .expect("fit");
+    let e = slot.stage(Arc::new(other)).expect_err("other features");
+    assert!(e.to_string().contains("amount, speed, count_1h"), "{e}");
+    let (refused, reason) = slot.refused();
+    assert_eq!(refused, 1);
+    assert!(reason.expect("reason").contains("not the running model's"));
+    assert_eq!(slot.pending_version(), None);
+    assert_eq!(slot.apply_pending(), None);
+    check(&run().await, &b);
 }

@@ -17,10 +17,11 @@ use txguard_engine::runtime::{
 
 use txguard_engine::decode::DecodeOptions;
 use txguard_engine::probe::Prober;
-use txguard_iforest_datafusion::{DRIFT_SLICES, ScoreStats};
+use txguard_iforest_datafusion::{DRIFT_SLICES, ModelSlot};
 
 use crate::commands::pipeline::{connect, default_checkpoint_dir, load, plan, progress, status};
-use crate::commands::validate::pipeline_models;
+use crate::commands::validate::pipeline_models_with;
+use crate::hot_swap::{self, LiveModels};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -105,6 +106,11 @@ pub struct RunArgs {
     /// every tenth of it: a warning in the log beyond 3× the trained rate.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub flagged_rate_window: Duration,
+    /// How often each model's source is checked for a new model (hot swap): a model file's
+    /// size and time, a registry alias's version. A new model with the same features scores
+    /// from the next epoch on; 0 checks only on POST /api/v1/models/{name}/reload.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub model_poll: Duration,
 }
 
 /// Most slices a drift window is cut into (memory: slices × features × 10 bins × 8 bytes).
@@ -114,13 +120,13 @@ const MAX_DRIFT_SLICES: u32 = 2000;
 /// [`MAX_DRIFT_SLICES`]): judges each model's drift (a warning in the log when it crosses a
 /// threshold, repeated at most once per flagged-rate window per model) and starts a new slice.
 fn watch_drift(
-    stats: Vec<Arc<ScoreStats>>,
+    slots: Vec<Arc<ModelSlot>>,
     window: Duration,
     flagged_window: Duration,
-) -> Option<(tokio::task::JoinHandle<()>, Vec<Arc<ScoreStats>>, Judge)> {
-    if !stats.iter().any(|s| s.has_training_profile()) {
-        for s in &stats {
-            tracing::info!(model = %s.model, "no drift checks: the model's card has no training profile (retrain it with txguard train)");
+) -> Option<(tokio::task::JoinHandle<()>, Vec<Arc<ModelSlot>>, Judge)> {
+    if !slots.iter().any(|s| s.stats().has_training_profile()) {
+        for s in &slots {
+            tracing::info!(model = %s.name(), "no drift checks: the model's card has no training profile (retrain it with txguard train)");
         }
         return None;
     }
@@ -129,14 +135,14 @@ fn watch_drift(
         .max(Duration::from_millis(10));
     let slices = window.as_nanos().div_ceil(slice.as_nanos()).max(1) as usize;
     let recent = (flagged_window.as_nanos().div_ceil(slice.as_nanos()).max(1) as usize).min(slices);
-    for s in &stats {
+    for s in &slots {
         s.set_drift_slices(slices, recent);
     }
     let judge = Judge {
         recent: format!("the last {}", humantime::format_duration(flagged_window)),
         whole: format!("the last {}", humantime::format_duration(window)),
     };
-    let watched = stats.clone();
+    let watched = slots.clone();
     let says = judge.clone();
     let watch = tokio::spawn(async move {
         let mut tick = tokio::time::interval(slice);
@@ -144,10 +150,12 @@ fn watch_drift(
         tick.tick().await;
         // Slices since each model's last warning (a warning repeats at most once per
         // flagged-rate window).
-        let mut quiet = vec![recent; stats.len()];
+        let mut quiet = vec![recent; slots.len()];
         loop {
             tick.tick().await;
-            for (s, quiet) in stats.iter().zip(&mut quiet) {
+            for (slot, quiet) in slots.iter().zip(&mut quiet) {
+                // The version in use (a swapped-in model is judged against its own card).
+                let s = slot.stats();
                 *quiet += 1;
                 if let Some(w) = s.drift().and_then(|r| says.warning(&r))
                     && *quiet >= recent
@@ -189,8 +197,6 @@ pub fn run(args: RunArgs) -> Result<()> {
 
 async fn run_async(args: RunArgs) -> Result<()> {
     let mut p = load(&args.pipeline, &args.sets)?;
-    let models = pipeline_models(&p, &args.models)?;
-    let df = plan(&mut p, &models.functions).await?;
     let store = (!args.no_checkpoints).then(|| {
         let dir = args
             .checkpoint_dir
@@ -198,6 +204,46 @@ async fn run_async(args: RunArgs) -> Result<()> {
             .unwrap_or_else(|| default_checkpoint_dir(&p, &args.pipeline));
         CheckpointStore::new(dir, args.keep_checkpoints)
     });
+    // The models the last checkpoint was scored with: a source that cannot be read now (a
+    // registry away) falls back on the copy kept beside the checkpoints.
+    let recorded = match (&store, args.from_scratch) {
+        (Some(store), false) => last_models(store),
+        _ => Vec::new(),
+    };
+    let copies = store.as_ref().map(|s| hot_swap::copies_dir(s.dir()));
+    let fallback = |name: &str, e: &anyhow::Error| {
+        let r = recorded.iter().find(|r| r.name == name)?;
+        let forest = hot_swap::kept_copy(copies.as_ref()?, &r.version)?;
+        tracing::warn!(
+            model = name,
+            "{e:#}; continuing with version {} that the last checkpoint was scored with (kept in {})",
+            r.version,
+            copies
+                .as_ref()
+                .map_or(String::new(), |c| c.display().to_string())
+        );
+        Some(forest)
+    };
+    let models = pipeline_models_with(&p, &args.models, &fallback)?;
+    for (slot, r) in models.slots.iter().filter_map(|slot| {
+        recorded
+            .iter()
+            .find(|r| r.name == slot.name())
+            .map(|r| (slot, r))
+    }) {
+        let now = slot.forest().version().to_string();
+        if now != r.version {
+            tracing::info!(
+                model = slot.name(),
+                "the last checkpoint was scored with version {}; its source ({}) now gives {now}, \
+                 which scores from the first epoch on (as a swap would have)",
+                r.version,
+                r.source
+            );
+        }
+    }
+    let live_models = LiveModels::new(&models, copies.clone())?;
+    let df = plan(&mut p, &models.functions).await?;
     // Held to the end of the run: no other run may checkpoint into this folder meanwhile.
     let claim = match &store {
         Some(store) => Some(
@@ -268,7 +314,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
         Some(prober)
     };
     let drift = watch_drift(
-        models.stats.clone(),
+        models.slots.clone(),
         args.drift_window,
         args.flagged_rate_window,
     );
@@ -281,8 +327,9 @@ async fn run_async(args: RunArgs) -> Result<()> {
             pipeline: args.pipeline.display().to_string(),
             sql: std::fs::read_to_string(&args.pipeline).unwrap_or_default(),
             model_versions: models.versions,
-            score_stats: models.stats,
+            slots: models.slots.clone(),
             models: models.cards,
+            model_control: Some(live_models.clone()),
             sink_locations: p
                 .tables
                 .iter()
@@ -336,16 +383,21 @@ async fn run_async(args: RunArgs) -> Result<()> {
         batch_rows: args.batch_rows,
         checkpoint_interval: args.checkpoint_interval,
         checkpoints: store.clone(),
+        epoch_bound: vec![live_models.clone()],
         ..RunOptions::default()
     };
+    let model_watch = live_models.watch(args.model_poll);
     let started = Instant::now();
     let bar = (!args.quiet).then(|| progress(metrics.clone()));
     let result = run_dataflow(df, conns, opts, metrics.clone(), stop.clone()).await;
     let elapsed = started.elapsed();
-    if let Some((watch, stats, judge)) = drift {
+    if let Some(w) = model_watch {
+        w.abort();
+    }
+    if let Some((watch, slots, judge)) = drift {
         watch.abort();
         // The end of the run is judged too (a run shorter than a slice is judged only here).
-        for s in &stats {
+        for s in slots.iter().map(|s| s.stats()) {
             if let Some(w) = s.drift().and_then(|r| judge.warning(&r)) {
                 tracing::warn!(model = %s.model, version = %s.version, "drift: {w}");
             }
@@ -516,6 +568,18 @@ fn resume_from(
         at.join("; ")
     );
     Ok(Some(cp))
+}
+
+/// The models the newest checkpoint in `store` names (none when there is none, or it does
+/// not read: the restore then says why).
+fn last_models(store: &CheckpointStore) -> Vec<hot_swap::Recorded> {
+    let Some(epoch) = store.epochs().ok().and_then(|e| e.into_iter().max()) else {
+        return Vec::new();
+    };
+    store
+        .manifest(epoch)
+        .map(|m| hot_swap::recorded(&m.record.extra))
+        .unwrap_or_default()
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), in KiB.

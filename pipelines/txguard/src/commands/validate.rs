@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use txguard_engine::sql::{Pipeline, PlanningFunctions, role_of};
-use txguard_iforest_datafusion::ScoreStats;
+use txguard_iforest_datafusion::ModelSlot;
 
 use crate::commands::model::load;
 
@@ -30,42 +30,69 @@ pub struct Models {
     pub functions: PlanningFunctions,
     /// `name version` of each model, for display.
     pub versions: Vec<String>,
-    /// What each model's `iforest_score` calls score (for `/metrics`).
-    pub stats: Vec<Arc<ScoreStats>>,
+    /// Each model's slot: the forest its functions score with (swappable while running) and
+    /// what each version scored (for `/metrics`).
+    pub slots: Vec<Arc<ModelSlot>>,
+    /// Each model's source as given (`name=` removed): a file or a `models:/` URI.
+    pub specs: Vec<String>,
     /// Each model as the console shows it: name, version, features, size, kernel and card.
     pub cards: Vec<serde_json::Value>,
 }
 
-/// Loads `[name=]path` model arguments as SQL functions.
-pub fn model_functions(specs: &[String]) -> Result<Models> {
+/// A model as the console and `/api/v1/models` show it.
+pub fn card_json(
+    name: &str,
+    forest: &txguard_iforest::Forest,
+    file: &str,
+    registry: Option<&serde_json::Value>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "version": forest.version(),
+        "file": file,
+        "features": forest.features(),
+        "trees": forest.n_estimators(),
+        "max_samples": forest.max_samples(),
+        "offset": forest.offset(),
+        "kernel": format!("{:?}", forest.kernel_in_use()),
+        "card": forest.card(),
+        "registry": registry,
+    })
+}
+
+/// Loads `[name=]path` model arguments as SQL functions, `fallback(name, error)` giving a
+/// model to use when a source cannot be read (a restart's copy of the model its checkpoint
+/// was scored with).
+pub fn model_functions_with(
+    specs: &[String],
+    fallback: &dyn Fn(&str, &anyhow::Error) -> Option<txguard_iforest::Forest>,
+) -> Result<Models> {
     let mut m = Models {
         functions: Vec::new(),
         versions: Vec::new(),
-        stats: Vec::new(),
+        slots: Vec::new(),
+        specs: Vec::new(),
         cards: Vec::new(),
     };
     for s in specs {
         let (name, path) = s.split_once('=').unwrap_or(("default", s.as_str()));
-        let (forest, registry) = load_model(path)?;
+        let (forest, registry) = match load_model(path) {
+            Ok(got) => got,
+            Err(e) => match fallback(name, &e) {
+                Some(forest) => (forest, None),
+                None => return Err(e),
+            },
+        };
         let forest = Arc::new(forest);
         m.versions.push(format!("{name} {}", forest.version()));
-        m.cards.push(serde_json::json!({
-            "name": name,
-            "version": forest.version(),
-            "file": path,
-            "features": forest.features(),
-            "trees": forest.n_estimators(),
-            "max_samples": forest.max_samples(),
-            "offset": forest.offset(),
-            "kernel": format!("{:?}", forest.kernel_in_use()),
-            "card": forest.card(),
-            "registry": registry,
-        }));
-        let stats = Arc::new(ScoreStats::new(name, &forest));
-        let udfs = txguard_iforest_datafusion::forest_udfs_observed(name, forest, stats.clone())
+        m.cards
+            .push(card_json(name, &forest, path, registry.as_ref()));
+        let slot = ModelSlot::new(name, forest);
+        let udfs = txguard_iforest_datafusion::model_udfs(&slot)
             .with_context(|| format!("--model {s}"))?;
         m.functions.extend(udfs.into_iter().map(Arc::new));
-        m.stats.push(stats);
+        m.slots.push(slot);
+        m.specs.push(path.to_string());
     }
     Ok(m)
 }
@@ -86,7 +113,7 @@ pub fn load_model(path: &str) -> Result<(txguard_iforest::Forest, Option<serde_j
 
 /// Resolves a `models:/` URI on the MLflow server of `MLFLOW_TRACKING_URI` and loads the
 /// version's model; also what to show of where it came from.
-fn from_registry(
+pub fn from_registry(
     uri: &crate::mlflow::ModelUri,
 ) -> Result<(txguard_iforest::Forest, serde_json::Value)> {
     let base = crate::mlflow::tracking_uri(None)?;
@@ -132,13 +159,23 @@ fn uses_forest(p: &Pipeline) -> bool {
 /// The forest functions for `p`: the `--model`s given, else the default model when the
 /// pipeline calls a forest function, else none (a pipeline without one needs no model).
 pub fn pipeline_models(p: &Pipeline, specs: &[String]) -> Result<Models> {
+    pipeline_models_with(p, specs, &|_, _| None)
+}
+
+/// [`pipeline_models`] with a fallback for sources that cannot be read
+/// ([`model_functions_with`]).
+pub fn pipeline_models_with(
+    p: &Pipeline,
+    specs: &[String],
+    fallback: &dyn Fn(&str, &anyhow::Error) -> Option<txguard_iforest::Forest>,
+) -> Result<Models> {
     if !specs.is_empty() {
-        return model_functions(specs);
+        return model_functions_with(specs, fallback);
     }
     if uses_forest(p) {
-        return model_functions(&[DEFAULT_MODEL.to_string()]);
+        return model_functions_with(&[DEFAULT_MODEL.to_string()], fallback);
     }
-    model_functions(&[])
+    model_functions_with(&[], fallback)
 }
 
 /// Relations a query mentions, among the pipeline's tables and views.
