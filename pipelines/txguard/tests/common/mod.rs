@@ -300,12 +300,23 @@ impl Drop for Run {
 /// the console on `ui` and the options `extra` (e.g. `--no-checkpoints`); waits for its
 /// address.
 pub fn start_paced(dir: &std::path::Path, ui: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
+    start_paced_model(dir, ui, &repo().join("models/default.json"), extra, env)
+}
+
+/// [`start_paced`] scoring with `model` (a file or a `models:/` URI).
+pub fn start_paced_model(
+    dir: &std::path::Path,
+    ui: &str,
+    model: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_txguard"))
         .args([
             "run",
             repo().join("sql/pipeline.sql").to_str().expect("utf8"),
             "--model",
-            repo().join("models/default.json").to_str().expect("utf8"),
+            model.to_str().expect("utf8"),
             "--ui",
             ui,
             "--quiet",
