@@ -12,7 +12,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Run, bounded, http_get, http_post, python_json, repo, start_paced_model};
+use common::{
+    Run, bounded, http_get, http_post, newest_manifest, python_json, repo, start_paced_model,
+    wait_recorded,
+};
 use serde_json::Value;
 use txguard_iforest::Forest;
 
@@ -186,20 +189,6 @@ fn check_sink(dir: &Path, order: &[&Forest]) {
     }
 }
 
-/// The newest checkpoint's manifest under the run's default checkpoint folder.
-fn newest_manifest(dir: &Path) -> Value {
-    let root = dir.join("data/_checkpoints/pipeline");
-    let mut manifests: Vec<_> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("_manifest.json"))
-        .filter(|p| p.exists())
-        .collect();
-    manifests.sort();
-    let last = manifests.last().expect("a checkpoint");
-    serde_json::from_str(&std::fs::read_to_string(last).expect("manifest")).expect("json")
-}
-
 #[test]
 fn a_running_pipeline_swaps_models_between_epochs_and_refuses_bad_ones() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -276,6 +265,7 @@ fn a_running_pipeline_swaps_models_between_epochs_and_refuses_bad_ones() {
     let (code, out) = http_post(&run.addr, "/api/v1/models/nope/reload", &[], "");
     assert_eq!(code, 404, "{out}");
     wait_committed(&run, rows_b + 1000);
+    wait_recorded(d, b.version());
     let c = card(&run);
     assert_eq!(c["version"], b.version(), "{c}");
     assert_eq!(c["swaps"], 1, "{c}");
@@ -333,7 +323,7 @@ fn a_running_pipeline_swaps_models_between_epochs_and_refuses_bad_ones() {
     check_sink(d, &[&a, &b]);
 
     // The checkpoint names B and keeps a copy of it.
-    let m = newest_manifest(d);
+    let m = newest_manifest(d).expect("a checkpoint");
     let models = &m["record"]["extra"]["models"];
     assert_eq!(models[0]["name"], "default", "{m}");
     assert_eq!(models[0]["version"], b.version(), "{m}");
@@ -363,6 +353,7 @@ fn a_running_pipeline_swaps_models_between_epochs_and_refuses_bad_ones() {
     // Rows of the epochs before the swap may still be committing: a few epochs more.
     let rows = committed(&run);
     wait_committed(&run, rows + 5000);
+    wait_recorded(d, a.version());
     let log = run.stop();
     assert!(
         log.contains("continuing with version")

@@ -408,3 +408,99 @@ fn bad_registry_references_fail_at_start_saying_what_to_do() {
         "{e}"
     );
 }
+
+/// The model version a running pipeline scores with now, as `/api/v1/models` says.
+fn running_version(run: &common::Run) -> serde_json::Value {
+    let (_, body) = common::http_get(&run.addr, "/api/v1/models");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    v["models"][0]["model"]["version"].clone()
+}
+
+/// Rows the run's `transactions_scored` sink has committed.
+fn committed(run: &common::Run) -> u64 {
+    let (_, body) = common::http_get(&run.addr, "/api/status");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    v["sinks"]
+        .as_array()
+        .expect("sinks")
+        .iter()
+        .find(|s| s["table"] == "transactions_scored")
+        .and_then(|s| s["committed_rows"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Waits (≤ 90 s) until `f` holds.
+fn wait_for(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !f() {
+        assert!(Instant::now() < deadline, "not within 90 s: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A running pipeline follows its alias: moving `champion` to a new version swaps it in
+/// (polled) without a restart. With the registry gone, a restart continues with the version
+/// its checkpoint was scored with, from the copy kept beside the checkpoints.
+#[test]
+fn a_running_pipeline_follows_its_alias_and_restarts_without_the_registry() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let server = Server::start(dir);
+    train(dir, &server.uri, "m1.json", "1");
+    let v1 = model_version(dir, "m1.json");
+    let uri = Path::new("models:/fraud@champion");
+    let tracking = server.uri.clone();
+    let env = [("MLFLOW_TRACKING_URI", tracking.as_str())];
+    let extra = ["--model-poll", "300ms", "--checkpoint-interval", "300ms"];
+    let mut run = common::start_paced_model(dir, "127.0.0.1:0", uri, &extra, &env);
+    assert_eq!(running_version(&run), v1.as_str());
+    wait_for("rows committed by v1", || committed(&run) > 0);
+    train(dir, &server.uri, "m2.json", "2");
+    let v2 = model_version(dir, "m2.json");
+    assert_ne!(v1, v2);
+    wait_for(&format!("the run swaps to {v2}"), || {
+        running_version(&run) == v2.as_str()
+    });
+    // Rows of both versions committed (the epochs before the swap may still be committing).
+    let at_swap = committed(&run);
+    wait_for("rows committed after the swap", || {
+        committed(&run) > at_swap + 5000
+    });
+    common::wait_recorded(dir, &v2);
+    let log = run.stop();
+    assert!(
+        log.contains(&format!(
+            "new model from models:/fraud@champion: version {v2}"
+        )) && log.contains(&format!("model swapped: version {v2} scores from epoch")),
+        "{log}"
+    );
+
+    drop(server);
+    let mut run = common::start_paced_model(dir, "127.0.0.1:0", uri, &extra, &env);
+    if running_version(&run) != v2.as_str() {
+        panic!(
+            "the restart scores with {}:\n{}\nthe first run:\n{log}",
+            running_version(&run),
+            run.stop()
+        );
+    }
+    wait_for("rows committed after the restart", || committed(&run) > 0);
+    let log = run.stop();
+    assert!(
+        log.contains("--model models:/fraud@champion")
+            && log.contains(&format!(
+                "continuing with version {v2} that the last checkpoint was scored with"
+            )),
+        "{log}"
+    );
+    let versions = common::python_json(
+        "delta/model_versions.py",
+        &[dir.join("data/transactions_scored").to_str().expect("utf8")],
+    );
+    let versions: Vec<String> = serde_json::from_value(versions).expect("strings");
+    assert_eq!(versions, {
+        let mut v = vec![v1.clone(), v2.clone()];
+        v.sort();
+        v
+    });
+}

@@ -570,14 +570,15 @@ fn resume_from(
     Ok(Some(cp))
 }
 
-/// The models the newest checkpoint in `store` names (none when there is none, or it does
-/// not read: the restore then says why).
+/// The models the newest checkpoint with a manifest in `store` names (none when there is
+/// none; the restore says why a checkpoint does not read).
 fn last_models(store: &CheckpointStore) -> Vec<hot_swap::Recorded> {
-    let Some(epoch) = store.epochs().ok().and_then(|e| e.into_iter().max()) else {
-        return Vec::new();
-    };
-    store
-        .manifest(epoch)
+    let mut epochs = store.epochs().unwrap_or_default();
+    epochs.sort_unstable();
+    epochs
+        .into_iter()
+        .rev()
+        .find_map(|e| store.manifest(e).ok())
         .map(|m| hot_swap::recorded(&m.record.extra))
         .unwrap_or_default()
 }

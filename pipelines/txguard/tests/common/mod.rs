@@ -369,3 +369,37 @@ pub fn start_paced_model(
         log: Some(log),
     }
 }
+
+/// The newest complete checkpoint's manifest under a default-pipeline run's checkpoint
+/// folder (`<dir>/data/_checkpoints/pipeline`), if any.
+pub fn newest_manifest(dir: &Path) -> Option<serde_json::Value> {
+    let root = dir.join("data/_checkpoints/pipeline");
+    let mut manifests: Vec<PathBuf> = std::fs::read_dir(&root)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("_manifest.json"))
+        .filter(|p| p.exists())
+        .collect();
+    manifests.sort();
+    let text = std::fs::read_to_string(manifests.last()?).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Waits (≤ 90 s) until the newest checkpoint under `dir` was scored with model `version`
+/// (a swap is durable only once a checkpoint after it is).
+pub fn wait_recorded(dir: &Path, version: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let m = newest_manifest(dir);
+        if m.as_ref()
+            .is_some_and(|m| m["record"]["extra"]["models"][0]["version"] == version)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint scored with {version} within 90 s; the newest: {m:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
