@@ -246,7 +246,7 @@ pub(crate) async fn pipeline(State(s): State<AppState>) -> Response {
     Json(json!({
         "file": s.info.pipeline,
         "sql": mask_secrets(&s.info.sql),
-        "model_versions": s.info.model_versions,
+        "model_versions": s.info.versions(),
         "anomalies_table": s.live.anomalies_table,
         "relations": s.info.graph.nodes.iter().filter_map(|n| n.relation.as_ref().map(|r| json!({
             "name": r, "kind": n.kind, "columns": n.columns,

@@ -77,6 +77,17 @@ pub trait ModelControl: std::fmt::Debug + Send + Sync {
 }
 
 impl RunInfo {
+    /// `name version` of each model, the versions in use now.
+    pub fn versions(&self) -> Vec<String> {
+        if self.slots.is_empty() {
+            return self.model_versions.clone();
+        }
+        self.slots
+            .iter()
+            .map(|s| format!("{} {}", s.name(), s.forest().version()))
+            .collect()
+    }
+
     /// The models' cards as they are now.
     pub fn cards(&self) -> Vec<serde_json::Value> {
         match &self.model_control {
@@ -319,7 +330,7 @@ pub(crate) fn snapshot(m: &Metrics, info: &RunInfo) -> Status {
     let first = m.first_commit_micros.load(Ordering::Relaxed);
     Status {
         pipeline: info.pipeline.clone(),
-        model_versions: info.model_versions.clone(),
+        model_versions: info.versions(),
         running: !m.finished.load(Ordering::Relaxed),
         uptime_seconds: if started > 0 {
             (now_micros() - started) as f64 / 1e6

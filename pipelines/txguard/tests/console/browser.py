@@ -152,6 +152,10 @@ def main():
         models = get("/api/v1/models")["models"]
         wait_for("the model card", lambda: models[0]["model"]["version"] in page.inner_text("#model-cards"))
         assert f"{-models[0]['model']['offset']:.4f}" in page.inner_text("#model-cards")
+        # Reload: the file is unchanged, and the card says so.
+        assert "0 swapped · 0 refused" in page.inner_text("#model-cards")
+        page.click("#reload-default")
+        wait_for("the reload's outcome", lambda: "unchanged: " + models[0]["model"]["version"] in page.inner_text("#model-cards"))
         page.screenshot(path=f"{SHOTS}/console-models.png", full_page=True)
 
         # Dead letters: the late ones of the run, with their reason.
