@@ -335,6 +335,21 @@ fn a_running_pipeline_swaps_models_between_epochs_and_refuses_bad_ones() {
         b.version()
     );
 
+    let (ok, shown, err) = common::txguard(
+        d,
+        &[
+            "checkpoints",
+            "inspect",
+            "--checkpoint-dir",
+            "data/_checkpoints/pipeline",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        shown.contains(&format!("default: version {} from ", b.version())),
+        "{shown}"
+    );
+
     // A restart whose model file is gone continues with B (the checkpoint's), and polling
     // the file swaps back to A once it is there again.
     std::fs::remove_file(&model).expect("rm");

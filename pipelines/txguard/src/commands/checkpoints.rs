@@ -193,5 +193,21 @@ fn inspect(at: &Where, epoch: Option<u64>) -> Result<()> {
             s.committed_rows
         );
     }
+    let models = crate::hot_swap::recorded(&m.record.extra);
+    if !models.is_empty() {
+        outln!("models (the epoch was scored with):");
+        for r in &models {
+            outln!(
+                "  {}: version {} from {}{}",
+                r.name,
+                r.version,
+                r.source,
+                r.file
+                    .as_ref()
+                    .map(|f| format!(" (copy: {f})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
     Ok(())
 }
