@@ -91,3 +91,20 @@ CREATE TABLE IF NOT EXISTS user_window_stats (
 -- throughput (229k -> 195k tx/s measured, docs/benchmarks.md), and no view or dashboard here
 -- needs it. An application that reads one user's windows can add it:
 --   CREATE INDEX CONCURRENTLY user_window_stats_user ON user_window_stats (user_id, window_start);
+
+-- Champion / challenger (sql/examples/champion_challenger.sql): every row's verdicts from two
+-- models scored side by side, upserted on the transaction id.
+CREATE TABLE IF NOT EXISTS shadow_scores (
+    transaction_id     text COLLATE "C" PRIMARY KEY,
+    user_id            text NOT NULL,
+    ts                 timestamptz NOT NULL,
+    amount             double precision NOT NULL,
+    is_fraud           boolean,
+    champion_version   text NOT NULL,
+    champion_score     double precision,
+    champion_flag      boolean,
+    challenger_version text NOT NULL,
+    challenger_score   double precision,
+    challenger_flag    boolean,
+    inserted_at        timestamptz NOT NULL DEFAULT now()
+);

@@ -77,3 +77,28 @@ SELECT date_trunc('minute', inserted_at) AS minute,
        avg(extract(epoch FROM inserted_at - ts)) AS mean_lag_seconds
 FROM transactions_scored
 GROUP BY 1;
+
+-- Champion / challenger, per pair of versions: how often the two models agree on a row, what
+-- each flags alone, and precision / recall against the is_fraud label (over the rows that have
+-- one; NULL where nothing was flagged or nothing is labelled fraud).
+CREATE OR REPLACE VIEW champion_challenger AS
+SELECT champion_version,
+       challenger_version,
+       count(*) AS transactions,
+       (count(*) FILTER (WHERE champion_flag IS NOT DISTINCT FROM challenger_flag))::double precision
+           / count(*) AS agreement,
+       count(*) FILTER (WHERE champion_flag AND challenger_flag) AS both_flagged,
+       count(*) FILTER (WHERE champion_flag AND NOT challenger_flag) AS champion_only,
+       count(*) FILTER (WHERE challenger_flag AND NOT champion_flag) AS challenger_only,
+       count(*) FILTER (WHERE is_fraud IS NOT NULL) AS labelled,
+       count(*) FILTER (WHERE is_fraud) AS labelled_fraud,
+       (count(*) FILTER (WHERE champion_flag AND is_fraud))::double precision
+           / NULLIF(count(*) FILTER (WHERE champion_flag AND is_fraud IS NOT NULL), 0) AS champion_precision,
+       (count(*) FILTER (WHERE champion_flag AND is_fraud))::double precision
+           / NULLIF(count(*) FILTER (WHERE is_fraud), 0) AS champion_recall,
+       (count(*) FILTER (WHERE challenger_flag AND is_fraud))::double precision
+           / NULLIF(count(*) FILTER (WHERE challenger_flag AND is_fraud IS NOT NULL), 0) AS challenger_precision,
+       (count(*) FILTER (WHERE challenger_flag AND is_fraud))::double precision
+           / NULLIF(count(*) FILTER (WHERE is_fraud), 0) AS challenger_recall
+FROM shadow_scores
+GROUP BY champion_version, challenger_version;

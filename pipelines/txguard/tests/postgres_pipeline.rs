@@ -221,7 +221,11 @@ fn postgres_rows_equal_the_delta_run_and_a_replay_does_not_duplicate() {
             .block_on(c.query(&format!("SELECT * FROM {v}"), &[]))
             .unwrap_or_else(|e| panic!("view {v}: {}", postgres::db_message(&e)))
             .len();
-        assert!(n > 0 || v == "dead_letters_by_reason", "view {v} is empty");
+        // champion_challenger reads the champion / challenger example's table.
+        assert!(
+            n > 0 || v == "dead_letters_by_reason" || v == "champion_challenger",
+            "view {v} is empty"
+        );
     }
     let qdir = repo().join("dashboards/metabase/questions");
     for e in std::fs::read_dir(&qdir).expect("questions") {
@@ -343,6 +347,138 @@ fn sessions_terminated_mid_run_lose_nothing() {
     });
     assert_eq!(rows, count, "every transaction arrived exactly once");
     assert_eq!(flagged, anomalies);
+    drop(c);
+    rt.block_on(db.drop_db()).expect("drop");
+}
+
+/// The champion / challenger example into Postgres: every row scored by both models (their
+/// versions on every row, each flag its own model's threshold), the champion's scores and
+/// anomalies equal to the default pipeline's on the same transactions (Delta, read back by
+/// delta-rs), and the `champion_challenger` view's numbers equal to the table's.
+#[test]
+fn champion_challenger_scores_every_row_with_both_models_and_compares_them() {
+    let rt = runtime();
+    let db = rt
+        .block_on(ScratchDb::create(&server()))
+        .expect("scratch database");
+    let conn = db.connection();
+    let env = [("TXGUARD_POSTGRES", conn.as_str())];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ok, _, err) = txguard_with(dir.path(), &["db", "init"], &env);
+    assert!(ok, "{err}");
+    let example = repo().join("sql/examples/champion_challenger.sql");
+    let champion = repo().join("models/default.json");
+    let challenger = repo().join("models/challenger.json");
+    let challenger_arg = format!("challenger={}", challenger.display());
+    let sets = ["transactions.count=20000", "transactions.seed=21"];
+    let mut args = run_args(
+        example.to_str().expect("utf8"),
+        champion.to_str().expect("utf8"),
+        &sets,
+    );
+    args.extend(["--model", &challenger_arg]);
+    let (ok, _, err) = txguard_with(dir.path(), &args, &env);
+    assert!(ok, "champion / challenger run failed:\n{err}");
+    // The default pipeline on the same transactions, into Delta.
+    let delta = repo().join("sql/pipeline.sql");
+    let (ok, _, err) = txguard_with(
+        dir.path(),
+        &run_args(
+            delta.to_str().expect("utf8"),
+            champion.to_str().expect("utf8"),
+            &sets,
+        ),
+        &[],
+    );
+    assert!(ok, "default run failed:\n{err}");
+
+    let a = txguard_iforest::Forest::load(&champion).expect("champion");
+    let b = txguard_iforest::Forest::load(&challenger).expect("challenger");
+    let c = rt.block_on(client(&conn));
+    let q = |sql: &str| rt.block_on(scalar_i64(&c, sql));
+    let rows = q("SELECT count(*) FROM shadow_scores");
+    assert!(rows > 19_000, "{rows} rows");
+    assert_eq!(
+        q(&format!(
+            "SELECT count(*) FROM shadow_scores WHERE champion_version = '{}' \
+             AND challenger_version = '{}'",
+            a.version(),
+            b.version()
+        )),
+        rows,
+        "every row names both versions"
+    );
+    assert_eq!(
+        q(&format!(
+            "SELECT count(*) FROM shadow_scores WHERE champion_flag <> (champion_score > {}) \
+             OR challenger_flag <> (challenger_score > {})",
+            -a.offset(),
+            -b.offset()
+        )),
+        0,
+        "each flag is its own model's threshold"
+    );
+    assert!(
+        q("SELECT count(*) FROM shadow_scores WHERE champion_score <> challenger_score") > rows / 2,
+        "two models, two scores"
+    );
+    assert_eq!(
+        q("SELECT count(*) FROM anomalies"),
+        q("SELECT count(*) FROM shadow_scores WHERE champion_flag"),
+        "the champion decides the anomalies"
+    );
+    // The champion's scores are the default pipeline's.
+    let scored = dir.path().join("data/transactions_scored");
+    let delta: Vec<serde_json::Value> = serde_json::from_value(common::python_json(
+        "delta/query.py",
+        &[
+            scored.to_str().expect("utf8"),
+            "SELECT COUNT(*) FROM t",
+            "SELECT SUM(score) FROM t",
+            "SELECT SUM(CASE WHEN is_anomaly THEN 1 ELSE 0 END) FROM t",
+        ],
+    ))
+    .expect("list");
+    assert_eq!(delta[0].as_i64(), Some(rows));
+    let sum = rt.block_on(scalar_f64(
+        &c,
+        "SELECT sum(champion_score) FROM shadow_scores",
+    ));
+    assert!(
+        (sum - delta[1].as_f64().expect("sum")).abs() < 1e-6,
+        "{sum} vs {}",
+        delta[1]
+    );
+    assert_eq!(
+        delta[2].as_i64(),
+        Some(q("SELECT count(*) FROM shadow_scores WHERE champion_flag"))
+    );
+    // The view agrees with the table.
+    let v = rt
+        .block_on(c.query_one(
+            "SELECT transactions, agreement, champion_only, challenger_only, labelled_fraud, \
+             champion_recall, challenger_recall FROM champion_challenger",
+            &[],
+        ))
+        .expect("view");
+    assert_eq!(v.get::<_, i64>(0), rows);
+    let agree = q("SELECT count(*) FROM shadow_scores WHERE champion_flag = challenger_flag");
+    assert!((v.get::<_, f64>(1) - agree as f64 / rows as f64).abs() < 1e-12);
+    assert_eq!(
+        v.get::<_, i64>(2),
+        q("SELECT count(*) FROM shadow_scores WHERE champion_flag AND NOT challenger_flag")
+    );
+    assert_eq!(
+        v.get::<_, i64>(3),
+        q("SELECT count(*) FROM shadow_scores WHERE challenger_flag AND NOT champion_flag")
+    );
+    let frauds = q("SELECT count(*) FROM shadow_scores WHERE is_fraud");
+    assert_eq!(v.get::<_, i64>(4), frauds);
+    assert!(frauds > 0);
+    let recall = v.get::<_, Option<f64>>(5).expect("champion recall");
+    let tp = q("SELECT count(*) FROM shadow_scores WHERE is_fraud AND champion_flag");
+    assert!((recall - tp as f64 / frauds as f64).abs() < 1e-12);
+    assert!(v.get::<_, Option<f64>>(6).is_some());
     drop(c);
     rt.block_on(db.drop_db()).expect("drop");
 }

@@ -11,16 +11,17 @@ pub const SCHEMA_SQL: &str = include_str!("../../../../sql/postgres/schema.sql")
 /// The dashboard views.
 pub const VIEWS_SQL: &str = include_str!("../../../../sql/postgres/views.sql");
 
-/// The tables the default pipeline writes.
-pub const TABLES: [&str; 4] = [
+/// The tables the default pipeline writes, and the champion / challenger example's.
+pub const TABLES: [&str; 5] = [
     "transactions_scored",
     "anomalies",
     "dead_letters",
     "user_window_stats",
+    "shadow_scores",
 ];
 
 /// The views `views.sql` creates.
-pub const VIEWS: [&str; 7] = [
+pub const VIEWS: [&str; 8] = [
     "anomalies_per_minute",
     "top_risky_users",
     "amount_by_location_category",
@@ -28,6 +29,7 @@ pub const VIEWS: [&str; 7] = [
     "model_quality",
     "dead_letters_by_reason",
     "ingest_per_minute",
+    "champion_challenger",
 ];
 
 /// A `txguard db` step failed.

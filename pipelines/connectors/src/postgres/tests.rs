@@ -520,6 +520,38 @@ async fn schema_init_is_idempotent_and_every_view_answers() {
         (1, 2, 1)
     );
     assert_eq!((q.get::<_, f64>(3), q.get::<_, f64>(4)), (1.0, 0.5));
+    // Champion / challenger: agreement, each alone, precision and recall per model.
+    c.batch_execute(
+        "INSERT INTO shadow_scores (transaction_id, user_id, ts, amount, is_fraud,
+             champion_version, champion_score, champion_flag,
+             challenger_version, challenger_score, challenger_flag)
+         VALUES ('t1', 'u1', now(), 10, false, 'a', 0.4, false, 'b', 0.5, false),
+                ('t2', 'u1', now(), 900, true, 'a', 0.7, true, 'b', 0.8, true),
+                ('t3', 'u2', now(), 20, true, 'a', 0.5, false, 'b', 0.7, true),
+                ('t4', 'u2', now(), 30, NULL, 'a', 0.7, true, 'b', 0.4, false)",
+    )
+    .await
+    .expect("shadow rows");
+    let q = c
+        .query_one(
+            "SELECT transactions, agreement, both_flagged, champion_only, challenger_only,
+                    labelled, labelled_fraud, champion_precision, champion_recall,
+                    challenger_precision, challenger_recall
+             FROM champion_challenger WHERE champion_version = 'a' AND challenger_version = 'b'",
+            &[],
+        )
+        .await
+        .expect("champion_challenger");
+    let n = |i: usize| q.get::<_, i64>(i);
+    let x = |i: usize| q.get::<_, Option<f64>>(i);
+    assert_eq!((n(0), n(2), n(3), n(4), n(5), n(6)), (4, 1, 1, 1, 3, 2));
+    assert_eq!(q.get::<_, f64>(1), 0.5);
+    // The champion flagged t2 (fraud) and t4 (unlabelled): precision over labelled flags 1/1;
+    // recall 1 of 2 frauds. The challenger flagged t2 and t3, both fraud.
+    assert_eq!(
+        (x(7), x(8), x(9), x(10)),
+        (Some(1.0), Some(0.5), Some(1.0), Some(1.0))
+    );
     let s = admin::stats(&c).await.expect("stats");
     assert_eq!(s.database, db.name);
     let rows: Vec<_> = s
@@ -534,6 +566,7 @@ async fn schema_init_is_idempotent_and_every_view_answers() {
             ("anomalies", Some(0)),
             ("dead_letters", Some(1)),
             ("user_window_stats", Some(0)),
+            ("shadow_scores", Some(4)),
         ]
     );
     assert_eq!(s.anomaly_rate, Some(1.0 / 3.0));
