@@ -376,9 +376,16 @@ fn champion_challenger_scores_every_row_with_both_models_and_compares_them() {
         champion.to_str().expect("utf8"),
         &sets,
     );
-    args.extend(["--model", &challenger_arg]);
-    let (ok, _, err) = txguard_with(dir.path(), &args, &env);
-    assert!(ok, "champion / challenger run failed:\n{err}");
+    args.retain(|a| *a != "--no-ui");
+    args.extend([
+        "--model",
+        &challenger_arg,
+        "--ui",
+        "127.0.0.1:0",
+        "--keep-ui",
+    ]);
+    // The console stays up once the run has ended (--keep-ui): its comparison is read then.
+    let console = run_keeping_console(dir.path(), &args, &env);
     // The default pipeline on the same transactions, into Delta.
     let delta = repo().join("sql/pipeline.sql");
     let (ok, _, err) = txguard_with(
@@ -479,6 +486,98 @@ fn champion_challenger_scores_every_row_with_both_models_and_compares_them() {
     let tp = q("SELECT count(*) FROM shadow_scores WHERE is_fraud AND champion_flag");
     assert!((recall - tp as f64 / frauds as f64).abs() < 1e-12);
     assert!(v.get::<_, Option<f64>>(6).is_some());
+
+    // The console's live comparison counted the same rows (its tap may still be counting the
+    // last batches when the run ends).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let console = loop {
+        let (_, body) = common::http_get(&console.addr, "/api/v1/models");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        if v["comparison"]["pairs"][0]["rows"].as_i64() == Some(rows)
+            || std::time::Instant::now() > deadline
+        {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let cmp = &console["comparison"];
+    assert_eq!(cmp["table"], "shadow_scores", "{cmp}");
+    assert_eq!(cmp["models"], serde_json::json!(["champion", "challenger"]));
+    let pairs = cmp["pairs"].as_array().expect("pairs");
+    assert_eq!(pairs.len(), 1, "{cmp}");
+    let p = &pairs[0];
+    assert_eq!(p["versions"], serde_json::json!([a.version(), b.version()]));
+    assert_eq!(p["rows"].as_i64(), Some(rows));
+    assert_eq!(p["agree"].as_i64(), Some(agree));
+    assert_eq!(p["positives"].as_i64(), Some(frauds));
+    assert_eq!(p["recall"][0].as_f64(), Some(recall));
     drop(c);
     rt.block_on(db.drop_db()).expect("drop");
+}
+
+/// A run whose console outlives it (`--keep-ui`), killed on drop.
+struct KeptConsole {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Drop for KeptConsole {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `txguard args` (with `--ui … --keep-ui`) until it says the run has finished and its
+/// console stays up; within 240 s.
+fn run_keeping_console(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> KeptConsole {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_txguard"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let (mut addr, mut log) = (None, String::new());
+    let finished = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(rest) = line.strip_prefix("web UI: http://") {
+                    addr = rest.split('/').next().map(str::to_string);
+                }
+                let done = line.starts_with("the run has finished");
+                log.push_str(&line);
+                log.push('\n');
+                if done {
+                    break true;
+                }
+            }
+            Err(_) => break false,
+        }
+    };
+    let kept = KeptConsole {
+        child,
+        addr: addr.unwrap_or_default(),
+    };
+    assert!(
+        finished && !kept.addr.is_empty(),
+        "the run did not finish with its console up within 240 s:\n{log}"
+    );
+    kept
 }

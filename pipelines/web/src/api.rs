@@ -521,7 +521,8 @@ pub(crate) async fn models(State(s): State<AppState>) -> Response {
             })
         })
         .collect();
-    Json(json!({ "models": models })).into_response()
+    let comparison = s.live.comparison.as_ref().map(|c| c.report());
+    Json(json!({ "models": models, "comparison": comparison })).into_response()
 }
 
 /// How long a reload waits for its staged model to be swapped in (at the next epoch

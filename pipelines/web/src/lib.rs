@@ -29,6 +29,7 @@ use txguard_engine::runtime::{Metrics, SINK_QUEUE};
 use txguard_iforest_datafusion::{ModelSlot, ScoreStats};
 
 pub mod api;
+pub mod compare;
 pub mod live;
 pub mod score;
 pub mod workbench;
@@ -60,6 +61,9 @@ pub struct RunInfo {
     pub watch: Option<Arc<Watch>>,
     /// The sink whose rows the anomalies page shows.
     pub anomalies_table: Option<String>,
+    /// The relation whose rows hold two models' verdicts (champion / challenger), compared
+    /// live on the Models page.
+    pub shadow_table: Option<String>,
     /// The SQL workbench (none: the run has none).
     pub workbench: Option<Workbench>,
     /// Whether the run takes checkpoints.
@@ -169,6 +173,7 @@ pub async fn serve(
         &info.graph,
         info.watch.as_ref(),
         info.anomalies_table.clone(),
+        info.shadow_table.clone(),
         metrics.clone(),
         info.slots.clone(),
     );

@@ -124,6 +124,8 @@ pub struct Live {
     pub checkpoints: Mutex<Ring<CheckpointEntry>>,
     /// Batches the taps lost because the console was behind.
     pub dropped_batches: AtomicU64,
+    /// Two models' verdicts compared on the shadow table's rows (champion / challenger).
+    pub comparison: Option<Arc<crate::compare::Comparison>>,
 }
 
 impl std::fmt::Debug for Live {
@@ -181,11 +183,16 @@ impl Live {
         graph: &Graph,
         watch: Option<&Arc<Watch>>,
         anomalies_table: Option<String>,
+        shadow_table: Option<String>,
         metrics: Arc<Metrics>,
         stats: Vec<Arc<ModelSlot>>,
     ) -> Arc<Live> {
         let (feed, _) = broadcast::channel(1024);
         let anomalies_table = anomalies_table.filter(|t| graph.relation(t).is_some());
+        let shadow_table = shadow_table.filter(|t| graph.relation(t).is_some());
+        let comparison = shadow_table
+            .as_deref()
+            .map(|t| Arc::new(crate::compare::Comparison::new(t, "is_fraud")));
         let live = Arc::new(Live {
             anomalies_table: anomalies_table.clone(),
             anomalies: Mutex::new(Ring::new(ANOMALIES_KEPT)),
@@ -195,6 +202,7 @@ impl Live {
             samples: Mutex::new(Ring::new(SAMPLES_KEPT)),
             checkpoints: Mutex::new(Ring::new(CHECKPOINTS_KEPT)),
             dropped_batches: AtomicU64::new(0),
+            comparison: comparison.clone(),
         });
         if let Some(watch) = watch {
             let node = |name: &str| graph.relation(name).map(|n| n.id);
@@ -207,6 +215,24 @@ impl Live {
             }
             if let Some(tap) = node(DEAD_LETTERS).and_then(|n| watch.subscribe(n, TAP_BATCHES)) {
                 tokio::spawn(follow(live.clone(), tap, take_dead_letters));
+            }
+            if let (Some(cmp), Some(tap)) = (
+                comparison,
+                shadow_table
+                    .as_deref()
+                    .and_then(node)
+                    .and_then(|n| watch.subscribe(n, TAP_BATCHES)),
+            ) {
+                let live = live.clone();
+                tokio::spawn(async move {
+                    let mut tap = tap;
+                    let mut dropped = 0;
+                    // Counted from the Arrow columns: no JSON for every row of the table.
+                    while let Some(batch) = tap.recv().await {
+                        live.note_dropped(&tap, &mut dropped);
+                        cmp.add(&batch);
+                    }
+                });
             }
         }
         tokio::spawn(sample(live.clone(), metrics, stats));

@@ -87,6 +87,12 @@ pub struct RunArgs {
     /// named `anomalies`, if the pipeline has one.
     #[arg(long, value_name = "TABLE")]
     pub console_anomalies: Option<String>,
+    /// The sink table holding two models' verdicts on the same rows (BOOLEAN columns
+    /// `<model>_flag`, optionally `<model>_version` and `is_fraud`), compared live on the
+    /// console's Models page: agreement, each alone, precision and recall. Default: the sink
+    /// table named `shadow_scores`, if the pipeline has one (sql/examples/champion_challenger.sql).
+    #[arg(long, value_name = "TABLE")]
+    pub console_shadow: Option<String>,
     /// Do not serve the online scoring API (POST /api/v1/score).
     #[arg(long)]
     pub no_score_api: bool,
@@ -323,6 +329,13 @@ async fn run_async(args: RunArgs) -> Result<()> {
     if !args.no_ui {
         let graph = df.graph();
         let anomalies_table = console_anomalies(&graph, &df, args.console_anomalies.as_deref())?;
+        let shadow_table = console_sink(
+            &graph,
+            &df,
+            "--console-shadow",
+            args.console_shadow.as_deref(),
+            "shadow_scores",
+        )?;
         let info = txguard_web::RunInfo {
             pipeline: args.pipeline.display().to_string(),
             sql: std::fs::read_to_string(&args.pipeline).unwrap_or_default(),
@@ -338,6 +351,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
             graph,
             watch: Some(df.watch()),
             anomalies_table,
+            shadow_table,
             workbench: Some(txguard_web::workbench::Workbench {
                 specs: txguard_connectors::specs(),
                 functions: models.functions.clone(),
@@ -502,16 +516,28 @@ fn console_anomalies(
     df: &txguard_engine::stream::Dataflow,
     given: Option<&str>,
 ) -> Result<Option<String>> {
+    console_sink(graph, df, "--console-anomalies", given, "anomalies")
+}
+
+/// A sink table the console follows: the one `flag` gives (which must be a sink of the
+/// pipeline), else the sink named `default`, if any.
+fn console_sink(
+    graph: &txguard_engine::stream::Graph,
+    df: &txguard_engine::stream::Dataflow,
+    flag: &str,
+    given: Option<&str>,
+    default: &str,
+) -> Result<Option<String>> {
     let sinks: Vec<&str> = df.sinks().iter().map(|s| s.table.as_str()).collect();
     match given {
         Some(t) if graph.relation(t).is_some_and(|n| n.kind == "sink") => Ok(Some(t.to_string())),
         Some(t) => bail!(
-            "--console-anomalies {t}: the pipeline has no sink table {t}; its sinks: {}",
+            "{flag} {t}: the pipeline has no sink table {t}; its sinks: {}",
             sinks.join(", ")
         ),
         None => Ok(sinks
             .iter()
-            .find(|s| s.eq_ignore_ascii_case("anomalies"))
+            .find(|s| s.eq_ignore_ascii_case(default))
             .map(|s| s.to_string())),
     }
 }
