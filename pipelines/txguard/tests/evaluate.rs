@@ -101,8 +101,89 @@ fn bad_evaluation_arguments_fail_at_start() {
     assert!(!ok && err.contains("missing.json"), "{err}");
     let (ok, err) = evaluate(tmp.path(), &["--model", model, "--top-k", "0", "-o", "r"]);
     assert!(!ok && err.contains("--top-k"), "{err}");
+    let (ok, err) = evaluate(
+        tmp.path(),
+        &[
+            "--model",
+            "models:/fraud@champion",
+            "--into-card",
+            "-o",
+            "r",
+        ],
+    );
+    assert!(
+        !ok && err.contains("--into-card writes the model file's card"),
+        "{err}"
+    );
     assert!(
         !tmp.path().join("r").exists(),
         "nothing written on a bad argument"
+    );
+}
+
+/// `--into-card`: the report's numbers and thinned curves go into the model file's card (the
+/// version unchanged), `model info` prints them, and the file still loads and scores.
+#[test]
+fn an_evaluation_kept_in_the_card_matches_the_report() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let model = tmp.path().join("model.json");
+    std::fs::copy(repo().join("models/default.json"), &model).expect("copy");
+    let before = txguard_iforest::Forest::load(&model).expect("model");
+    let (ok, err) = evaluate(
+        tmp.path(),
+        &[
+            "--model",
+            model.to_str().expect("utf8"),
+            "--set",
+            "transactions.count=8000",
+            "-o",
+            "rep",
+            "--into-card",
+        ],
+    );
+    assert!(ok, "evaluate failed:\n{err}");
+    assert!(
+        err.contains("version") && err.contains("unchanged"),
+        "{err}"
+    );
+    let after = txguard_iforest::Forest::load(&model).expect("the card's model loads");
+    assert_eq!(after.version(), before.version());
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("rep/report.json")).expect("report.json"),
+    )
+    .expect("json");
+    let e = after.card().evaluation.clone().expect("card.evaluation");
+    for k in ["roc_auc", "pr_auc", "rows", "positives", "threshold"] {
+        assert_eq!(e[k], report[k], "{k}");
+    }
+    assert_eq!(e["recall"], report["at_threshold"]["recall"]);
+    assert_eq!(
+        e["data"]["sets"],
+        serde_json::json!(["transactions.count=8000"])
+    );
+    for (curve, all) in [("roc", "roc"), ("pr", "pr")] {
+        let pts = e[curve].as_array().expect("curve");
+        let n = report[all].as_array().expect("report curve").len();
+        assert!(
+            pts.len() >= 2 && pts.len() <= 101.min(n),
+            "{curve}: {} of {n}",
+            pts.len()
+        );
+        let xs: Vec<f64> = pts.iter().map(|p| p[0].as_f64().expect("x")).collect();
+        assert!(xs.windows(2).all(|w| w[0] <= w[1]), "{curve} x is monotone");
+    }
+    // The first and last ROC points are the corners.
+    let roc = e["roc"].as_array().expect("roc");
+    assert_eq!(roc[0], serde_json::json!([0.0, 0.0]));
+    assert_eq!(roc[roc.len() - 1], serde_json::json!([1.0, 1.0]));
+    let out = Command::new(env!("CARGO_BIN_EXE_txguard"))
+        .args(["model", "info"])
+        .arg(&model)
+        .output()
+        .expect("model info");
+    let info = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        info.contains("evaluation   ROC AUC") && info.contains("8000 rows"),
+        "{info}"
     );
 }

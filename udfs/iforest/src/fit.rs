@@ -369,6 +369,7 @@ pub fn fit(data: TrainingSet<'_>, params: &FitParams) -> Result<Forest> {
             training_profile: Some(TrainingProfile::from_columns(
                 cols.iter().map(|c| c.iter().map(|&v| f64::from(v))),
             )),
+            evaluation: None,
         },
     };
     let mut forest = Forest::from_model_file(file)?;

@@ -74,6 +74,11 @@ pub struct ModelCard {
     /// [`crate::drift`]); absent in models made before it or by other trainers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training_profile: Option<crate::drift::TrainingProfile>,
+    /// The last evaluation filed with the model (`txguard model evaluate --into-card`): the
+    /// data it ran on, its headline numbers and its ROC and precision–recall curves (thinned),
+    /// for the console and `model info`. Not part of the model's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<serde_json::Value>,
 }
 
 /// The on-disk model: everything scikit-learn's scoring needs, plus the card.

@@ -52,7 +52,15 @@ pub struct EvaluateArgs {
     /// MLFLOW_TRACKING_URI.
     #[arg(long, value_name = "RUN_ID|model")]
     pub mlflow_run: Option<String>,
+    /// Also keep the report's headline numbers and curves in the model file's card
+    /// (`card.evaluation`), where the console and `model info` show them. The model's version
+    /// (a hash of its trees) does not change. Model files only.
+    #[arg(long)]
+    pub into_card: bool,
 }
+
+/// Points a curve keeps in the card (the report keeps all of them, up to ~500).
+const CARD_CURVE_POINTS: usize = 100;
 
 pub fn run(args: EvaluateArgs) -> Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
@@ -67,6 +75,13 @@ struct Scored {
 }
 
 async fn evaluate(args: EvaluateArgs) -> Result<()> {
+    if args.into_card && crate::mlflow::ModelUri::parse(&args.model).is_some() {
+        bail!(
+            "--into-card writes the model file's card, and {} is a registry model: evaluate \
+             its file, or file the report with its run (--mlflow-run model)",
+            args.model
+        );
+    }
     let (forest, registry) = crate::commands::validate::load_model(&args.model)?;
     // Where the report is filed, checked before the (possibly long) evaluation.
     let mlflow = match args.mlflow_run.as_deref() {
@@ -216,6 +231,9 @@ async fn evaluate(args: EvaluateArgs) -> Result<()> {
         }
         write("scores.csv", &csv)?;
     }
+    if args.into_card {
+        into_card(&args.model, &forest, &report)?;
+    }
     if let Some((base, run_id)) = &mlflow {
         let files = outputs
             .into_iter()
@@ -249,6 +267,56 @@ async fn evaluate(args: EvaluateArgs) -> Result<()> {
         fmt(&at["recall"]),
         at["flagged"],
         dir.join("report.html").display()
+    );
+    Ok(())
+}
+
+/// Keeps `report`'s headline numbers and thinned curves in the card of the model file at
+/// `path` (written whole, by rename), which must still be the evaluated model.
+fn into_card(path: &str, evaluated: &txguard_iforest::Forest, report: &Value) -> Result<()> {
+    let path = std::path::Path::new(path);
+    let mut forest = txguard_iforest::Forest::load(path)?;
+    if forest.version() != evaluated.version() {
+        bail!(
+            "--into-card: {} changed during the evaluation (version {}, evaluated {}); nothing written",
+            path.display(),
+            forest.version(),
+            evaluated.version()
+        );
+    }
+    let thin = |v: &Value, x: &str, y: &str| -> Vec<[f64; 2]> {
+        let pts = curve_points(v, x, y);
+        let step = pts.len().div_ceil(CARD_CURVE_POINTS).max(1);
+        let mut out: Vec<[f64; 2]> = pts.iter().step_by(step).map(|&(a, b)| [a, b]).collect();
+        if let Some(&(a, b)) = pts.last()
+            && out.last() != Some(&[a, b])
+        {
+            out.push([a, b]);
+        }
+        out
+    };
+    let at = &report["at_threshold"];
+    forest.card_mut().evaluation = Some(json!({
+        "evaluated_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "data": report["data"],
+        "rows": report["rows"],
+        "positives": report["positives"],
+        "roc_auc": report["roc_auc"],
+        "pr_auc": report["pr_auc"],
+        "threshold": report["threshold"],
+        "flagged_rate": at["flagged_rate"],
+        "precision": at["precision"],
+        "recall": at["recall"],
+        "roc": thin(&report["roc"], "fpr", "tpr"),
+        "pr": thin(&report["pr"], "recall", "precision"),
+    }));
+    let tmp = path.with_extension("json.tmp");
+    forest.save(&tmp)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(
+        "evaluation kept in the card of {} (version {} unchanged)",
+        path.display(),
+        forest.version()
     );
     Ok(())
 }

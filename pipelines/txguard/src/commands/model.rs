@@ -158,6 +158,21 @@ pub fn info(spec: &str, json: bool) -> Result<()> {
             outln!("drift        no training profile: no drift checks (retrain with txguard train)")
         }
     }
+    if let Some(e) = &card.evaluation {
+        let num = |k: &str| fmt_metric(e[k].as_f64());
+        outln!(
+            "evaluation   ROC AUC {}, PR AUC {} on {} rows ({} fraud) of {} view {}; at the threshold: precision {}, recall {} ({})",
+            num("roc_auc"),
+            num("pr_auc"),
+            e["rows"],
+            e["positives"],
+            e["data"]["pipeline"].as_str().unwrap_or("?"),
+            e["data"]["view"].as_str().unwrap_or("?"),
+            num("precision"),
+            num("recall"),
+            e["evaluated_at"].as_str().unwrap_or("?")
+        );
+    }
     if let Some(n) = &card.notes {
         outln!("notes        {n}");
     }

@@ -152,6 +152,10 @@ def main():
         models = get("/api/v1/models")["models"]
         wait_for("the model card", lambda: models[0]["model"]["version"] in page.inner_text("#model-cards"))
         assert f"{-models[0]['model']['offset']:.4f}" in page.inner_text("#model-cards")
+        # The card's evaluation: its curves are drawn.
+        for curve in ("#roc-curve", "#pr-curve"):
+            pts = page.get_attribute(f"{curve} polyline", "points") or ""
+            assert len(pts.split()) > 10, f"{curve}: {pts[:80]}"
         # Reload: the file is unchanged, and the card says so.
         assert "0 swapped · 0 refused" in page.inner_text("#model-cards")
         page.click("#reload-default")
