@@ -26,6 +26,7 @@ CREATE TABLE transactions (
     lat DOUBLE CHECK (lat BETWEEN -90 AND 90),
     lon DOUBLE CHECK (lon BETWEEN -180 AND 180),
     is_fraud BOOLEAN,
+    fraud_pattern TEXT,
     WATERMARK FOR ts AS ts - INTERVAL '5' SECOND
 ) WITH (
     connector = 'generator',
@@ -75,7 +76,8 @@ CREATE TABLE dead_letters (
 -- Per-user history: counts, mean and spread of amounts, and the previous transaction.
 CREATE VIEW history AS
 SELECT
-    transaction_id, user_id, ts, amount, merchant, category, location, channel, lat, lon, is_fraud,
+    transaction_id, user_id, ts, amount, merchant, category, location, channel, lat, lon,
+    fraud_pattern, is_fraud,
     COUNT(*) OVER (PARTITION BY user_id ORDER BY ts
         RANGE BETWEEN INTERVAL '10' MINUTE PRECEDING AND CURRENT ROW) AS tx_count_10m,
     COUNT(*) OVER (PARTITION BY user_id ORDER BY ts
@@ -97,7 +99,8 @@ FROM transactions;
 -- no history yet.
 CREATE VIEW features AS
 SELECT
-    transaction_id, user_id, ts, amount, merchant, category, location, channel, is_fraud,
+    transaction_id, user_id, ts, amount, merchant, category, location, channel, fraud_pattern,
+    is_fraud,
     ln(1 + amount) AS log_amount,
     tx_count_10m,
     tx_count_1h,

@@ -15,6 +15,7 @@ CREATE TABLE IF NOT EXISTS transactions_scored (
     category           text,
     location           text,
     channel            text,
+    fraud_pattern      text,
     is_fraud           boolean,
     log_amount         double precision,
     tx_count_10m       bigint,
@@ -35,6 +36,8 @@ CREATE TABLE IF NOT EXISTS transactions_scored (
     model_version      text,
     inserted_at        timestamptz NOT NULL DEFAULT now()
 );
+-- Databases made before the generator labelled its fraud patterns.
+ALTER TABLE transactions_scored ADD COLUMN IF NOT EXISTS fraud_pattern text;
 -- Time ranges: rows arrive in event-time order, so BRIN indexes are tiny and cheap to keep.
 CREATE INDEX IF NOT EXISTS transactions_scored_ts ON transactions_scored USING brin (ts);
 CREATE INDEX IF NOT EXISTS transactions_scored_inserted_at

@@ -102,3 +102,15 @@ SELECT champion_version,
            / NULLIF(count(*) FILTER (WHERE is_fraud), 0) AS challenger_recall
 FROM shadow_scores
 GROUP BY champion_version, challenger_version;
+
+-- Recall per fraud pattern, per model version: which kinds of fraud each model catches (the
+-- generator labels each fraud's pattern; rows without one are not counted).
+CREATE OR REPLACE VIEW recall_by_pattern AS
+SELECT model_version,
+       fraud_pattern,
+       count(*) AS frauds,
+       count(*) FILTER (WHERE is_anomaly) AS flagged,
+       (count(*) FILTER (WHERE is_anomaly))::double precision / count(*) AS recall
+FROM transactions_scored
+WHERE fraud_pattern IS NOT NULL
+GROUP BY model_version, fraud_pattern;

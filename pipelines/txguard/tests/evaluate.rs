@@ -66,6 +66,28 @@ fn the_evaluation_report_agrees_with_scikit_learn() {
     )
     .expect("json");
     assert_eq!(report["rows"], 30000);
+    // Recall per fraud pattern, without asking: the view names each fraud's pattern.
+    let patterns: Vec<&str> = report["by"]["fraud_pattern"]
+        .as_array()
+        .expect("by fraud_pattern")
+        .iter()
+        .filter_map(|g| g["value"].as_str())
+        .filter(|v| *v != "(null)")
+        .collect();
+    assert!(patterns.len() >= 3, "{patterns:?}");
+    for p in &patterns {
+        assert!(
+            [
+                "amount_spike",
+                "velocity_burst",
+                "impossible_travel",
+                "odd_hour_category",
+                "card_testing"
+            ]
+            .contains(p),
+            "{p}"
+        );
+    }
     assert!(
         report["positives"].as_u64().is_some_and(|p| p > 50),
         "{report}"

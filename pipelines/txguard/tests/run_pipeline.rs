@@ -128,6 +128,7 @@ fn default_pipeline_writes_delta_tables_an_independent_reader_reads() {
             "category",
             "location",
             "channel",
+            "fraud_pattern",
             "is_fraud",
             "log_amount",
             "tx_count_10m",

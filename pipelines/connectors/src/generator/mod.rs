@@ -142,6 +142,19 @@ pub enum FraudPattern {
     CardTesting,
 }
 
+impl FraudPattern {
+    /// The pattern's name, as the `fraud_pattern` column gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FraudPattern::AmountSpike => "amount_spike",
+            FraudPattern::VelocityBurst => "velocity_burst",
+            FraudPattern::ImpossibleTravel => "impossible_travel",
+            FraudPattern::OddHourCategory => "odd_hour_category",
+            FraudPattern::CardTesting => "card_testing",
+        }
+    }
+}
+
 /// One generated transaction with its event time and, for fraud, the pattern.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Generated {
@@ -430,6 +443,7 @@ impl Generator {
                 lat: Some(e.lat),
                 lon: Some(e.lon),
                 is_fraud: Some(e.pattern.is_some()),
+                fraud_pattern: e.pattern.map(|p| p.name().to_string()),
             },
         }
     }

@@ -13,6 +13,7 @@
 //! | currency, merchant, category, location, country, device_id, channel | TEXT | |
 //! | lat, lon | DOUBLE | |
 //! | is_fraud | BOOLEAN | the label: true for the five fraud patterns |
+//! | fraud_pattern | TEXT | which pattern a fraud is (`amount_spike`, `velocity_burst`, `impossible_travel`, `odd_hour_category`, `card_testing`); NULL for legitimate ones |
 
 use std::sync::{Arc, LazyLock};
 
@@ -53,6 +54,7 @@ static TRANSACTION_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     fields.push(Field::new("lat", DataType::Float64, true));
     fields.push(Field::new("lon", DataType::Float64, true));
     fields.push(Field::new("is_fraud", DataType::Boolean, true));
+    fields.push(Field::new("fraud_pattern", DataType::Utf8, true));
     Arc::new(Schema::new(fields))
 });
 
@@ -91,6 +93,9 @@ pub struct Transaction {
     pub lon: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub is_fraud: Option<bool>,
+    /// Which of the generator's fraud patterns a fraud is (none for legitimate ones).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fraud_pattern: Option<String>,
 }
 
 /// Whether a generated column of type `from` can fill a declared column of type `to`.

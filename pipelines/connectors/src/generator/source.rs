@@ -65,6 +65,10 @@ fn to_batch(id_prefix: &str, events: &[Event]) -> Result<RecordBatch, ArrowError
     let ts = TimestampMicrosecondArray::from_iter_values(events.iter().map(|e| e.ts_micros))
         .with_timezone("UTC");
     let fraud: BooleanArray = events.iter().map(|e| Some(e.pattern.is_some())).collect();
+    let mut patterns = StringBuilder::with_capacity(n, 0);
+    for e in events {
+        patterns.append_option(e.pattern.map(|p| p.name()));
+    }
     let cols: Vec<ArrayRef> = vec![
         ids,
         users,
@@ -80,6 +84,7 @@ fn to_batch(id_prefix: &str, events: &[Event]) -> Result<RecordBatch, ArrowError
         floats(&|e| e.lat),
         floats(&|e| e.lon),
         Arc::new(fraud),
+        Arc::new(patterns.finish()),
     ];
     RecordBatch::try_new(transaction_schema(), cols)
 }

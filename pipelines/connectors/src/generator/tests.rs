@@ -56,9 +56,28 @@ fn events_follow_the_contract_and_decode() {
         );
         assert!(e.transaction.amount > 0.0);
         assert_eq!(e.transaction.is_fraud, Some(e.pattern.is_some()));
+        assert_eq!(
+            e.transaction.fraud_pattern.as_deref(),
+            e.pattern.map(FraudPattern::name)
+        );
     }
     let (rows, dead) = d.flush().expect("flush");
     assert_eq!((rows.num_rows(), dead.num_rows()), (events.len(), 0));
+    // The pattern column of the decoded rows equals the label's pattern, row by row.
+    let patterns = rows
+        .column_by_name("fraud_pattern")
+        .expect("fraud_pattern")
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .expect("text")
+        .clone();
+    let mut names = HashSet::new();
+    for (i, e) in events.iter().enumerate() {
+        let got = (!arrow::array::Array::is_null(&patterns, i)).then(|| patterns.value(i));
+        assert_eq!(got, e.pattern.map(FraudPattern::name));
+        names.extend(got);
+    }
+    assert_eq!(names.len(), 5, "every pattern is named: {names:?}");
 }
 
 #[test]
@@ -181,4 +200,33 @@ fn bad_options_are_named() {
     .err()
     .expect("invalid");
     assert!(e.to_string().contains("users"));
+}
+
+/// The Arrow batches the source makes carry the same labels and patterns as the events.
+#[test]
+fn batches_name_each_frauds_pattern() {
+    let cfg = GeneratorConfig {
+        users: 300,
+        ..Default::default()
+    };
+    let events = take(cfg.clone(), 20_000);
+    let mut g = Generator::new(cfg).expect("config");
+    let batch = g.next_batch(20_000).expect("a batch").expect("arrow");
+    let col = |name: &str| batch.column_by_name(name).expect(name).clone();
+    let fraud = col("is_fraud");
+    let fraud = fraud
+        .as_any()
+        .downcast_ref::<arrow::array::BooleanArray>()
+        .expect("bool");
+    let patterns = col("fraud_pattern");
+    let patterns = patterns
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .expect("text");
+    assert_eq!(batch.num_rows(), events.len());
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(fraud.value(i), e.pattern.is_some());
+        let got = (!arrow::array::Array::is_null(patterns, i)).then(|| patterns.value(i));
+        assert_eq!(got, e.pattern.map(FraudPattern::name), "row {i}");
+    }
 }

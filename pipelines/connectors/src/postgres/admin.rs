@@ -21,7 +21,7 @@ pub const TABLES: [&str; 5] = [
 ];
 
 /// The views `views.sql` creates.
-pub const VIEWS: [&str; 8] = [
+pub const VIEWS: [&str; 9] = [
     "anomalies_per_minute",
     "top_risky_users",
     "amount_by_location_category",
@@ -30,6 +30,7 @@ pub const VIEWS: [&str; 8] = [
     "dead_letters_by_reason",
     "ingest_per_minute",
     "champion_challenger",
+    "recall_by_pattern",
 ];
 
 /// A `txguard db` step failed.

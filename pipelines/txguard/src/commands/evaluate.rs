@@ -59,6 +59,10 @@ pub struct EvaluateArgs {
     pub into_card: bool,
 }
 
+/// The column that names a labelled fraud's pattern (the generator's): the report always
+/// breaks recall down by it when the view has it.
+const PATTERN: &str = "fraud_pattern";
+
 /// Points a curve keeps in the card (the report keeps all of them, up to ~500).
 const CARD_CURVE_POINTS: usize = 100;
 
@@ -103,6 +107,11 @@ async fn evaluate(args: EvaluateArgs) -> Result<()> {
     };
     let view_run = ViewRun::plan(&args.pipeline, &args.sets, &args.view).await?;
     let schema = view_run.schema.clone();
+    // Recall per fraud pattern, whenever the view says which pattern a fraud is.
+    let mut args = args;
+    if schema.index_of(PATTERN).is_ok() && !args.by.iter().any(|b| b == PATTERN) {
+        args.by.push(PATTERN.to_string());
+    }
     let col = |name: &str, what: &str| {
         schema.index_of(name).map_err(|_| {
             anyhow::anyhow!(
