@@ -49,7 +49,8 @@ for t in r["top_k"]:
     close(f"top {t['k']} precision", t["precision"], hits / t["k"])
     close(f"top {t['k']} recall", t["recall"], hits / y.sum())
 for name, groups in r["by"].items():
-    col = [row[name] for row in rows]
+    # scores.csv leaves a NULL group value empty; the report calls it "(null)".
+    col = [row[name] or "(null)" for row in rows]
     for g in groups:
         m = np.array([c == g["value"] for c in col])
         if int(m.sum()) != g["rows"]:
