@@ -73,20 +73,9 @@ fn replace(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).expect("rename");
 }
 
-fn status(run: &Run) -> Value {
-    let (_, body) = http_get(&run.addr, "/api/status");
-    serde_json::from_str(&body).expect("status json")
-}
-
 /// Rows the `transactions_scored` sink has committed.
 fn committed(run: &Run) -> u64 {
-    status(run)["sinks"]
-        .as_array()
-        .expect("sinks")
-        .iter()
-        .find(|s| s["table"] == "transactions_scored")
-        .and_then(|s| s["committed_rows"].as_u64())
-        .unwrap_or(0)
+    common::committed_rows(run, "transactions_scored")
 }
 
 /// Waits (≤ 90 s) until the scored sink has committed more than `rows`.

@@ -418,15 +418,7 @@ fn running_version(run: &common::Run) -> serde_json::Value {
 
 /// Rows the run's `transactions_scored` sink has committed.
 fn committed(run: &common::Run) -> u64 {
-    let (_, body) = common::http_get(&run.addr, "/api/status");
-    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
-    v["sinks"]
-        .as_array()
-        .expect("sinks")
-        .iter()
-        .find(|s| s["table"] == "transactions_scored")
-        .and_then(|s| s["committed_rows"].as_u64())
-        .unwrap_or(0)
+    common::committed_rows(run, "transactions_scored")
 }
 
 /// Waits (≤ 90 s) until `f` holds.

@@ -53,3 +53,23 @@ fn variants_share_the_default_pipelines_views_queries_and_columns() {
         }
     }
 }
+
+/// The champion / challenger example computes the default pipeline's features: its
+/// `history` and `features` views are the default pipeline's, word for word.
+#[test]
+fn the_champion_challenger_example_has_the_default_features() {
+    let base = load("pipeline.sql");
+    let example = load("examples/champion_challenger.sql");
+    for name in ["history", "features"] {
+        let view = |p: &Pipeline| {
+            p.views
+                .iter()
+                .find(|v| v.name == name)
+                .map(|v| v.sql.clone())
+                .unwrap_or_else(|| panic!("no view {name}"))
+        };
+        assert_eq!(view(&example), view(&base), "view {name}");
+    }
+    let columns = |p: &Pipeline| p.table("transactions").map(|t| t.columns.clone());
+    assert_eq!(columns(&example), columns(&base), "table transactions");
+}

@@ -403,3 +403,16 @@ pub fn wait_recorded(dir: &Path, version: &str) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Rows a running pipeline's sink `table` has committed (its `/api/status`).
+pub fn committed_rows(run: &Run, table: &str) -> u64 {
+    let (_, body) = http_get(&run.addr, "/api/status");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("status json");
+    v["sinks"]
+        .as_array()
+        .expect("sinks")
+        .iter()
+        .find(|s| s["table"] == table)
+        .and_then(|s| s["committed_rows"].as_u64())
+        .unwrap_or(0)
+}
