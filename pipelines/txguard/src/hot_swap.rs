@@ -192,11 +192,10 @@ impl LiveModels {
             return Ok(());
         }
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = dir.join(format!(".{}.json.tmp", forest.version()));
+        // `save` writes whole or not at all (a temporary file renamed into place).
         forest
-            .save(&tmp)
+            .save(&path)
             .with_context(|| format!("keeping model {} in {}", forest.version(), dir.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
         Ok(())
     }
 

@@ -319,9 +319,9 @@ fn into_card(path: &str, evaluated: &txguard_iforest::Forest, report: &Value) ->
         "roc": thin(&report["roc"], "fpr", "tpr"),
         "pr": thin(&report["pr"], "recall", "precision"),
     }));
-    let tmp = path.with_extension("json.tmp");
-    forest.save(&tmp)?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    // Written whole (a temporary file renamed into place), so a pipeline watching the file
+    // never reads half of it.
+    forest.save(path)?;
     tracing::info!(
         "evaluation kept in the card of {} (version {} unchanged)",
         path.display(),
