@@ -211,10 +211,14 @@ impl Live {
                 .and_then(node)
                 .and_then(|n| watch.subscribe(n, TAP_BATCHES))
             {
-                tokio::spawn(follow(live.clone(), tap, take_anomalies));
+                tokio::spawn(follow(live.clone(), tap, |l, b| {
+                    take_anomalies(l, batch_rows(b))
+                }));
             }
             if let Some(tap) = node(DEAD_LETTERS).and_then(|n| watch.subscribe(n, TAP_BATCHES)) {
-                tokio::spawn(follow(live.clone(), tap, take_dead_letters));
+                tokio::spawn(follow(live.clone(), tap, |l, b| {
+                    take_dead_letters(l, batch_rows(b))
+                }));
             }
             if let (Some(cmp), Some(tap)) = (
                 comparison,
@@ -223,16 +227,8 @@ impl Live {
                     .and_then(node)
                     .and_then(|n| watch.subscribe(n, TAP_BATCHES)),
             ) {
-                let live = live.clone();
-                tokio::spawn(async move {
-                    let mut tap = tap;
-                    let mut dropped = 0;
-                    // Counted from the Arrow columns: no JSON for every row of the table.
-                    while let Some(batch) = tap.recv().await {
-                        live.note_dropped(&tap, &mut dropped);
-                        cmp.add(&batch);
-                    }
-                });
+                // Counted from the Arrow columns: no JSON for every row of the table.
+                tokio::spawn(follow(live.clone(), tap, move |_, b| cmp.add(b)));
             }
         }
         tokio::spawn(sample(live.clone(), metrics, stats));
@@ -248,12 +244,12 @@ impl Live {
     }
 }
 
-/// Follows a tap: each batch's rows, as JSON, to `take`.
-async fn follow(live: Arc<Live>, mut tap: Tap, take: fn(&Live, Vec<Map<String, Value>>)) {
+/// Follows a tap: each batch to `take`, counting the batches the tap dropped.
+async fn follow(live: Arc<Live>, mut tap: Tap, take: impl Fn(&Live, &RecordBatch)) {
     let mut dropped = 0;
     while let Some(batch) = tap.recv().await {
         live.note_dropped(&tap, &mut dropped);
-        take(&live, batch_rows(&batch));
+        take(&live, &batch);
     }
 }
 
