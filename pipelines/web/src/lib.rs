@@ -45,7 +45,6 @@ pub struct RunInfo {
     /// The pipeline file's path and text.
     pub pipeline: String,
     pub sql: String,
-    pub model_versions: Vec<String>,
     /// Each model's slot: the forest in use and what each version scored (for `/metrics`).
     pub slots: Vec<Arc<ModelSlot>>,
     /// Each model's card and what it is (name, version, features, kernel, card), as JSON, as
@@ -83,9 +82,6 @@ pub trait ModelControl: std::fmt::Debug + Send + Sync {
 impl RunInfo {
     /// `name version` of each model, the versions in use now.
     pub fn versions(&self) -> Vec<String> {
-        if self.slots.is_empty() {
-            return self.model_versions.clone();
-        }
         self.slots
             .iter()
             .map(|s| format!("{} {}", s.name(), s.forest().version()))

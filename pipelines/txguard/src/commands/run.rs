@@ -339,7 +339,6 @@ async fn run_async(args: RunArgs) -> Result<()> {
         let info = txguard_web::RunInfo {
             pipeline: args.pipeline.display().to_string(),
             sql: std::fs::read_to_string(&args.pipeline).unwrap_or_default(),
-            model_versions: models.versions,
             slots: models.slots.clone(),
             models: models.cards,
             model_control: Some(live_models.clone()),

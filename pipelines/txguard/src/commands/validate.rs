@@ -28,8 +28,6 @@ pub struct ValidateArgs {
 /// A pipeline's models as SQL functions.
 pub struct Models {
     pub functions: PlanningFunctions,
-    /// `name version` of each model, for display.
-    pub versions: Vec<String>,
     /// Each model's slot: the forest its functions score with (swappable while running) and
     /// what each version scored (for `/metrics`).
     pub slots: Vec<Arc<ModelSlot>>,
@@ -69,7 +67,6 @@ pub fn model_functions_with(
 ) -> Result<Models> {
     let mut m = Models {
         functions: Vec::new(),
-        versions: Vec::new(),
         slots: Vec::new(),
         specs: Vec::new(),
         cards: Vec::new(),
@@ -84,7 +81,6 @@ pub fn model_functions_with(
             },
         };
         let forest = Arc::new(forest);
-        m.versions.push(format!("{name} {}", forest.version()));
         m.cards
             .push(card_json(name, &forest, path, registry.as_ref()));
         let slot = ModelSlot::new(name, forest);
