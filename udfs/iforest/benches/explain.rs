@@ -3,9 +3,9 @@
 //!     cargo bench -p txguard-iforest --bench explain [-- --rows N] [-- --model PATH]
 //!
 //! Rows are drawn uniformly over each feature's split thresholds, so both sides of the
-//! splits are taken. Prints µs per row for
-//! Linear TreeSHAP (what `Forest::explain_row` runs) and Algorithm 2 (shap's), and checks
-//! they agree.
+//! splits are taken. Prints µs per row for what `Forest::explain_row` runs (Fast TreeSHAP v2
+//! tables on the default model), Linear TreeSHAP and Algorithm 2 (shap's), and checks they
+//! agree.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -60,23 +60,52 @@ fn main() {
         }
         (best / rows as f64 * 1e6, check)
     };
-    let (linear, a) = time(&|r| forest.explain_row(r).expect("finite").contributions[0]);
-    let (reference, b) = time(&|r| {
-        forest
-            .explain_row_reference(r)
-            .expect("finite")
-            .contributions[0]
+    // Each row's contributions folded into one number, so every feature's value is checked.
+    let fold = |c: &[f64]| c.iter().enumerate().map(|(i, v)| v * (i + 1) as f64).sum();
+    let (used, a) = time(&|r| fold(&forest.explain_row(r).expect("finite").contributions));
+    let (linear, b) = time(&|r| fold(&forest.explain_row_linear(r).expect("finite").contributions));
+    let (reference, c) = time(&|r| {
+        fold(
+            &forest
+                .explain_row_reference(r)
+                .expect("finite")
+                .contributions,
+        )
     });
+    // The same rows through `explain_rows` (blocks of rows a tree at a time; spread over
+    // rayon's threads: set RAYON_NUM_THREADS=1 for one core), folded alike.
+    let mut best = f64::INFINITY;
+    let mut d = 0.0;
+    for _ in 0..3 {
+        let t = Instant::now();
+        d = forest
+            .explain_rows(black_box(&x))
+            .iter()
+            .map(|e| fold(&e.as_ref().expect("finite").contributions))
+            .sum::<f64>();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    let many = best / rows as f64 * 1e6;
     println!(
-        "{}: {} trees, {nf} features, {rows} rows: Linear TreeSHAP {linear:.1} µs/row, \
-         Algorithm 2 {reference:.1} µs/row ({:.1}x)",
+        "explain_rows on {} thread(s): {many:.1} µs/row",
+        rayon::current_num_threads()
+    );
+    println!(
+        "{}: {} trees, {nf} features, {rows} rows: {} {used:.1} µs/row, \
+         Linear TreeSHAP {linear:.1} µs/row, Algorithm 2 {reference:.1} µs/row",
         model.display(),
         forest.n_estimators(),
-        reference / linear
+        forest.explain_algorithm(),
     );
 
-    assert!(
-        (a - b).abs() <= 1e-9 * rows as f64,
-        "the algorithms disagree: {a} vs {b}"
-    );
+    for (name, v) in [
+        ("explain_row", a),
+        ("Linear TreeSHAP", b),
+        ("explain_rows", d),
+    ] {
+        assert!(
+            (v - c).abs() <= 1e-9 * rows as f64,
+            "{name} disagrees with Algorithm 2: {v} vs {c}"
+        );
+    }
 }

@@ -15,18 +15,30 @@
 //! pushes it towards an anomaly: the score is `2^(-E[h(x)] / c(max_samples))`, monotone
 //! decreasing in the path length.
 //!
-//! Two exact algorithms compute the same values:
+//! Three exact algorithms compute the same values; [`Explainer::explain`] runs the first the
+//! forest allows:
 //!
-//! * **Linear TreeSHAP**, after Yu, Xu, Bifet & Read, "Linear TreeShap" (NeurIPS 2022), the one
-//!   used: a leaf's path-dependent value function is a product over its unique path features of
-//!   `z + (o − z)·t`, the Shapley weight `|S|!(d−|S|−1)!/d!` is `∫₀¹ t^|S| (1−t)^(d−|S|−1) dt`,
-//!   so a feature's contribution from the leaves below an edge is one integral of their summed
-//!   product polynomials divided by that edge's factor. Polynomials are held as their values at
-//!   `K` Gauss–Legendre points on `[0, 1]` (exact for degree `2K − 1`), summed bottom-up in one
-//!   walk of each tree: `O(trees · nodes · K)` per row, `K = ⌈depth / 2⌉` (4 for the
-//!   default `max_samples` 256).
+//! * **Fast TreeSHAP v2**, after Yang, "Fast TreeSHAP: Accelerating SHAP Value Computation for
+//!   Trees" (2021), the one used for forests like the default: a leaf with `u` unique path
+//!   features, path-dependent factors `z_j` (the product of its cover fractions on feature
+//!   `j`) and value `v` contributes, for the set `A` of those features the row agrees with at
+//!   every split on them, `r_i · H[A \ {i}]` to each `i ∈ A` and `−H[A]` to each `i ∉ A`, where
+//!   `r_i = (1 − z_i) / z_i` and `H[A] = v · Σ_{S ⊆ A} w(|S|, u) · Π_{j ∉ S} z_j`,
+//!   `w(k, u) = k!(u−1−k)!/u!`. `H` depends on the model only: it is tabulated once per leaf
+//!   (`2^u` entries, by a subset-sum transform), so a row costs one pass over each tree's
+//!   nodes (which features each leaf's path agrees with, as bit masks) and `u + 1` look-ups
+//!   per leaf. Built when every path has at most 16 unique features, no edge has zero cover
+//!   and the tables fit in 32 MiB (the default model: 8 features at most, 2.2 MB).
+//! * **Linear TreeSHAP**, after Yu, Xu, Bifet & Read, "Linear TreeShap" (NeurIPS 2022), for
+//!   bigger forests: a leaf's path-dependent value function is a product over its unique path
+//!   features of `z + (o − z)·t`, the Shapley weight `|S|!(d−|S|−1)!/d!` is
+//!   `∫₀¹ t^|S| (1−t)^(d−|S|−1) dt`, so a feature's contribution from the leaves below an edge
+//!   is one integral of their summed product polynomials divided by that edge's factor.
+//!   Polynomials are held as their values at `K` Gauss–Legendre points on `[0, 1]` (exact for
+//!   degree `2K − 1`), summed bottom-up in one walk of each tree: `O(trees · nodes · K)` per
+//!   row, `K = ⌈depth / 2⌉`.
 //! * **Algorithm 2** of Lundberg et al. (`O(trees · leaves · depth²)`), shap's own, kept as the
-//!   reference the tests hold the first to and for trees deeper than 32 levels.
+//!   reference the tests hold the others to and for trees deeper than 32 levels.
 //!
 //! Both are independent of the data seen so far; pipelines explain the flagged rows only
 //! (see `docs/benchmarks.md`).
@@ -73,6 +85,9 @@ pub(crate) struct Explainer {
     /// Gauss–Legendre points and weights on `[0, 1]` for Linear TreeSHAP; `None` when the
     /// trees are too deep for the largest rule kept (then Algorithm 2 runs).
     quadrature: Option<Quadrature>,
+    /// Fast TreeSHAP v2 tables; `None` when the forest is too deep or too big for them
+    /// (then Linear TreeSHAP runs).
+    tables: Option<Tables>,
 }
 
 /// Point counts Linear TreeSHAP is compiled for (each exact up to degree `2K − 1`).
@@ -116,6 +131,271 @@ impl Quadrature {
     }
 }
 
+/// Largest number of unique features on one root-to-leaf path the tables are built for
+/// (a leaf's table has `2^u` entries).
+const MAX_TABLE_PATH: usize = 16;
+
+/// Largest number of table entries (f64) over the whole forest: 32 MiB. The default
+/// model needs ~280 k (2.2 MB); bigger forests explain by Linear TreeSHAP.
+const MAX_TABLE_ENTRIES: usize = 1 << 22;
+
+/// Fast TreeSHAP v2 tables (see the module doc) for every tree.
+#[derive(Debug, Clone)]
+struct Tables {
+    trees: Vec<TreeTables>,
+    /// Per leaf path, its unique features in first-split order.
+    features: Vec<u32>,
+    /// Per leaf, for every subset `A` of its path's positions (the features the row agrees
+    /// with), the `u` contributions of the path's features: `(1 − z_j) / z_j · H[A \ {j}]`
+    /// for `j ∈ A`, `−H[A]` for the others, where
+    /// `H[A] = v · Σ_{S ⊆ A} w(|S|, u) · Π_{j ∉ S} z_j`.
+    values: Vec<f64>,
+    /// Nodes of the largest tree (the row's mask buffer).
+    max_nodes: usize,
+}
+
+/// One tree's part: its inner nodes in index order (parents before children) and its
+/// leaves, sorted by path length so the per-leaf loop's trip count is predictable.
+#[derive(Debug, Clone)]
+struct TreeTables {
+    inner: Vec<InnerNode>,
+    leaves: Vec<LeafTable>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InnerNode {
+    threshold: f64,
+    feature: u32,
+    /// The bit of the node's feature's position on the paths through it: a row that goes
+    /// the other way loses it in the leaves below.
+    bit: u32,
+    node: u32,
+    left: u32,
+    right: u32,
+}
+
+impl LeafTable {
+    /// Where the leaf's contributions for the row walked into `mask` start in `values`.
+    #[inline]
+    fn row(&self, mask: &[u32]) -> usize {
+        let agree = (mask[self.node as usize] & ((1u32 << self.u) - 1)) as usize;
+        self.table as usize + agree * self.u as usize
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LeafTable {
+    /// Scaled leaf value (the row's path length when it reaches this leaf).
+    value: f64,
+    node: u32,
+    /// Unique features on the path.
+    u: u32,
+    /// Offset of the path's entries in `features`.
+    path: u32,
+    /// Offset of the leaf's `2^u · u` entries in `values`.
+    table: u32,
+}
+
+impl Tables {
+    /// Row `x`'s way through one tree: per node, the bits of the path positions whose
+    /// splits the row followed (`mask`, at least the tree's node count long). Then asks the
+    /// memory for each leaf's row of contributions (scattered over the tables: a cache miss
+    /// each), so that they have arrived when [`Self::add_tree`] reads them. Branch-free
+    /// where the row decides: those branches are unpredictable.
+    #[inline]
+    fn walk_row(&self, tree: &TreeTables, x: &[f32], mask: &mut [u32]) {
+        if tree.leaves.is_empty() {
+            return;
+        }
+        mask[0] = u32::MAX;
+        for n in &tree.inner {
+            let m = mask[n.node as usize];
+            let left = f64::from(x[n.feature as usize]) <= n.threshold;
+            let gone = if left { 0 } else { n.bit };
+            mask[n.left as usize] = m & !gone;
+            mask[n.right as usize] = m & !(n.bit ^ gone);
+        }
+        #[cfg(target_arch = "x86_64")]
+        for leaf in &tree.leaves {
+            if let Some(v) = self.values.get(leaf.row(mask)) {
+                // SAFETY: a prefetch is a hint: it reads nothing and cannot fault; the
+                // pointer is into `values`.
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        (v as *const f64).cast(),
+                    )
+                };
+            }
+        }
+    }
+
+    /// Adds the contributions of one tree, walked by [`Self::walk_row`] into `mask`, to
+    /// `phi`; returns the row's path length in it.
+    #[inline]
+    fn add_tree(&self, tree: &TreeTables, mask: &[u32], phi: &mut [f64]) -> f64 {
+        // The one leaf whose path the row follows at every split; +0.0 elsewhere.
+        let mut reached = 0.0;
+        for leaf in &tree.leaves {
+            reached += if mask[leaf.node as usize] == u32::MAX {
+                leaf.value
+            } else {
+                0.0
+            };
+            let u = leaf.u as usize;
+            let g = &self.values[leaf.row(mask)..][..u];
+            let features = &self.features[leaf.path as usize..][..u];
+            for (&f, &c) in features.iter().zip(g) {
+                phi[f as usize] += c;
+            }
+        }
+        reached
+    }
+
+    /// The tables, or `None` when a path has more than [`MAX_TABLE_PATH`] unique features,
+    /// an edge carries no cover (`z = 0` has no ratio), or the forest needs more than
+    /// [`MAX_TABLE_ENTRIES`].
+    fn new(trees: &[ExplainTree]) -> Option<Self> {
+        let mut tables = Tables {
+            trees: Vec::with_capacity(trees.len()),
+            features: Vec::new(),
+            values: Vec::new(),
+            max_nodes: trees.iter().map(|t| t.left.len()).max().unwrap_or(0),
+        };
+        // w(k, u) = k! (u − 1 − k)! / u! for u ≤ MAX_TABLE_PATH, k < u.
+        let fact: Vec<f64> = (0..=MAX_TABLE_PATH)
+            .scan(1.0, |f, k| {
+                if k > 0 {
+                    *f *= k as f64;
+                }
+                Some(*f)
+            })
+            .collect();
+        let mut path = Vec::with_capacity(MAX_TABLE_PATH);
+        for t in trees {
+            let mut tree = TreeTables {
+                inner: Vec::new(),
+                leaves: Vec::new(),
+            };
+            if !t.left.is_empty() {
+                tables.walk(t, &mut tree, 0, &mut path, &fact)?;
+            }
+            tree.inner.sort_by_key(|n| n.node);
+            tree.leaves.sort_by_key(|l| l.u);
+            tables.trees.push(tree);
+        }
+        Some(tables)
+    }
+
+    /// Builds the tables of the leaves below `node`, whose path of unique features (with
+    /// their combined cover fractions) is `path`.
+    fn walk(
+        &mut self,
+        t: &ExplainTree,
+        tree: &mut TreeTables,
+        node: usize,
+        path: &mut Vec<(u32, f64)>,
+        fact: &[f64],
+    ) -> Option<()> {
+        if t.is_leaf(node) {
+            return self.leaf(t.value[node], node, path, fact, tree);
+        }
+        let f = t.feature[node];
+        let (position, before) = match path.iter().position(|&(g, _)| g == f) {
+            Some(p) => (p, Some(path[p].1)),
+            None if path.len() < MAX_TABLE_PATH => {
+                path.push((f, 1.0));
+                (path.len() - 1, None)
+            }
+            None => return None,
+        };
+        tree.inner.push(InnerNode {
+            threshold: t.threshold[node],
+            feature: f,
+            bit: 1 << position,
+            node: node as u32,
+            left: t.left[node],
+            right: t.right[node],
+        });
+        for child in [t.left[node] as usize, t.right[node] as usize] {
+            path[position].1 = before.unwrap_or(1.0) * t.share[child];
+            self.walk(t, tree, child, path, fact)?;
+        }
+        match before {
+            Some(z) => path[position].1 = z,
+            None => {
+                path.pop();
+            }
+        }
+        Some(())
+    }
+
+    fn leaf(
+        &mut self,
+        value: f64,
+        node: usize,
+        path: &[(u32, f64)],
+        fact: &[f64],
+        tree: &mut TreeTables,
+    ) -> Option<()> {
+        // (A one-leaf tree's leaf has u = 0: one entry, no contributions, its path length.)
+        let u = path.len();
+        if path.iter().any(|&(_, z)| z <= 0.0) {
+            return None;
+        }
+        let full = (1usize << u) - 1;
+        if self.values.len() + (full + 1) * u > MAX_TABLE_ENTRIES {
+            return None;
+        }
+        tree.leaves.push(LeafTable {
+            value,
+            node: node as u32,
+            u: u as u32,
+            path: self.features.len() as u32,
+            table: self.values.len() as u32,
+        });
+        self.features.extend(path.iter().map(|&(f, _)| f));
+        // product[m] = Π_{j ∈ m} z_j, one multiplication per mask.
+        let mut product = vec![1.0; full + 1];
+        for m in 1..=full {
+            product[m] = product[m & (m - 1)] * path[m.trailing_zeros() as usize].1;
+        }
+        // t(S) = v · w(|S|, u) · Π_{j ∉ S} z_j; t(U) is never read (a feature's own bit is
+        // always out of the set looked up), so it stays 0.
+        let mut h: Vec<f64> = (0..=full)
+            .map(|s| {
+                if s == full {
+                    return 0.0;
+                }
+                let k = s.count_ones() as usize;
+                value * fact[k] * fact[u - 1 - k] / fact[u] * product[full ^ s]
+            })
+            .collect();
+        // Subset sums (the zeta transform): H[A] = Σ_{S ⊆ A} t(S).
+        for j in 0..u {
+            let bit = 1 << j;
+            for m in 0..=full {
+                if m & bit != 0 {
+                    h[m] += h[m ^ bit];
+                }
+            }
+        }
+        // Per agreement set A, each path feature's contribution: r_j · H[A \ {j}] when the
+        // row agrees on it, −H[A] when not.
+        let ratios: Vec<f64> = path.iter().map(|&(_, z)| (1.0 - z) / z).collect();
+        for a in 0..=full {
+            self.values.extend((0..u).map(|j| {
+                let bit = 1 << j;
+                if a & bit != 0 {
+                    ratios[j] * h[a ^ bit]
+                } else {
+                    -h[a]
+                }
+            }));
+        }
+        Some(())
+    }
+}
+
 /// Feature index of the path's root element (no feature).
 const NO_FEATURE: u32 = u32::MAX;
 
@@ -151,17 +431,88 @@ impl Explainer {
             .into_iter()
             .find(|&k| 2 * k > degree) // 2k − 1 ≥ degree
             .map(Quadrature::gauss_legendre);
+        let tables = Tables::new(&trees);
         Explainer {
             trees,
             expected,
             n_features,
             buffer: (deepest + 2) * (deepest + 3) / 2 + 1,
             quadrature,
+            tables,
         }
     }
 
-    /// Explains one row of f32-cast feature values (in the model's feature order; finite).
+    /// Explains one row of f32-cast feature values (in the model's feature order; finite)
+    /// by the fastest algorithm the forest allows.
     pub(crate) fn explain(&self, x: &[f32]) -> Explanation {
+        match &self.tables {
+            Some(tables) => self.explain_tables(tables, x),
+            None => self.explain_linear_tree_shap(x),
+        }
+    }
+
+    /// Which algorithm [`Self::explain`] runs.
+    pub(crate) fn algorithm(&self) -> &'static str {
+        match (&self.tables, &self.quadrature) {
+            (Some(_), _) => "Fast TreeSHAP v2 tables",
+            (None, Some(_)) => "Linear TreeSHAP",
+            (None, None) => "TreeSHAP Algorithm 2",
+        }
+    }
+
+    /// Fast TreeSHAP v2: one pass over each tree's nodes gives every leaf the set of its
+    /// path's features the row agrees with, then a few table look-ups per leaf.
+    fn explain_tables(&self, tables: &Tables, x: &[f32]) -> Explanation {
+        let mut phi = vec![0.0; self.n_features];
+        // (Walking the next tree before adding this one's, to give the prefetches longer,
+        // measured slower.)
+        let mut mask = vec![0u32; tables.max_nodes];
+        let mut path_length = 0.0;
+        for tree in &tables.trees {
+            tables.walk_row(tree, x, &mut mask);
+            path_length += tables.add_tree(tree, &mask, &mut phi);
+        }
+        Explanation {
+            expected: self.expected,
+            path_length,
+            contributions: phi,
+        }
+    }
+
+    /// Explains many rows (row-major f32 values, `n_features` each; finite): the same values
+    /// as [`Self::explain`] row by row. With tables, the rows go through one tree at a time
+    /// (its part of the tables, ~120 kB on the default model, stays in the core's cache).
+    pub(crate) fn explain_many(&self, rows: &[f32]) -> Vec<Explanation> {
+        let nf = self.n_features.max(1);
+        let Some(tables) = &self.tables else {
+            return rows.chunks_exact(nf).map(|x| self.explain(x)).collect();
+        };
+        let n = rows.len() / nf;
+        let mut phi = vec![0.0; n * nf];
+        let mut path_length = vec![0.0; n];
+        let mut mask = vec![0u32; tables.max_nodes];
+        for tree in &tables.trees {
+            for ((x, p), l) in rows
+                .chunks_exact(nf)
+                .zip(phi.chunks_exact_mut(nf))
+                .zip(&mut path_length)
+            {
+                tables.walk_row(tree, x, &mut mask);
+                *l += tables.add_tree(tree, &mask, p);
+            }
+        }
+        phi.chunks_exact(nf)
+            .zip(path_length)
+            .map(|(p, l)| Explanation {
+                expected: self.expected,
+                path_length: l,
+                contributions: p[..self.n_features].to_vec(),
+            })
+            .collect()
+    }
+
+    /// Linear TreeSHAP where a quadrature rule applies, else Algorithm 2.
+    pub(crate) fn explain_linear_tree_shap(&self, x: &[f32]) -> Explanation {
         match &self.quadrature {
             Some(q) if q.points.len() == 4 => self.explain_linear::<4>(q, x),
             Some(q) if q.points.len() == 8 => self.explain_linear::<8>(q, x),
@@ -611,12 +962,17 @@ mod tests {
     }
 
     #[test]
-    fn linear_tree_shap_equals_algorithm_2_on_random_deep_trees() {
+    fn tables_and_linear_tree_shap_equal_algorithm_2_on_random_deep_trees() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        // Depths that pick each rule (4, 8 and 16 points) and one past them (Algorithm 2
-        // only); 3 or 5 features make repeated splits on a path the rule.
-        for (max_depth, nf, samples) in [(8, 3, 256), (8, 5, 256), (14, 5, 4000), (24, 6, 60000)] {
+        // Small and deep trees; 3 to 6 features make repeated splits on a path the rule. The
+        // last forest needs more table entries than the cap allows: no tables there.
+        for (max_depth, nf, samples, tabled) in [
+            (8, 3, 256, true),
+            (8, 5, 256, true),
+            (14, 5, 4000, true),
+            (24, 6, 60000, false),
+        ] {
             let trees: Vec<Tree> = (0..4)
                 .map(|_| random_tree(&mut rng, samples, max_depth, nf))
                 .collect();
@@ -627,31 +983,47 @@ mod tests {
             let k = e.quadrature.as_ref().map(|q| q.points.len());
             let deepest = e.trees.iter().map(|t| t.max_depth).max().unwrap_or(0);
             assert!(k.is_some(), "depth {deepest}: a rule must apply");
+            let entries = e
+                .trees
+                .iter()
+                .map(|t| (0..t.left.len()).filter(|&n| t.is_leaf(n)).count() << nf);
+            assert_eq!(
+                e.tables.is_some(),
+                tabled,
+                "up to {} table entries",
+                entries.sum::<usize>()
+            );
             for _ in 0..50 {
                 let x: Vec<f32> = (0..nf).map(|_| rng.random_range(-5.0f32..5.0)).collect();
-                let fast = e.explain(&x);
                 let reference = e.explain_algorithm2(&x);
-                for (f, (a, b)) in fast
-                    .contributions
-                    .iter()
-                    .zip(&reference.contributions)
-                    .enumerate()
+                let tables = e.tables.as_ref().map(|t| e.explain_tables(t, &x));
+                for (name, got) in [
+                    ("linear", Some(e.explain_linear_tree_shap(&x))),
+                    ("tables", tables),
+                    ("default", Some(e.explain(&x))),
+                ]
+                .into_iter()
+                .filter_map(|(n, g)| Some((n, g?)))
                 {
-                    assert!(
-                        (a - b).abs() < 1e-12,
-                        "depth {deepest}, {k:?} points, feature {f}: linear {a} vs algorithm 2 {b}"
-                    );
+                    for (f, (a, b)) in got
+                        .contributions
+                        .iter()
+                        .zip(&reference.contributions)
+                        .enumerate()
+                    {
+                        assert!(
+                            (a - b).abs() < 1e-12,
+                            "depth {deepest}, {k:?} points, feature {f}: {name} {a} vs algorithm 2 {b}"
+                        );
+                    }
+                    assert_eq!(got.path_length, reference.path_length, "{name}");
                 }
-                assert_eq!(fast.path_length, reference.path_length);
             }
         }
     }
 
-    #[test]
-    fn trees_deeper_than_every_rule_fall_back_to_algorithm_2() {
-        // A chain of 40 splits on 40 features, each cutting one sample off to a leaf: the
-        // deepest leaf's product has degree 40, more than 16 points integrate exactly.
-        let depth = 40usize;
+    /// A chain of `depth` splits on `depth` features, each cutting one sample off to a leaf.
+    fn chain(depth: usize) -> Tree {
         let mut t = no_nodes();
         for d in 0..depth {
             let here = t.children_left.len() as i64;
@@ -667,12 +1039,59 @@ mod tests {
         t.threshold.push(-2.0);
         t.n_node_samples.push(1);
         t.validate(0, depth).expect("valid chain");
+        t
+    }
+
+    #[test]
+    fn paths_with_more_than_16_features_explain_by_linear_tree_shap() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let depth = 20;
+        let e = Explainer::new(&[chain(depth)], depth);
+        assert!(e.tables.is_none(), "20 unique features on a path");
+        assert_eq!(e.algorithm(), "Linear TreeSHAP");
+        for _ in 0..20 {
+            let x: Vec<f32> = (0..depth).map(|_| rng.random_range(0.0f32..1.0)).collect();
+            let (got, want) = (e.explain(&x), e.explain_algorithm2(&x));
+            for (a, b) in got.contributions.iter().zip(&want.contributions) {
+                assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_tree_of_one_leaf_contributes_nothing_but_its_path_length() {
+        let mut stump = no_nodes();
+        stump.children_left.push(-1);
+        stump.children_right.push(-1);
+        stump.feature.push(-2);
+        stump.threshold.push(-2.0);
+        stump.n_node_samples.push(1);
+        let e = Explainer::new(&[stump, tree()], 3);
+        assert!(e.tables.is_some());
+        let x = [0.0f32, 2.0, 5.0];
+        let (got, want) = (e.explain(&x), e.explain_algorithm2(&x));
+        for (a, b) in got.contributions.iter().zip(&want.contributions) {
+            assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        }
+        assert_eq!(got.path_length, want.path_length);
+        let sum: f64 = got.contributions.iter().sum();
+        assert!((sum - (got.path_length - got.expected)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn trees_deeper_than_every_rule_fall_back_to_algorithm_2() {
+        // The deepest leaf of a 40-split chain has a product of degree 40, more than 16
+        // points integrate exactly, and 40 unique features, more than the tables take.
+        let depth = 40usize;
+        let t = chain(depth);
         let e = Explainer::new(std::slice::from_ref(&t), depth);
         assert_eq!(e.trees[0].max_depth, depth);
         assert!(
-            e.quadrature.is_none(),
+            e.quadrature.is_none() && e.tables.is_none(),
             "depth {depth} needs more than 16 points"
         );
+        assert_eq!(e.algorithm(), "TreeSHAP Algorithm 2");
         // All zeros go left at every split: the first leaf, one sample of 41.
         let got = e.explain(&vec![0.0f32; depth]);
         let sum: f64 = got.contributions.iter().sum();

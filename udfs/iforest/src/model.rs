@@ -100,6 +100,9 @@ pub struct ModelFile {
 /// Rows [`Forest::explain_rows`] needs before it spreads them over threads.
 pub const PARALLEL_EXPLAIN_ROWS: usize = 16;
 
+/// Rows [`Forest::explain_rows`] takes through the forest together, one tree at a time.
+pub const EXPLAIN_BLOCK_ROWS: usize = 64;
+
 /// A validated model ready to score.
 #[derive(Debug, Clone)]
 pub struct Forest {
@@ -364,36 +367,63 @@ impl Forest {
     /// `None` when the row has the wrong length or a value with no score (as [`Self::score_row`]).
     pub fn explain_row(&self, row: &[f64]) -> Option<Explanation> {
         let x = self.row_as_f32(row)?;
-        let explainer = self
-            .explainer
-            .get_or_init(|| Explainer::new(&self.file.trees, self.n_features()));
-        Some(explainer.explain(&x))
+        Some(self.explainer().explain(&x))
     }
 
     /// [`Self::explain_row`] for many rows given row-major (`n_features` values each; a
-    /// short last row gives `None`), spread over rayon's threads when there are at least
-    /// [`PARALLEL_EXPLAIN_ROWS`]: an explanation costs ~100× a score, and a pipeline's
-    /// flagged rows of one batch are independent. Fewer stay on the calling thread: waking
-    /// rayon's pool for a row or two every few milliseconds (a paced pipeline's batches)
-    /// keeps its threads spinning, which cost a live 10k tx/s pipeline most of a core and
-    /// its scoring API its latency (docs/benchmarks.md).
+    /// short last row gives `None`); the same values, faster: blocks of
+    /// [`EXPLAIN_BLOCK_ROWS`] rows go through the forest one tree at a time (its tables stay
+    /// in cache, see [`crate::explain`]), spread over rayon's threads when there are at least
+    /// [`PARALLEL_EXPLAIN_ROWS`] rows. Fewer stay on the calling thread: waking rayon's pool
+    /// for a row or two every few milliseconds (a paced pipeline's batches) keeps its threads
+    /// spinning, which cost a live 10k tx/s pipeline most of a core and its scoring API its
+    /// latency (docs/benchmarks.md).
     pub fn explain_rows(&self, rows: &[f64]) -> Vec<Option<Explanation>> {
         use rayon::prelude::*;
         let nf = self.n_features().max(1);
+        let block = |rows: &[f64]| -> Vec<Option<Explanation>> {
+            let cast: Vec<Option<Vec<f32>>> = rows.chunks(nf).map(|r| self.row_as_f32(r)).collect();
+            let flat: Vec<f32> = cast.iter().flatten().flatten().copied().collect();
+            let mut explained = self.explainer().explain_many(&flat).into_iter();
+            cast.iter()
+                .map(|c| c.as_ref().and_then(|_| explained.next()))
+                .collect()
+        };
         if rows.len() < PARALLEL_EXPLAIN_ROWS * nf {
-            return rows.chunks(nf).map(|r| self.explain_row(r)).collect();
+            return rows
+                .chunks(EXPLAIN_BLOCK_ROWS * nf)
+                .flat_map(block)
+                .collect();
         }
-        rows.par_chunks(nf).map(|r| self.explain_row(r)).collect()
+        let blocks: Vec<Vec<Option<Explanation>>> = rows
+            .par_chunks(EXPLAIN_BLOCK_ROWS * nf)
+            .map(block)
+            .collect();
+        blocks.into_iter().flatten().collect()
     }
 
     /// [`Self::explain_row`] by Lundberg et al.'s Algorithm 2 (shap's TreeSHAP), the
-    /// reference the faster algorithm is tested and benchmarked against; same values.
+    /// reference the faster algorithms are tested and benchmarked against; same values.
     pub fn explain_row_reference(&self, row: &[f64]) -> Option<Explanation> {
         let x = self.row_as_f32(row)?;
-        let explainer = self
-            .explainer
-            .get_or_init(|| Explainer::new(&self.file.trees, self.n_features()));
-        Some(explainer.explain_algorithm2(&x))
+        Some(self.explainer().explain_algorithm2(&x))
+    }
+
+    /// [`Self::explain_row`] by Linear TreeSHAP (what bigger forests use; Algorithm 2 for
+    /// trees too deep for it), for benchmarks and comparisons; same values.
+    pub fn explain_row_linear(&self, row: &[f64]) -> Option<Explanation> {
+        let x = self.row_as_f32(row)?;
+        Some(self.explainer().explain_linear_tree_shap(&x))
+    }
+
+    /// The algorithm [`Self::explain_row`] runs for this forest (see [`crate::explain`]).
+    pub fn explain_algorithm(&self) -> &'static str {
+        self.explainer().algorithm()
+    }
+
+    fn explainer(&self) -> &Explainer {
+        self.explainer
+            .get_or_init(|| Explainer::new(&self.file.trees, self.n_features()))
     }
 
     /// The row cast to f32 as scikit-learn does; `None` for the wrong length or a value with
